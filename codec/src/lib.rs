@@ -1,0 +1,17 @@
+//! A strict, zero-copy codec and validator for the session protocol
+//! (protocol version 29), built to sit on the wire of a real-time messaging
+//! server.
+//!
+//! Every inbound fault is a typed [`Violation`] that carries its byte offset and
+//! maps, in one function, to the [`CloseReason`] the server closes the client
+//! with. All bounds come from one [`Limits`] value.
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod close;
+pub mod limits;
+pub mod violation;
+
+pub use close::CloseReason;
+pub use limits::{Limits, LimitsBuilder};
+pub use violation::{Field, Violation, ViolationKind};
