@@ -10,8 +10,12 @@
 
 pub mod close;
 pub mod limits;
+pub mod message;
+mod parse;
+pub mod varint;
 pub mod violation;
 
 pub use close::CloseReason;
 pub use limits::{Limits, LimitsBuilder};
+pub use message::{Message, MessageType};
 pub use violation::{Field, Violation, ViolationKind};
