@@ -12,6 +12,7 @@ pub mod close;
 pub mod limits;
 pub mod message;
 mod parse;
+pub mod polling;
 pub mod varint;
 pub mod violation;
 
