@@ -190,7 +190,12 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
         } else {
             summary.closed += 1;
         }
-        let expected = expected_verdict(&job.path, &mut dirs, &mut summary);
+        // A directory's records hold for its own target only, not for a
+        // --target that overrides it.
+        let expected = match inferred_target(&job.path) {
+            Some(t) if t != job.target => None,
+            _ => expected_verdict(&job.path, &mut dirs, &mut summary),
+        };
         if expected.is_none() {
             summary.unexpected += 1;
         }
@@ -345,18 +350,22 @@ fn bundled_jobs(args: &CheckArgs, summary: &mut Summary) -> Vec<Job> {
     jobs
 }
 
+/// The target of a path under `corpus/<target>/`, as given or made absolute.
+fn inferred_target(path: &Path) -> Option<Target> {
+    Target::of_path(path).or_else(|| {
+        std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| Target::of_path(&p))
+    })
+}
+
 /// The files named on the command line, directories searched recursively.
 fn path_jobs(args: &CheckArgs, summary: &mut Summary) -> Result<Vec<Job>, String> {
     let mut jobs = Vec::new();
     for path in &args.paths {
         let target = args
             .target
-            .or_else(|| Target::of_path(path))
-            .or_else(|| {
-                std::fs::canonicalize(path)
-                    .ok()
-                    .and_then(|p| Target::of_path(&p))
-            })
+            .or_else(|| inferred_target(path))
             .ok_or_else(|| {
                 format!(
                     "cannot tell the target of {}: it is not under corpus/<target>/; pass --target",

@@ -35,3 +35,8 @@ pub fn sessionwire_bin() -> &'static Path {
         built.path().to_path_buf()
     })
 }
+
+/// The README's Rust examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;

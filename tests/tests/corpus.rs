@@ -365,3 +365,23 @@ fn check_skips_unknown_targets_of_a_corpus_root_with_a_note() {
     let out = run(&["check", "--corpus", root.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn check_compares_with_expected_tsv_only_for_the_directory_target() {
+    let file = corpus_root().join("http-body").join("valid-user-ping.txt");
+    let out = run(
+        &["check", "--target", "message", file.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // The base64 text read as a message: 'A' (0x41) is no message type.
+    assert!(
+        stdout(&out).contains("message: close INVALID_INBOUND_MESSAGE (7) at offset 0"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("1 without an expected verdict"));
+    let out = run(&["check", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("http-body: accept, 1 message"));
+}
