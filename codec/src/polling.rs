@@ -169,12 +169,13 @@ impl Iterator for Frames<'_> {
         let start = self.pos + LENGTH_PREFIX;
         let end = LENGTH_PREFIX.saturating_add(size);
         let Some(msg) = rest.get(LENGTH_PREFIX..end) else {
-            let field = if rest.len() == LENGTH_PREFIX {
-                Field::TypeByte
+            // Reported where the cut field starts: the type byte, or the body.
+            let (field, at) = if rest.len() == LENGTH_PREFIX {
+                (Field::TypeByte, start)
             } else {
-                Field::Body
+                (Field::Body, start + 1)
             };
-            return self.fail(ViolationKind::Truncated(field), start);
+            return self.fail(ViolationKind::Truncated(field), at);
         };
         self.pos = start + size;
         let decoded = Message::decode_within(self.whole, msg);
@@ -290,15 +291,13 @@ impl BodyDecoder {
                 self.frame_start,
             )),
             FrameState::Data { buf, .. } => {
-                let field = if buf.is_empty() {
-                    Field::TypeByte
+                let start = self.frame_start + LENGTH_PREFIX;
+                let (field, at) = if buf.is_empty() {
+                    (Field::TypeByte, start)
                 } else {
-                    Field::Body
+                    (Field::Body, start + 1)
                 };
-                Err(Violation::new(
-                    ViolationKind::Truncated(field),
-                    self.frame_start + LENGTH_PREFIX,
-                ))
+                Err(Violation::new(ViolationKind::Truncated(field), at))
             }
         }
     }
@@ -579,7 +578,7 @@ mod tests {
             (
                 &[0, 0, 0, 2, 0, 0x38],
                 ViolationKind::Truncated(Field::Body),
-                4,
+                5,
             ),
         ];
         for (batch, kind, offset) in cases {

@@ -320,7 +320,7 @@ fn section_6_declared_length_over_max_message_size_closes_message_too_large() {
     // Under the default limit the same body is merely cut short.
     let out = run(&["check", file.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("close INVALID_INBOUND_MESSAGE (7) at offset 4"));
+    assert!(stdout(&out).contains("close INVALID_INBOUND_MESSAGE (7) at offset 5"));
     // A 0x3F message of 5 bytes is too large under a 4-byte maximum.
     let tmp = tempfile::tempdir().unwrap();
     let msg = tmp.path().join("m.bin");

@@ -223,6 +223,10 @@ mod tests {
             (ViolationKind::InvalidUtf8(Field::StringBody), 3)
         );
         assert_eq!(
+            violation(&[0x07, 0x02, 0x03, b'o', b'k', 0xff, 0x64]),
+            (ViolationKind::InvalidUtf8(Field::StringBody), 5)
+        );
+        assert_eq!(
             violation(&[0x07, 0x02, 0x00]),
             (ViolationKind::Truncated(Field::ErrorCode), 3)
         );

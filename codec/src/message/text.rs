@@ -67,10 +67,11 @@ impl Text {
             _ => return Err(Fault::at(ViolationKind::Truncated(Field::StringBody), rest)),
         };
         let (after, raw) = in_field(Field::StringBody, take(len))(rest)?;
-        if std::str::from_utf8(raw).is_err() {
+        if let Err(e) = std::str::from_utf8(raw) {
+            // Reported at the first byte that is not UTF-8.
             return Err(Fault::at(
                 ViolationKind::InvalidUtf8(Field::StringBody),
-                raw,
+                &raw[e.valid_up_to()..],
             ));
         }
         Ok((after, Text(whole.slice_ref(raw))))
