@@ -10,6 +10,7 @@
 
 pub mod close;
 pub mod limits;
+pub mod session;
 pub mod violation;
 
 pub use close::CloseReason;

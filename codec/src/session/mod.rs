@@ -1,0 +1,5 @@
+//! The sans-IO session layer: handshake, registry, session state machine,
+//! queues and recovery (PROTOCOL.md sections 1, 2, 4, 5, 6 and 7).
+
+pub mod handshake;
+pub mod ids;
