@@ -3,3 +3,6 @@
 
 pub mod handshake;
 pub mod ids;
+pub mod queue;
+pub mod recovery;
+pub mod reorder;
