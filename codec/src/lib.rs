@@ -10,9 +10,14 @@
 
 pub mod close;
 pub mod limits;
+pub mod message;
+mod parse;
+pub mod polling;
 pub mod session;
+pub mod varint;
 pub mod violation;
 
 pub use close::CloseReason;
 pub use limits::{Limits, LimitsBuilder};
+pub use message::{Message, MessageType};
 pub use violation::{Field, Violation, ViolationKind};

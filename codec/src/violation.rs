@@ -89,10 +89,9 @@ pub enum ViolationKind {
         /// The configured maximum.
         limit: usize,
     },
-    /// An HTTP polling batch larger than the configured maximum.
+    /// An HTTP polling batch that goes on past the configured maximum of
+    /// decoded bytes; the offset is the first byte over the limit.
     BatchTooLarge {
-        /// Declared or actual size (decoded bytes, or base64 text).
-        size: u64,
         /// The configured maximum.
         limit: usize,
     },
@@ -234,8 +233,8 @@ impl fmt::Display for ViolationKind {
             ViolationKind::MessageTooLarge { size, limit } => {
                 write!(f, "message of {size} bytes over the maximum of {limit}")
             }
-            ViolationKind::BatchTooLarge { size, limit } => {
-                write!(f, "batch of {size} bytes over the maximum of {limit}")
+            ViolationKind::BatchTooLarge { limit } => {
+                write!(f, "batch goes on past the maximum of {limit} bytes")
             }
             ViolationKind::InvalidBase64 => f.write_str("invalid base64"),
             ViolationKind::HandshakeFieldMissing(field) => {
@@ -332,7 +331,7 @@ mod tests {
     fn size_faults_close_message_too_large_and_the_rest_invalid_inbound_message() {
         let too_large = [
             ViolationKind::MessageTooLarge { size: 9, limit: 8 },
-            ViolationKind::BatchTooLarge { size: 9, limit: 8 },
+            ViolationKind::BatchTooLarge { limit: 8 },
         ];
         for k in too_large {
             assert_eq!(k.close_reason(), CloseReason::MessageTooLarge);
