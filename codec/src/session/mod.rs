@@ -5,4 +5,6 @@ pub mod handshake;
 pub mod ids;
 pub mod queue;
 pub mod recovery;
+pub mod registry;
 pub mod reorder;
+pub mod state;
