@@ -13,7 +13,7 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::session::ids::{SessionId, SessionToken};
-use crate::{Field, Limits, Violation, ViolationKind};
+use crate::{Field, Violation, ViolationKind};
 
 /// The protocol byte that starts every connection response (0x23).
 pub const PROTOCOL_BYTE: u8 = 0x23;
@@ -255,16 +255,15 @@ impl ConnectionRequest {
     ///
     /// ```
     /// use sessionwire::session::handshake::{ConnectionRequest, Credentials};
-    /// use sessionwire::Limits;
     /// let q = "/diffusion?ty=WB&v=29&ca=10&r=0&sp=%7B%22room%22%3A%227%22%7D\
     ///          &username=alice&password=AQZzM2NyZXQ%3D";
-    /// let req = ConnectionRequest::from_query(q, &Limits::default()).unwrap();
+    /// let req = ConnectionRequest::from_query(q).unwrap();
     /// assert_eq!(req.principal.as_deref(), Some("alice"));
     /// assert_eq!(req.credentials, Credentials::Text("s3cret".into()));
     /// assert_eq!(req.properties["room"], "7");
     /// ```
-    pub fn from_query(target: &str, limits: &Limits) -> Result<ConnectionRequest, Violation> {
-        check_size(target.len(), limits)?;
+    pub fn from_query(target: &str) -> Result<ConnectionRequest, Violation> {
+        check_size(target.len())?;
         let (query, base) = match target.find('?') {
             Some(q) => {
                 let path = &target[..q];
@@ -299,7 +298,7 @@ impl ConnectionRequest {
     /// is percent-decoded when it does not already start with `{`. Offsets in
     /// violations are the index of the offending header (or the header count
     /// for a missing one).
-    pub fn from_headers<'a, I>(headers: I, limits: &Limits) -> Result<ConnectionRequest, Violation>
+    pub fn from_headers<'a, I>(headers: I) -> Result<ConnectionRequest, Violation>
     where
         I: IntoIterator<Item = (&'a str, &'a str)>,
     {
@@ -309,7 +308,7 @@ impl ConnectionRequest {
         for (index, (name, value)) in headers.into_iter().enumerate() {
             count = index + 1;
             total = total.saturating_add(name.len()).saturating_add(value.len());
-            check_size(total, limits)?;
+            check_size(total)?;
             let lower = name.to_ascii_lowercase();
             let Some(field) = KEYS.iter().find(|k| **k == lower).copied() else {
                 continue;
@@ -400,14 +399,19 @@ impl ConnectionRequest {
     }
 }
 
-fn check_size(size: usize, limits: &Limits) -> Result<(), Violation> {
-    if size > limits.max_message_size() {
+/// The largest connection request accepted: the request target, or the
+/// connection headers' names and values together. A real request is a few
+/// hundred bytes; session properties make it grow, but not this far.
+pub const MAX_REQUEST_LEN: usize = 16 * 1024;
+
+fn check_size(size: usize) -> Result<(), Violation> {
+    if size > MAX_REQUEST_LEN {
         return Err(Violation::new(
             ViolationKind::MessageTooLarge {
                 size: size as u64,
-                limit: limits.max_message_size(),
+                limit: MAX_REQUEST_LEN,
             },
-            limits.max_message_size(),
+            MAX_REQUEST_LEN,
         ));
     }
     Ok(())
@@ -642,7 +646,7 @@ mod tests {
     const OBSERVED: &str = "/diffusion?ty=WB&v=29&ca=10&r=0&sp=%7B%22room%22%3A%227%22%2C%22%24Environment%22%3A%22NODE_linux_20.20.2%22%7D&username=alice&password=AQZzM2NyZXQ%3D";
 
     fn parse(q: &str) -> Result<ConnectionRequest, Violation> {
-        ConnectionRequest::from_query(q, &Limits::default())
+        ConnectionRequest::from_query(q)
     }
 
     fn kind(q: &str) -> ViolationKind {
@@ -806,8 +810,8 @@ mod tests {
 
     #[test]
     fn section_2_oversized_request_is_rejected_before_parsing() {
-        let limits = Limits::builder().max_message_size(16).build().unwrap();
-        let v = ConnectionRequest::from_query(OBSERVED, &limits).unwrap_err();
+        let long = format!("{OBSERVED}&x={}", "y".repeat(MAX_REQUEST_LEN));
+        let v = parse(&long).unwrap_err();
         assert!(matches!(v.kind(), ViolationKind::MessageTooLarge { .. }));
     }
 
@@ -823,7 +827,7 @@ mod tests {
             ("password", "AQZzM2NyZXQ="),
             ("m", "0"),
         ];
-        let r = ConnectionRequest::from_headers(headers, &Limits::default()).unwrap();
+        let r = ConnectionRequest::from_headers(headers).unwrap();
         assert_eq!(r.connection_type, ConnectionType::HttpPolling);
         assert_eq!(r.properties["room"], "7");
         assert_eq!(r.credentials, Credentials::Text("s3cret".into()));
@@ -834,17 +838,17 @@ mod tests {
             ("r", "0"),
             ("sp", "{\"a\":\"b\"}"),
         ];
-        let r = ConnectionRequest::from_headers(raw_sp, &Limits::default()).unwrap();
+        let r = ConnectionRequest::from_headers(raw_sp).unwrap();
         assert_eq!(r.properties["a"], "b");
         let ws = [("ty", "WB"), ("v", "29"), ("ca", "8"), ("r", "0")];
-        let v = ConnectionRequest::from_headers(ws, &Limits::default()).unwrap_err();
+        let v = ConnectionRequest::from_headers(ws).unwrap_err();
         assert_eq!(
             v.kind(),
             ViolationKind::HandshakeFieldMalformed(Field::Named("ty"))
         );
         assert_eq!(v.offset(), 0);
         let missing = [("ty", "B"), ("v", "29"), ("ca", "8")];
-        let v = ConnectionRequest::from_headers(missing, &Limits::default()).unwrap_err();
+        let v = ConnectionRequest::from_headers(missing).unwrap_err();
         assert_eq!(
             v.kind(),
             ViolationKind::HandshakeFieldMissing(Field::Named("r"))

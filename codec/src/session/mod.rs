@@ -7,4 +7,5 @@ pub mod queue;
 pub mod recovery;
 pub mod registry;
 pub mod reorder;
+pub mod scenario;
 pub mod state;
