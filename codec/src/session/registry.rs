@@ -320,3 +320,216 @@ impl<A: Authenticator> Registry<A> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::state::Transmit;
+    use crate::ViolationKind;
+    use std::time::Duration;
+
+    fn parse(q: &str) -> Result<ConnectionRequest, Violation> {
+        ConnectionRequest::from_query(q)
+    }
+
+    fn registry(max_clients: usize) -> Registry<impl Authenticator> {
+        let limits = Limits::builder().max_clients(max_clients).build().unwrap();
+        let auth = |p: Option<&str>, c: &Credentials| match p {
+            Some("alice") => *c == Credentials::Text("s3cret".into()),
+            _ => true,
+        };
+        Registry::new(limits, SessionConfig::default(), auth)
+    }
+
+    fn refused(o: &ConnectOutcome) -> (u8, CloseReason) {
+        (o.response.code.code(), o.refused.expect("refused").reason)
+    }
+
+    #[test]
+    fn section_2_connect_answers_100_with_a_fresh_token() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let a = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0"));
+        let b = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0"));
+        assert_eq!(a.response.code, ResponseCode::Connected);
+        let d = a.response.session.unwrap();
+        assert_eq!(d.value, 32 * 1024, "100 carries the maximum message size");
+        assert_eq!(d.ping_period_ms, 90_000);
+        assert_eq!(Some(d.token), a.session);
+        assert_ne!(a.session, b.session);
+        assert!(r.session(&d.token).is_some());
+        assert_eq!(r.live_sessions(), 2);
+    }
+
+    #[test]
+    fn section_1_reconnect_with_unknown_token_answers_117_aborted() {
+        let mut r = registry(10);
+        let o = r.connect(
+            Instant::now(),
+            parse("ty=WB&v=29&ca=8&r=0&c=AAAAAAAAAAAAAAAAAAAAAAAA&cs=1&ss=0"),
+        );
+        assert_eq!(refused(&o), (117, CloseReason::Aborted));
+    }
+
+    #[test]
+    fn section_1_reconnect_with_closed_token_answers_117_aborted() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let token = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0")).session.unwrap();
+        r.session_mut(&token)
+            .unwrap()
+            .handle_event(t0, SessionEvent::ClosedByController);
+        let q = format!("ty=WB&v=29&ca=8&r=0&c={}&cs=1&ss=0", token.as_str());
+        // Before and after the closed session is drained and forgotten.
+        assert_eq!(
+            refused(&r.connect(t0, parse(&q))),
+            (117, CloseReason::Aborted)
+        );
+        let (t, c) = r.poll_close().unwrap();
+        assert_eq!((t, c.reason), (token, CloseReason::ClosedByController));
+        while r.session_mut(&token).unwrap().poll_transmit().is_some() {}
+        assert_eq!(
+            refused(&r.connect(t0, parse(&q))),
+            (117, CloseReason::Aborted)
+        );
+        assert!(r.session(&token).is_none());
+    }
+
+    #[test]
+    fn section_1_reconnect_without_token_is_connection_lost() {
+        let mut r = registry(10);
+        let o = r.connect(Instant::now(), parse("ty=WB&v=29&ca=8&r=0&cs=1&ss=0"));
+        assert_eq!(refused(&o), (115, CloseReason::ConnectionLost));
+    }
+
+    #[test]
+    fn section_1_connect_from_a_client_already_connected_is_connection_lost() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let token = r
+            .connect(t0, parse("ty=WB&v=29&ca=8&r=5000"))
+            .session
+            .unwrap();
+        let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=0", token.as_str());
+        assert_eq!(
+            refused(&r.connect(t0, parse(&q))),
+            (115, CloseReason::ConnectionLost)
+        );
+        assert!(
+            !r.session(&token).unwrap().is_closed(),
+            "the session is untouched"
+        );
+        // Once the transport is lost, the same request reconnects.
+        r.session_mut(&token)
+            .unwrap()
+            .handle_event(t0, SessionEvent::TransportLost);
+        let o = r.connect(t0 + Duration::from_millis(10), parse(&q));
+        assert_eq!(o.response.code, ResponseCode::Reconnected);
+        assert_eq!(o.session, Some(token));
+    }
+
+    #[test]
+    fn section_1_wrong_credentials_answer_116_connection_lost() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let wrong = Credentials::Text("guess".into()).encode().unwrap();
+        let q = format!("ty=WB&v=29&ca=8&r=0&username=alice&password={wrong}");
+        assert_eq!(
+            refused(&r.connect(t0, parse(&q))),
+            (116, CloseReason::ConnectionLost)
+        );
+        let ok = "ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D";
+        assert_eq!(
+            r.connect(t0, parse(ok)).response.code,
+            ResponseCode::Connected
+        );
+    }
+
+    #[test]
+    fn section_1_client_limit_answers_113_connection_lost() {
+        let mut r = registry(1);
+        let t0 = Instant::now();
+        r.connect(t0, parse("ty=WB&v=29&ca=8&r=0&username=bob"))
+            .session
+            .unwrap();
+        let o = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0&username=carol"));
+        assert_eq!(refused(&o), (113, CloseReason::ConnectionLost));
+        // Taking over an identity frees its slot.
+        let o = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0&username=bob"));
+        assert_eq!(o.response.code, ResponseCode::Connected);
+    }
+
+    #[test]
+    fn section_1_same_identity_takes_over_the_old_session() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let q = "ty=WB&v=29&ca=8&r=0&username=bob";
+        let old = r.connect(t0, parse(q)).session.unwrap();
+        let new = r.connect(t0, parse(q)).session.unwrap();
+        assert_ne!(old, new);
+        let s = r.session_mut(&old).unwrap();
+        assert_eq!(
+            s.poll_transmit(),
+            Some(Transmit::WebSocket(bytes::Bytes::from_static(&[0x1c])))
+        );
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::SessionTakenOver);
+        assert!(c.abort_sent);
+        assert!(!r.session(&new).unwrap().is_closed());
+        // Anonymous sessions never take each other over.
+        let a = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0")).session.unwrap();
+        r.connect(t0, parse("ty=WB&v=29&ca=8&r=0")).session.unwrap();
+        assert!(!r.session(&a).unwrap().is_closed());
+    }
+
+    #[test]
+    fn section_2_request_faults_answer_115_or_102_and_abort() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let o = r.connect(t0, parse("ty=WB&v=28&ca=8&r=0"));
+        assert_eq!(refused(&o), (102, CloseReason::Aborted));
+        let o = r.connect(t0, parse("ty=WB&ca=8&r=0"));
+        assert_eq!(refused(&o), (115, CloseReason::Aborted));
+        assert!(matches!(
+            o.refused.unwrap().violation.unwrap().kind(),
+            ViolationKind::HandshakeFieldMissing(_)
+        ));
+    }
+
+    #[test]
+    fn section_6_reconnect_with_uncoverable_gap_answers_118_lost_messages() {
+        let limits = Limits::builder().recovery_buffer(1).build().unwrap();
+        let mut r = Registry::new(limits, SessionConfig::default(), AllowAll);
+        let t0 = Instant::now();
+        let token = r
+            .connect(t0, parse("ty=WB&v=29&ca=8&r=5000"))
+            .session
+            .unwrap();
+        let s = r.session_mut(&token).unwrap();
+        for _ in 0..3 {
+            assert!(s.send(
+                t0,
+                crate::Message::ServiceResponse(crate::message::ServiceResponse {
+                    conversation: 1,
+                    payload: bytes::Bytes::new(),
+                }),
+            ));
+        }
+        while s.poll_transmit().is_some() {}
+        s.handle_event(t0, SessionEvent::TransportLost);
+        let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=1", token.as_str());
+        let o = r.connect(t0, parse(&q));
+        assert_eq!(refused(&o), (118, CloseReason::LostMessages));
+        assert_eq!(r.poll_close().unwrap().1.reason, CloseReason::LostMessages);
+    }
+
+    #[test]
+    fn registry_wakes_at_the_earliest_session_timer() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        r.connect(t0, parse("ty=WB&v=29&ca=8&r=0"));
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(90)));
+        r.handle_timeout(t0 + Duration::from_secs(90));
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(180)));
+    }
+}

@@ -892,3 +892,405 @@ impl Session {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{service, TopicMessage};
+
+    fn request(query: &str) -> ConnectionRequest {
+        ConnectionRequest::from_query(query).unwrap()
+    }
+
+    fn session_with(query: &str, limits: Limits, config: SessionConfig) -> (Session, Instant) {
+        let t0 = Instant::now();
+        let s = Session::new(
+            t0,
+            SessionId {
+                server: 1,
+                value: 2,
+            },
+            SessionToken::from_bytes(b"ABCDEFGHIJKLMNOPQRSTUVWX").unwrap(),
+            &request(query),
+            &limits,
+            &config,
+        );
+        (s, t0)
+    }
+
+    fn ws(r_ms: u64, ping_ms: Option<u64>) -> (Session, Instant) {
+        let config = SessionConfig {
+            ping_period: ping_ms.map(Duration::from_millis),
+            ..SessionConfig::default()
+        };
+        session_with(
+            &format!("ty=WB&v=29&ca=8&r={r_ms}"),
+            Limits::default(),
+            config,
+        )
+    }
+
+    fn http(config: SessionConfig) -> (Session, Instant) {
+        let t0 = Instant::now();
+        let req =
+            ConnectionRequest::from_headers([("ty", "B"), ("v", "29"), ("ca", "8"), ("r", "0")])
+                .unwrap();
+        let s = Session::new(
+            t0,
+            SessionId {
+                server: 1,
+                value: 2,
+            },
+            SessionToken::from_bytes(b"ABCDEFGHIJKLMNOPQRSTUVWX").unwrap(),
+            &req,
+            &Limits::default(),
+            &config,
+        );
+        (s, t0)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn transmits(s: &mut Session) -> Vec<Transmit> {
+        std::iter::from_fn(|| s.poll_transmit()).collect()
+    }
+
+    fn ws_out(s: &mut Session) -> Vec<Bytes> {
+        transmits(s)
+            .into_iter()
+            .map(|t| match t {
+                Transmit::WebSocket(b) => b,
+                other => panic!("not a WebSocket transmit: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn topic() -> Message {
+        Message::TopicValue(TopicMessage {
+            topic: 1,
+            compressed: false,
+            data: Bytes::from_static(b"v"),
+        })
+    }
+
+    #[test]
+    fn section_4_system_ping_every_period_and_the_answer_keeps_the_session() {
+        let (mut s, t0) = ws(0, Some(1000));
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(1000)));
+        s.handle_timeout(t0 + ms(999));
+        assert!(ws_out(&mut s).is_empty());
+        s.handle_timeout(t0 + ms(1000));
+        assert_eq!(ws_out(&mut s), [Bytes::from_static(&[0x00, 0x37, 0x01])]);
+        s.handle_websocket(t0 + ms(1500), Bytes::from_static(&[0x06, 0x01]));
+        s.handle_timeout(t0 + ms(2000));
+        assert_eq!(ws_out(&mut s), [Bytes::from_static(&[0x00, 0x37, 0x02])]);
+        assert_eq!(s.state(), SessionState::Connected);
+        assert_eq!(s.poll_event(), None, "a ping answer is not delivered");
+    }
+
+    #[test]
+    fn section_1_client_unresponsive_no_ping_answer() {
+        let (mut s, t0) = ws(0, Some(1000));
+        s.handle_timeout(t0 + ms(1000));
+        s.handle_timeout(t0 + ms(2000));
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::ClientUnresponsive);
+        assert!(!c.abort_sent, "a recoverable reason sends no ABORT");
+    }
+
+    #[test]
+    fn section_1_client_unresponsive_no_poll_open_in_time() {
+        let (mut s, t0) = http(SessionConfig {
+            ping_period: None,
+            poll_timeout: ms(500),
+            poll_gap: ms(1000),
+            ..SessionConfig::default()
+        });
+        s.handle_http_poll(t0, "0");
+        s.handle_timeout(t0 + ms(500));
+        assert_eq!(
+            transmits(&mut s),
+            [Transmit::PollResponse {
+                sequence: 0,
+                body: String::new()
+            }]
+        );
+        s.handle_timeout(t0 + ms(1499));
+        assert_eq!(s.state(), SessionState::Connected);
+        s.handle_timeout(t0 + ms(1500));
+        assert_eq!(
+            s.poll_close().unwrap().reason,
+            CloseReason::ClientUnresponsive
+        );
+    }
+
+    #[test]
+    fn section_3_user_ping_is_answered_and_not_delivered() {
+        let (mut s, t0) = ws(0, None);
+        s.handle_websocket(t0, Bytes::from_static(&[0x00, 0x38, 0x05]));
+        assert_eq!(ws_out(&mut s), [Bytes::from_static(&[0x06, 0x05])]);
+        assert_eq!(s.poll_event(), None);
+        assert_eq!((s.received(), s.sent()), (1, 1));
+    }
+
+    #[test]
+    fn section_6_both_sides_count_close_request_counts_abort_does_not() {
+        let (mut s, t0) = ws(0, None);
+        assert!(s.send(t0, topic()));
+        assert!(s.send(t0, topic()));
+        assert_eq!(ws_out(&mut s).len(), 2);
+        assert_eq!(s.sent(), 2);
+        s.handle_websocket(t0, Bytes::from_static(&[0x04, 0, 0, 0, 1, b'x']));
+        s.handle_websocket(t0, Bytes::from_static(&[0x1d]));
+        assert_eq!(s.received(), 2, "CLOSE_REQUEST is counted");
+        assert!(!s.send(t0, topic()), "nothing is queued after close");
+        assert_eq!(s.sent(), 2);
+        assert!(!s.send(t0, Message::Abort) && !s.send(t0, Message::Close));
+    }
+
+    #[test]
+    fn section_5_close_request_closes_closed_by_client_without_abort() {
+        let (mut s, t0) = ws(5000, None);
+        s.handle_websocket(t0, Bytes::from_static(&[0x1d]));
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::ClosedByClient);
+        assert!(!c.abort_sent);
+        assert!(ws_out(&mut s).is_empty());
+        assert!(s.poll_close().is_none(), "closes once");
+    }
+
+    #[test]
+    fn section_5_server_closes_send_abort_where_the_protocol_sends_one() {
+        for (event, abort) in [
+            (SessionEvent::ClosedByController, true),
+            (SessionEvent::Expired, true),
+            (SessionEvent::Revoked, true),
+            (SessionEvent::TakenOver, true),
+            (SessionEvent::ResourceFailure, true),
+            (SessionEvent::FailedOver, false),
+            (SessionEvent::TransportLost, false),
+            (SessionEvent::IoFailure, false),
+        ] {
+            let (mut s, t0) = ws(0, None);
+            s.handle_event(t0, event);
+            let c = s.poll_close().unwrap();
+            assert_eq!(c.reason, event.close_reason());
+            assert_eq!(c.abort_sent, abort, "{event:?}");
+            let out = ws_out(&mut s);
+            assert_eq!(out.len(), usize::from(abort));
+            if abort {
+                assert_eq!(out[0], Bytes::from_static(&[0x1c]));
+            }
+            // Nothing is sent after the close.
+            s.handle_websocket(t0, Bytes::from_static(&[0x00, 0x38, 0x01]));
+            s.send(t0, topic());
+            s.handle_timeout(t0 + ms(100_000));
+            assert!(ws_out(&mut s).is_empty());
+        }
+    }
+
+    #[test]
+    fn section_1_transport_loss_is_kept_for_r_ms_then_discarded() {
+        for event in [SessionEvent::TransportLost, SessionEvent::IoFailure] {
+            let (mut s, t0) = ws(1000, None);
+            s.handle_event(t0 + ms(10), event);
+            match s.poll_event() {
+                Some(Event::Disconnected {
+                    reason, keep_until, ..
+                }) => {
+                    assert_eq!(reason, event.close_reason());
+                    assert_eq!(keep_until, t0 + ms(1010));
+                }
+                other => panic!("{other:?}"),
+            }
+            assert!(s.poll_close().is_none());
+            assert_eq!(s.poll_timeout(), Some(t0 + ms(1010)));
+            s.handle_timeout(t0 + ms(1009));
+            assert!(s.poll_close().is_none());
+            s.handle_timeout(t0 + ms(1010));
+            assert_eq!(s.poll_close().unwrap().reason, event.close_reason());
+        }
+    }
+
+    #[test]
+    fn section_1_test_reconnect_makes_closed_by_client_recoverable() {
+        let config = SessionConfig {
+            test_reconnect: true,
+            ..SessionConfig::default()
+        };
+        let (mut s, t0) = session_with("ty=WB&v=29&ca=8&r=1000", Limits::default(), config);
+        s.handle_websocket(t0, Bytes::from_static(&[0x1d]));
+        assert!(matches!(
+            s.state(),
+            SessionState::Disconnected {
+                reason: CloseReason::ClosedByClient,
+                ..
+            }
+        ));
+        let r = s
+            .reconnect(
+                t0,
+                &request("ty=WB&v=29&ca=8&r=1000&c=ABCDEFGHIJKLMNOPQRSTUVWX&cs=2&ss=0"),
+            )
+            .unwrap();
+        assert_eq!(r.code, ResponseCode::Reconnected);
+        assert_eq!(r.session.unwrap().value, 2);
+    }
+
+    #[test]
+    fn section_6_reconnect_105_resends_only_what_the_client_has_not_seen() {
+        let (mut s, t0) = ws(5000, None);
+        for i in 0..3u32 {
+            s.send(
+                t0,
+                Message::TopicValue(TopicMessage {
+                    topic: i,
+                    compressed: false,
+                    data: Bytes::new(),
+                }),
+            );
+        }
+        assert_eq!(ws_out(&mut s).len(), 3);
+        s.handle_event(t0, SessionEvent::TransportLost);
+        let r = s
+            .reconnect(
+                t0,
+                &request("ty=WB&v=29&ca=8&r=5000&c=ABCDEFGHIJKLMNOPQRSTUVWX&cs=1&ss=1"),
+            )
+            .unwrap();
+        assert_eq!(r.code, ResponseCode::Reconnected);
+        assert_eq!(r.session.unwrap().value, 1, "next client message number");
+        let out = ws_out(&mut s);
+        assert_eq!(out.len(), 2);
+        assert_eq!(&out[0][..5], &[0x04, 0, 0, 0, 1]);
+        assert_eq!(&out[1][..5], &[0x04, 0, 0, 0, 2]);
+        assert_eq!(s.sent(), 3, "resent messages keep their numbers");
+    }
+
+    #[test]
+    fn section_1_queue_limit_discards_the_queue_and_aborts() {
+        let limits = Limits::builder().max_queue_messages(2).build().unwrap();
+        let (mut s, t0) = session_with("ty=WB&v=29&ca=8&r=0", limits, SessionConfig::default());
+        assert!(s.send(t0, topic()));
+        assert!(s.send(t0, topic()));
+        assert!(!s.send(t0, topic()));
+        assert_eq!(s.memory().queued_messages, 0);
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::MessageQueueLimitReached);
+        assert_eq!(ws_out(&mut s), [Bytes::from_static(&[0x1c])]);
+    }
+
+    #[test]
+    fn section_1_message_too_large_is_discarded_and_closes() {
+        let limits = Limits::builder().max_message_size(4).build().unwrap();
+        let (mut s, t0) = session_with("ty=WB&v=29&ca=8&r=0", limits, SessionConfig::default());
+        s.handle_websocket(t0, Bytes::from_static(&[0x04, 0, 0, 0, 1]));
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::MessageTooLarge);
+        assert_eq!(s.delivered(), 0);
+        assert!(s.poll_event().is_none());
+    }
+
+    #[test]
+    fn section_1_client_abort_is_an_invalid_inbound_message() {
+        let (mut s, t0) = ws(0, None);
+        s.handle_websocket(t0, Bytes::from_static(&[0x1c]));
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::InvalidInboundMessage);
+        assert_eq!(
+            c.violation.unwrap().kind(),
+            ViolationKind::UnexpectedMessage(28)
+        );
+    }
+
+    #[test]
+    fn section_1_unexpected_internal_state_closes_internal_error() {
+        let (mut s, t0) = ws(0, None);
+        s.received = MAX_MESSAGE_NUMBER;
+        s.handle_websocket(t0, Bytes::from_static(&[0x04, 0, 0, 0, 1]));
+        assert_eq!(s.poll_close().unwrap().reason, CloseReason::InternalError);
+    }
+
+    #[test]
+    fn section_6_http_poll_is_held_until_a_message_or_its_timeout() {
+        let (mut s, t0) = http(SessionConfig {
+            ping_period: None,
+            poll_timeout: ms(1000),
+            poll_gap: ms(5000),
+            ..SessionConfig::default()
+        });
+        s.handle_http_poll(t0, "0");
+        assert!(transmits(&mut s).is_empty());
+        s.send(t0 + ms(10), topic());
+        match transmits(&mut s).as_slice() {
+            [Transmit::PollResponse { sequence: 0, body }] => {
+                let batch = polling::decode_body(body.as_bytes(), &Limits::default());
+                assert_eq!(batch.messages, [topic()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        s.handle_http_poll(t0 + ms(20), "1");
+        s.handle_timeout(t0 + ms(1020));
+        assert_eq!(
+            transmits(&mut s),
+            [Transmit::PollResponse {
+                sequence: 1,
+                body: String::new()
+            }]
+        );
+    }
+
+    #[test]
+    fn section_6_http_send_real_client_user_ping_is_answered() {
+        let (mut s, t0) = http(SessionConfig {
+            ping_period: None,
+            ..SessionConfig::default()
+        });
+        s.handle_http_send(t0, "0", Bytes::from_static(b"AAAAAgA4AQ=="));
+        assert_eq!(transmits(&mut s), [Transmit::SendAck { sequence: 0 }]);
+        s.handle_http_poll(t0, "0");
+        match transmits(&mut s).as_slice() {
+            [Transmit::PollResponse { sequence: 0, body }] => assert_eq!(body, "AAAAAQYB"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn section_6_duplicate_send_closes_lost_messages() {
+        let (mut s, t0) = http(SessionConfig::default());
+        s.handle_http_send(t0, "0", Bytes::from_static(b"AAAAAgA4AQ=="));
+        s.handle_http_send(t0, "0", Bytes::from_static(b"AAAAAgA4AQ=="));
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::LostMessages);
+        assert_eq!(
+            c.violation.unwrap().kind(),
+            ViolationKind::SequenceDuplicate(0)
+        );
+    }
+
+    #[test]
+    fn section_6_duplicated_client_request_closes_lost_messages() {
+        let (mut s, t0) = ws(0, None);
+        s.handle_websocket(t0, Bytes::from_static(&[0x00, 0x03, 0x01]));
+        s.handle_websocket(t0, Bytes::from_static(&[0x00, 0x03, 0x01]));
+        assert_eq!(s.poll_close().unwrap().reason, CloseReason::LostMessages);
+        assert_eq!(s.delivered(), 1);
+    }
+
+    #[test]
+    fn time_never_goes_backwards_inside() {
+        let (mut s, t0) = ws(0, Some(1000));
+        s.handle_timeout(t0 + ms(1000));
+        assert_eq!(s.now(), t0 + ms(1000));
+        s.handle_websocket(t0, Bytes::from_static(&[0x06, 0x01]));
+        assert_eq!(s.now(), t0 + ms(1000));
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(2000)));
+    }
+
+    #[test]
+    fn service_ping_constants_match_section_3() {
+        assert_eq!((service::SYSTEM_PING, service::USER_PING), (55, 56));
+    }
+}
