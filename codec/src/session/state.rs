@@ -897,6 +897,7 @@ impl Session {
 mod tests {
     use super::*;
     use crate::message::{service, TopicMessage};
+    use proptest::prelude::*;
 
     fn request(query: &str) -> ConnectionRequest {
         ConnectionRequest::from_query(query).unwrap()
@@ -1287,6 +1288,114 @@ mod tests {
         s.handle_websocket(t0, Bytes::from_static(&[0x06, 0x01]));
         assert_eq!(s.now(), t0 + ms(1000));
         assert_eq!(s.poll_timeout(), Some(t0 + ms(2000)));
+    }
+
+    fn request_body(conversation: u64) -> Bytes {
+        let m = Message::ServiceRequest(ServiceRequest {
+            service: 3,
+            conversation,
+            payload: Bytes::new(),
+        });
+        Bytes::from(polling::encode_body(&[m]).unwrap())
+    }
+
+    fn http_window(n: usize, wait_ms: u64) -> (Session, Instant) {
+        let limits = Limits::builder()
+            .reorder_window(u32::try_from(n).unwrap())
+            .reorder_wait(ms(wait_ms))
+            .build()
+            .unwrap();
+        let req =
+            ConnectionRequest::from_headers([("ty", "B"), ("v", "29"), ("ca", "8"), ("r", "0")])
+                .unwrap();
+        let config = SessionConfig {
+            ping_period: None,
+            poll_gap: ms(1_000_000),
+            ..SessionConfig::default()
+        };
+        let t0 = Instant::now();
+        let s = Session::new(
+            t0,
+            SessionId {
+                server: 1,
+                value: 2,
+            },
+            SessionToken::from_bytes(b"ABCDEFGHIJKLMNOPQRSTUVWX").unwrap(),
+            &req,
+            &limits,
+            &config,
+        );
+        (s, t0)
+    }
+
+    fn delivered_conversations(s: &mut Session) -> Vec<u64> {
+        std::iter::from_fn(|| s.poll_event())
+            .filter_map(|e| match e {
+                Event::Message(Message::ServiceRequest(r)) => Some(r.conversation),
+                _ => None,
+            })
+            .collect()
+    }
+
+    proptest! {
+        /// Section 6: any permutation of N in-window sends, all arriving within
+        /// the reorder wait, is accepted and delivered in order.
+        #[test]
+        fn section_6_any_permutation_of_in_window_sends_within_the_wait_is_delivered_in_order(
+            (n, order) in (1usize..=16).prop_flat_map(|n| {
+                (Just(n), Just((0..n as u64).collect::<Vec<_>>()).prop_shuffle())
+            }),
+            gaps in proptest::collection::vec(0u64..60, 16),
+        ) {
+            // Window n - 1 covers every number of the permutation; the sends
+            // all arrive within 16 * 59 ms < the wait.
+            let (mut s, t0) = http_window(n.saturating_sub(1), 1000);
+            let mut at = 0;
+            for (i, seq) in order.iter().enumerate() {
+                at += gaps[i];
+                s.handle_http_send(t0 + ms(at), &seq.to_string(), request_body(seq + 1));
+                prop_assert_eq!(s.state(), SessionState::Connected);
+            }
+            prop_assert_eq!(delivered_conversations(&mut s), (1..=n as u64).collect::<Vec<_>>());
+            prop_assert!(s.poll_close().is_none());
+            prop_assert_eq!(s.memory().held_sends, 0);
+        }
+
+        /// Section 6: a duplicate send closes LOST_MESSAGES at once; a gap that
+        /// is never filled closes LOST_MESSAGES when the wait runs out.
+        #[test]
+        fn section_6_any_duplicate_or_gap_that_outlives_the_wait_closes_lost_messages(
+            (n, order) in (2usize..=12).prop_flat_map(|n| {
+                (Just(n), Just((0..n as u64).collect::<Vec<_>>()).prop_shuffle())
+            }),
+            pick in any::<proptest::sample::Index>(),
+            duplicate in any::<bool>(),
+        ) {
+            let (mut s, t0) = http_window(n, 500);
+            let victim = order[pick.index(n)];
+            for seq in &order {
+                if !duplicate && *seq == victim {
+                    continue;
+                }
+                s.handle_http_send(t0, &seq.to_string(), request_body(seq + 1));
+            }
+            if duplicate {
+                prop_assert!(s.poll_close().is_none());
+                s.handle_http_send(t0 + ms(1), &victim.to_string(), request_body(victim + 1));
+                let c = s.poll_close().unwrap();
+                prop_assert_eq!(c.reason, CloseReason::LostMessages);
+            } else if victim + 1 == n as u64 {
+                // The last one missing leaves no gap behind it.
+                prop_assert!(s.poll_close().is_none());
+            } else {
+                s.handle_timeout(t0 + ms(499));
+                prop_assert!(s.poll_close().is_none());
+                s.handle_timeout(t0 + ms(500));
+                let c = s.poll_close().unwrap();
+                prop_assert_eq!(c.reason, CloseReason::LostMessages);
+                prop_assert_eq!(delivered_conversations(&mut s), (1..=victim).collect::<Vec<_>>());
+            }
+        }
     }
 
     #[test]
