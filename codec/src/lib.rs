@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod close;
+pub mod corpus;
 pub mod limits;
 pub mod message;
 mod parse;

@@ -167,7 +167,8 @@ impl Iterator for Frames<'_> {
             Err(kind) => return self.fail(kind, self.pos),
         };
         let start = self.pos + LENGTH_PREFIX;
-        let Some(msg) = rest.get(LENGTH_PREFIX..LENGTH_PREFIX + size) else {
+        let end = LENGTH_PREFIX.saturating_add(size);
+        let Some(msg) = rest.get(LENGTH_PREFIX..end) else {
             let field = if rest.len() == LENGTH_PREFIX {
                 Field::TypeByte
             } else {
@@ -321,8 +322,10 @@ impl BodyDecoder {
                     if *n == LENGTH_PREFIX {
                         let size = message_size(u32::from_be_bytes(*buf), &self.limits)
                             .map_err(|kind| Violation::new(kind, self.frame_start))?;
+                        // Reserve only what has arrived, as it arrives: a large
+                        // declared length costs nothing until its bytes come.
                         self.state = FrameState::Data {
-                            buf: BytesMut::with_capacity(size),
+                            buf: BytesMut::with_capacity(size.min(STEP)),
                             size,
                         };
                     }
@@ -431,7 +434,9 @@ impl Base64Stage {
         };
         let at = match e {
             DecodeError::InvalidByte(i, _) | DecodeError::InvalidLastSymbol(i, _) => i,
-            DecodeError::InvalidLength(_) | DecodeError::InvalidPadding => text.len() - 4,
+            DecodeError::InvalidLength(_) | DecodeError::InvalidPadding => {
+                text.len().saturating_sub(4)
+            }
         };
         out.truncate(before);
         let good = at / 4 * 4;

@@ -1,0 +1,809 @@
+//! The regression corpus: decode targets, verdicts and the `expected.tsv`
+//! records that pin them.
+//!
+//! One implementation shared by the `sessionwire check` command, the
+//! integration tests and the fuzz replay. A corpus directory `corpus/<target>/`
+//! holds input files and one `expected.tsv`:
+//!
+//! ```text
+//! # file<TAB>verdict<TAB>reason<TAB>offset<TAB>messages
+//! valid-user-ping.bin<TAB>accept<TAB>-<TAB>-<TAB>1
+//! unknown-type-3f.bin<TAB>close<TAB>INVALID_INBOUND_MESSAGE<TAB>0<TAB>0
+//! ```
+//!
+//! `verdict` is `accept` or `close`; `reason` a close reason name or `-`;
+//! `offset` the byte offset of the violation or `-`; `messages` the number of
+//! messages accepted before the verdict.
+//!
+//! ```
+//! use sessionwire::corpus::{verdict, Target};
+//! use sessionwire::{CloseReason, Limits};
+//!
+//! let v = verdict(Target::Message, &[0x3f, 1, 2, 3, 4], &Limits::default());
+//! assert_eq!(v.reason, Some(CloseReason::InvalidInboundMessage));
+//! assert_eq!(v.offset, Some(0));
+//! assert_eq!(v.to_string(), "close INVALID_INBOUND_MESSAGE (7) at offset 0, 0 messages");
+//!
+//! let v = verdict(Target::HttpBody, b"AAAAAgA4AQ==", &Limits::default());
+//! assert_eq!(v.to_string(), "accept, 1 message");
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use bytes::Bytes;
+
+use crate::close::CloseReason;
+use crate::limits::Limits;
+use crate::message::Message;
+use crate::polling;
+use crate::violation::Violation;
+
+/// The name of the expected-verdict file in a corpus directory.
+pub const EXPECTED_FILE: &str = "expected.tsv";
+
+/// What a corpus file holds, and so which decoder runs on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Target {
+    /// One raw binary WebSocket message ([`Message::decode`]).
+    Message,
+    /// An HTTP polling POST body, base64 text as received
+    /// ([`polling::decode_body`]).
+    HttpBody,
+}
+
+impl Target {
+    /// Every target this version knows, in directory-name order.
+    pub const ALL: [Target; 2] = [Target::HttpBody, Target::Message];
+
+    /// The target's name, which is also its corpus directory name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Target::Message => "message",
+            Target::HttpBody => "http-body",
+        }
+    }
+
+    /// The target of a path under `corpus/<target>/`: the directory after the
+    /// last `corpus` component, if it names a known target.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use sessionwire::corpus::Target;
+    /// assert_eq!(Target::of_path(Path::new("corpus/http-body/x.txt")), Some(Target::HttpBody));
+    /// assert_eq!(Target::of_path(Path::new("corpus/scenario/x")), None);
+    /// assert_eq!(Target::of_path(Path::new("x.bin")), None);
+    /// ```
+    pub fn of_path(path: &Path) -> Option<Target> {
+        let parts: Vec<_> = path.components().map(|c| c.as_os_str()).collect();
+        let at = parts.iter().rposition(|c| *c == "corpus")?;
+        parts.get(at + 1)?.to_str()?.parse().ok()
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not a known [`Target`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownTarget(pub String);
+
+impl fmt::Display for UnknownTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown target `{}`", self.0)?;
+        let names: Vec<_> = Target::ALL.iter().map(|t| t.name()).collect();
+        write!(f, " (known: {})", names.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownTarget {}
+
+impl FromStr for Target {
+    type Err = UnknownTarget;
+
+    /// `message` or `http-body`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| UnknownTarget(s.to_owned()))
+    }
+}
+
+/// What the server decides about an input: accept it, or close the client
+/// with a reason at a byte offset, after some messages were accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Verdict {
+    /// The close reason; `None` when the input is accepted.
+    pub reason: Option<CloseReason>,
+    /// The byte offset of the violation; `None` when accepted.
+    pub offset: Option<usize>,
+    /// Messages accepted before the verdict (all of them when accepted).
+    pub messages: usize,
+}
+
+impl Verdict {
+    /// The input is accepted whole, `messages` messages.
+    pub const fn accept(messages: usize) -> Verdict {
+        Verdict {
+            reason: None,
+            offset: None,
+            messages,
+        }
+    }
+
+    /// The client is closed for `violation`, after `messages` accepted messages.
+    pub const fn close(violation: &Violation, messages: usize) -> Verdict {
+        Verdict {
+            reason: Some(violation.close_reason()),
+            offset: Some(violation.offset()),
+            messages,
+        }
+    }
+
+    /// Whether the input is accepted.
+    pub const fn is_accept(&self) -> bool {
+        self.reason.is_none()
+    }
+
+    /// `accept` or `close`.
+    pub const fn word(&self) -> &'static str {
+        if self.is_accept() {
+            "accept"
+        } else {
+            "close"
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    /// `accept, 2 messages` or
+    /// `close INVALID_INBOUND_MESSAGE (7) at offset 0, 0 messages`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())?;
+        if let Some(reason) = self.reason {
+            write!(f, " {reason}")?;
+        }
+        if let Some(offset) = self.offset {
+            write!(f, " at offset {offset}")?;
+        }
+        let plural = if self.messages == 1 { "" } else { "s" };
+        write!(f, ", {} message{plural}", self.messages)
+    }
+}
+
+/// A verdict together with the violation behind it, for callers that report
+/// what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The violation that closed the client, if any.
+    pub violation: Option<Violation>,
+}
+
+/// Runs `bytes` through the decoder of `target` and says what the server
+/// decides, with the violation behind a close.
+pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Outcome {
+    match target {
+        Target::Message => match Message::decode(&Bytes::copy_from_slice(bytes), limits) {
+            Ok(_) => Outcome {
+                verdict: Verdict::accept(1),
+                violation: None,
+            },
+            Err(v) => Outcome {
+                verdict: Verdict::close(&v, 0),
+                violation: Some(v),
+            },
+        },
+        Target::HttpBody => {
+            let batch = polling::decode_body(bytes, limits);
+            let messages = batch.messages.len();
+            Outcome {
+                verdict: match &batch.violation {
+                    Some(v) => Verdict::close(v, messages),
+                    None => Verdict::accept(messages),
+                },
+                violation: batch.violation,
+            }
+        }
+    }
+}
+
+/// Runs `bytes` through the decoder of `target` and says what the server
+/// decides.
+pub fn verdict(target: Target, bytes: &[u8], limits: &Limits) -> Verdict {
+    outcome(target, bytes, limits).verdict
+}
+
+/// One row of `expected.tsv`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedRow {
+    /// The corpus file's name, relative to its directory.
+    pub file: String,
+    /// The verdict the file must get.
+    pub verdict: Verdict,
+}
+
+/// The expected verdicts of one corpus directory: the contents of its
+/// `expected.tsv`, in file order.
+///
+/// ```
+/// use sessionwire::corpus::{Expected, Verdict};
+/// let e: Expected = "# comment\nok.bin\taccept\t-\t-\t1\n".parse().unwrap();
+/// assert_eq!(e.get("ok.bin"), Some(&Verdict::accept(1)));
+/// assert_eq!(e.to_string().parse::<Expected>().unwrap(), e);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    rows: Vec<ExpectedRow>,
+    index: BTreeMap<String, usize>,
+}
+
+/// What is wrong with a line of `expected.tsv`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExpectedErrorKind {
+    /// Not five tab-separated fields.
+    FieldCount(usize),
+    /// An empty file name, or one naming another directory.
+    BadFileName(String),
+    /// The same file listed twice.
+    DuplicateFile(String),
+    /// A verdict other than `accept` or `close`.
+    BadVerdict(String),
+    /// A reason that is neither `-` nor a close reason name.
+    BadReason(String),
+    /// An offset that is neither `-` nor a decimal number.
+    BadOffset(String),
+    /// A message count that is not a decimal number.
+    BadMessages(String),
+    /// `accept` with a reason or an offset.
+    AcceptWithReason,
+    /// `close` without a reason or without an offset.
+    CloseWithoutReason,
+}
+
+impl fmt::Display for ExpectedErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedErrorKind::FieldCount(n) => {
+                write!(f, "{n} tab-separated fields, expected 5 (file, verdict, reason, offset, messages)")
+            }
+            ExpectedErrorKind::BadFileName(s) => write!(f, "bad file name `{s}`"),
+            ExpectedErrorKind::DuplicateFile(s) => write!(f, "file `{s}` listed twice"),
+            ExpectedErrorKind::BadVerdict(s) => {
+                write!(f, "verdict `{s}` is neither `accept` nor `close`")
+            }
+            ExpectedErrorKind::BadReason(s) => write!(f, "`{s}` is not a close reason name"),
+            ExpectedErrorKind::BadOffset(s) => {
+                write!(f, "offset `{s}` is neither `-` nor a number")
+            }
+            ExpectedErrorKind::BadMessages(s) => write!(f, "message count `{s}` is not a number"),
+            ExpectedErrorKind::AcceptWithReason => {
+                f.write_str("`accept` must have `-` as reason and offset")
+            }
+            ExpectedErrorKind::CloseWithoutReason => {
+                f.write_str("`close` needs a reason and an offset")
+            }
+        }
+    }
+}
+
+/// A fault in `expected.tsv`: the 1-based line and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedError {
+    /// The 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub kind: ExpectedErrorKind,
+}
+
+impl fmt::Display for ExpectedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.kind)
+    }
+}
+
+impl std::error::Error for ExpectedError {}
+
+fn parse_row(line: &str) -> Result<ExpectedRow, ExpectedErrorKind> {
+    let fields: Vec<&str> = line.split('\t').collect();
+    let [file, word, reason, offset, messages] = fields[..] else {
+        return Err(ExpectedErrorKind::FieldCount(fields.len()));
+    };
+    if file.is_empty() || file.contains(['/', '\\']) || file == "." || file == ".." {
+        return Err(ExpectedErrorKind::BadFileName(file.to_owned()));
+    }
+    let accept = match word {
+        "accept" => true,
+        "close" => false,
+        _ => return Err(ExpectedErrorKind::BadVerdict(word.to_owned())),
+    };
+    let reason = match reason {
+        "-" => None,
+        name => Some(
+            CloseReason::from_name(name)
+                .ok_or_else(|| ExpectedErrorKind::BadReason(name.to_owned()))?,
+        ),
+    };
+    let offset = match offset {
+        "-" => None,
+        n => Some(parse_decimal(n).ok_or_else(|| ExpectedErrorKind::BadOffset(n.to_owned()))?),
+    };
+    let messages = parse_decimal(messages)
+        .ok_or_else(|| ExpectedErrorKind::BadMessages(messages.to_owned()))?;
+    match (accept, reason.is_some(), offset.is_some()) {
+        (true, false, false) | (false, true, true) => {}
+        (true, _, _) => return Err(ExpectedErrorKind::AcceptWithReason),
+        (false, _, _) => return Err(ExpectedErrorKind::CloseWithoutReason),
+    }
+    Ok(ExpectedRow {
+        file: file.to_owned(),
+        verdict: Verdict {
+            reason,
+            offset,
+            messages,
+        },
+    })
+}
+
+/// ASCII digits only (no sign, no spaces), within `usize`.
+fn parse_decimal(s: &str) -> Option<usize> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+impl Expected {
+    /// No rows.
+    pub fn new() -> Expected {
+        Expected::default()
+    }
+
+    /// Adds a row; a file already listed is an error.
+    pub fn insert(&mut self, file: &str, verdict: Verdict) -> Result<(), ExpectedErrorKind> {
+        if self.index.contains_key(file) {
+            return Err(ExpectedErrorKind::DuplicateFile(file.to_owned()));
+        }
+        self.index.insert(file.to_owned(), self.rows.len());
+        self.rows.push(ExpectedRow {
+            file: file.to_owned(),
+            verdict,
+        });
+        Ok(())
+    }
+
+    /// The expected verdict of `file`.
+    pub fn get(&self, file: &str) -> Option<&Verdict> {
+        self.index.get(file).map(|&i| &self.rows[i].verdict)
+    }
+
+    /// The rows, in file order.
+    pub fn rows(&self) -> &[ExpectedRow] {
+        &self.rows
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+impl FromStr for Expected {
+    type Err = ExpectedError;
+
+    /// Parses `expected.tsv`: blank lines and lines starting with `#` are
+    /// skipped; a trailing `\r` is tolerated.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut expected = Expected::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |kind| ExpectedError { line: i + 1, kind };
+            let row = parse_row(line).map_err(err)?;
+            expected.insert(&row.file, row.verdict).map_err(err)?;
+        }
+        Ok(expected)
+    }
+}
+
+impl fmt::Display for Expected {
+    /// Writes `expected.tsv`: a header comment, then one row per file.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "# file\tverdict\treason\toffset\tmessages")?;
+        for row in &self.rows {
+            let v = &row.verdict;
+            let reason = v.reason.map_or("-", CloseReason::name);
+            write!(f, "{}\t{}\t{reason}\t", row.file, v.word())?;
+            match v.offset {
+                Some(o) => write!(f, "{o}")?,
+                None => f.write_str("-")?,
+            }
+            writeln!(f, "\t{}", v.messages)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a file name is a corpus input: not `expected.tsv`, not a README,
+/// not hidden.
+pub fn is_corpus_file(name: &str) -> bool {
+    name != EXPECTED_FILE && !name.starts_with("README") && !name.starts_with('.')
+}
+
+/// A corpus file and the verdict it must get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Case {
+    /// The file's path (the directory's path joined with its name).
+    pub path: PathBuf,
+    /// The file's name, as listed in `expected.tsv`.
+    pub name: String,
+    /// The verdict it must get.
+    pub expected: Verdict,
+}
+
+/// A loaded corpus directory: every input file with its expected verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorpusDir {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The cases, sorted by file name.
+    pub cases: Vec<Case>,
+}
+
+/// Why a corpus directory could not be loaded.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// Reading a file or listing the directory failed.
+    Io {
+        /// The path that could not be read.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// `expected.tsv` does not parse.
+    Expected {
+        /// The `expected.tsv` path.
+        path: PathBuf,
+        /// The fault.
+        source: ExpectedError,
+    },
+    /// A corpus file that `expected.tsv` does not list.
+    Unlisted {
+        /// The file's path.
+        path: PathBuf,
+    },
+    /// A row of `expected.tsv` naming a file that is not there.
+    MissingFile {
+        /// The `expected.tsv` path.
+        expected: PathBuf,
+        /// The file name in the row.
+        file: String,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            LoadError::Expected { path, source } => write!(f, "{}: {source}", path.display()),
+            LoadError::Unlisted { path } => {
+                write!(f, "{}: not listed in {EXPECTED_FILE}", path.display())
+            }
+            LoadError::MissingFile { expected, file } => {
+                write!(
+                    f,
+                    "{}: lists `{file}`, which does not exist",
+                    expected.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Io { source, .. } => Some(source),
+            LoadError::Expected { source, .. } => Some(source),
+            LoadError::Unlisted { .. } | LoadError::MissingFile { .. } => None,
+        }
+    }
+}
+
+/// Reads and parses `dir/expected.tsv`.
+pub fn read_expected(dir: &Path) -> Result<Expected, LoadError> {
+    let path = dir.join(EXPECTED_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    text.parse()
+        .map_err(|source| LoadError::Expected { path, source })
+}
+
+/// Loads a corpus directory: its `expected.tsv` and the input files directly
+/// in it (see [`is_corpus_file`]; subdirectories are not part of it). Every
+/// input file must be listed and every row must name an input file.
+pub fn load_dir(dir: &Path) -> Result<CorpusDir, LoadError> {
+    let expected = read_expected(dir)?;
+    let io = |source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if !entry.file_type().map_err(io)?.is_file() {
+            continue;
+        }
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            return Err(LoadError::Unlisted { path });
+        };
+        if is_corpus_file(&name) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut cases = Vec::with_capacity(names.len());
+    for name in names {
+        let path = dir.join(&name);
+        let Some(&verdict) = expected.get(&name) else {
+            return Err(LoadError::Unlisted { path });
+        };
+        cases.push(Case {
+            path,
+            name,
+            expected: verdict,
+        });
+    }
+    if let Some(row) = expected.rows().iter().find(|r| {
+        cases
+            .binary_search_by(|c| c.name.as_str().cmp(&r.file))
+            .is_err()
+    }) {
+        return Err(LoadError::MissingFile {
+            expected: dir.join(EXPECTED_FILE),
+            file: row.file.clone(),
+        });
+    }
+    Ok(CorpusDir {
+        dir: dir.to_path_buf(),
+        cases,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ExpectedError {
+        text.parse::<Expected>().expect_err("must be rejected")
+    }
+
+    #[test]
+    fn expected_rows_parse_accept_and_close() {
+        let e: Expected =
+            "# header\n\na.bin\taccept\t-\t-\t1\r\nb.txt\tclose\tMESSAGE_TOO_LARGE\t7\t1\n"
+                .parse()
+                .unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e.get("a.bin"), Some(&Verdict::accept(1)));
+        assert_eq!(
+            e.get("b.txt"),
+            Some(&Verdict {
+                reason: Some(CloseReason::MessageTooLarge),
+                offset: Some(7),
+                messages: 1
+            })
+        );
+        assert_eq!(e.get("c"), None);
+        assert_eq!(e.rows()[1].file, "b.txt");
+    }
+
+    #[test]
+    fn expected_round_trips_through_its_text() {
+        let mut e = Expected::new();
+        e.insert("x", Verdict::accept(0)).unwrap();
+        e.insert(
+            "y",
+            Verdict {
+                reason: Some(CloseReason::InvalidInboundMessage),
+                offset: Some(12),
+                messages: 3,
+            },
+        )
+        .unwrap();
+        let text = e.to_string();
+        assert_eq!(
+            text,
+            "# file\tverdict\treason\toffset\tmessages\nx\taccept\t-\t-\t0\ny\tclose\tINVALID_INBOUND_MESSAGE\t12\t3\n"
+        );
+        assert_eq!(text.parse::<Expected>(), Ok(e));
+    }
+
+    #[test]
+    fn expected_errors_name_the_line_and_the_fault() {
+        let cases: [(&str, usize, ExpectedErrorKind); 12] = [
+            ("a\taccept\t-\t-", 1, ExpectedErrorKind::FieldCount(4)),
+            (
+                "#c\na\taccept\t-\t-\t1\t",
+                2,
+                ExpectedErrorKind::FieldCount(6),
+            ),
+            ("a accept - - 1", 1, ExpectedErrorKind::FieldCount(1)),
+            (
+                "\taccept\t-\t-\t1",
+                1,
+                ExpectedErrorKind::BadFileName(String::new()),
+            ),
+            (
+                "d/a\taccept\t-\t-\t1",
+                1,
+                ExpectedErrorKind::BadFileName("d/a".into()),
+            ),
+            (
+                "a\tok\t-\t-\t1",
+                1,
+                ExpectedErrorKind::BadVerdict("ok".into()),
+            ),
+            (
+                "a\tclose\tinvalid\t0\t0",
+                1,
+                ExpectedErrorKind::BadReason("invalid".into()),
+            ),
+            (
+                "a\tclose\tABORTED\t-1\t0",
+                1,
+                ExpectedErrorKind::BadOffset("-1".into()),
+            ),
+            (
+                "a\tclose\tABORTED\t0\t+1",
+                1,
+                ExpectedErrorKind::BadMessages("+1".into()),
+            ),
+            (
+                "a\taccept\tABORTED\t-\t1",
+                1,
+                ExpectedErrorKind::AcceptWithReason,
+            ),
+            (
+                "a\tclose\tABORTED\t-\t0",
+                1,
+                ExpectedErrorKind::CloseWithoutReason,
+            ),
+            (
+                "a\taccept\t-\t-\t1\n\na\taccept\t-\t-\t1",
+                3,
+                ExpectedErrorKind::DuplicateFile("a".into()),
+            ),
+        ];
+        for (text, line, kind) in cases {
+            assert_eq!(err(text), ExpectedError { line, kind }, "{text:?}");
+        }
+        assert_eq!(
+            err("a\taccept\t-\t0\t1").kind,
+            ExpectedErrorKind::AcceptWithReason
+        );
+        assert_eq!(
+            err("a\tclose\t-\t0\t1").kind,
+            ExpectedErrorKind::CloseWithoutReason
+        );
+        assert_eq!(
+            err("a\taccept\t-\t-\t1x").to_string(),
+            "line 1: message count `1x` is not a number"
+        );
+    }
+
+    #[test]
+    fn targets_parse_format_and_are_inferred_from_corpus_paths() {
+        for t in Target::ALL {
+            assert_eq!(t.name().parse::<Target>(), Ok(t));
+            assert_eq!(t.to_string(), t.name());
+        }
+        assert_eq!(
+            "scenario".parse::<Target>(),
+            Err(UnknownTarget("scenario".into()))
+        );
+        assert_eq!(
+            Target::of_path(Path::new("/x/corpus/message/sub/a.bin")),
+            Some(Target::Message)
+        );
+        assert_eq!(
+            Target::of_path(Path::new("corpus/corpus/http-body/a")),
+            Some(Target::HttpBody)
+        );
+        assert_eq!(Target::of_path(Path::new("corpus")), None);
+        assert_eq!(Target::of_path(Path::new("message/a.bin")), None);
+    }
+
+    #[test]
+    fn section_3_verdicts_of_a_message() {
+        let l = Limits::default();
+        assert_eq!(
+            verdict(Target::Message, &[0x00, 0x38, 0x01], &l),
+            Verdict::accept(1)
+        );
+        let o = outcome(Target::Message, &[], &l);
+        assert_eq!(
+            o.verdict.to_string(),
+            "close INVALID_INBOUND_MESSAGE (7) at offset 0, 0 messages"
+        );
+        assert_eq!(o.violation.map(|v| v.kind().name()), Some("empty-message"));
+        let small = Limits::builder().max_message_size(4).build().unwrap();
+        assert_eq!(
+            verdict(Target::Message, &[0x3f, 0, 0, 0, 0], &small).reason,
+            Some(CloseReason::MessageTooLarge)
+        );
+    }
+
+    #[test]
+    fn section_6_verdicts_of_an_http_body_count_messages_before_the_fault() {
+        let l = Limits::default();
+        // USER_PING, then a type 0x3f message at decoded offset 11.
+        let v = verdict(Target::HttpBody, b"AAAAAgA4AQAAAAA/", &l);
+        assert_eq!(
+            v,
+            Verdict {
+                reason: Some(CloseReason::InvalidInboundMessage),
+                offset: Some(11),
+                messages: 1
+            }
+        );
+        assert_eq!(verdict(Target::HttpBody, b"", &l), Verdict::accept(0));
+    }
+
+    #[test]
+    fn load_dir_requires_expected_rows_and_files_to_match() {
+        let dir = std::env::temp_dir().join(format!("sessionwire-corpus-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        assert!(matches!(load_dir(&dir), Err(LoadError::Io { .. })));
+        std::fs::write(dir.join("a.bin"), [0x1d]).unwrap();
+        std::fs::write(dir.join("README.md"), "about").unwrap();
+        std::fs::write(dir.join(EXPECTED_FILE), "a.bin\taccept\t-\t-\t1\n").unwrap();
+        let c = load_dir(&dir).unwrap();
+        assert_eq!(c.cases.len(), 1);
+        assert_eq!(c.cases[0].name, "a.bin");
+        assert_eq!(c.cases[0].path, dir.join("a.bin"));
+
+        std::fs::write(dir.join("b.bin"), [0x1c]).unwrap();
+        assert!(
+            matches!(load_dir(&dir), Err(LoadError::Unlisted { path }) if path == dir.join("b.bin"))
+        );
+        std::fs::write(
+            dir.join(EXPECTED_FILE),
+            "a.bin\taccept\t-\t-\t1\nb.bin\taccept\t-\t-\t1\nc.bin\taccept\t-\t-\t1\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(load_dir(&dir), Err(LoadError::MissingFile { file, .. }) if file == "c.bin")
+        );
+        std::fs::write(dir.join(EXPECTED_FILE), "a.bin\tmaybe\t-\t-\t1\n").unwrap();
+        let e = load_dir(&dir).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("line 1: verdict `maybe` is neither `accept` nor `close`"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
