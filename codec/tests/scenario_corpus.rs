@@ -1,95 +1,43 @@
 //! Replays every scenario in `corpus/scenario` and checks it against
-//! `corpus/scenario/expected.tsv`: verdict, close reason, closing line and
-//! delivered messages. Fails too when a close reason of section 1 (ids 0-9,
-//! 11-15) is produced by no scenario.
+//! `corpus/scenario/expected.tsv` (read with [`sessionwire::corpus`]): verdict,
+//! close reason, closing line (the offset column) and delivered messages.
+//! Fails too when a close reason of section 1 (ids 0-9, 11-15) is produced by
+//! no scenario.
 
-use std::collections::BTreeMap;
-use std::fs;
 use std::path::PathBuf;
 
+use sessionwire::corpus::{load_dir, CorpusDir};
 use sessionwire::session::scenario;
 use sessionwire::{CloseReason, Limits};
 
-fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../corpus/scenario")
-}
-
-struct Expected {
-    reason: Option<CloseReason>,
-    line: Option<usize>,
-    messages: u64,
-}
-
-fn expected() -> BTreeMap<String, Expected> {
-    let text = fs::read_to_string(corpus().join("expected.tsv")).expect("expected.tsv");
-    let mut rows = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let cols: Vec<&str> = line.split('\t').collect();
-        assert_eq!(cols.len(), 5, "expected.tsv line {}: {line:?}", i + 1);
-        let reason = match (cols[1], cols[2]) {
-            ("accept", "-") => None,
-            ("close", name) => Some(CloseReason::from_name(name).expect("a close reason name")),
-            other => panic!("expected.tsv line {}: bad verdict {other:?}", i + 1),
-        };
-        let line_no = match cols[3] {
-            "-" => None,
-            n => Some(n.parse().expect("a line number")),
-        };
-        let messages = cols[4].parse().expect("a message count");
-        let old = rows.insert(
-            cols[0].to_owned(),
-            Expected {
-                reason,
-                line: line_no,
-                messages,
-            },
-        );
-        assert!(old.is_none(), "{} listed twice", cols[0]);
+fn corpus() -> CorpusDir {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../corpus/scenario");
+    match load_dir(&dir) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
     }
-    rows
 }
 
 #[test]
 fn section_1_every_scenario_replays_to_its_expected_verdict() {
-    let expected = expected();
-    let mut files = Vec::new();
-    for entry in fs::read_dir(corpus()).expect("corpus/scenario") {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "scn") {
-            files.push(path.file_name().unwrap().to_string_lossy().into_owned());
-        }
-    }
-    files.sort();
-    assert_eq!(
-        files,
-        expected.keys().cloned().collect::<Vec<_>>(),
-        "every .scn file has exactly one row in expected.tsv"
-    );
+    let corpus = corpus();
+    assert!(!corpus.cases.is_empty());
     let mut failures = Vec::new();
-    for file in &files {
-        let text = fs::read_to_string(corpus().join(file)).unwrap();
+    for case in &corpus.cases {
+        assert!(case.name.ends_with(".scn"), "{}: not a scenario", case.name);
+        let text = std::fs::read_to_string(&case.path).unwrap();
         let outcome = match scenario::run(&text, &Limits::default()) {
             Ok(o) => o,
             Err(e) => {
-                failures.push(format!("{file}: {e}"));
+                failures.push(format!("{}: {e}", case.name));
                 continue;
             }
         };
-        let want = &expected[file];
-        if (outcome.verdict, outcome.close_line, outcome.delivered)
-            != (want.reason, want.line, want.messages)
-        {
+        let got = outcome.corpus_verdict();
+        if got != case.expected {
             failures.push(format!(
-                "{file}: got {:?} at line {:?} with {} delivered, expected {:?} at line {:?} with {}\n{outcome}",
-                outcome.verdict.map(CloseReason::name),
-                outcome.close_line,
-                outcome.delivered,
-                want.reason.map(CloseReason::name),
-                want.line,
-                want.messages
+                "{}: got {got}, expected {}\n{outcome}",
+                case.name, case.expected
             ));
         }
     }
@@ -98,13 +46,30 @@ fn section_1_every_scenario_replays_to_its_expected_verdict() {
 
 #[test]
 fn section_1_every_close_reason_has_a_scenario() {
-    let expected = expected();
+    let corpus = corpus();
+    assert_eq!(CloseReason::ALL.len(), 15, "ids 0-9 and 11-15");
     for reason in CloseReason::ALL {
-        let n = expected
-            .values()
-            .filter(|e| e.reason == Some(reason))
+        let n = corpus
+            .cases
+            .iter()
+            .filter(|c| c.expected.reason == Some(reason))
             .count();
         assert!(n >= 1, "no scenario closes {reason}");
     }
-    assert_eq!(CloseReason::ALL.len(), 15, "ids 0-9 and 11-15");
+}
+
+#[test]
+fn section_1_every_close_reason_is_produced_by_its_scenario_when_replayed() {
+    // Not only listed: each reason is what a replay actually decides.
+    let corpus = corpus();
+    let mut seen = Vec::new();
+    for case in &corpus.cases {
+        let text = std::fs::read_to_string(&case.path).unwrap();
+        if let Ok(o) = scenario::run(&text, &Limits::default()) {
+            seen.extend(o.verdict);
+        }
+    }
+    for reason in CloseReason::ALL {
+        assert!(seen.contains(&reason), "no replay closes {reason}");
+    }
 }

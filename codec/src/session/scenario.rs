@@ -227,6 +227,25 @@ pub struct ScenarioOutcome {
     pub transcript: Vec<TranscriptEntry>,
 }
 
+impl ScenarioOutcome {
+    /// The outcome as a corpus verdict, the form `expected.tsv` records:
+    /// for a scenario the offset is the closing line.
+    ///
+    /// ```
+    /// use sessionwire::session::scenario;
+    /// use sessionwire::Limits;
+    /// let o = scenario::run("connect ws ty=WB&v=29&ca=8&r=0\nws 1d\n", &Limits::default()).unwrap();
+    /// assert_eq!(o.corpus_verdict().to_string(), "close CLOSED_BY_CLIENT (4) at offset 2, 0 messages");
+    /// ```
+    pub fn corpus_verdict(&self) -> crate::corpus::Verdict {
+        crate::corpus::Verdict {
+            reason: self.verdict,
+            offset: self.verdict.and(self.close_line),
+            messages: usize::try_from(self.delivered).unwrap_or(usize::MAX),
+        }
+    }
+}
+
 impl fmt::Display for ScenarioOutcome {
     /// The transcript, one entry a line, then the verdict.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
