@@ -158,7 +158,7 @@ pub fn session(data: &[u8]) {
                 let mut guard = 0;
                 while let Some(t) = registry.poll_timeout().filter(|t| *t <= target) {
                     guard += 1;
-                    if guard > 10_000 {
+                    if guard > 1_000 {
                         break;
                     }
                     now = now.max(t);

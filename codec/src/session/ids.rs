@@ -102,7 +102,11 @@ impl fmt::Debug for SessionToken {
     /// Shows only a prefix: a token is a credential and must not end up whole
     /// in logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionToken({}...)", &self.as_str()[..4])
+        write!(
+            f,
+            "SessionToken({}...)",
+            self.as_str().get(..4).unwrap_or("")
+        )
     }
 }
 

@@ -71,6 +71,7 @@ pub struct ScenarioError {
 
 /// The ways a scenario line can be wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ScenarioErrorKind {
     /// The first word is no command.
     UnknownCommand,
@@ -721,5 +722,117 @@ impl Runner {
         for reason in closes {
             self.decide(line, reason);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> ScenarioError {
+        run(text, &Limits::default()).unwrap_err()
+    }
+
+    #[test]
+    fn scenario_errors_name_the_line_and_the_fault() {
+        let c = "connect ws ty=WB&v=29&ca=8&r=0\n";
+        for (text, line, kind) in [
+            ("frobnicate\n", 1, ScenarioErrorKind::UnknownCommand),
+            ("# x\n\nws 00\n", 3, ScenarioErrorKind::NoSession),
+            (&format!("{c}ws 0\n"), 2, ScenarioErrorKind::BadHex),
+            (&format!("{c}ws zz\n"), 2, ScenarioErrorKind::BadHex),
+            (
+                &format!("{c}limits max_clients=2\n"),
+                2,
+                ScenarioErrorKind::TooLate,
+            ),
+            (
+                "limits max_clients=0\n",
+                1,
+                ScenarioErrorKind::InvalidLimits,
+            ),
+            ("limits nope=1\n", 1, ScenarioErrorKind::BadSetting),
+            ("config ping_ms=x\n", 1, ScenarioErrorKind::BadNumber),
+            (
+                "config test_reconnect=yes\n",
+                1,
+                ScenarioErrorKind::BadSetting,
+            ),
+            ("connect tcp x\n", 1, ScenarioErrorKind::BadTransport),
+            (
+                &format!("{c}event meteor\n"),
+                2,
+                ScenarioErrorKind::UnknownEvent,
+            ),
+            (
+                &format!("{c}advance\n"),
+                2,
+                ScenarioErrorKind::MissingArgument,
+            ),
+            (
+                &format!("{c}advance 1 2\n"),
+                2,
+                ScenarioErrorKind::TooManyArguments,
+            ),
+            (&format!("{c}server 3f\n"), 2, ScenarioErrorKind::BadMessage),
+            (&format!("{c}session 2\n"), 2, ScenarioErrorKind::NoSession),
+        ] {
+            let e = error(text);
+            assert_eq!((e.line, e.kind), (line, kind), "{text:?}");
+            assert!(e.to_string().starts_with(&format!("line {line}: ")));
+        }
+    }
+
+    #[test]
+    fn scenario_advance_is_bounded() {
+        let text = "config ping_ms=1\nconnect ws ty=WB&v=29&ca=8&r=0\nadvance 1000000000\n";
+        // Pings every ms are answered by nobody: the session closes at the
+        // second ping, so the bound is not even reached.
+        let o = run(text, &Limits::default()).unwrap();
+        assert_eq!(o.verdict, Some(CloseReason::ClientUnresponsive));
+        let busy = "config ping_ms=1\nconnect http ty=B v=29 ca=8 r=0\npoll 0\nadvance 1000000\n";
+        // Pings queued for a client that never polls again, under a queue
+        // limit they cannot reach within the bound.
+        let limits = "limits queue_messages=1000000 queue_bytes=100000000\n";
+        let e = error(&format!("{limits}config poll_gap_ms=100000000\n{busy}"));
+        assert_eq!((e.line, e.kind), (6, ScenarioErrorKind::TooManyTimers));
+    }
+
+    #[test]
+    fn scenario_transcript_shows_time_line_session_and_verdict() {
+        let text = "config ping_ms=1000\nconnect ws ty=WB&v=29&ca=8&r=0\nadvance 1000\nws 1d\n";
+        let o = run(text, &Limits::default()).unwrap();
+        let shown = o.to_string();
+        assert!(
+            shown.contains("response 100 CONNECTED, ping 1000 ms"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("    1000ms  line 3   #1 ws -> 00 37 01"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("verdict: close CLOSED_BY_CLIENT at line 4, 0 delivered"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn scenario_current_session_can_be_selected() {
+        let text = "\
+connect ws ty=WB&v=29&ca=8&r=0&username=a
+connect ws ty=WB&v=29&ca=8&r=0&username=b
+session 1
+event revoke
+";
+        let o = run(text, &Limits::default()).unwrap();
+        assert_eq!(
+            (o.verdict, o.close_line),
+            (Some(CloseReason::Revoked), Some(4))
+        );
+        assert!(o
+            .transcript
+            .iter()
+            .any(|e| e.session == 1 && matches!(e.kind, EntryKind::Closed(_))));
     }
 }

@@ -71,6 +71,7 @@ impl Default for SessionConfig {
 
 /// Something that happened to a session outside its own bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SessionEvent {
     /// The transport connection dropped (CONNECTION_LOST, recoverable).
     TransportLost,
