@@ -54,17 +54,32 @@ pub enum Target {
     /// An HTTP polling POST body, base64 text as received
     /// ([`polling::decode_body`]).
     HttpBody,
+    /// Fuzz-only: chunk sizes, then an HTTP polling POST body fed to
+    /// [`polling::BodyDecoder`] in those chunks (layout: [`split_incremental`]).
+    /// The verdict is the one-shot [`Target::HttpBody`] verdict of the body.
+    Incremental,
+    /// Fuzz-only: bytes from which `arbitrary` builds one valid message that
+    /// must round-trip. Building never fails, so every input is accepted as
+    /// one message.
+    Roundtrip,
 }
 
 impl Target {
     /// Every target this version knows, in directory-name order.
-    pub const ALL: [Target; 2] = [Target::HttpBody, Target::Message];
+    pub const ALL: [Target; 4] = [
+        Target::HttpBody,
+        Target::Incremental,
+        Target::Message,
+        Target::Roundtrip,
+    ];
 
     /// The target's name, which is also its corpus directory name.
     pub const fn name(self) -> &'static str {
         match self {
             Target::Message => "message",
             Target::HttpBody => "http-body",
+            Target::Incremental => "incremental",
+            Target::Roundtrip => "roundtrip",
         }
     }
 
@@ -108,7 +123,7 @@ impl std::error::Error for UnknownTarget {}
 impl FromStr for Target {
     type Err = UnknownTarget;
 
-    /// `message` or `http-body`.
+    /// `message`, `http-body`, `incremental` or `roundtrip`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Target::ALL
             .into_iter()
@@ -214,7 +229,34 @@ pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Outcome {
                 violation: batch.violation,
             }
         }
+        Target::Incremental => outcome(Target::HttpBody, split_incremental(bytes).2, limits),
+        Target::Roundtrip => Outcome {
+            verdict: Verdict::accept(1),
+            violation: None,
+        },
     }
+}
+
+/// Splits an [`Target::Incremental`] input: byte 0 is a header whose low four
+/// bits count the chunk-size bytes that follow (its high four bits, when not
+/// zero, pick tighter limits for a second decode by the fuzz target); the rest
+/// is the body text.
+///
+/// A chunk-size byte `s` stands for `s` characters when below 0x80 and for
+/// `(s & 0x7f) * 64` characters otherwise. Returns `(header, sizes, text)`.
+///
+/// ```
+/// use sessionwire::corpus::split_incremental;
+/// assert_eq!(split_incremental(b"\x02\x05\x81AAAA"), (2, &b"\x05\x81"[..], &b"AAAA"[..]));
+/// assert_eq!(split_incremental(b""), (0, &b""[..], &b""[..]));
+/// ```
+pub fn split_incremental(data: &[u8]) -> (u8, &[u8], &[u8]) {
+    let Some((&header, rest)) = data.split_first() else {
+        return (0, &[], &[]);
+    };
+    let n = usize::from(header & 0x0f).min(rest.len());
+    let (sizes, text) = rest.split_at(n);
+    (header, sizes, text)
 }
 
 /// Runs `bytes` through the decoder of `target` and says what the server

@@ -10,6 +10,8 @@
 
 pub mod close;
 pub mod corpus;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod limits;
 pub mod message;
 mod parse;

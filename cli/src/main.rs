@@ -1,0 +1,413 @@
+//! `sessionwire`: runs inputs through the session protocol codec and prints
+//! what a server decides about each (accept, or close with a reason), checked
+//! against the corpus's `expected.tsv` records.
+//!
+//! Exit status: 0 when every verdict matches, 1 on a mismatch, 2 on a usage or
+//! I/O error (an unreadable file, a malformed or inconsistent `expected.tsv`).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use sessionwire::corpus::{self, CorpusDir, Outcome, Target, Verdict};
+use sessionwire::Limits;
+
+/// The corpus bundled with the workspace, as found at build time.
+const BUNDLED_CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../corpus");
+
+#[derive(Debug, Parser)]
+#[command(name = "sessionwire", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode each file and print the server's verdict; compare with the
+    /// expected verdicts of the file's directory (`expected.tsv`).
+    ///
+    /// With no PATH, checks the bundled corpus (every `corpus/<target>/`).
+    /// Exit status: 0 all verdicts match, 1 a mismatch, 2 a usage or I/O error.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Decoder to run (a corpus target: `message`, `http-body`, ...); by default inferred from a
+    /// path under `corpus/<target>/`. With no PATH, checks only that target.
+    #[arg(long)]
+    target: Option<Target>,
+    /// Print one JSON object per file instead of a line of text.
+    #[arg(long)]
+    json: bool,
+    /// Largest message accepted, type byte included [default: 32768].
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<usize>,
+    /// Largest decoded HTTP polling batch accepted [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    max_batch_size: Option<usize>,
+    /// Corpus root to check when no PATH is given [default: the workspace's
+    /// corpus/].
+    #[arg(long, value_name = "DIR", env = "SESSIONWIRE_CORPUS")]
+    corpus: Option<PathBuf>,
+    /// Files, or directories searched recursively (skipping expected.tsv and
+    /// README files).
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => match check(&args) {
+            Ok(summary) => summary.exit_code(),
+            Err(usage) => {
+                eprintln!("error: {usage}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// One input to decode.
+struct Job {
+    path: PathBuf,
+    /// How the path is printed.
+    shown: PathBuf,
+    target: Target,
+}
+
+#[derive(Default)]
+struct Summary {
+    files: usize,
+    per_target: Vec<(Target, usize)>,
+    accepted: usize,
+    closed: usize,
+    unexpected: usize,
+    mismatches: usize,
+    errors: usize,
+}
+
+impl Summary {
+    fn exit_code(&self) -> ExitCode {
+        if self.errors > 0 {
+            ExitCode::from(2)
+        } else if self.mismatches > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    fn count(&mut self, target: Target) {
+        self.files += 1;
+        match self.per_target.iter_mut().find(|(t, _)| *t == target) {
+            Some((_, n)) => *n += 1,
+            None => self.per_target.push((target, 1)),
+        }
+    }
+
+    fn error(&mut self, what: impl std::fmt::Display) {
+        eprintln!("error: {what}");
+        self.errors += 1;
+    }
+
+    fn report(&self) {
+        let targets: Vec<_> = self
+            .per_target
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        let mut line = format!(
+            "checked {} file{} ({}): {} accepted, {} closed, {} mismatch{}",
+            self.files,
+            plural(self.files, "s"),
+            targets.join(", "),
+            self.accepted,
+            self.closed,
+            self.mismatches,
+            plural(self.mismatches, "es"),
+        );
+        if self.unexpected > 0 {
+            line += &format!(", {} without an expected verdict", self.unexpected);
+        }
+        if self.errors > 0 {
+            line += &format!(", {} error{}", self.errors, plural(self.errors, "s"));
+        }
+        eprintln!("{line}");
+    }
+}
+
+fn plural(n: usize, suffix: &'static str) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        suffix
+    }
+}
+
+fn limits(args: &CheckArgs) -> Result<Limits, String> {
+    let mut b = Limits::builder();
+    if let Some(n) = args.max_message_size {
+        b = b.max_message_size(n);
+    }
+    if let Some(n) = args.max_batch_size {
+        b = b.max_batch_size(n);
+    }
+    b.build().map_err(|e| format!("invalid limits: {e}"))
+}
+
+/// Checks every input; `Err` is a usage error found before anything ran.
+fn check(args: &CheckArgs) -> Result<Summary, String> {
+    let limits = limits(args)?;
+    let mut summary = Summary::default();
+    let jobs = if args.paths.is_empty() {
+        bundled_jobs(args, &mut summary)
+    } else {
+        path_jobs(args, &mut summary)?
+    };
+    if jobs.is_empty() && summary.errors == 0 {
+        summary.error("no corpus files found");
+    }
+    let mut dirs: HashMap<PathBuf, Option<CorpusDir>> = HashMap::new();
+    let mut out = std::io::stdout().lock();
+    for job in &jobs {
+        summary.count(job.target);
+        let bytes = match std::fs::read(&job.path) {
+            Ok(b) => b,
+            Err(e) => {
+                summary.error(format_args!("{}: {e}", job.shown.display()));
+                continue;
+            }
+        };
+        let outcome = corpus::outcome(job.target, &bytes, &limits);
+        if outcome.verdict.is_accept() {
+            summary.accepted += 1;
+        } else {
+            summary.closed += 1;
+        }
+        // A directory's records hold for its own target only, not for a
+        // --target that overrides it.
+        let expected = match inferred_target(&job.path) {
+            Some(t) if t != job.target => None,
+            _ => expected_verdict(&job.path, &mut dirs, &mut summary),
+        };
+        if expected.is_none() {
+            summary.unexpected += 1;
+        }
+        let mismatch = expected.filter(|e| *e != outcome.verdict);
+        let printed = if args.json {
+            writeln!(out, "{}", json_line(job, &outcome, expected))
+        } else {
+            print_text(&mut out, job, &outcome)
+        };
+        if let Some(e) = mismatch {
+            summary.mismatches += 1;
+            let line = format!(
+                "{}: MISMATCH expected {e} got {}",
+                job.shown.display(),
+                outcome.verdict
+            );
+            if args.json {
+                eprintln!("{line}");
+            } else {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        if let Err(e) = printed {
+            summary.error(format_args!("writing the report: {e}"));
+            break;
+        }
+    }
+    drop(out);
+    summary.report();
+    Ok(summary)
+}
+
+fn print_text(out: &mut impl std::io::Write, job: &Job, o: &Outcome) -> std::io::Result<()> {
+    write!(
+        out,
+        "{}: {}: {}",
+        job.shown.display(),
+        job.target,
+        o.verdict
+    )?;
+    match o.violation {
+        Some(v) => writeln!(out, ": {}", v.kind()),
+        None => writeln!(out),
+    }
+}
+
+fn verdict_json(v: &Verdict) -> serde_json::Value {
+    json!({
+        "verdict": v.word(),
+        "reason": v.reason.map(|r| r.name()),
+        "reason_id": v.reason.map(|r| r.id()),
+        "offset": v.offset,
+        "messages": v.messages,
+    })
+}
+
+fn json_line(job: &Job, o: &Outcome, expected: Option<Verdict>) -> serde_json::Value {
+    let mut line = json!({
+        "path": job.shown.to_string_lossy(),
+        "target": job.target.name(),
+    });
+    if let (Some(map), serde_json::Value::Object(v)) =
+        (line.as_object_mut(), verdict_json(&o.verdict))
+    {
+        map.extend(v);
+        map.insert(
+            "violation".into(),
+            json!(o.violation.map(|v| v.kind().name())),
+        );
+        map.insert(
+            "description".into(),
+            json!(o.violation.map(|v| v.kind().to_string())),
+        );
+        map.insert(
+            "expected".into(),
+            json!(expected.as_ref().map(verdict_json)),
+        );
+        map.insert("matches".into(), json!(expected.map(|e| e == o.verdict)));
+    }
+    line
+}
+
+/// The expected verdict of the file at `path`, from its directory's
+/// `expected.tsv` if there is one. A directory whose records do not load is
+/// reported once, as an error.
+fn expected_verdict(
+    path: &Path,
+    dirs: &mut HashMap<PathBuf, Option<CorpusDir>>,
+    summary: &mut Summary,
+) -> Option<Verdict> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let loaded = dirs.entry(dir).or_insert_with_key(|dir| {
+        if !dir.join(corpus::EXPECTED_FILE).is_file() {
+            return None;
+        }
+        corpus::load_dir(dir).map_err(|e| summary.error(e)).ok()
+    });
+    let name = path.file_name()?.to_str()?;
+    let case = loaded.as_ref()?.cases.iter().find(|c| c.name == name)?;
+    Some(case.expected)
+}
+
+/// The files of the bundled corpus (or `--corpus DIR`): every directory named
+/// for a known target; others are skipped with a note.
+fn bundled_jobs(args: &CheckArgs, summary: &mut Summary) -> Vec<Job> {
+    let root = args
+        .corpus
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(BUNDLED_CORPUS));
+    // Print paths relative to the current directory when they are below it.
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    let cwd = std::env::current_dir().ok();
+    let shown = |p: &Path| -> PathBuf {
+        cwd.as_deref()
+            .and_then(|c| p.strip_prefix(c).ok())
+            .map_or_else(|| p.to_path_buf(), Path::to_path_buf)
+    };
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) => {
+            summary.error(format_args!("corpus {}: {e}", root.display()));
+            return Vec::new();
+        }
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(e) if e.path().is_dir() => dirs.push(e.path()),
+            Ok(_) => {}
+            Err(e) => summary.error(format_args!("corpus {}: {e}", root.display())),
+        }
+    }
+    dirs.sort();
+    let mut jobs = Vec::new();
+    for dir in dirs {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let target = match name.parse::<Target>() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("note: skipping {}: {e}", shown(&dir).display());
+                continue;
+            }
+        };
+        if args.target.is_some_and(|t| t != target) {
+            continue;
+        }
+        walk(&dir, target, &shown, &mut jobs, summary);
+    }
+    jobs
+}
+
+/// The target of a path under `corpus/<target>/`, as given or made absolute.
+fn inferred_target(path: &Path) -> Option<Target> {
+    Target::of_path(path).or_else(|| {
+        std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| Target::of_path(&p))
+    })
+}
+
+/// The files named on the command line, directories searched recursively.
+fn path_jobs(args: &CheckArgs, summary: &mut Summary) -> Result<Vec<Job>, String> {
+    let mut jobs = Vec::new();
+    for path in &args.paths {
+        let target = args
+            .target
+            .or_else(|| inferred_target(path))
+            .ok_or_else(|| {
+                format!(
+                    "cannot tell the target of {}: it is not under corpus/<target>/; pass --target",
+                    path.display()
+                )
+            })?;
+        if path.is_dir() {
+            walk(path, target, &Path::to_path_buf, &mut jobs, summary);
+        } else {
+            jobs.push(Job {
+                path: path.clone(),
+                shown: path.clone(),
+                target,
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+/// Every corpus file under `dir`, recursively, in name order.
+fn walk(
+    dir: &Path,
+    target: Target,
+    shown: &dyn Fn(&Path) -> PathBuf,
+    jobs: &mut Vec<Job>,
+    summary: &mut Summary,
+) {
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                summary.error(e);
+                continue;
+            }
+        };
+        let name = entry.file_name().to_str().unwrap_or_default();
+        if entry.file_type().is_file() && corpus::is_corpus_file(name) {
+            jobs.push(Job {
+                path: entry.path().to_path_buf(),
+                shown: shown(entry.path()),
+                target,
+            });
+        }
+    }
+}

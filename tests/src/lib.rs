@@ -1,0 +1,42 @@
+//! Shared helpers for the cross-crate integration tests: where the bundled
+//! corpus is, and the `sessionwire` binary built from this workspace.
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package sits inside the workspace")
+        .to_path_buf()
+}
+
+/// The bundled corpus: `corpus/` at the workspace root.
+pub fn corpus_root() -> PathBuf {
+    workspace_root().join("corpus")
+}
+
+/// The `sessionwire` binary, built once per test process with the same cargo
+/// and profile that built the tests (so it also works in a fresh clone).
+///
+/// Panics if the build fails: the tests cannot run without it.
+pub fn sessionwire_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let built = escargot::CargoBuild::new()
+            .manifest_path(workspace_root().join("Cargo.toml"))
+            .package("sessionwire-cli")
+            .bin("sessionwire")
+            .current_release()
+            .run()
+            .unwrap_or_else(|e| panic!("building the sessionwire binary: {e}"));
+        built.path().to_path_buf()
+    })
+}
+
+/// The README's Rust examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
