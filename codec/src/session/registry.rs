@@ -181,7 +181,7 @@ impl<A: Authenticator> Registry<A> {
                         session: None,
                         refused: Some(Refusal {
                             reason: CloseReason::LostMessages,
-                            violation: None,
+                            violation: session.close_decision().and_then(|c| c.violation),
                         }),
                     }
                 }
@@ -520,6 +520,13 @@ mod tests {
         let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=1", token.as_str());
         let o = r.connect(t0, parse(&q));
         assert_eq!(refused(&o), (118, CloseReason::LostMessages));
+        assert_eq!(
+            o.refused.unwrap().violation.unwrap().kind(),
+            ViolationKind::SequenceGap {
+                sequence: 3,
+                expected: 2
+            }
+        );
         assert_eq!(r.poll_close().unwrap().1.reason, CloseReason::LostMessages);
     }
 

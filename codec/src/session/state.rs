@@ -428,6 +428,12 @@ impl Session {
         Some(c)
     }
 
+    /// The close decision, if one was made, without taking it (see
+    /// [`poll_close`](Self::poll_close)).
+    pub fn close_decision(&self) -> Option<Close> {
+        self.close
+    }
+
     /// Whether the close decision was taken by [`poll_close`](Self::poll_close)
     /// and nothing is left to transmit: the server may forget the session.
     pub fn is_finished(&self) -> bool {
