@@ -36,6 +36,32 @@
 //! assert_eq!(session.poll_close().unwrap().reason, CloseReason::ClosedByClient);
 //! ```
 //!
+//! # Readings of PROTOCOL.md
+//!
+//! Where the sheet leaves a choice, this layer decides as follows (to be
+//! checked against the real client):
+//!
+//! - Message numbers start at 1 on each side; `ss` = 0 means the client
+//!   received nothing; `cs` is the oldest client number it can resend. The
+//!   105 value is the next client number expected (received + 1).
+//! - 105 when both gaps can be covered; otherwise 118 and LOST_MESSAGES, or
+//!   106 when [`SessionConfig::allow_message_loss`] is on. An `ss` above what
+//!   was sent is impossible: always 118.
+//! - A (re)connection for a session that is still connected, and a
+//!   reconnection without `c`, are answered 115 and close the attempt
+//!   CONNECTION_LOST; request faults are answered 115 (102 for the version)
+//!   and close ABORTED.
+//! - Over WebSocket a ping must be answered before the next one is due;
+//!   over HTTP polling liveness is judged by polls instead
+//!   ([`SessionConfig::poll_gap`]).
+//! - ABORT is sent on every final close that is not recoverable, except
+//!   CLOSED_BY_CLIENT and FAILED_OVER (the client should reconnect elsewhere).
+//!   Over HTTP it can only go in an open poll.
+//! - The client numbers its requests from 1 upward, so a request whose
+//!   conversation id is not above every earlier one is a duplicate, and the
+//!   first request resent after a 105 must be the very next one: this is how
+//!   the known quirk of resending the wrong messages is detected.
+//!
 //! [`Instant`]: std::time::Instant
 
 pub mod handshake;
