@@ -122,11 +122,15 @@ impl Summary {
             .iter()
             .map(|(t, n)| format!("{t} {n}"))
             .collect();
+        let targets = if targets.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", targets.join(", "))
+        };
         let mut line = format!(
-            "checked {} file{} ({}): {} accepted, {} closed, {} mismatch{}",
+            "checked {} file{}{targets}: {} accepted, {} closed, {} mismatch{}",
             self.files,
             plural(self.files, "s"),
-            targets.join(", "),
             self.accepted,
             self.closed,
             self.mismatches,
@@ -368,7 +372,8 @@ fn path_jobs(args: &CheckArgs, summary: &mut Summary) -> Result<Vec<Job>, String
             .or_else(|| inferred_target(path))
             .ok_or_else(|| {
                 format!(
-                    "cannot tell the target of {}: it is not under corpus/<target>/; pass --target",
+                    "cannot tell the target of {}: it is not under corpus/<target>/; \
+                     pass --target (or --corpus DIR to check a corpus root)",
                     path.display()
                 )
             })?;
