@@ -4,7 +4,7 @@
 //! the same code runs under cargo-fuzz (nightly, sanitizers) and in the stable
 //! corpus replay test (`codec/tests/fuzz_replay.rs`). Every function asserts
 //! properties of the decoders and panics when one fails; it returns the
-//! [`Outcome`], which the replay test compares with the recorded verdict.
+//! [`Outcome`](crate::corpus::Outcome), which the replay test compares with the recorded verdict.
 //!
 //! Properties every target checks:
 //! - an accepted input re-encodes to exactly the bytes it came from (the
