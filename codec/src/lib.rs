@@ -16,6 +16,7 @@ pub mod limits;
 pub mod message;
 mod parse;
 pub mod polling;
+pub mod session;
 pub mod varint;
 pub mod violation;
 

@@ -98,6 +98,41 @@ pub enum ViolationKind {
     /// A byte that is not part of the standard padded base64 alphabet, or
     /// padding where none may stand.
     InvalidBase64,
+    /// A connection request without a field it must carry.
+    HandshakeFieldMissing(Field),
+    /// A connection request that carries a field twice.
+    HandshakeFieldDuplicated(Field),
+    /// A connection request field whose value is not valid for that field.
+    HandshakeFieldMalformed(Field),
+    /// A connection request for a protocol version this codec does not speak
+    /// (the requested version, saturated to `u32`).
+    UnsupportedVersion(u32),
+    /// A password that is not base64 of `[1 text | 2 bytes][varint length][value]`.
+    MalformedCredentials,
+    /// Session properties that are not a JSON object of string values.
+    MalformedSessionProperties,
+    /// A message type the client must never send (for example ABORT).
+    UnexpectedMessage(u8),
+    /// A sequence number that was already received.
+    SequenceDuplicate(u64),
+    /// A sequence number that is not a decimal number in range.
+    SequenceMalformed,
+    /// A sequence number further ahead of the next expected one than the
+    /// reorder window allows.
+    SequenceBeyondWindow {
+        /// The sequence number received.
+        sequence: u64,
+        /// The next sequence number expected.
+        expected: u64,
+    },
+    /// A sequence number (or a number the protocol counts, such as a client
+    /// conversation id) that skips one that never arrived.
+    SequenceGap {
+        /// The number received.
+        sequence: u64,
+        /// The number expected.
+        expected: u64,
+    },
 }
 
 impl ViolationKind {
@@ -122,7 +157,21 @@ impl ViolationKind {
             | ViolationKind::InvalidUtf8(_)
             | ViolationKind::MalformedField(_)
             | ViolationKind::TrailingBytes
-            | ViolationKind::InvalidBase64 => CloseReason::InvalidInboundMessage,
+            | ViolationKind::InvalidBase64
+            | ViolationKind::UnexpectedMessage(_) => CloseReason::InvalidInboundMessage,
+            // A connection request the server refuses: answered with 115
+            // (or 102 for the version) and the connection aborted.
+            ViolationKind::HandshakeFieldMissing(_)
+            | ViolationKind::HandshakeFieldDuplicated(_)
+            | ViolationKind::HandshakeFieldMalformed(_)
+            | ViolationKind::UnsupportedVersion(_)
+            | ViolationKind::MalformedCredentials
+            | ViolationKind::MalformedSessionProperties => CloseReason::Aborted,
+            // Client and server no longer agree on what was sent.
+            ViolationKind::SequenceDuplicate(_)
+            | ViolationKind::SequenceMalformed
+            | ViolationKind::SequenceBeyondWindow { .. }
+            | ViolationKind::SequenceGap { .. } => CloseReason::LostMessages,
         }
     }
 
@@ -144,6 +193,17 @@ impl ViolationKind {
             ViolationKind::MessageTooLarge { .. } => "message-too-large",
             ViolationKind::BatchTooLarge { .. } => "batch-too-large",
             ViolationKind::InvalidBase64 => "invalid-base64",
+            ViolationKind::HandshakeFieldMissing(_) => "handshake-field-missing",
+            ViolationKind::HandshakeFieldDuplicated(_) => "handshake-field-duplicated",
+            ViolationKind::HandshakeFieldMalformed(_) => "handshake-field-malformed",
+            ViolationKind::UnsupportedVersion(_) => "unsupported-version",
+            ViolationKind::MalformedCredentials => "malformed-credentials",
+            ViolationKind::MalformedSessionProperties => "malformed-session-properties",
+            ViolationKind::UnexpectedMessage(_) => "unexpected-message",
+            ViolationKind::SequenceDuplicate(_) => "sequence-duplicate",
+            ViolationKind::SequenceMalformed => "sequence-malformed",
+            ViolationKind::SequenceBeyondWindow { .. } => "sequence-beyond-window",
+            ViolationKind::SequenceGap { .. } => "sequence-gap",
         }
     }
 }
@@ -177,6 +237,32 @@ impl fmt::Display for ViolationKind {
                 write!(f, "batch goes on past the maximum of {limit} bytes")
             }
             ViolationKind::InvalidBase64 => f.write_str("invalid base64"),
+            ViolationKind::HandshakeFieldMissing(field) => {
+                write!(f, "connection request without the {field} field")
+            }
+            ViolationKind::HandshakeFieldDuplicated(field) => {
+                write!(f, "connection request with the {field} field twice")
+            }
+            ViolationKind::HandshakeFieldMalformed(field) => {
+                write!(f, "malformed {field} field in the connection request")
+            }
+            ViolationKind::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
+            ViolationKind::MalformedCredentials => f.write_str("malformed credentials"),
+            ViolationKind::MalformedSessionProperties => {
+                f.write_str("session properties are not a JSON object of strings")
+            }
+            ViolationKind::UnexpectedMessage(t) => {
+                write!(f, "message type {t} is never sent by a client")
+            }
+            ViolationKind::SequenceDuplicate(s) => write!(f, "duplicate sequence number {s}"),
+            ViolationKind::SequenceMalformed => f.write_str("malformed sequence number"),
+            ViolationKind::SequenceBeyondWindow { sequence, expected } => write!(
+                f,
+                "sequence number {sequence} beyond the reorder window (expected {expected})"
+            ),
+            ViolationKind::SequenceGap { sequence, expected } => {
+                write!(f, "sequence number {sequence} skips {expected}")
+            }
         }
     }
 }
@@ -267,6 +353,40 @@ mod tests {
         for k in malformed {
             assert_eq!(k.close_reason(), CloseReason::InvalidInboundMessage, "{k}");
         }
+    }
+
+    #[test]
+    fn session_faults_close_aborted_or_lost_messages() {
+        let aborted = [
+            ViolationKind::HandshakeFieldMissing(Field::Named("v")),
+            ViolationKind::HandshakeFieldDuplicated(Field::Named("v")),
+            ViolationKind::HandshakeFieldMalformed(Field::Named("ca")),
+            ViolationKind::UnsupportedVersion(28),
+            ViolationKind::MalformedCredentials,
+            ViolationKind::MalformedSessionProperties,
+        ];
+        for k in aborted {
+            assert_eq!(k.close_reason(), CloseReason::Aborted, "{k}");
+        }
+        let lost = [
+            ViolationKind::SequenceDuplicate(3),
+            ViolationKind::SequenceMalformed,
+            ViolationKind::SequenceBeyondWindow {
+                sequence: 40,
+                expected: 1,
+            },
+            ViolationKind::SequenceGap {
+                sequence: 3,
+                expected: 2,
+            },
+        ];
+        for k in lost {
+            assert_eq!(k.close_reason(), CloseReason::LostMessages, "{k}");
+        }
+        assert_eq!(
+            ViolationKind::UnexpectedMessage(28).close_reason(),
+            CloseReason::InvalidInboundMessage
+        );
     }
 
     #[test]

@@ -1,0 +1,838 @@
+//! Scenario files: a small line-based text format in which a regression case
+//! drives sessions through a [`Registry`], and [`run`] to replay one.
+//!
+//! # Format
+//!
+//! One command per line; words are separated by spaces; blank lines and lines
+//! starting with `#` are ignored. Time is virtual: it starts at 0 and moves
+//! only with `advance`.
+//!
+//! | line | meaning |
+//! |---|---|
+//! | `limits KEY=VALUE ...` | override limits (before the first `connect`): `max_message_size`, `max_batch_size`, `queue_messages`, `queue_bytes`, `reorder_window`, `reorder_wait_ms`, `recovery_buffer`, `max_clients` |
+//! | `config KEY=VALUE ...` | session settings (before the first `connect`): `ping_ms` (0: no pings), `poll_timeout_ms`, `poll_gap_ms`, `test_reconnect` and `allow_loss` (`on`/`off`), `server_id` |
+//! | `auth PRINCIPAL PASSWORD` | accept this principal with this text password; once any `auth` line is given, nothing else is accepted (anonymous included) |
+//! | `connect ws TARGET` | a WebSocket connect: `TARGET` is the request target (`/diffusion?ty=WB&...`) or its query string |
+//! | `connect http NAME=VALUE ...` | an HTTP polling connect (`m=0`) with these headers |
+//! | `reconnect ws TARGET`, `reconnect http NAME=VALUE ...` | the same, for a reconnection: `$token` is replaced by the current session's token |
+//! | `session N` | make the N-th session connected (1-based) the current one |
+//! | `ws HEX` | the client sends one binary WebSocket message (hex digits; `-` for an empty message) |
+//! | `send S BODY` | an HTTP send (`m=2`) with `s` header `S` (verbatim) and base64 body `BODY` (`-`: empty) |
+//! | `poll S` | an HTTP poll (`m=1`) with `s` header `S` (verbatim) |
+//! | `advance MS` | `MS` milliseconds pass; timers fire at their deadlines, in order |
+//! | `event NAME` | `transport-lost`, `io-error`, `controller-close`, `failover`, `expire`, `revoke`, `resource-failure` |
+//! | `server HEX` | the application sends this message (hex of its encoding) to the current session's client |
+//! | `writable on` / `writable off` | whether the WebSocket takes messages (default on); while off, the outbound queue is not drained |
+//!
+//! Every line is followed by draining every session: transmits (for a
+//! writable WebSocket or any HTTP session), application events and close
+//! decisions. The verdict is the first close decision: a session closing for
+//! good, or a connection attempt refused; the line of the event that caused
+//! it is reported with it.
+//!
+//! ```
+//! use sessionwire::session::scenario;
+//! use sessionwire::{CloseReason, Limits};
+//! let text = "\
+//! connect ws ty=WB&v=29&ca=8&r=0
+//! ws 003801            # USER_PING, conversation 1: answered, not delivered
+//! ws 1d                # CLOSE_REQUEST
+//! ";
+//! let outcome = scenario::run(text, &Limits::default()).unwrap();
+//! assert_eq!(outcome.verdict, Some(CloseReason::ClosedByClient));
+//! assert_eq!(outcome.close_line, Some(3));
+//! assert_eq!(outcome.delivered, 0);
+//! ```
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::message::Message;
+use crate::session::handshake::{ConnectionRequest, ConnectionResponse, Credentials, ResponseCode};
+use crate::session::ids::SessionToken;
+use crate::session::registry::{Authenticator, Refusal, Registry};
+use crate::session::state::{Close, Event, SessionConfig, SessionEvent, Transmit};
+use crate::{CloseReason, Limits, MessageType};
+
+/// Most timer firings one `advance` line may cause: a bound on the work a
+/// scenario (or a fuzz input) can ask for.
+pub const MAX_TIMER_STEPS: usize = 100_000;
+
+/// What is wrong with a scenario file (not with the session it drives).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// The 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub kind: ScenarioErrorKind,
+}
+
+/// The ways a scenario line can be wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ScenarioErrorKind {
+    /// The first word is no command.
+    UnknownCommand,
+    /// A word the command needs is missing.
+    MissingArgument,
+    /// More words than the command takes.
+    TooManyArguments,
+    /// A number that is not a decimal number in range.
+    BadNumber,
+    /// Hex that is not pairs of hex digits.
+    BadHex,
+    /// A `KEY=VALUE` with an unknown key or malformed value.
+    BadSetting,
+    /// A transport other than `ws` or `http`.
+    BadTransport,
+    /// An event name that is not in the list.
+    UnknownEvent,
+    /// A line that needs a current session before any was connected.
+    NoSession,
+    /// `limits` or `config` after the first `connect`.
+    TooLate,
+    /// The limits given do not build (see [`crate::limits::InvalidLimits`]).
+    InvalidLimits,
+    /// A `server` message that does not decode.
+    BadMessage,
+    /// `advance` would fire more than [`MAX_TIMER_STEPS`] timers.
+    TooManyTimers,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ScenarioErrorKind::UnknownCommand => "unknown command",
+            ScenarioErrorKind::MissingArgument => "missing argument",
+            ScenarioErrorKind::TooManyArguments => "too many arguments",
+            ScenarioErrorKind::BadNumber => "bad number",
+            ScenarioErrorKind::BadHex => "bad hex",
+            ScenarioErrorKind::BadSetting => "unknown or malformed setting",
+            ScenarioErrorKind::BadTransport => "transport must be ws or http",
+            ScenarioErrorKind::UnknownEvent => "unknown event",
+            ScenarioErrorKind::NoSession => "no session connected yet",
+            ScenarioErrorKind::TooLate => "limits and config must come before the first connect",
+            ScenarioErrorKind::InvalidLimits => "invalid limits",
+            ScenarioErrorKind::BadMessage => "server message does not decode",
+            ScenarioErrorKind::TooManyTimers => "advance fires too many timers",
+        };
+        write!(f, "line {}: {what}", self.line)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// One thing that happened while a scenario ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A connection response was sent.
+    Response(ConnectionResponse),
+    /// A connection attempt was refused.
+    Refused(Refusal),
+    /// A WebSocket message to the client.
+    WebSocket(Bytes),
+    /// An answer to an HTTP poll.
+    PollResponse {
+        /// The poll's `s`.
+        sequence: u64,
+        /// The base64 body.
+        body: String,
+    },
+    /// An answer to an HTTP send.
+    SendAck {
+        /// The send's `s`.
+        sequence: u64,
+    },
+    /// A message delivered to the application (its type).
+    Delivered(MessageType),
+    /// The transport was dropped; the session is kept for a reconnection.
+    Disconnected(CloseReason),
+    /// The session closed for good.
+    Closed(Close),
+}
+
+/// One transcript line: at what virtual time, caused by which scenario line,
+/// for which session (1-based; 0: a refused attempt with no session).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranscriptEntry {
+    /// Virtual time since the start.
+    pub at: Duration,
+    /// The 1-based scenario line.
+    pub line: usize,
+    /// The 1-based session number, 0 for none.
+    pub session: usize,
+    /// What happened.
+    pub kind: EntryKind,
+}
+
+impl fmt::Display for TranscriptEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>8}ms  line {:<3} #{} ",
+            self.at.as_millis(),
+            self.line,
+            self.session
+        )?;
+        match &self.kind {
+            EntryKind::Response(r) => {
+                write!(f, "response {}", r.code)?;
+                match (r.code, &r.session) {
+                    (ResponseCode::Reconnected, Some(s)) => {
+                        write!(f, ", next client message {}", s.value)
+                    }
+                    (_, Some(s)) => write!(f, ", ping {} ms", s.ping_period_ms),
+                    (_, None) => Ok(()),
+                }
+            }
+            EntryKind::Refused(r) => {
+                write!(f, "refused {}", r.reason)?;
+                if let Some(v) = &r.violation {
+                    write!(f, ": {}", v.kind())?;
+                }
+                Ok(())
+            }
+            EntryKind::WebSocket(b) => {
+                f.write_str("ws ->")?;
+                for byte in b.iter().take(32) {
+                    write!(f, " {byte:02x}")?;
+                }
+                if b.len() > 32 {
+                    write!(f, " ... ({} bytes)", b.len())?;
+                }
+                Ok(())
+            }
+            EntryKind::PollResponse { sequence, body } => {
+                write!(f, "poll {sequence} -> 200 {body:?}")
+            }
+            EntryKind::SendAck { sequence } => write!(f, "send {sequence} -> 200"),
+            EntryKind::Delivered(t) => write!(f, "delivered {t:?}"),
+            EntryKind::Disconnected(r) => write!(f, "disconnected {r}, kept for reconnection"),
+            EntryKind::Closed(c) => write!(f, "closed {c}"),
+        }
+    }
+}
+
+/// The result of running a scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScenarioOutcome {
+    /// The first close decision; `None`: accepted (nothing closed).
+    pub verdict: Option<CloseReason>,
+    /// The 1-based line whose event caused that close.
+    pub close_line: Option<usize>,
+    /// Inbound messages delivered to the application, all sessions together.
+    pub delivered: u64,
+    /// Everything the sessions did, in order.
+    pub transcript: Vec<TranscriptEntry>,
+}
+
+impl ScenarioOutcome {
+    /// The outcome as a corpus verdict, the form `expected.tsv` records:
+    /// for a scenario the offset is the closing line.
+    ///
+    /// ```
+    /// use sessionwire::session::scenario;
+    /// use sessionwire::Limits;
+    /// let o = scenario::run("connect ws ty=WB&v=29&ca=8&r=0\nws 1d\n", &Limits::default()).unwrap();
+    /// assert_eq!(o.corpus_verdict().to_string(), "close CLOSED_BY_CLIENT (4) at offset 2, 0 messages");
+    /// ```
+    pub fn corpus_verdict(&self) -> crate::corpus::Verdict {
+        crate::corpus::Verdict {
+            reason: self.verdict,
+            offset: self.verdict.and(self.close_line),
+            messages: usize::try_from(self.delivered).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+impl fmt::Display for ScenarioOutcome {
+    /// The transcript, one entry a line, then the verdict.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.transcript {
+            writeln!(f, "{e}")?;
+        }
+        match (self.verdict, self.close_line) {
+            (Some(r), Some(line)) => write!(
+                f,
+                "verdict: close {} at line {line}, {} delivered",
+                r.name(),
+                self.delivered
+            ),
+            _ => write!(f, "verdict: accept, {} delivered", self.delivered),
+        }
+    }
+}
+
+/// Checks text credentials against the `auth` lines.
+struct ScenarioAuth {
+    accounts: Vec<(String, String)>,
+}
+
+impl Authenticator for ScenarioAuth {
+    fn authenticate(&mut self, principal: Option<&str>, credentials: &Credentials) -> bool {
+        if self.accounts.is_empty() {
+            return true;
+        }
+        match (principal, credentials) {
+            (Some(p), Credentials::Text(pw)) => {
+                self.accounts.iter().any(|(a, b)| a == p && b == pw)
+            }
+            _ => false,
+        }
+    }
+}
+
+struct Runner {
+    base: Instant,
+    now: Instant,
+    limits: Limits,
+    config: SessionConfig,
+    accounts: Vec<(String, String)>,
+    registry: Option<Registry<ScenarioAuth>>,
+    sessions: Vec<SessionToken>,
+    current: Option<usize>,
+    writable: bool,
+    outcome: ScenarioOutcome,
+}
+
+/// Runs a scenario with `limits` as the starting limits. Virtual time starts
+/// at an arbitrary origin; only durations from it matter.
+pub fn run(text: &str, limits: &Limits) -> Result<ScenarioOutcome, ScenarioError> {
+    // The one clock read: an origin for virtual time. The session layer
+    // itself never reads the clock.
+    run_at(text, limits, Instant::now())
+}
+
+/// Runs a scenario with virtual time starting at `origin`.
+pub fn run_at(
+    text: &str,
+    limits: &Limits,
+    origin: Instant,
+) -> Result<ScenarioOutcome, ScenarioError> {
+    let mut r = Runner {
+        base: origin,
+        now: origin,
+        limits: limits.clone(),
+        config: SessionConfig::default(),
+        accounts: Vec::new(),
+        registry: None,
+        sessions: Vec::new(),
+        current: None,
+        writable: true,
+        outcome: ScenarioOutcome {
+            verdict: None,
+            close_line: None,
+            delivered: 0,
+            transcript: Vec::new(),
+        },
+    };
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = content.split_whitespace().collect();
+        r.line(line, &words)
+            .map_err(|kind| ScenarioError { line, kind })?;
+        r.drain(line);
+    }
+    Ok(r.outcome)
+}
+
+fn parse_u64(text: &str) -> Result<u64, ScenarioErrorKind> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ScenarioErrorKind::BadNumber);
+    }
+    text.parse().map_err(|_| ScenarioErrorKind::BadNumber)
+}
+
+fn parse_hex(text: &str) -> Result<Bytes, ScenarioErrorKind> {
+    if text == "-" {
+        return Ok(Bytes::new());
+    }
+    let digits = text.as_bytes();
+    if digits.len() % 2 != 0 {
+        return Err(ScenarioErrorKind::BadHex);
+    }
+    let nibble = |b: u8| -> Result<u8, ScenarioErrorKind> {
+        (b as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or(ScenarioErrorKind::BadHex)
+    };
+    digits
+        .chunks(2)
+        .map(|p| Ok(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect::<Result<Vec<u8>, _>>()
+        .map(Bytes::from)
+}
+
+fn on_off(text: &str) -> Result<bool, ScenarioErrorKind> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(ScenarioErrorKind::BadSetting),
+    }
+}
+
+fn settings<'a>(words: &[&'a str]) -> Vec<Result<(&'a str, &'a str), ScenarioErrorKind>> {
+    words
+        .iter()
+        .map(|w| w.split_once('=').ok_or(ScenarioErrorKind::BadSetting))
+        .collect()
+}
+
+impl Runner {
+    fn elapsed(&self) -> Duration {
+        self.now.saturating_duration_since(self.base)
+    }
+
+    fn registry(&mut self) -> &mut Registry<ScenarioAuth> {
+        let (limits, config, accounts) = (&self.limits, &self.config, &self.accounts);
+        self.registry.get_or_insert_with(|| {
+            Registry::new(
+                limits.clone(),
+                config.clone(),
+                ScenarioAuth {
+                    accounts: accounts.clone(),
+                },
+            )
+        })
+    }
+
+    fn current(&self) -> Result<SessionToken, ScenarioErrorKind> {
+        self.current
+            .and_then(|i| self.sessions.get(i))
+            .copied()
+            .ok_or(ScenarioErrorKind::NoSession)
+    }
+
+    fn record(&mut self, line: usize, session: usize, kind: EntryKind) {
+        let at = self.elapsed();
+        self.outcome.transcript.push(TranscriptEntry {
+            at,
+            line,
+            session,
+            kind,
+        });
+    }
+
+    fn decide(&mut self, line: usize, reason: CloseReason) {
+        if self.outcome.verdict.is_none() {
+            self.outcome.verdict = Some(reason);
+            self.outcome.close_line = Some(line);
+        }
+    }
+
+    fn line(&mut self, line: usize, words: &[&str]) -> Result<(), ScenarioErrorKind> {
+        let (&command, args) = words
+            .split_first()
+            .ok_or(ScenarioErrorKind::UnknownCommand)?;
+        let arg = |i: usize| {
+            args.get(i)
+                .copied()
+                .ok_or(ScenarioErrorKind::MissingArgument)
+        };
+        let at_most = |n: usize| {
+            if args.len() > n {
+                Err(ScenarioErrorKind::TooManyArguments)
+            } else {
+                Ok(())
+            }
+        };
+        match command {
+            "limits" => self.set_limits(args),
+            "config" => self.set_config(args),
+            "auth" => {
+                at_most(2)?;
+                if self.registry.is_some() {
+                    return Err(ScenarioErrorKind::TooLate);
+                }
+                self.accounts.push((arg(0)?.to_owned(), arg(1)?.to_owned()));
+                Ok(())
+            }
+            "connect" | "reconnect" => {
+                let transport = arg(0)?;
+                let token = self.current().ok();
+                let substitute = |w: &str| match token {
+                    Some(t) => w.replace("$token", t.as_str()),
+                    None => w.to_owned(),
+                };
+                let request = match transport {
+                    "ws" => {
+                        at_most(2)?;
+                        ConnectionRequest::from_query(&substitute(arg(1)?))
+                    }
+                    "http" => {
+                        let headers: Vec<(String, String)> = args[1..]
+                            .iter()
+                            .map(|w| {
+                                let (k, v) =
+                                    w.split_once('=').ok_or(ScenarioErrorKind::BadSetting)?;
+                                Ok((k.to_owned(), substitute(v)))
+                            })
+                            .collect::<Result<_, ScenarioErrorKind>>()?;
+                        ConnectionRequest::from_headers(
+                            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        )
+                    }
+                    _ => return Err(ScenarioErrorKind::BadTransport),
+                };
+                let now = self.now;
+                let outcome = self.registry().connect(now, request);
+                let number = match outcome.session {
+                    Some(t) => match self.sessions.iter().position(|s| *s == t) {
+                        Some(i) => i + 1,
+                        None => {
+                            self.sessions.push(t);
+                            self.sessions.len()
+                        }
+                    },
+                    None => 0,
+                };
+                if number > 0 {
+                    self.current = Some(number - 1);
+                }
+                self.record(line, number, EntryKind::Response(outcome.response));
+                if let Some(refusal) = outcome.refused {
+                    self.record(line, number, EntryKind::Refused(refusal));
+                    self.decide(line, refusal.reason);
+                }
+                Ok(())
+            }
+            "session" => {
+                at_most(1)?;
+                let n = parse_u64(arg(0)?)? as usize;
+                if n == 0 || n > self.sessions.len() {
+                    return Err(ScenarioErrorKind::NoSession);
+                }
+                self.current = Some(n - 1);
+                Ok(())
+            }
+            "ws" => {
+                at_most(1)?;
+                let data = parse_hex(arg(0)?)?;
+                let (t, now) = (self.current()?, self.now);
+                if let Some(s) = self.registry().session_mut(&t) {
+                    s.handle_websocket(now, data);
+                }
+                Ok(())
+            }
+            "send" => {
+                at_most(2)?;
+                let s = arg(0)?;
+                let body = match arg(1)? {
+                    "-" => Bytes::new(),
+                    b => Bytes::copy_from_slice(b.as_bytes()),
+                };
+                let (t, now) = (self.current()?, self.now);
+                if let Some(session) = self.registry().session_mut(&t) {
+                    session.handle_http_send(now, s, body);
+                }
+                Ok(())
+            }
+            "poll" => {
+                at_most(1)?;
+                let s = arg(0)?;
+                let (t, now) = (self.current()?, self.now);
+                if let Some(session) = self.registry().session_mut(&t) {
+                    session.handle_http_poll(now, s);
+                }
+                Ok(())
+            }
+            "advance" => {
+                at_most(1)?;
+                let ms = parse_u64(arg(0)?)?;
+                let target = self
+                    .now
+                    .checked_add(Duration::from_millis(ms))
+                    .ok_or(ScenarioErrorKind::BadNumber)?;
+                let mut steps = 0usize;
+                while let Some(t) = self.registry().poll_timeout().filter(|t| *t <= target) {
+                    steps += 1;
+                    if steps > MAX_TIMER_STEPS {
+                        return Err(ScenarioErrorKind::TooManyTimers);
+                    }
+                    self.now = t.max(self.now);
+                    let now = self.now;
+                    self.registry().handle_timeout(now);
+                    self.drain(line);
+                }
+                self.now = target;
+                self.registry().handle_timeout(target);
+                Ok(())
+            }
+            "event" => {
+                at_most(1)?;
+                let event = match arg(0)? {
+                    "transport-lost" => SessionEvent::TransportLost,
+                    "io-error" => SessionEvent::IoFailure,
+                    "controller-close" => SessionEvent::ClosedByController,
+                    "failover" => SessionEvent::FailedOver,
+                    "expire" => SessionEvent::Expired,
+                    "revoke" => SessionEvent::Revoked,
+                    "resource-failure" => SessionEvent::ResourceFailure,
+                    _ => return Err(ScenarioErrorKind::UnknownEvent),
+                };
+                let (t, now) = (self.current()?, self.now);
+                if let Some(s) = self.registry().session_mut(&t) {
+                    s.handle_event(now, event);
+                }
+                Ok(())
+            }
+            "server" => {
+                at_most(1)?;
+                let bytes = parse_hex(arg(0)?)?;
+                let message = Message::decode(&bytes, &Limits::default())
+                    .map_err(|_| ScenarioErrorKind::BadMessage)?;
+                let (t, now) = (self.current()?, self.now);
+                if let Some(s) = self.registry().session_mut(&t) {
+                    s.send(now, message);
+                }
+                Ok(())
+            }
+            "writable" => {
+                at_most(1)?;
+                self.writable = on_off(arg(0)?)?;
+                Ok(())
+            }
+            _ => Err(ScenarioErrorKind::UnknownCommand),
+        }
+    }
+
+    fn set_limits(&mut self, args: &[&str]) -> Result<(), ScenarioErrorKind> {
+        if self.registry.is_some() {
+            return Err(ScenarioErrorKind::TooLate);
+        }
+        let l = &self.limits;
+        let mut b = Limits::builder()
+            .max_message_size(l.max_message_size())
+            .max_batch_size(l.max_batch_size())
+            .max_queue_messages(l.max_queue_messages())
+            .max_queue_bytes(l.max_queue_bytes())
+            .reorder_window(l.reorder_window())
+            .reorder_wait(l.reorder_wait())
+            .recovery_buffer(l.recovery_buffer())
+            .max_clients(l.max_clients());
+        for kv in settings(args) {
+            let (k, v) = kv?;
+            let n = parse_u64(v)?;
+            let size = usize::try_from(n).map_err(|_| ScenarioErrorKind::BadNumber)?;
+            b = match k {
+                "max_message_size" => b.max_message_size(size),
+                "max_batch_size" => b.max_batch_size(size),
+                "queue_messages" => b.max_queue_messages(size),
+                "queue_bytes" => b.max_queue_bytes(size),
+                "reorder_window" => {
+                    b.reorder_window(u32::try_from(n).map_err(|_| ScenarioErrorKind::BadNumber)?)
+                }
+                "reorder_wait_ms" => b.reorder_wait(Duration::from_millis(n)),
+                "recovery_buffer" => b.recovery_buffer(size),
+                "max_clients" => b.max_clients(size),
+                _ => return Err(ScenarioErrorKind::BadSetting),
+            };
+        }
+        self.limits = b.build().map_err(|_| ScenarioErrorKind::InvalidLimits)?;
+        Ok(())
+    }
+
+    fn set_config(&mut self, args: &[&str]) -> Result<(), ScenarioErrorKind> {
+        if self.registry.is_some() {
+            return Err(ScenarioErrorKind::TooLate);
+        }
+        for kv in settings(args) {
+            let (k, v) = kv?;
+            match k {
+                "ping_ms" => {
+                    let ms = parse_u64(v)?;
+                    self.config.ping_period = (ms > 0).then(|| Duration::from_millis(ms));
+                }
+                "poll_timeout_ms" => {
+                    self.config.poll_timeout = Duration::from_millis(parse_u64(v)?)
+                }
+                "poll_gap_ms" => self.config.poll_gap = Duration::from_millis(parse_u64(v)?),
+                "test_reconnect" => self.config.test_reconnect = on_off(v)?,
+                "allow_loss" => self.config.allow_message_loss = on_off(v)?,
+                "server_id" => {
+                    self.config.server_id =
+                        i64::try_from(parse_u64(v)?).map_err(|_| ScenarioErrorKind::BadNumber)?
+                }
+                _ => return Err(ScenarioErrorKind::BadSetting),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains every session's outputs into the transcript.
+    fn drain(&mut self, line: usize) {
+        let writable = self.writable;
+        let Some(registry) = self.registry.as_mut() else {
+            return;
+        };
+        let mut entries = Vec::new();
+        let mut closes = Vec::new();
+        for (token, session) in registry.sessions_mut() {
+            let number = self
+                .sessions
+                .iter()
+                .position(|t| t == token)
+                .map_or(0, |i| i + 1);
+            let http =
+                session.transport() == crate::session::handshake::ConnectionType::HttpPolling;
+            if writable || http || session.is_closed() {
+                while let Some(t) = session.poll_transmit() {
+                    entries.push((
+                        number,
+                        match t {
+                            Transmit::WebSocket(b) => EntryKind::WebSocket(b),
+                            Transmit::PollResponse { sequence, body } => {
+                                EntryKind::PollResponse { sequence, body }
+                            }
+                            Transmit::SendAck { sequence } => EntryKind::SendAck { sequence },
+                        },
+                    ));
+                }
+            }
+            while let Some(e) = session.poll_event() {
+                entries.push((
+                    number,
+                    match e {
+                        Event::Message(m) => EntryKind::Delivered(m.message_type()),
+                        Event::Disconnected { reason, .. } => EntryKind::Disconnected(reason),
+                    },
+                ));
+            }
+            if let Some(c) = session.poll_close() {
+                closes.push(c.reason);
+                entries.push((number, EntryKind::Closed(c)));
+            }
+        }
+        // Sessions are visited in map order: sort by session number so that
+        // transcripts are stable.
+        entries.sort_by_key(|(n, _)| *n);
+        for (number, kind) in entries {
+            if matches!(kind, EntryKind::Delivered(_)) {
+                self.outcome.delivered = self.outcome.delivered.saturating_add(1);
+            }
+            self.record(line, number, kind);
+        }
+        for reason in closes {
+            self.decide(line, reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> ScenarioError {
+        run(text, &Limits::default()).unwrap_err()
+    }
+
+    #[test]
+    fn scenario_errors_name_the_line_and_the_fault() {
+        let c = "connect ws ty=WB&v=29&ca=8&r=0\n";
+        for (text, line, kind) in [
+            ("frobnicate\n", 1, ScenarioErrorKind::UnknownCommand),
+            ("# x\n\nws 00\n", 3, ScenarioErrorKind::NoSession),
+            (&format!("{c}ws 0\n"), 2, ScenarioErrorKind::BadHex),
+            (&format!("{c}ws zz\n"), 2, ScenarioErrorKind::BadHex),
+            (
+                &format!("{c}limits max_clients=2\n"),
+                2,
+                ScenarioErrorKind::TooLate,
+            ),
+            (
+                "limits max_clients=0\n",
+                1,
+                ScenarioErrorKind::InvalidLimits,
+            ),
+            ("limits nope=1\n", 1, ScenarioErrorKind::BadSetting),
+            ("config ping_ms=x\n", 1, ScenarioErrorKind::BadNumber),
+            (
+                "config test_reconnect=yes\n",
+                1,
+                ScenarioErrorKind::BadSetting,
+            ),
+            ("connect tcp x\n", 1, ScenarioErrorKind::BadTransport),
+            (
+                &format!("{c}event meteor\n"),
+                2,
+                ScenarioErrorKind::UnknownEvent,
+            ),
+            (
+                &format!("{c}advance\n"),
+                2,
+                ScenarioErrorKind::MissingArgument,
+            ),
+            (
+                &format!("{c}advance 1 2\n"),
+                2,
+                ScenarioErrorKind::TooManyArguments,
+            ),
+            (&format!("{c}server 3f\n"), 2, ScenarioErrorKind::BadMessage),
+            (&format!("{c}session 2\n"), 2, ScenarioErrorKind::NoSession),
+        ] {
+            let e = error(text);
+            assert_eq!((e.line, e.kind), (line, kind), "{text:?}");
+            assert!(e.to_string().starts_with(&format!("line {line}: ")));
+        }
+    }
+
+    #[test]
+    fn scenario_advance_is_bounded() {
+        let text = "config ping_ms=1\nconnect ws ty=WB&v=29&ca=8&r=0\nadvance 1000000000\n";
+        // Pings every ms are answered by nobody: the session closes at the
+        // second ping, so the bound is not even reached.
+        let o = run(text, &Limits::default()).unwrap();
+        assert_eq!(o.verdict, Some(CloseReason::ClientUnresponsive));
+        let busy = "config ping_ms=1\nconnect http ty=B v=29 ca=8 r=0\npoll 0\nadvance 1000000\n";
+        // Pings queued for a client that never polls again, under a queue
+        // limit they cannot reach within the bound.
+        let limits = "limits queue_messages=1000000 queue_bytes=100000000\n";
+        let e = error(&format!("{limits}config poll_gap_ms=100000000\n{busy}"));
+        assert_eq!((e.line, e.kind), (6, ScenarioErrorKind::TooManyTimers));
+    }
+
+    #[test]
+    fn scenario_transcript_shows_time_line_session_and_verdict() {
+        let text = "config ping_ms=1000\nconnect ws ty=WB&v=29&ca=8&r=0\nadvance 1000\nws 1d\n";
+        let o = run(text, &Limits::default()).unwrap();
+        let shown = o.to_string();
+        assert!(
+            shown.contains("response 100 CONNECTED, ping 1000 ms"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("    1000ms  line 3   #1 ws -> 00 37 01"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with("verdict: close CLOSED_BY_CLIENT at line 4, 0 delivered"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn scenario_current_session_can_be_selected() {
+        let text = "\
+connect ws ty=WB&v=29&ca=8&r=0&username=a
+connect ws ty=WB&v=29&ca=8&r=0&username=b
+session 1
+event revoke
+";
+        let o = run(text, &Limits::default()).unwrap();
+        assert_eq!(
+            (o.verdict, o.close_line),
+            (Some(CloseReason::Revoked), Some(4))
+        );
+        assert!(o
+            .transcript
+            .iter()
+            .any(|e| e.session == 1 && matches!(e.kind, EntryKind::Closed(_))));
+    }
+}
