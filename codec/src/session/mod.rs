@@ -4,7 +4,10 @@
 //! HTTP requests, connection events) together with the current [`Instant`]
 //! and drains what to send, when to wake the session next and, once, the
 //! decision to close with a [`CloseReason`](crate::CloseReason). There are no
-//! sockets, threads or clock reads here.
+//! sockets or threads here, and the session layer never reads the clock: only
+//! the drivers that stand in for a server, the scenario runner
+//! ([`scenario::run`]) and the fuzz target, read it once, as the origin of
+//! their virtual time.
 //!
 //! - [`handshake`]: the connection request (query string or HTTP headers)
 //!   and the connection response of every section 2 code;
