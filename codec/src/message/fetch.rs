@@ -120,6 +120,7 @@ fn decimal_len(n: u64) -> usize {
 }
 
 impl FetchReply {
+    #[inline]
     pub(crate) fn load<'a>(whole: &Bytes, body: &'a [u8]) -> Result<Self, nom::Err<Fault<'a>>> {
         let (after_header, header) = take_till::<_, _, Fault<'a>>(|b| b == RECORD_DELIMITER)(body)?;
         let Some((_, payload)) = after_header.split_first() else {

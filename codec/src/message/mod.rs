@@ -174,6 +174,7 @@ impl Message {
 
     /// Decodes the message `msg`, a sub-slice of `whole`; views are slices of
     /// `whole` and offsets count from its start.
+    #[inline]
     pub(crate) fn decode_within(whole: &Bytes, msg: &[u8]) -> Result<Message, Violation> {
         let Some((&type_byte, body)) = msg.split_first() else {
             return Err(Violation::new(

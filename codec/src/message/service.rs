@@ -59,6 +59,7 @@ pub struct ServiceError {
 type Load<'a, T> = Result<T, nom::Err<Fault<'a>>>;
 
 impl ServiceRequest {
+    #[inline]
     pub(crate) fn load<'a>(whole: &Bytes, body: &'a [u8]) -> Load<'a, Self> {
         let (rest, service) = varint::u32_field(Field::ServiceId)(body)?;
         let (rest, conversation) = varint::u64_field(Field::ConversationId)(rest)?;
@@ -83,6 +84,7 @@ impl ServiceRequest {
 }
 
 impl ServiceResponse {
+    #[inline]
     pub(crate) fn load<'a>(whole: &Bytes, body: &'a [u8]) -> Load<'a, Self> {
         let (rest, conversation) = varint::u64_field(Field::ConversationId)(body)?;
         Ok(ServiceResponse {
@@ -102,6 +104,7 @@ impl ServiceResponse {
 }
 
 impl ServiceError {
+    #[inline]
     pub(crate) fn load<'a>(whole: &Bytes, body: &'a [u8]) -> Load<'a, Self> {
         let (rest, conversation) = varint::u64_field(Field::ConversationId)(body)?;
         let (rest, message) = Text::parse(whole, rest)?;

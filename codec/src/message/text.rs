@@ -58,6 +58,7 @@ impl Text {
     }
 
     /// Parses a varint length, then that many UTF-8 bytes, as a view of `whole`.
+    #[inline]
     pub(crate) fn parse<'a>(whole: &Bytes, input: &'a [u8]) -> PResult<'a, Text> {
         let (rest, len) = varint::u64_field(Field::StringLength)(input)?;
         // A length longer than what is left can never be satisfied; this also

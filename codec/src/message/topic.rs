@@ -22,6 +22,7 @@ pub struct TopicMessage {
 }
 
 impl TopicMessage {
+    #[inline]
     pub(crate) fn load<'a>(
         whole: &Bytes,
         body: &'a [u8],
