@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use sessionwire::corpus::{self, CorpusDir, Outcome, Target, Verdict};
+use sessionwire::session::ScenarioOutcome;
 use sessionwire::Limits;
 
 /// The corpus bundled with the workspace, as found at build time.
@@ -188,7 +189,13 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
                 continue;
             }
         };
-        let outcome = corpus::outcome(job.target, &bytes, &limits);
+        let (outcome, scenario) = match run_job(job.target, &bytes, &limits) {
+            Ok(done) => done,
+            Err(e) => {
+                summary.error(format_args!("{}: {e}", job.shown.display()));
+                continue;
+            }
+        };
         if outcome.verdict.is_accept() {
             summary.accepted += 1;
         } else {
@@ -205,9 +212,14 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
         }
         let mismatch = expected.filter(|e| *e != outcome.verdict);
         let printed = if args.json {
-            writeln!(out, "{}", json_line(job, &outcome, expected))
+            let mut line = json_line(job, &outcome, expected);
+            if let (Some(map), Some(sc)) = (line.as_object_mut(), &scenario) {
+                let entries: Vec<String> = sc.transcript.iter().map(|e| e.to_string()).collect();
+                map.insert("transcript".into(), json!(entries));
+            }
+            writeln!(out, "{line}")
         } else {
-            print_text(&mut out, job, &outcome)
+            print_text(&mut out, job, &outcome, scenario.as_ref())
         };
         if let Some(e) = mismatch {
             summary.mismatches += 1;
@@ -232,7 +244,30 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
     Ok(summary)
 }
 
-fn print_text(out: &mut impl std::io::Write, job: &Job, o: &Outcome) -> std::io::Result<()> {
+/// Runs one input; a scenario also gives its transcript (the responses sent
+/// and when).
+fn run_job(
+    target: Target,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<(Outcome, Option<ScenarioOutcome>), corpus::InputError> {
+    if target == Target::Scenario {
+        let sc = corpus::scenario_outcome(bytes, limits)?;
+        let outcome = Outcome {
+            verdict: sc.corpus_verdict(),
+            violation: None,
+        };
+        return Ok((outcome, Some(sc)));
+    }
+    Ok((corpus::outcome(target, bytes, limits)?, None))
+}
+
+fn print_text(
+    out: &mut impl std::io::Write,
+    job: &Job,
+    o: &Outcome,
+    scenario: Option<&ScenarioOutcome>,
+) -> std::io::Result<()> {
     write!(
         out,
         "{}: {}: {}",
@@ -241,9 +276,13 @@ fn print_text(out: &mut impl std::io::Write, job: &Job, o: &Outcome) -> std::io:
         o.verdict
     )?;
     match o.violation {
-        Some(v) => writeln!(out, ": {}", v.kind()),
-        None => writeln!(out),
+        Some(v) => writeln!(out, ": {}", v.kind())?,
+        None => writeln!(out)?,
     }
+    for entry in scenario.map(|s| &s.transcript[..]).unwrap_or_default() {
+        writeln!(out, "    {entry}")?;
+    }
+    Ok(())
 }
 
 fn verdict_json(v: &Verdict) -> serde_json::Value {

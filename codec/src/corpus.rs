@@ -40,6 +40,7 @@ use crate::close::CloseReason;
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::polling;
+use crate::session::scenario::{self, ScenarioError, ScenarioOutcome};
 use crate::violation::Violation;
 
 /// The name of the expected-verdict file in a corpus directory.
@@ -62,15 +63,20 @@ pub enum Target {
     /// must round-trip. Building never fails, so every input is accepted as
     /// one message.
     Roundtrip,
+    /// A scenario file driving a session ([`crate::session::scenario`]); the
+    /// verdict's offset is the 1-based line whose event closed the session and
+    /// its message count is the number of messages delivered.
+    Scenario,
 }
 
 impl Target {
     /// Every target this version knows, in directory-name order.
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 5] = [
         Target::HttpBody,
         Target::Incremental,
         Target::Message,
         Target::Roundtrip,
+        Target::Scenario,
     ];
 
     /// The target's name, which is also its corpus directory name.
@@ -80,6 +86,7 @@ impl Target {
             Target::HttpBody => "http-body",
             Target::Incremental => "incremental",
             Target::Roundtrip => "roundtrip",
+            Target::Scenario => "scenario",
         }
     }
 
@@ -90,7 +97,8 @@ impl Target {
     /// use std::path::Path;
     /// use sessionwire::corpus::Target;
     /// assert_eq!(Target::of_path(Path::new("corpus/http-body/x.txt")), Some(Target::HttpBody));
-    /// assert_eq!(Target::of_path(Path::new("corpus/scenario/x")), None);
+    /// assert_eq!(Target::of_path(Path::new("corpus/scenario/x")), Some(Target::Scenario));
+    /// assert_eq!(Target::of_path(Path::new("corpus/other/x")), None);
     /// assert_eq!(Target::of_path(Path::new("x.bin")), None);
     /// ```
     pub fn of_path(path: &Path) -> Option<Target> {
@@ -123,7 +131,7 @@ impl std::error::Error for UnknownTarget {}
 impl FromStr for Target {
     type Err = UnknownTarget;
 
-    /// `message`, `http-body`, `incremental` or `roundtrip`.
+    /// `message`, `http-body`, `incremental`, `roundtrip` or `scenario`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Target::ALL
             .into_iter()
@@ -204,10 +212,46 @@ pub struct Outcome {
     pub violation: Option<Violation>,
 }
 
+/// An input that is not something the target can run at all (as opposed to
+/// an input the server closes the client for).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputError {
+    /// A scenario file that is not UTF-8; the offset of the first bad byte.
+    NotUtf8 {
+        /// Byte offset of the first byte that is not UTF-8.
+        offset: usize,
+    },
+    /// A scenario file with a line that does not parse.
+    Scenario(ScenarioError),
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::NotUtf8 { offset } => {
+                write!(f, "scenario is not UTF-8 at byte {offset}")
+            }
+            InputError::Scenario(e) => write!(f, "bad scenario: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Runs a scenario file (see [`crate::session::scenario`]) and returns its
+/// whole outcome, transcript included.
+pub fn scenario_outcome(bytes: &[u8], limits: &Limits) -> Result<ScenarioOutcome, InputError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| InputError::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    scenario::run(text, limits).map_err(InputError::Scenario)
+}
+
 /// Runs `bytes` through the decoder of `target` and says what the server
-/// decides, with the violation behind a close.
-pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Outcome {
-    match target {
+/// decides, with the violation behind a close. Only a [`Target::Scenario`]
+/// input can fail to run.
+pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Result<Outcome, InputError> {
+    Ok(match target {
         Target::Message => match Message::decode(&Bytes::copy_from_slice(bytes), limits) {
             Ok(_) => Outcome {
                 verdict: Verdict::accept(1),
@@ -229,12 +273,16 @@ pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Outcome {
                 violation: batch.violation,
             }
         }
-        Target::Incremental => outcome(Target::HttpBody, split_incremental(bytes).2, limits),
+        Target::Incremental => outcome(Target::HttpBody, split_incremental(bytes).2, limits)?,
         Target::Roundtrip => Outcome {
             verdict: Verdict::accept(1),
             violation: None,
         },
-    }
+        Target::Scenario => Outcome {
+            verdict: scenario_outcome(bytes, limits)?.corpus_verdict(),
+            violation: None,
+        },
+    })
 }
 
 /// Splits an [`Target::Incremental`] input: byte 0 is a header whose low four
@@ -261,8 +309,8 @@ pub fn split_incremental(data: &[u8]) -> (u8, &[u8], &[u8]) {
 
 /// Runs `bytes` through the decoder of `target` and says what the server
 /// decides.
-pub fn verdict(target: Target, bytes: &[u8], limits: &Limits) -> Verdict {
-    outcome(target, bytes, limits).verdict
+pub fn verdict(target: Target, bytes: &[u8], limits: &Limits) -> Result<Verdict, InputError> {
+    outcome(target, bytes, limits).map(|o| o.verdict)
 }
 
 /// One row of `expected.tsv`.
@@ -762,8 +810,8 @@ mod tests {
             assert_eq!(t.to_string(), t.name());
         }
         assert_eq!(
-            "scenario".parse::<Target>(),
-            Err(UnknownTarget("scenario".into()))
+            "http_body".parse::<Target>(),
+            Err(UnknownTarget("http_body".into()))
         );
         assert_eq!(
             Target::of_path(Path::new("/x/corpus/message/sub/a.bin")),
@@ -782,9 +830,9 @@ mod tests {
         let l = Limits::default();
         assert_eq!(
             verdict(Target::Message, &[0x00, 0x38, 0x01], &l),
-            Verdict::accept(1)
+            Ok(Verdict::accept(1))
         );
-        let o = outcome(Target::Message, &[], &l);
+        let o = outcome(Target::Message, &[], &l).unwrap();
         assert_eq!(
             o.verdict.to_string(),
             "close INVALID_INBOUND_MESSAGE (7) at offset 0, 0 messages"
@@ -792,7 +840,9 @@ mod tests {
         assert_eq!(o.violation.map(|v| v.kind().name()), Some("empty-message"));
         let small = Limits::builder().max_message_size(4).build().unwrap();
         assert_eq!(
-            verdict(Target::Message, &[0x3f, 0, 0, 0, 0], &small).reason,
+            verdict(Target::Message, &[0x3f, 0, 0, 0, 0], &small)
+                .unwrap()
+                .reason,
             Some(CloseReason::MessageTooLarge)
         );
     }
@@ -801,7 +851,7 @@ mod tests {
     fn section_6_verdicts_of_an_http_body_count_messages_before_the_fault() {
         let l = Limits::default();
         // USER_PING, then a type 0x3f message at decoded offset 11.
-        let v = verdict(Target::HttpBody, b"AAAAAgA4AQAAAAA/", &l);
+        let v = verdict(Target::HttpBody, b"AAAAAgA4AQAAAAA/", &l).unwrap();
         assert_eq!(
             v,
             Verdict {
@@ -810,7 +860,25 @@ mod tests {
                 messages: 1
             }
         );
-        assert_eq!(verdict(Target::HttpBody, b"", &l), Verdict::accept(0));
+        assert_eq!(verdict(Target::HttpBody, b"", &l), Ok(Verdict::accept(0)));
+    }
+
+    #[test]
+    fn section_1_scenario_verdict_names_the_closing_line() {
+        let l = Limits::default();
+        let text = b"connect ws /diffusion?ty=WB&v=29&ca=8&r=0\nws 1d\n";
+        assert_eq!(
+            verdict(Target::Scenario, text, &l).map(|v| v.to_string()),
+            Ok("close CLOSED_BY_CLIENT (4) at offset 2, 0 messages".to_owned())
+        );
+        assert_eq!(
+            verdict(Target::Scenario, b"connect ws \xff", &l),
+            Err(InputError::NotUtf8 { offset: 11 })
+        );
+        assert!(matches!(
+            verdict(Target::Scenario, b"no-such-command", &l),
+            Err(InputError::Scenario(e)) if e.line == 1
+        ));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use sessionwire::{CloseReason, Limits};
 use sessionwire_tests::{corpus_root, sessionwire_bin};
 
 /// The targets whose corpus the main job checks; each must have files.
-const REQUIRED: [Target; 2] = [Target::Message, Target::HttpBody];
+const REQUIRED: [Target; 3] = [Target::Message, Target::HttpBody, Target::Scenario];
 
 /// Every case of every known target that has a directory under `corpus/`;
 /// fails if a required target has none, or any present one has no files.
@@ -55,7 +55,7 @@ fn corpus_every_file_gets_its_expected_verdict_from_the_library() {
     for (target, case) in cases() {
         let bytes = std::fs::read(&case.path).unwrap();
         let got = corpus::verdict(target, &bytes, &limits);
-        assert_eq!(got, case.expected, "{}", case.path.display());
+        assert_eq!(got, Ok(case.expected), "{}", case.path.display());
         match target {
             Target::HttpBody => assert_eq!(
                 http_body_byte_by_byte(&bytes, &limits),
@@ -66,7 +66,7 @@ fn corpus_every_file_gets_its_expected_verdict_from_the_library() {
             Target::Message => {
                 // Every prefix decodes, and a fault lies within the prefix.
                 for cut in 0..bytes.len().min(256) {
-                    let v = corpus::verdict(target, &bytes[..cut], &limits);
+                    let v = corpus::verdict(target, &bytes[..cut], &limits).unwrap();
                     assert!(
                         v.offset.unwrap_or(0) <= cut,
                         "{}[..{cut}]",
@@ -130,7 +130,9 @@ fn check_on_the_bundled_corpus_prints_a_line_per_file_and_exits_0() {
     let out = run(&["check"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    assert_eq!(text.lines().count(), total, "{text}");
+    // One line a file; a scenario's transcript follows it, indented.
+    let verdict_lines = text.lines().filter(|l| !l.starts_with(' ')).count();
+    assert_eq!(verdict_lines, total, "{text}");
     assert!(!text.contains("MISMATCH"));
     let line = text
         .lines()
@@ -160,7 +162,14 @@ fn check_json_prints_one_parsable_object_per_file() {
         let verdict = v["verdict"].as_str().unwrap();
         assert!(verdict == "accept" || verdict == "close", "{line}");
         assert_eq!(v["expected"]["verdict"], v["verdict"]);
-        if verdict == "close" {
+        if v["target"] == "scenario" {
+            // A scenario reports what the session sent, and when.
+            assert!(
+                v["transcript"].as_array().is_some_and(|t| !t.is_empty()),
+                "{line}"
+            );
+            assert!(verdict == "accept" || v["reason"].is_string(), "{line}");
+        } else if verdict == "close" {
             assert!(
                 v["reason"].is_string() && v["description"].is_string(),
                 "{line}"
@@ -347,8 +356,8 @@ fn check_skips_unknown_targets_of_a_corpus_root_with_a_note() {
         "close.bin\taccept\t-\t-\t1\n",
     );
     let root = tmp.path().join("corpus");
-    std::fs::create_dir_all(root.join("scenario")).unwrap();
-    std::fs::write(root.join("scenario").join("x"), "not for this version").unwrap();
+    std::fs::create_dir_all(root.join("future-target")).unwrap();
+    std::fs::write(root.join("future-target").join("x"), "not for this version").unwrap();
     std::fs::write(root.join("README.md"), "about").unwrap();
     for out in [
         run(&["check", "--corpus", root.to_str().unwrap()], &[]),
@@ -358,7 +367,7 @@ fn check_skips_unknown_targets_of_a_corpus_root_with_a_note() {
         assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
         assert!(stdout(&out).contains("close.bin: message: accept, 1 message"));
         assert!(stderr(&out).contains("skipping"), "{}", stderr(&out));
-        assert!(stderr(&out).contains("scenario"), "{}", stderr(&out));
+        assert!(stderr(&out).contains("future-target"), "{}", stderr(&out));
     }
     // A corpus root with no known target has nothing to check: an error.
     std::fs::remove_dir_all(root.join("message")).unwrap();
