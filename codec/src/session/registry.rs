@@ -304,8 +304,18 @@ impl<A: Authenticator> Registry<A> {
             .find_map(|(t, s)| s.poll_close().map(|c| (*t, c)))
     }
 
-    /// Forgets sessions whose close was taken and whose transmits are drained.
-    fn reap(&mut self) {
+    /// The authenticator, for a server that decides credentials before it
+    /// hands the request to [`connect`](Self::connect) (e.g. off its event
+    /// loop, because checking a password hash is slow).
+    pub fn authenticator_mut(&mut self) -> &mut A {
+        &mut self.authenticator
+    }
+
+    /// Forgets sessions whose close was taken and whose transmits are
+    /// drained. [`connect`](Self::connect) and
+    /// [`handle_timeout`](Self::handle_timeout) do it too; a server that
+    /// drives sessions one by one calls it now and then.
+    pub fn reap(&mut self) {
         let identities = &mut self.identities;
         self.sessions.retain(|token, s| {
             if !s.is_finished() {
@@ -528,6 +538,47 @@ mod tests {
             }
         );
         assert_eq!(r.poll_close().unwrap().1.reason, CloseReason::LostMessages);
+    }
+
+    #[test]
+    fn reap_forgets_finished_sessions_only() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let a = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0")).session.unwrap();
+        let b = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0")).session.unwrap();
+        let s = r.session_mut(&a).unwrap();
+        s.handle_event(t0, SessionEvent::ClosedByController);
+        r.reap();
+        assert!(r.session(&a).is_some(), "close not taken yet");
+        let s = r.session_mut(&a).unwrap();
+        assert!(s.poll_close().is_some());
+        r.reap();
+        assert!(r.session(&a).is_some(), "the ABORT is not drained yet");
+        while r.session_mut(&a).unwrap().poll_transmit().is_some() {}
+        r.reap();
+        assert!(r.session(&a).is_none());
+        assert!(r.session(&b).is_some());
+    }
+
+    #[test]
+    fn authenticator_mut_reaches_the_servers_hook() {
+        struct Verdict(bool);
+        impl Authenticator for Verdict {
+            fn authenticate(&mut self, _: Option<&str>, _: &Credentials) -> bool {
+                self.0
+            }
+        }
+        let mut r = Registry::new(Limits::default(), SessionConfig::default(), Verdict(false));
+        let q = "ty=WB&v=29&ca=8&r=0";
+        assert_eq!(
+            r.connect(Instant::now(), parse(q)).response.code,
+            ResponseCode::AuthenticationFailed
+        );
+        r.authenticator_mut().0 = true;
+        assert_eq!(
+            r.connect(Instant::now(), parse(q)).response.code,
+            ResponseCode::Connected
+        );
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub enum SessionEvent {
     TakenOver,
     /// A resource failure on the server side (INTERNAL_ERROR).
     ResourceFailure,
+    /// The server is shutting down and aborts the session (ABORTED).
+    Shutdown,
 }
 
 impl SessionEvent {
@@ -103,6 +105,7 @@ impl SessionEvent {
             SessionEvent::Revoked => CloseReason::Revoked,
             SessionEvent::TakenOver => CloseReason::SessionTakenOver,
             SessionEvent::ResourceFailure => CloseReason::InternalError,
+            SessionEvent::Shutdown => CloseReason::Aborted,
         }
     }
 }
@@ -656,6 +659,19 @@ impl Session {
         }
     }
 
+    /// Feeds a fault the transport found in the client's input before the
+    /// session could see its bytes: a WebSocket message or an HTTP send body
+    /// refused because it is over the limit before it was buffered, a text
+    /// frame. The session closes with the violation's reason.
+    pub fn handle_transport_violation(&mut self, now: Instant, violation: Violation) {
+        let now = self.tick(now);
+        self.handle_timeout(now);
+        if self.state != SessionState::Connected {
+            return;
+        }
+        self.close_violation(now, violation);
+    }
+
     /// Resumes a disconnected session for a reconnection request (the
     /// registry has matched its token). Returns the response: 105 (and the
     /// resend is queued), 106, or 118 (the session then closes
@@ -1199,6 +1215,36 @@ mod tests {
         assert_eq!(c.reason, CloseReason::MessageTooLarge);
         assert_eq!(s.delivered(), 0);
         assert!(s.poll_event().is_none());
+    }
+
+    #[test]
+    fn section_1_transport_violation_closes_with_its_reason() {
+        let (mut s, t0) = ws(5000, None);
+        let v = Violation::new(
+            ViolationKind::MessageTooLarge {
+                size: 40_000,
+                limit: 32 * 1024,
+            },
+            32 * 1024,
+        );
+        s.handle_transport_violation(t0, v);
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::MessageTooLarge);
+        assert_eq!(c.violation, Some(v));
+        assert!(c.abort_sent, "not recoverable: ABORT even with r > 0");
+        assert_eq!(ws_out(&mut s), [Bytes::from_static(&[0x1c])]);
+        // A closed session ignores later faults.
+        s.handle_transport_violation(t0, v);
+        assert!(s.poll_close().is_none());
+    }
+
+    #[test]
+    fn section_1_shutdown_aborts_the_session() {
+        let (mut s, t0) = ws(5000, None);
+        s.handle_event(t0, SessionEvent::Shutdown);
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::Aborted);
+        assert!(c.abort_sent);
     }
 
     #[test]
