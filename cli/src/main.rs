@@ -34,6 +34,12 @@ enum Command {
     /// With no PATH, checks the bundled corpus (every `corpus/<target>/`).
     /// Exit status: 0 all verdicts match, 1 a mismatch, 2 a usage or I/O error.
     Check(CheckArgs),
+    /// Open many WebSocket sessions to a server on loopback, exchange pings,
+    /// and report sessions held, messages per second, latency percentiles,
+    /// lost messages and (with --server-pid) the server's memory per session.
+    ///
+    /// Exit status: 0 every session held and nothing lost, 1 otherwise.
+    Load(sessionwire_cli::load::LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +77,29 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Load(args) => load(&args),
+    }
+}
+
+/// `sessionwire load`: runs the load and prints its report.
+fn load(args: &sessionwire_cli::load::LoadArgs) -> ExitCode {
+    match sessionwire_cli::load::run_blocking(args) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                println!("{report}");
+            }
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -1,0 +1,596 @@
+//! `sessionwire load`: opens many WebSocket sessions to a server on loopback,
+//! holds them, exchanges pings, and reports what it saw.
+//!
+//! Phases: ramp (connect every session, a bounded number at a time, each
+//! answering SYSTEM_PING from then on), settle (all idle; the server's
+//! resident memory is read), exchange (each session sends a USER_PING every
+//! interval, spread evenly, and times the answer), drain (wait for the last
+//! answers) and close (CLOSE_REQUEST, as the real client does). It stops by
+//! itself: every phase is bounded in time.
+//!
+//! A message is *lost* when a USER_PING is never answered, is answered out of
+//! order, or a session's connection ends before the run does.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sessionwire::message::service::SYSTEM_PING;
+use sessionwire::session::ResponseCode;
+use sessionwire::Message;
+use tokio::sync::{watch, Semaphore};
+
+use crate::client::{ping_response, user_ping, ConnectOptions, Inbound, WsClient};
+
+/// The options of `sessionwire load`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LoadArgs {
+    /// WebSocket address of the server (loopback).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Sessions to open and hold.
+    #[arg(long, default_value_t = 1000)]
+    pub sessions: usize,
+    /// Connections opened at once during the ramp.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+    /// Each session sends a USER_PING this often during the exchange, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub ping_interval: u64,
+    /// How long the exchange lasts, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub duration: u64,
+    /// How long all sessions stay idle after the ramp before the server's
+    /// idle memory is read, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 2)]
+    pub settle: u64,
+    /// Longest ramp, in seconds: sessions not connected by then count as
+    /// failed.
+    #[arg(long, value_name = "S", default_value_t = 120)]
+    pub ramp_timeout: u64,
+    /// The server's process id: its memory is read from /proc/PID/status.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A process's memory as /proc/PID/status reports it, in KiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessMemory {
+    /// VmRSS: resident now.
+    pub rss_kib: u64,
+    /// VmHWM: the resident peak so far.
+    pub hwm_kib: u64,
+}
+
+impl ProcessMemory {
+    /// Reads `/proc/<pid>/status`; `None` when the process or the fields
+    /// are not there (not Linux, or the process ended).
+    pub fn of(pid: u32) -> Option<ProcessMemory> {
+        Self::read(&Path::new("/proc").join(pid.to_string()).join("status"))
+    }
+
+    fn read(path: &Path) -> Option<ProcessMemory> {
+        let text = std::fs::read_to_string(path).ok()?;
+        Self::parse(&text)
+    }
+
+    /// Parses the text of a /proc status file.
+    pub fn parse(status: &str) -> Option<ProcessMemory> {
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            line[name.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        };
+        Some(ProcessMemory {
+            rss_kib: field("VmRSS:")?,
+            hwm_kib: field("VmHWM:")?,
+        })
+    }
+}
+
+/// Latency percentiles, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: usize,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `samples` (sorted here).
+    pub fn of(samples: &mut [u64]) -> Percentiles {
+        samples.sort_unstable();
+        let n = samples.len();
+        let rank = |p: f64| -> u64 {
+            if n == 0 {
+                return 0;
+            }
+            let r = ((p / 100.0) * n as f64).ceil() as usize;
+            samples[r.clamp(1, n) - 1]
+        };
+        Percentiles {
+            count: n,
+            p50: rank(50.0),
+            p90: rank(90.0),
+            p99: rank(99.0),
+            p999: rank(99.9),
+            max: samples.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// What a load run saw.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Sessions asked for.
+    pub requested: usize,
+    /// Sessions the server connected (response 100).
+    pub connected: usize,
+    /// Sessions still connected when the exchange ended.
+    pub held: usize,
+    /// Connection attempts the server answered with another code.
+    pub refused: usize,
+    /// Connection attempts that failed (socket, upgrade, timeout).
+    pub failed: usize,
+    /// Sessions whose connection ended before the run did.
+    pub dropped: usize,
+    /// Sessions the server closed cleanly after their CLOSE_REQUEST.
+    pub closed_cleanly: usize,
+    /// How long the ramp took.
+    pub ramp: Duration,
+    /// How long the exchange took.
+    pub exchange: Duration,
+    /// Protocol messages sent and received during the exchange (all
+    /// sessions, both directions, pings included).
+    pub messages: u64,
+    /// USER_PINGs sent during the exchange.
+    pub user_pings: u64,
+    /// USER_PING round trips, in microseconds.
+    pub latency: Percentiles,
+    /// Messages lost (must be 0).
+    pub lost: u64,
+    /// The server's memory before the ramp.
+    pub server_before: Option<ProcessMemory>,
+    /// The server's memory with every session held and idle.
+    pub server_idle: Option<ProcessMemory>,
+    /// The server's memory at the end (its VmHWM is the run's peak).
+    pub server_after: Option<ProcessMemory>,
+}
+
+impl Report {
+    /// Messages per second during the exchange.
+    pub fn messages_per_second(&self) -> f64 {
+        let secs = self.exchange.as_secs_f64();
+        if secs > 0.0 {
+            self.messages as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The server's resident memory per held idle session, in bytes: growth
+    /// of VmRSS from before the ramp to the idle point, over the sessions held.
+    pub fn idle_bytes_per_session(&self) -> Option<u64> {
+        let (b, i) = (self.server_before?, self.server_idle?);
+        let held = u64::try_from(self.connected.max(1)).ok()?;
+        Some(i.rss_kib.saturating_sub(b.rss_kib) * 1024 / held)
+    }
+
+    /// The server's peak memory per session, in bytes: VmHWM at the end, less
+    /// VmRSS before the ramp, over the sessions connected.
+    pub fn peak_bytes_per_session(&self) -> Option<u64> {
+        let (b, a) = (self.server_before?, self.server_after?);
+        let held = u64::try_from(self.connected.max(1)).ok()?;
+        Some(a.hwm_kib.saturating_sub(b.rss_kib) * 1024 / held)
+    }
+
+    /// Whether the run met its bar: every session held, nothing lost.
+    pub fn is_clean(&self) -> bool {
+        self.held == self.requested && self.lost == 0
+    }
+
+    /// The report as a JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mem = |m: Option<ProcessMemory>| {
+            m.map(|m| serde_json::json!({"rss_kib": m.rss_kib, "hwm_kib": m.hwm_kib}))
+        };
+        serde_json::json!({
+            "requested": self.requested,
+            "connected": self.connected,
+            "held": self.held,
+            "refused": self.refused,
+            "failed": self.failed,
+            "dropped": self.dropped,
+            "closed_cleanly": self.closed_cleanly,
+            "ramp_s": self.ramp.as_secs_f64(),
+            "exchange_s": self.exchange.as_secs_f64(),
+            "messages": self.messages,
+            "messages_per_s": self.messages_per_second(),
+            "user_pings": self.user_pings,
+            "latency_us": {
+                "count": self.latency.count,
+                "p50": self.latency.p50,
+                "p90": self.latency.p90,
+                "p99": self.latency.p99,
+                "p999": self.latency.p999,
+                "max": self.latency.max,
+            },
+            "lost": self.lost,
+            "server_before": mem(self.server_before),
+            "server_idle": mem(self.server_idle),
+            "server_after": mem(self.server_after),
+            "idle_bytes_per_session": self.idle_bytes_per_session(),
+            "peak_bytes_per_session": self.peak_bytes_per_session(),
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |us: u64| us as f64 / 1000.0;
+        writeln!(
+            f,
+            "sessions: requested {}, connected {}, held {}, refused {}, failed {}, dropped {}, closed cleanly {}",
+            self.requested, self.connected, self.held, self.refused, self.failed, self.dropped, self.closed_cleanly
+        )?;
+        let ramp = self.ramp.as_secs_f64();
+        writeln!(
+            f,
+            "ramp: {ramp:.2} s ({:.0} sessions/s)",
+            if ramp > 0.0 {
+                self.connected as f64 / ramp
+            } else {
+                0.0
+            }
+        )?;
+        writeln!(
+            f,
+            "exchange: {:.2} s, {} messages ({:.0} msgs/s), {} user pings",
+            self.exchange.as_secs_f64(),
+            self.messages,
+            self.messages_per_second(),
+            self.user_pings
+        )?;
+        writeln!(
+            f,
+            "latency: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
+            ms(self.latency.p50),
+            ms(self.latency.p90),
+            ms(self.latency.p99),
+            ms(self.latency.p999),
+            ms(self.latency.max),
+            self.latency.count
+        )?;
+        writeln!(f, "lost messages: {}", self.lost)?;
+        match (self.server_before, self.server_idle, self.server_after) {
+            (Some(b), Some(i), Some(a)) => write!(
+                f,
+                "server memory: before {} KiB, idle {} KiB ({} B/session), peak {} KiB ({} B/session)",
+                b.rss_kib,
+                i.rss_kib,
+                self.idle_bytes_per_session().unwrap_or(0),
+                a.hwm_kib,
+                self.peak_bytes_per_session().unwrap_or(0)
+            ),
+            _ => write!(f, "server memory: not read (no --server-pid)"),
+        }
+    }
+}
+
+/// Why a load run could not run.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The async runtime could not start.
+    Runtime(std::io::Error),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Runtime(e) => write!(f, "starting the runtime: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Ramp,
+    Exchange,
+    Stop,
+}
+
+#[derive(Default)]
+struct SessionStats {
+    connected: bool,
+    refused: bool,
+    failed: bool,
+    held: bool,
+    dropped: bool,
+    closed_cleanly: bool,
+    messages: u64,
+    user_pings: u64,
+    lost: u64,
+    latencies: Vec<u64>,
+}
+
+/// Raises the open-file limit so that `sessions` sockets fit (as root the
+/// hard limit too); returns the soft limit now in force.
+pub fn raise_fd_limit(sessions: usize) -> std::io::Result<u64> {
+    let want = (sessions as u64).saturating_mul(2).saturating_add(256);
+    let (_, hard) = rlimit::Resource::NOFILE.get()?;
+    if hard < want {
+        // Only a privileged process may raise the hard limit; otherwise the
+        // soft limit goes as far as the hard one allows.
+        let _ = rlimit::Resource::NOFILE.set(want, want);
+    }
+    rlimit::increase_nofile_limit(want)
+}
+
+/// Runs the load on a new multi-threaded runtime.
+pub fn run_blocking(args: &LoadArgs) -> Result<Report, LoadError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(LoadError::Runtime)?;
+    Ok(rt.block_on(run(args)))
+}
+
+/// Runs the load (see the [module documentation](self)).
+pub async fn run(args: &LoadArgs) -> Report {
+    let _ = raise_fd_limit(args.sessions);
+    let mem = || args.server_pid.and_then(ProcessMemory::of);
+    let mut report = Report {
+        requested: args.sessions,
+        server_before: mem(),
+        ..Report::default()
+    };
+    let (phase_tx, phase_rx) = watch::channel(Phase::Ramp);
+    let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let settled = Arc::new(AtomicUsize::new(0));
+    let ramp_start = Instant::now();
+    let ramp_deadline = ramp_start + Duration::from_secs(args.ramp_timeout);
+    let interval = Duration::from_millis(args.ping_interval.max(1));
+    let mut tasks = Vec::with_capacity(args.sessions);
+    for i in 0..args.sessions {
+        // Spread the pings evenly over one interval.
+        let offset = interval.mul_f64(i as f64 / args.sessions.max(1) as f64);
+        tasks.push(tokio::spawn(session(
+            args.addr,
+            gate.clone(),
+            settled.clone(),
+            phase_rx.clone(),
+            ramp_deadline,
+            interval,
+            offset,
+        )));
+    }
+    while settled.load(Ordering::Relaxed) < args.sessions && Instant::now() < ramp_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    report.ramp = ramp_start.elapsed();
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    report.server_idle = mem();
+    let exchange_start = Instant::now();
+    let _ = phase_tx.send(Phase::Exchange);
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let _ = phase_tx.send(Phase::Stop);
+    report.exchange = exchange_start.elapsed();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let Ok(s) = t.await else {
+            report.failed += 1;
+            continue;
+        };
+        report.connected += usize::from(s.connected);
+        report.refused += usize::from(s.refused);
+        report.failed += usize::from(s.failed);
+        report.held += usize::from(s.held);
+        report.dropped += usize::from(s.dropped);
+        report.closed_cleanly += usize::from(s.closed_cleanly);
+        report.messages += s.messages;
+        report.user_pings += s.user_pings;
+        report.lost += s.lost;
+        latencies.extend(s.latencies);
+    }
+    report.latency = Percentiles::of(&mut latencies);
+    report.server_after = mem();
+    report
+}
+
+/// One session through every phase.
+async fn session(
+    addr: SocketAddr,
+    gate: Arc<Semaphore>,
+    settled: Arc<AtomicUsize>,
+    mut phase: watch::Receiver<Phase>,
+    ramp_deadline: Instant,
+    interval: Duration,
+    offset: Duration,
+) -> SessionStats {
+    let mut stats = SessionStats::default();
+    let options = ConnectOptions {
+        read_buffer: 4096,
+        ..ConnectOptions::default()
+    };
+    let connected = {
+        let _permit = gate.acquire().await;
+        let deadline = tokio::time::Instant::from_std(ramp_deadline);
+        tokio::time::timeout_at(deadline, WsClient::connect(addr, &options)).await
+    };
+    settled.fetch_add(1, Ordering::Relaxed);
+    let mut client = match connected {
+        Ok(Ok(c)) if c.response().code == ResponseCode::Connected => c,
+        Ok(Ok(_)) => {
+            stats.refused = true;
+            return stats;
+        }
+        _ => {
+            stats.failed = true;
+            return stats;
+        }
+    };
+    stats.connected = true;
+
+    // Ramp and settle: idle, answering SYSTEM_PING.
+    while *phase.borrow() == Phase::Ramp {
+        tokio::select! {
+            inbound = client.read() => {
+                if !answer(&mut client, inbound, &mut None).await {
+                    stats.dropped = true;
+                    return stats;
+                }
+            }
+            _ = phase.changed() => {}
+        }
+    }
+
+    // Exchange: a USER_PING every interval.
+    let mut outstanding = std::collections::VecDeque::new();
+    let mut counted = Counted {
+        messages: 0,
+        outstanding: &mut outstanding,
+        latencies: &mut stats.latencies,
+        lost: 0,
+    };
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut alive = true;
+    while alive && *phase.borrow() == Phase::Exchange {
+        tokio::select! {
+            inbound = client.read() => {
+                alive = answer(&mut client, inbound, &mut Some(&mut counted)).await;
+            }
+            _ = ticker.tick() => {
+                let conversation = client.next_conversation();
+                if client.send(&user_ping(conversation)).await.is_err() {
+                    alive = false;
+                } else {
+                    counted.messages += 1;
+                    counted.outstanding.push_back((conversation, Instant::now()));
+                    stats.user_pings += 1;
+                }
+            }
+            _ = phase.changed() => {}
+        }
+    }
+    // Drain: the answers to the last pings.
+    let drain_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while alive && !counted.outstanding.is_empty() {
+        match tokio::time::timeout_at(drain_until, client.read()).await {
+            Ok(inbound) => alive = answer(&mut client, inbound, &mut Some(&mut counted)).await,
+            Err(_) => break,
+        }
+    }
+    stats.messages = counted.messages;
+    stats.lost = counted.lost + counted.outstanding.len() as u64;
+    if !alive {
+        stats.dropped = true;
+        return stats;
+    }
+    stats.held = true;
+    // Close as the real client does; the server should close the socket.
+    if let Ok(seen) = client.close().await {
+        stats.closed_cleanly = seen.last().is_some_and(Inbound::is_end);
+    }
+    stats
+}
+
+struct Counted<'a> {
+    messages: u64,
+    outstanding: &'a mut std::collections::VecDeque<(u64, Instant)>,
+    latencies: &'a mut Vec<u64>,
+    lost: u64,
+}
+
+/// Handles one inbound item: answers SYSTEM_PING, matches USER_PING
+/// answers. Returns false when the connection is over.
+async fn answer(
+    client: &mut WsClient,
+    inbound: Inbound,
+    counted: &mut Option<&mut Counted<'_>>,
+) -> bool {
+    match inbound {
+        Inbound::Message(Message::ServiceRequest(req)) if req.service == SYSTEM_PING => {
+            let ok = client.send(&ping_response(&req)).await.is_ok();
+            if let Some(c) = counted {
+                c.messages += 2;
+            }
+            ok
+        }
+        Inbound::Message(Message::ServiceResponse(resp)) => {
+            if let Some(c) = counted {
+                c.messages += 1;
+                match c.outstanding.front() {
+                    Some(&(conv, at)) if conv == resp.conversation => {
+                        c.outstanding.pop_front();
+                        c.latencies.push(at.elapsed().as_micros() as u64);
+                    }
+                    // An answer to nothing sent, or out of order.
+                    _ => c.lost += 1,
+                }
+            }
+            true
+        }
+        i if i.is_end() => false,
+        _ => {
+            if let Some(c) = counted {
+                c.messages += 1;
+            }
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_status_fields_parse() {
+        let text =
+            "Name:\tsessionwire\nVmPeak:\t  9999 kB\nVmHWM:\t    5120 kB\nVmRSS:\t    4096 kB\n";
+        assert_eq!(
+            ProcessMemory::parse(text),
+            Some(ProcessMemory {
+                rss_kib: 4096,
+                hwm_kib: 5120
+            })
+        );
+        assert_eq!(ProcessMemory::parse("Name:\tx\n"), None);
+        assert!(ProcessMemory::of(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<u64> = (1..=100).rev().collect();
+        let p = Percentiles::of(&mut v);
+        assert_eq!(
+            (p.count, p.p50, p.p90, p.p99, p.max),
+            (100, 50, 90, 99, 100)
+        );
+        assert_eq!(Percentiles::of(&mut []), Percentiles::default());
+        let mut one = [7];
+        assert_eq!(Percentiles::of(&mut one).p999, 7);
+    }
+}
