@@ -15,7 +15,7 @@
 #   FUZZ_PARALLEL=N   with `all`, run N targets at once (default 1; each is one
 #                     libFuzzer process, i.e. -jobs=1)
 #   FUZZ_MERGE_CAP=N  at most N new files per target and run go into corpus/
-#                     (default 12, smallest first)
+#                     (default 24, smallest first)
 #   FUZZ_NO_MERGE=1   run only; leave corpus/ alone
 #   FUZZ_TOOLCHAIN=T  use toolchain T (`nightly`, `stable`, ...) instead of
 #                     detecting nightly
@@ -156,7 +156,7 @@ merge_into() {
     }
     local known
     known="$(inputs_of "$committed" | xargs -r sha1sum | cut -d' ' -f1)"
-    local added=0 cap="${FUZZ_MERGE_CAP:-12}"
+    local added=0 cap="${FUZZ_MERGE_CAP:-24}"
     # New files are named by their SHA-1; smallest first.
     while read -r f; do
         [ "$added" -lt "$cap" ] || break
@@ -171,7 +171,8 @@ merge_into() {
     if [ "$added" -gt 0 ]; then
         # Record each new file's verdict in expected.tsv (a regression baseline).
         (cd "$root" && SESSIONWIRE_RECORD="$(basename "$committed")" cargo test -q -p sessionwire --features fuzzing \
-            --test fuzz_replay >"$logs/$bin.record.log" 2>&1) ||
+            --test fuzz_replay -- "$(basename "$committed" | tr - _)_corpus" \
+            >"$logs/$bin.record.log" 2>&1) ||
             echo "!! recording verdicts failed, see fuzz/logs/$bin.record.log" >&2
     fi
     echo "$added"

@@ -4,7 +4,7 @@
 //! the same code runs under cargo-fuzz (nightly, sanitizers) and in the stable
 //! corpus replay test (`codec/tests/fuzz_replay.rs`). Every function asserts
 //! properties of the decoders and panics when one fails; it returns the
-//! [`Outcome`](crate::corpus::Outcome), which the replay test compares with the recorded verdict.
+//! [`Outcome`], which the replay test compares with the recorded verdict.
 //!
 //! Properties every target checks:
 //! - an accepted input re-encodes to exactly the bytes it came from (the
@@ -35,7 +35,7 @@ use bytes::Bytes;
 use crate::close::CloseReason;
 use crate::corpus::{split_incremental, Outcome, Verdict};
 use crate::limits::Limits;
-use crate::message::Message;
+use crate::message::{FetchFields, Message, Text};
 use crate::polling::{self, Batch, BodyDecoder, LENGTH_PREFIX};
 use crate::violation::{Violation, ViolationKind};
 
@@ -330,6 +330,26 @@ fn check_message(m: &Message, wire: &Bytes) {
             let inside = range.start <= view.as_ptr() && view.as_ptr_range().end <= range.end;
             assert!(inside, "decoded views share the input buffer");
         }
+    }
+    // The accessors agree with the wire bytes they read.
+    match m {
+        Message::ServiceError(e) => {
+            let text = std::str::from_utf8(e.message.as_bytes()).expect("checked UTF-8");
+            assert_eq!(e.message.as_str(), text, "Text::as_str is its bytes");
+            assert_eq!(
+                Text::from_utf8(e.message.as_bytes().clone()),
+                Ok(e.message.clone())
+            );
+        }
+        Message::FetchReply(f) => {
+            let fields: Vec<&str> = f.fields.iter().collect();
+            assert_eq!(fields.len(), f.fields.len(), "FetchFields::len counts iter");
+            assert_eq!(fields.is_empty(), f.fields.is_empty());
+            let rebuilt =
+                FetchFields::new(fields.iter().copied()).expect("fields hold no delimiter");
+            assert_eq!(rebuilt, f.fields, "the fields rebuild their wire bytes");
+        }
+        _ => {}
     }
 }
 
