@@ -10,6 +10,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod serve;
+
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use sessionwire::corpus::{self, CorpusDir, Outcome, Target, Verdict};
@@ -40,6 +42,13 @@ enum Command {
     ///
     /// Exit status: 0 every session held and nothing lost, 1 otherwise.
     Load(sessionwire_cli::load::LoadArgs),
+    /// Run the reference server: WebSocket and HTTP polling on --listen, the
+    /// control API on --control. Prints the bound addresses on one stdout
+    /// line; stops on SIGINT or SIGTERM (exit 0).
+    Serve(serve::ServeArgs),
+    /// Add a user to a users file (or replace their password): the password
+    /// is read from the first line of stdin and stored as an Argon2id hash.
+    AddUser(serve::users::AddUserArgs),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +87,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Load(args) => load(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::AddUser(args) => serve::users::add_user(&args),
     }
 }
 

@@ -1,0 +1,256 @@
+//! The event log (`--events PATH`, `-` for stdout): one JSON object per line
+//! per session event, written by its own thread so that a slow disk or a
+//! stdout nobody reads never stalls the hub.
+//!
+//! Every line has `ts` (RFC 3339, UTC, milliseconds) and `event`:
+//!
+//! | event | when | other fields |
+//! |---|---|---|
+//! | `opened` | a new session connected (100) | `session`, `principal`, `transport`, `code` |
+//! | `reconnected` | a session resumed (105, 106) | same |
+//! | `disconnected` | the transport was lost; the session waits for a reconnection | `session`, `principal`, `transport`, `reason`, `reason_id`, `violation`, `offset` |
+//! | `closed` | the session closed for good | same, and `abort_sent` |
+//! | `refused` | a connection attempt was refused | `principal`, `transport`, `code`, `reason`, `reason_id`, `violation`, `offset` |
+//!
+//! `principal` is `null` for an anonymous session; `violation` (the fault's
+//! stable name) and `offset` appear only when a fault caused the close.
+//!
+//! ```text
+//! {"ts":"2026-11-27T09:00:00.123Z","event":"closed","session":"0000000000000000-1f2e3d4c5b6a7988","principal":"alice","transport":"ws","reason":"CLOSED_BY_CLIENT","reason_id":4,"abort_sent":false}
+//! ```
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use sessionwire::session::handshake::ConnectionType;
+use sessionwire::session::SessionId;
+use sessionwire::{CloseReason, Violation};
+
+use super::hub::transport_name;
+
+/// Lines waiting for the writer before new ones are dropped (and counted).
+const BACKLOG: usize = 16 * 1024;
+
+/// One event, before it is formatted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Record<'a> {
+    /// `opened`, `reconnected`, `disconnected`, `closed` or `refused`.
+    pub event: &'static str,
+    /// The session, when there is one.
+    pub session: Option<SessionId>,
+    /// The principal (`None`: anonymous).
+    pub principal: Option<&'a str>,
+    /// The transport.
+    pub transport: Option<ConnectionType>,
+    /// The connection response code.
+    pub code: Option<u8>,
+    /// The close reason.
+    pub reason: Option<CloseReason>,
+    /// The fault that caused the close.
+    pub violation: Option<Violation>,
+    /// Whether an ABORT was sent.
+    pub abort_sent: Option<bool>,
+}
+
+/// The JSON shape of a line: fields in this order, absent ones left out
+/// (`principal` is always there, `null` when anonymous).
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    ts: String,
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
+    principal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transport: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason_id: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    violation: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    abort_sent: Option<bool>,
+}
+
+/// Formats one event as its JSON line (without the newline).
+pub fn line(ts: SystemTime, r: &Record<'_>) -> String {
+    let l = Line {
+        ts: humantime::format_rfc3339_millis(ts).to_string(),
+        event: r.event,
+        session: r.session.map(|s| s.to_string()),
+        principal: r.principal,
+        transport: r.transport.map(transport_name),
+        code: r.code,
+        reason: r.reason.map(CloseReason::name),
+        reason_id: r.reason.map(CloseReason::id),
+        violation: r.violation.map(|v| v.kind().name()),
+        offset: r.violation.map(|v| v.offset()),
+        abort_sent: r.abort_sent,
+    };
+    serde_json::to_string(&l).unwrap_or_default()
+}
+
+/// The event log's sending end. Dropping it (or [`EventLog::close`]) lets
+/// the writer flush and stop.
+#[derive(Debug)]
+pub struct EventLog {
+    tx: Option<SyncSender<String>>,
+    writer: Option<JoinHandle<()>>,
+    dropped: u64,
+}
+
+impl EventLog {
+    /// Opens the log: `None` logs nothing, `-` is stdout, anything else a
+    /// file opened for appending (created if missing).
+    pub fn open(spec: Option<&str>) -> io::Result<EventLog> {
+        let out: Box<dyn Write + Send> = match spec {
+            None => {
+                return Ok(EventLog {
+                    tx: None,
+                    writer: None,
+                    dropped: 0,
+                })
+            }
+            Some("-") => Box::new(io::stdout()),
+            Some(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+        };
+        let (tx, rx) = sync_channel::<String>(BACKLOG);
+        let writer = std::thread::Builder::new()
+            .name("event-log".into())
+            .spawn(move || {
+                let mut out = BufWriter::new(out);
+                while let Ok(first) = rx.recv() {
+                    let mut ok = writeln!(out, "{first}").is_ok();
+                    // Write what else is waiting, then flush once.
+                    while let Ok(more) = rx.try_recv() {
+                        ok &= writeln!(out, "{more}").is_ok();
+                    }
+                    ok &= out.flush().is_ok();
+                    if !ok {
+                        tracing::warn!("event log write failed");
+                    }
+                }
+                let _ = out.flush();
+            })?;
+        Ok(EventLog {
+            tx: Some(tx),
+            writer: Some(writer),
+            dropped: 0,
+        })
+    }
+
+    /// Logs one event, stamped now. Never blocks: a line that finds the
+    /// backlog full is dropped and counted.
+    pub fn record(&mut self, r: &Record<'_>) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(line(SystemTime::now(), r)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped = self.dropped.saturating_add(1);
+                if self.dropped.is_power_of_two() {
+                    tracing::warn!(dropped = self.dropped, "event log backlog full");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Flushes everything logged and stops the writer (blocks until then).
+    pub fn close(mut self) {
+        self.tx = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, Value};
+    use sessionwire::{Field, ViolationKind};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn parse(line: &str) -> Map<String, Value> {
+        match serde_json::from_str(line).unwrap() {
+            Value::Object(m) => m,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn event_line_closed_names_the_reason_and_its_id() {
+        let ts = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let r = Record {
+            event: "closed",
+            session: Some(SessionId {
+                server: 1,
+                value: 0x1f,
+            }),
+            principal: Some("alice"),
+            transport: Some(ConnectionType::WebSocket),
+            reason: Some(CloseReason::ClosedByController),
+            abort_sent: Some(true),
+            ..Record::default()
+        };
+        let text = line(ts, &r);
+        assert!(!text.contains('\n'), "one line");
+        assert!(text.starts_with(r#"{"ts":"#), "{text}");
+        let m = parse(&text);
+        assert_eq!(m["ts"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(m["event"], "closed");
+        assert_eq!(m["session"], "0000000000000001-000000000000001f");
+        assert_eq!(m["principal"], "alice");
+        assert_eq!(m["transport"], "ws");
+        assert_eq!(m["reason"], "CLOSED_BY_CONTROLLER");
+        assert_eq!(m["reason_id"], 11);
+        assert_eq!(m["abort_sent"], true);
+        assert!(!m.contains_key("violation"));
+    }
+
+    #[test]
+    fn event_line_carries_the_fault_and_a_null_principal() {
+        let r = Record {
+            event: "closed",
+            transport: Some(ConnectionType::HttpPolling),
+            reason: Some(CloseReason::InvalidInboundMessage),
+            violation: Some(Violation::new(ViolationKind::Truncated(Field::TopicId), 3)),
+            ..Record::default()
+        };
+        let m = parse(&line(SystemTime::now(), &r));
+        assert_eq!(m["principal"], Value::Null);
+        assert_eq!(m["transport"], "http");
+        assert_eq!(m["reason_id"], 7);
+        assert_eq!(m["violation"], "truncated");
+        assert_eq!(m["offset"], 3);
+    }
+
+    #[test]
+    fn event_log_file_gets_every_line_after_close() {
+        let dir = std::env::temp_dir().join(format!("sw-events-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("events.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let mut log = EventLog::open(Some(path.to_str().unwrap())).unwrap();
+        for _ in 0..100 {
+            log.record(&Record {
+                event: "opened",
+                code: Some(100),
+                ..Record::default()
+            });
+        }
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 100);
+        assert!(text.lines().all(|l| parse(l)["code"] == 100));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,344 @@
+//! The main listener (PROTOCOL.md sections 2 and 6): on any path ending in
+//! `/diffusion`, a WebSocket upgrade goes to [`ws`](super::ws), and a POST
+//! is the HTTP polling transport, its parameters in headers:
+//!
+//! - `m=0` connect (the section 2 keys, `ty=B`): answered with the raw
+//!   connection response bytes;
+//! - `m=1` poll (`c`, `s`): held until the session has messages or the poll
+//!   timeout passes, then 200 with a base64 batch (empty: none);
+//! - `m=2` send (`c`, `s`, base64 batch body): an empty 200 once accepted.
+//!
+//! A send body over the limit is refused before it is buffered: a
+//! `Content-Length` over it, or a streamed body crossing it, closes the
+//! session MESSAGE_TOO_LARGE and drops the connection unread.
+//!
+//! A session waiting for a reconnection answers with an empty 200 and
+//! `diffusion-connection: reconnect`; an unknown (or aborted) session with a
+//! batch holding ABORT; a session closed without ABORT drops the connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sessionwire::session::handshake::ConnectionRequest;
+use sessionwire::session::SessionToken;
+use sessionwire::{polling, Message};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::hub::{Attach, Command, Connected, HttpAnswer};
+use super::Shared;
+
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a send's body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head hyper buffers.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The header that tells an HTTP polling client to reconnect.
+pub const RECONNECT_HEADER: &str = "diffusion-connection";
+
+/// The connection is dropped without an answer (hyper closes it when the
+/// service fails).
+#[derive(Debug)]
+pub struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+/// Accepts connections until shutdown.
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.stop.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors, most likely: back off.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
+            tracing::warn!(%peer, "too many connections: dropped");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move { handle(req, shared, peer).await }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::trace!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+/// A response with a status and a body.
+pub fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, DropConnection> {
+    if !req.uri().path().ends_with("/diffusion") {
+        return Ok(respond(StatusCode::NOT_FOUND, "not found\n"));
+    }
+    if super::ws::is_upgrade(&req) {
+        return Ok(super::ws::upgrade(req, shared, peer));
+    }
+    if req.method() != Method::POST {
+        return Ok(respond(StatusCode::METHOD_NOT_ALLOWED, ""));
+    }
+    match header(&req, "m") {
+        Some("0") => Ok(connect(req, &shared).await),
+        Some("1") => poll(req, &shared).await,
+        Some("2") => send(req, &shared).await,
+        _ => Ok(respond(StatusCode::BAD_REQUEST, "m must be 0, 1 or 2\n")),
+    }
+}
+
+async fn connect(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    // Header values that are not visible ASCII cannot be fields: skipped.
+    let request = ConnectionRequest::from_headers(
+        req.headers()
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
+    );
+    drop(req);
+    let authenticated = shared.authenticate(&request).await;
+    let (tx, rx) = oneshot::channel::<Connected>();
+    let command = Command::Connect {
+        request,
+        authenticated,
+        attach: Attach::Http,
+        reply: tx,
+    };
+    if shared.hub.send(command).await.is_err() {
+        return respond(StatusCode::SERVICE_UNAVAILABLE, "");
+    }
+    match rx.await {
+        Ok(c) => {
+            let mut r = respond(StatusCode::OK, c.response);
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
+        Err(_) => respond(StatusCode::SERVICE_UNAVAILABLE, ""),
+    }
+}
+
+fn token_of<B>(req: &Request<B>) -> Option<SessionToken> {
+    req.headers()
+        .get("c")
+        .and_then(|v| SessionToken::from_bytes(v.as_bytes()))
+}
+
+async fn poll(
+    req: Request<Incoming>,
+    shared: &Shared,
+) -> Result<Response<Full<Bytes>>, DropConnection> {
+    let Some(token) = token_of(&req) else {
+        return answer(HttpAnswer::Abort);
+    };
+    let sequence = header(&req, "s").unwrap_or("").to_owned();
+    drop(req);
+    let (tx, rx) = oneshot::channel();
+    let command = Command::Poll {
+        token,
+        sequence,
+        reply: tx,
+    };
+    ask(shared, command, rx).await
+}
+
+async fn send(
+    req: Request<Incoming>,
+    shared: &Shared,
+) -> Result<Response<Full<Bytes>>, DropConnection> {
+    let Some(token) = token_of(&req) else {
+        return answer(HttpAnswer::Abort);
+    };
+    let sequence = header(&req, "s").unwrap_or("").to_owned();
+    let limit = shared.limits.max_batch_text();
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = declared.is_some_and(|n| n > limit as u64);
+    let body = if too_large {
+        None
+    } else {
+        match tokio::time::timeout(BODY_TIMEOUT, read_limited(req.into_body(), limit)).await {
+            Ok(Ok(Some(b))) => Some(b),
+            Ok(Ok(None)) => None,
+            // The client went away or stalled: nothing to answer.
+            Ok(Err(())) | Err(_) => return Err(DropConnection),
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    let command = match body {
+        Some(body) => Command::Send {
+            token,
+            sequence,
+            body,
+            reply: tx,
+        },
+        None => Command::SendTooLarge { token, reply: tx },
+    };
+    ask(shared, command, rx).await
+}
+
+/// Reads a body of at most `limit` bytes: `Ok(None)` as soon as it crosses
+/// the limit (the rest is never read), `Err` when the client fails.
+pub async fn read_limited<B>(mut body: B, limit: usize) -> Result<Option<Bytes>, ()>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let hint = body.size_hint().lower();
+    let start = usize::try_from(hint)
+        .unwrap_or(limit)
+        .min(limit)
+        .min(64 * 1024);
+    let mut buf = BytesMut::with_capacity(start);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ())?;
+        if let Ok(data) = frame.into_data() {
+            match buf.len().checked_add(data.len()) {
+                Some(n) if n <= limit => buf.extend_from_slice(&data),
+                _ => return Ok(None),
+            }
+        }
+    }
+    Ok(Some(buf.freeze()))
+}
+
+async fn ask(
+    shared: &Shared,
+    command: Command,
+    rx: oneshot::Receiver<HttpAnswer>,
+) -> Result<Response<Full<Bytes>>, DropConnection> {
+    if shared.hub.send(command).await.is_err() {
+        return Err(DropConnection);
+    }
+    match rx.await {
+        Ok(a) => answer(a),
+        Err(_) => Err(DropConnection),
+    }
+}
+
+fn abort_body() -> String {
+    polling::encode_body(&[Message::Abort]).unwrap_or_default()
+}
+
+/// The HTTP response for a hub answer.
+pub fn answer(a: HttpAnswer) -> Result<Response<Full<Bytes>>, DropConnection> {
+    let mut r = match a {
+        HttpAnswer::Body(text) => respond(StatusCode::OK, text),
+        HttpAnswer::Ack => respond(StatusCode::OK, ""),
+        HttpAnswer::Reconnect => {
+            let mut r = respond(StatusCode::OK, "");
+            r.headers_mut()
+                .insert(RECONNECT_HEADER, HeaderValue::from_static("reconnect"));
+            r
+        }
+        HttpAnswer::Abort => respond(StatusCode::OK, abort_body()),
+        HttpAnswer::Drop => return Err(DropConnection),
+    };
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::body::Frame;
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A body that hands out its chunks one frame at a time.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn chunks(parts: &[&'static [u8]]) -> Chunks {
+        Chunks(parts.iter().map(|p| Bytes::from_static(p)).collect())
+    }
+
+    #[tokio::test]
+    async fn section_6_send_body_within_the_limit_is_read_whole() {
+        let mut body = chunks(&[b"AAAA", b"AgA4", b"AQ=="]);
+        let b = read_limited(&mut body, 12).await.unwrap();
+        assert_eq!(b.as_deref(), Some(&b"AAAAAgA4AQ=="[..]));
+    }
+
+    #[tokio::test]
+    async fn section_6_send_body_crossing_the_limit_stops_reading() {
+        let mut body = chunks(&[b"AAAA", b"AgA4A", b"never read"]);
+        let b = read_limited(&mut body, 8).await.unwrap();
+        assert_eq!(b, None);
+        assert_eq!(body.0.len(), 1, "reading stopped at the crossing");
+    }
+
+    #[test]
+    fn section_6_answers_map_to_http() {
+        let r = answer(HttpAnswer::Reconnect).unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[RECONNECT_HEADER], "reconnect");
+        let r = answer(HttpAnswer::Abort).unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(abort_body(), "AAAAABw=");
+        assert!(answer(HttpAnswer::Drop).is_err());
+    }
+}

@@ -1,0 +1,815 @@
+//! The hub: the one task that owns the [`Registry`] and drives every session.
+//!
+//! Connection tasks send it [`Command`]s over one bounded channel; it answers
+//! HTTP requests over oneshot channels and feeds WebSocket connections over a
+//! small bounded channel each ([`Out`]). It never waits on a connection: a
+//! WebSocket whose channel is full stops being drained (the session's own
+//! outbound queue fills up instead, up to its limit), and the connection
+//! says [`Command::Writable`] when it has room again.
+//!
+//! Timers: one binary heap of (deadline, session), refreshed after each
+//! session is driven; stale entries are skipped. The hub sleeps until the
+//! earliest deadline or the next command.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sessionwire::message::service::UNKNOWN_SERVICE_ERROR;
+use sessionwire::message::ServiceError;
+use sessionwire::session::handshake::{ConnectionRequest, ConnectionType, Credentials};
+use sessionwire::session::state::sends_abort;
+use sessionwire::session::{
+    Authenticator, Event, Registry, SessionConfig, SessionEvent, SessionId, SessionState,
+    SessionToken, Transmit,
+};
+use sessionwire::{CloseReason, Limits, Message, Violation};
+use tokio::sync::{mpsc, oneshot};
+
+use super::events::{EventLog, Record};
+
+/// Capacity of the channel from the hub to one WebSocket connection. One
+/// slot is always left free for the final [`Out::Close`].
+pub const CONN_QUEUE: usize = 16;
+
+/// Most timers fired in one go before the hub looks at its commands again.
+const TIMER_BUDGET: usize = 4096;
+
+/// How often finished sessions are forgotten.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+/// What a connection asks of the hub.
+#[derive(Debug)]
+pub enum Command {
+    /// A (re)connection request, with its credentials already decided.
+    Connect {
+        /// The parsed request, or its fault.
+        request: Result<ConnectionRequest, Violation>,
+        /// Whether the credentials were accepted.
+        authenticated: bool,
+        /// The transport asking.
+        attach: Attach,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Connected>,
+    },
+    /// One binary WebSocket message from the client.
+    Inbound {
+        /// The session.
+        token: SessionToken,
+        /// The connection it came on.
+        conn: u64,
+        /// The message.
+        data: Bytes,
+    },
+    /// A fault the WebSocket transport found (text frame, message too large).
+    Fault {
+        /// The session.
+        token: SessionToken,
+        /// The connection it came on.
+        conn: u64,
+        /// The fault.
+        violation: Violation,
+    },
+    /// The WebSocket connection is gone.
+    Lost {
+        /// The session.
+        token: SessionToken,
+        /// The connection that was lost.
+        conn: u64,
+        /// An I/O operation failed (IO_EXCEPTION) rather than the peer
+        /// going away (CONNECTION_LOST).
+        io_error: bool,
+    },
+    /// The WebSocket connection drained its channel after it was full.
+    Writable {
+        /// The session.
+        token: SessionToken,
+        /// The connection.
+        conn: u64,
+    },
+    /// An HTTP poll (`m=1`).
+    Poll {
+        /// The `c` header.
+        token: SessionToken,
+        /// The `s` header as received.
+        sequence: String,
+        /// Where the answer goes.
+        reply: oneshot::Sender<HttpAnswer>,
+    },
+    /// An HTTP send (`m=2`) with its body.
+    Send {
+        /// The `c` header.
+        token: SessionToken,
+        /// The `s` header as received.
+        sequence: String,
+        /// The base64 body.
+        body: Bytes,
+        /// Where the answer goes.
+        reply: oneshot::Sender<HttpAnswer>,
+    },
+    /// An HTTP send whose body is over the limit (declared or read so far).
+    SendTooLarge {
+        /// The `c` header.
+        token: SessionToken,
+        /// Where the answer goes.
+        reply: oneshot::Sender<HttpAnswer>,
+    },
+    /// Control: list the sessions.
+    List {
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<SessionInfo>>,
+    },
+    /// Control: close or mark one session.
+    Act {
+        /// The session id as listed.
+        id: String,
+        /// What happens to it.
+        event: SessionEvent,
+        /// Whether the session was found.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Abort every session and stop.
+    Shutdown {
+        /// Answered once every session is aborted.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The transport of a connection request.
+#[derive(Debug)]
+pub enum Attach {
+    /// A WebSocket connection and its channel.
+    WebSocket(WsConn),
+    /// An HTTP polling connect.
+    Http,
+}
+
+/// The hub's end of a WebSocket connection.
+#[derive(Debug)]
+pub struct WsConn {
+    /// The connection number.
+    pub conn: u64,
+    /// Messages to write.
+    pub tx: mpsc::Sender<Out>,
+    /// Set by the hub when it stopped draining because `tx` was full.
+    pub blocked: Arc<AtomicBool>,
+}
+
+/// What the hub tells a WebSocket connection.
+#[derive(Debug)]
+pub enum Out {
+    /// Write one binary message.
+    Message(Bytes),
+    /// Write `last` (the ABORT) if any, then close: with a close frame
+    /// (`frame`) or by dropping the socket.
+    Close {
+        /// The last message.
+        last: Option<Bytes>,
+        /// Send a close frame rather than just dropping the socket.
+        frame: bool,
+    },
+}
+
+/// The answer to a connection request.
+#[derive(Debug)]
+pub struct Connected {
+    /// The connection response bytes.
+    pub response: Bytes,
+    /// The session now attached; `None`: refused, close after the response.
+    pub token: Option<SessionToken>,
+}
+
+/// The answer to an HTTP poll or send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpAnswer {
+    /// 200 with this base64 body (a poll).
+    Body(String),
+    /// An empty 200 (a send).
+    Ack,
+    /// An empty 200 with `diffusion-connection: reconnect`.
+    Reconnect,
+    /// 200 with a batch holding ABORT.
+    Abort,
+    /// Drop the connection without an answer.
+    Drop,
+}
+
+/// One session, as the control API lists it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SessionInfo {
+    /// The session id (`server-value` in hex).
+    pub id: String,
+    /// The principal; `None`: anonymous.
+    pub principal: Option<String>,
+    /// `ws` or `http`.
+    pub transport: &'static str,
+    /// `connected` or `disconnected` (waiting for a reconnection).
+    pub state: &'static str,
+    /// Milliseconds since the session opened.
+    pub age_ms: u64,
+    /// Messages waiting in the outbound queue.
+    pub queue_depth: usize,
+}
+
+/// The credentials decision taken before the request reached the hub.
+#[derive(Debug, Default)]
+pub struct Decided(bool);
+
+impl Authenticator for Decided {
+    fn authenticate(&mut self, _: Option<&str>, _: &Credentials) -> bool {
+        self.0
+    }
+}
+
+/// The hub's view of one session.
+struct Entry {
+    id: SessionId,
+    principal: Option<String>,
+    opened: Instant,
+    conn: Option<WsConn>,
+    polls: Vec<(Option<u64>, oneshot::Sender<HttpAnswer>)>,
+    sends: Vec<(Option<u64>, oneshot::Sender<HttpAnswer>)>,
+    scheduled: Option<Instant>,
+}
+
+/// The `transport` name in logs and the control API.
+pub fn transport_name(t: ConnectionType) -> &'static str {
+    match t {
+        ConnectionType::WebSocket => "ws",
+        ConnectionType::HttpPolling => "http",
+    }
+}
+
+/// The hub. See the [module documentation](self).
+pub struct Hub {
+    registry: Registry<Decided>,
+    entries: HashMap<SessionToken, Entry>,
+    by_principal: HashMap<String, SessionToken>,
+    timers: BinaryHeap<Reverse<(Instant, SessionToken)>>,
+    events: EventLog,
+    last_reap: Instant,
+    closed_since_reap: usize,
+    stopping: bool,
+}
+
+impl Hub {
+    /// A hub with no session.
+    pub fn new(limits: Limits, config: SessionConfig, events: EventLog) -> Hub {
+        Hub {
+            registry: Registry::new(limits, config, Decided(false)),
+            entries: HashMap::new(),
+            by_principal: HashMap::new(),
+            timers: BinaryHeap::new(),
+            events,
+            last_reap: Instant::now(),
+            closed_since_reap: 0,
+            stopping: false,
+        }
+    }
+
+    /// Runs until [`Command::Shutdown`] (or every sender is gone); returns
+    /// the event log for the caller to flush.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> EventLog {
+        loop {
+            let deadline = self.timers.peek().map(|Reverse((t, _))| *t);
+            let command = tokio::select! {
+                c = rx.recv() => c,
+                () = sleep_until(deadline) => {
+                    self.fire_timers(Instant::now());
+                    continue;
+                }
+            };
+            let Some(command) = command else { break };
+            if let Command::Shutdown { done } = command {
+                self.shutdown();
+                let _ = done.send(());
+                break;
+            }
+            self.handle(command);
+            if self.closed_since_reap > 0 && self.last_reap.elapsed() >= REAP_EVERY {
+                self.registry.reap();
+                self.closed_since_reap = 0;
+                self.last_reap = Instant::now();
+            }
+        }
+        // Answer whatever is still waiting.
+        self.registry.reap();
+        self.events
+    }
+
+    fn handle(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Connect {
+                request,
+                authenticated,
+                attach,
+                reply,
+            } => self.connect(now, request, authenticated, attach, reply),
+            Command::Inbound { token, conn, data } => {
+                if self.owns(&token, conn) {
+                    if let Some(s) = self.registry.session_mut(&token) {
+                        s.handle_websocket(now, data);
+                    }
+                    self.process(token);
+                }
+            }
+            Command::Fault {
+                token,
+                conn,
+                violation,
+            } => {
+                if self.owns(&token, conn) {
+                    if let Some(s) = self.registry.session_mut(&token) {
+                        s.handle_transport_violation(now, violation);
+                    }
+                    self.process(token);
+                }
+            }
+            Command::Lost {
+                token,
+                conn,
+                io_error,
+            } => {
+                if self.owns(&token, conn) {
+                    if let Some(e) = self.entries.get_mut(&token) {
+                        // The socket is gone: nothing more to write on it.
+                        e.conn = None;
+                    }
+                    let event = if io_error {
+                        SessionEvent::IoFailure
+                    } else {
+                        SessionEvent::TransportLost
+                    };
+                    if let Some(s) = self.registry.session_mut(&token) {
+                        s.handle_event(now, event);
+                    }
+                    self.process(token);
+                }
+            }
+            Command::Writable { token, conn } => {
+                if self.owns(&token, conn) {
+                    self.process(token);
+                }
+            }
+            Command::Poll {
+                token,
+                sequence,
+                reply,
+            } => {
+                if let Some(reply) = self.http_gate(&token, reply) {
+                    let parsed = sessionwire::session::reorder::parse_sequence(&sequence).ok();
+                    if let Some(e) = self.entries.get_mut(&token) {
+                        e.polls.push((parsed, reply));
+                    }
+                    if let Some(s) = self.registry.session_mut(&token) {
+                        s.handle_http_poll(now, &sequence);
+                    }
+                    self.process(token);
+                }
+            }
+            Command::Send {
+                token,
+                sequence,
+                body,
+                reply,
+            } => {
+                if let Some(reply) = self.http_gate(&token, reply) {
+                    let parsed = sessionwire::session::reorder::parse_sequence(&sequence).ok();
+                    if let Some(e) = self.entries.get_mut(&token) {
+                        e.sends.push((parsed, reply));
+                    }
+                    if let Some(s) = self.registry.session_mut(&token) {
+                        s.handle_http_send(now, &sequence, body);
+                    }
+                    self.process(token);
+                }
+            }
+            Command::SendTooLarge { token, reply } => {
+                if let Some(reply) = self.http_gate(&token, reply) {
+                    if let Some(e) = self.entries.get_mut(&token) {
+                        e.sends.push((None, reply));
+                    }
+                    let limits = self.registry.limits();
+                    let v = Violation::new(
+                        sessionwire::ViolationKind::BatchTooLarge {
+                            limit: limits.max_batch_size(),
+                        },
+                        limits.max_batch_text(),
+                    );
+                    if let Some(s) = self.registry.session_mut(&token) {
+                        s.handle_transport_violation(now, v);
+                    }
+                    self.process(token);
+                }
+            }
+            Command::List { reply } => {
+                let _ = reply.send(self.list(now));
+            }
+            Command::Act { id, event, reply } => {
+                let found = self
+                    .entries
+                    .iter()
+                    .find(|(_, e)| e.id.to_string() == id)
+                    .map(|(t, _)| *t);
+                if let Some(token) = found {
+                    if let Some(s) = self.registry.session_mut(&token) {
+                        s.handle_event(now, event);
+                    }
+                    self.process(token);
+                }
+                let _ = reply.send(found.is_some());
+            }
+            Command::Shutdown { done } => {
+                self.shutdown();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Whether `conn` is the connection attached to the session.
+    fn owns(&self, token: &SessionToken, conn: u64) -> bool {
+        self.entries
+            .get(token)
+            .and_then(|e| e.conn.as_ref())
+            .is_some_and(|c| c.conn == conn)
+    }
+
+    /// Answers an HTTP request for a session that cannot take it; returns
+    /// the reply when the session is connected over HTTP polling.
+    fn http_gate(
+        &mut self,
+        token: &SessionToken,
+        reply: oneshot::Sender<HttpAnswer>,
+    ) -> Option<oneshot::Sender<HttpAnswer>> {
+        let answer = match self.registry.session(token) {
+            // Unknown (or forgotten) session: the client used an unknown id.
+            None => HttpAnswer::Abort,
+            Some(s) => match s.state() {
+                SessionState::Closed(reason) if sends_abort(reason) => HttpAnswer::Abort,
+                SessionState::Closed(_) => HttpAnswer::Drop,
+                SessionState::Disconnected { .. } => HttpAnswer::Reconnect,
+                SessionState::Connected if s.transport() != ConnectionType::HttpPolling => {
+                    HttpAnswer::Drop
+                }
+                SessionState::Connected if self.entries.contains_key(token) => return Some(reply),
+                SessionState::Connected => HttpAnswer::Drop,
+            },
+        };
+        let _ = reply.send(answer);
+        None
+    }
+
+    fn connect(
+        &mut self,
+        now: Instant,
+        request: Result<ConnectionRequest, Violation>,
+        authenticated: bool,
+        attach: Attach,
+        reply: oneshot::Sender<Connected>,
+    ) {
+        let principal = request.as_ref().ok().and_then(|r| r.principal.clone());
+        let reconnecting = request
+            .as_ref()
+            .ok()
+            .and_then(|r| r.reconnect)
+            .and_then(|rc| rc.token);
+        let transport = match attach {
+            Attach::WebSocket(_) => ConnectionType::WebSocket,
+            Attach::Http => ConnectionType::HttpPolling,
+        };
+        let prior = principal
+            .as_ref()
+            .and_then(|p| self.by_principal.get(p))
+            .copied();
+        self.registry.authenticator_mut().0 = authenticated && !self.stopping;
+        let outcome = self.registry.connect(now, request);
+        let response = outcome.response.to_bytes();
+        match (outcome.session, outcome.refused) {
+            (Some(token), None) => {
+                let reconnected = self.entries.contains_key(&token);
+                let Some(session) = self.registry.session(&token) else {
+                    let _ = reply.send(Connected {
+                        response,
+                        token: None,
+                    });
+                    return;
+                };
+                let id = session.id();
+                let session_principal = session.principal().map(str::to_owned);
+                let entry = self.entries.entry(token).or_insert_with(|| Entry {
+                    id,
+                    principal: session_principal,
+                    opened: now,
+                    conn: None,
+                    polls: Vec::new(),
+                    sends: Vec::new(),
+                    scheduled: None,
+                });
+                entry.conn = match attach {
+                    Attach::WebSocket(c) => Some(c),
+                    Attach::Http => None,
+                };
+                let record = Record {
+                    event: if reconnected { "reconnected" } else { "opened" },
+                    session: Some(id),
+                    principal: entry.principal.as_deref(),
+                    transport: Some(transport),
+                    code: Some(outcome.response.code.code()),
+                    ..Record::default()
+                };
+                self.events.record(&record);
+                tracing::debug!(session = %id, transport = transport_name(transport), reconnected, "session attached");
+                if !reconnected {
+                    if let Some(p) = principal {
+                        self.by_principal.insert(p, token);
+                    }
+                }
+                if reply
+                    .send(Connected {
+                        response,
+                        token: Some(token),
+                    })
+                    .is_err()
+                {
+                    // The connection went away while we decided.
+                    if let Some(s) = self.registry.session_mut(&token) {
+                        s.handle_event(now, SessionEvent::TransportLost);
+                    }
+                }
+                self.process(token);
+            }
+            (_, refused) => {
+                let reason = refused.map(|r| r.reason);
+                let record = Record {
+                    event: "refused",
+                    principal: principal.as_deref(),
+                    transport: Some(transport),
+                    code: Some(outcome.response.code.code()),
+                    reason,
+                    violation: refused.and_then(|r| r.violation),
+                    ..Record::default()
+                };
+                self.events.record(&record);
+                tracing::debug!(code = %outcome.response.code, "connection refused");
+                let _ = reply.send(Connected {
+                    response,
+                    token: None,
+                });
+            }
+        }
+        // A new session may have taken over an identity, and a refused
+        // reconnection (118) closes the session it named.
+        if let Some(p) = prior {
+            self.process(p);
+        }
+        if let Some(t) = reconnecting {
+            self.process(t);
+        }
+    }
+
+    /// Drives one session's outputs: application events, transmits, the
+    /// close decision, and its next timer.
+    fn process(&mut self, token: SessionToken) {
+        let now = Instant::now();
+        let Some(session) = self.registry.session_mut(&token) else {
+            if let Some(e) = self.entries.remove(&token) {
+                answer_all(e.polls, e.sends, HttpAnswer::Abort, HttpAnswer::Drop);
+            }
+            return;
+        };
+        let Some(entry) = self.entries.get_mut(&token) else {
+            return;
+        };
+        while let Some(event) = session.poll_event() {
+            match event {
+                Event::Message(Message::ServiceRequest(req)) => {
+                    // Section 3: every service but the pings (which the
+                    // session answers) is unknown here.
+                    if req.conversation != 0 {
+                        session.send(
+                            now,
+                            Message::ServiceError(ServiceError {
+                                conversation: req.conversation,
+                                message: "unknown service".into(),
+                                code: UNKNOWN_SERVICE_ERROR,
+                            }),
+                        );
+                    }
+                }
+                Event::Message(m) => {
+                    tracing::debug!(session = %entry.id, kind = ?m.message_type(), "message ignored");
+                }
+                Event::Disconnected {
+                    reason, violation, ..
+                } => {
+                    // Drop the transport; the session waits for a reconnection.
+                    if let Some(c) = entry.conn.take() {
+                        let _ = c.tx.try_send(Out::Close {
+                            last: None,
+                            frame: false,
+                        });
+                    }
+                    let polls = std::mem::take(&mut entry.polls);
+                    let sends = std::mem::take(&mut entry.sends);
+                    answer_all(polls, sends, HttpAnswer::Reconnect, HttpAnswer::Reconnect);
+                    self.events.record(&Record {
+                        event: "disconnected",
+                        session: Some(entry.id),
+                        principal: entry.principal.as_deref(),
+                        transport: Some(session.transport()),
+                        reason: Some(reason),
+                        violation,
+                        ..Record::default()
+                    });
+                }
+            }
+        }
+        drain_transmits(session, entry);
+        if let Some(close) = session.poll_close() {
+            let mut last = None;
+            while let Some(t) = session.poll_transmit() {
+                match t {
+                    Transmit::WebSocket(b) => {
+                        if let (Some(prev), Some(c)) = (last.replace(b), entry.conn.as_ref()) {
+                            let _ = c.tx.try_send(Out::Message(prev));
+                        }
+                    }
+                    other => answer_http(entry, other),
+                }
+            }
+            if let Some(c) = entry.conn.take() {
+                // Recoverable reasons and failover just drop the socket;
+                // the others end the WebSocket properly.
+                let frame =
+                    !close.reason.is_recoverable() && close.reason != CloseReason::FailedOver;
+                let _ = c.tx.try_send(Out::Close { last, frame });
+            }
+            let transport = session.transport();
+            if let Some(e) = self.entries.remove(&token) {
+                let poll_answer = if sends_abort(close.reason) {
+                    HttpAnswer::Abort
+                } else {
+                    HttpAnswer::Drop
+                };
+                answer_all(e.polls, e.sends, poll_answer, HttpAnswer::Drop);
+                if let Some(p) = &e.principal {
+                    if self.by_principal.get(p) == Some(&token) {
+                        self.by_principal.remove(p);
+                    }
+                }
+                self.events.record(&Record {
+                    event: "closed",
+                    session: Some(e.id),
+                    principal: e.principal.as_deref(),
+                    transport: Some(transport),
+                    reason: Some(close.reason),
+                    violation: close.violation,
+                    abort_sent: Some(close.abort_sent),
+                    ..Record::default()
+                });
+                tracing::debug!(session = %e.id, reason = %close, "session closed");
+            }
+            self.closed_since_reap += 1;
+            return;
+        }
+        if let Some(t) = session.poll_timeout() {
+            if entry.scheduled.is_none_or(|s| t < s) {
+                entry.scheduled = Some(t);
+                self.timers.push(Reverse((t, token)));
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        for _ in 0..TIMER_BUDGET {
+            let Some(Reverse((t, token))) = self.timers.peek().copied() else {
+                return;
+            };
+            if t > now {
+                return;
+            }
+            self.timers.pop();
+            let Some(entry) = self.entries.get_mut(&token) else {
+                continue;
+            };
+            if entry.scheduled == Some(t) {
+                entry.scheduled = None;
+            } else {
+                // A stale entry: a later deadline that was superseded.
+                continue;
+            }
+            if let Some(s) = self.registry.session_mut(&token) {
+                s.handle_timeout(now);
+            }
+            self.process(token);
+            // Never spin on a deadline that did not move.
+            if let Some(e) = self.entries.get_mut(&token) {
+                if e.scheduled.is_some_and(|s| s <= now) {
+                    let later = now + Duration::from_millis(1);
+                    e.scheduled = Some(later);
+                    self.timers.push(Reverse((later, token)));
+                }
+            }
+        }
+    }
+
+    fn list(&self, now: Instant) -> Vec<SessionInfo> {
+        let mut out: Vec<SessionInfo> = self
+            .entries
+            .iter()
+            .filter_map(|(token, e)| {
+                let s = self.registry.session(token)?;
+                let state = match s.state() {
+                    SessionState::Connected => "connected",
+                    SessionState::Disconnected { .. } => "disconnected",
+                    SessionState::Closed(_) => return None,
+                };
+                Some(SessionInfo {
+                    id: e.id.to_string(),
+                    principal: e.principal.clone(),
+                    transport: transport_name(s.transport()),
+                    state,
+                    age_ms: u64::try_from(now.saturating_duration_since(e.opened).as_millis())
+                        .unwrap_or(u64::MAX),
+                    queue_depth: s.memory().queued_messages,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    fn shutdown(&mut self) {
+        self.stopping = true;
+        let now = Instant::now();
+        let tokens: Vec<SessionToken> = self.entries.keys().copied().collect();
+        tracing::info!(sessions = tokens.len(), "aborting open sessions");
+        for token in tokens {
+            if let Some(s) = self.registry.session_mut(&token) {
+                s.handle_event(now, SessionEvent::Shutdown);
+            }
+            self.process(token);
+        }
+    }
+}
+
+/// Hands transmits to the transport: WebSocket messages while the
+/// connection's channel has room (one slot is kept for the close), HTTP
+/// answers to their waiting requests.
+fn drain_transmits(session: &mut sessionwire::session::Session, entry: &mut Entry) {
+    loop {
+        if let Some(c) = entry.conn.as_ref() {
+            if c.tx.capacity() <= 1 {
+                c.blocked.store(true, Ordering::Release);
+                return;
+            }
+        }
+        let Some(t) = session.poll_transmit() else {
+            return;
+        };
+        match t {
+            Transmit::WebSocket(b) => {
+                if let Some(c) = entry.conn.as_ref() {
+                    let _ = c.tx.try_send(Out::Message(b));
+                }
+            }
+            other => answer_http(entry, other),
+        }
+    }
+}
+
+fn answer_http(entry: &mut Entry, t: Transmit) {
+    let (list, key, answer) = match t {
+        Transmit::PollResponse { sequence, body } => {
+            (&mut entry.polls, sequence, HttpAnswer::Body(body))
+        }
+        Transmit::SendAck { sequence } => (&mut entry.sends, sequence, HttpAnswer::Ack),
+        Transmit::WebSocket(_) => return,
+    };
+    if let Some(i) = list.iter().position(|(s, _)| *s == Some(key)) {
+        let (_, reply) = list.swap_remove(i);
+        let _ = reply.send(answer);
+    }
+}
+
+type Waiters = Vec<(Option<u64>, oneshot::Sender<HttpAnswer>)>;
+
+fn answer_all(polls: Waiters, sends: Waiters, poll_answer: HttpAnswer, send_answer: HttpAnswer) {
+    for (_, reply) in polls {
+        let _ = reply.send(poll_answer.clone());
+    }
+    for (_, reply) in sends {
+        let _ = reply.send(send_answer.clone());
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

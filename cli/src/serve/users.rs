@@ -1,0 +1,310 @@
+//! The users file (`--users FILE`) and `sessionwire add-user`.
+//!
+//! One user per line: `principal:hash`, where the hash is an Argon2id PHC
+//! string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`). Blank lines and
+//! lines starting with `#` are ignored. A principal is 1 to 256 bytes with no
+//! `:`, whitespace or control character.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::OnceLock;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use clap::Args;
+
+/// The longest principal accepted.
+pub const MAX_PRINCIPAL: usize = 256;
+
+/// The largest users file read.
+const MAX_FILE: u64 = 16 * 1024 * 1024;
+
+/// Arguments of `sessionwire add-user`.
+#[derive(Debug, Args)]
+pub struct AddUserArgs {
+    /// The users file to create or update.
+    #[arg(long, value_name = "FILE")]
+    pub users: PathBuf,
+    /// The principal to add (or whose password to replace).
+    pub principal: String,
+}
+
+/// What is wrong with a users file.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UsersError {
+    /// The 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub kind: UsersErrorKind,
+}
+
+/// The ways a users line can be wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsersErrorKind {
+    /// No `:` between principal and hash.
+    MissingSeparator,
+    /// An empty, too long or forbidden principal.
+    BadPrincipal,
+    /// A hash that is not a PHC string.
+    BadHash,
+    /// The principal appears on an earlier line.
+    Duplicate,
+}
+
+impl fmt::Display for UsersError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            UsersErrorKind::MissingSeparator => "expected principal:hash",
+            UsersErrorKind::BadPrincipal => "bad principal",
+            UsersErrorKind::BadHash => "hash is not a PHC string",
+            UsersErrorKind::Duplicate => "principal listed twice",
+        };
+        write!(f, "line {}: {what}", self.line)
+    }
+}
+
+impl std::error::Error for UsersError {}
+
+/// Whether `p` may be a principal in the users file.
+pub fn valid_principal(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= MAX_PRINCIPAL
+        && !p
+            .chars()
+            .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+}
+
+/// The users and their password hashes.
+#[derive(Debug, Default)]
+pub struct Users {
+    hashes: HashMap<String, String>,
+}
+
+impl Users {
+    /// Parses a users file's text.
+    pub fn parse(text: &str) -> Result<Users, UsersError> {
+        let mut hashes = HashMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let content = raw.trim();
+            if content.is_empty() || content.starts_with('#') {
+                continue;
+            }
+            let err = |kind| UsersError { line, kind };
+            let (principal, hash) = content
+                .split_once(':')
+                .ok_or(err(UsersErrorKind::MissingSeparator))?;
+            if !valid_principal(principal) {
+                return Err(err(UsersErrorKind::BadPrincipal));
+            }
+            if PasswordHash::new(hash).is_err() {
+                return Err(err(UsersErrorKind::BadHash));
+            }
+            if hashes
+                .insert(principal.to_owned(), hash.to_owned())
+                .is_some()
+            {
+                return Err(err(UsersErrorKind::Duplicate));
+            }
+        }
+        Ok(Users { hashes })
+    }
+
+    /// Reads and parses a users file.
+    pub fn load(path: &Path) -> io::Result<Users> {
+        let meta = std::fs::metadata(path)?;
+        if meta.len() > MAX_FILE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "users file too large",
+            ));
+        }
+        let text = std::fs::read_to_string(path)?;
+        Users::parse(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether there is no user.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    /// Whether `password` is `principal`'s. An unknown principal costs as
+    /// much as a known one (a dummy hash is checked), so timing does not
+    /// tell which principals exist.
+    pub fn verify(&self, principal: &str, password: &[u8]) -> bool {
+        match self.hashes.get(principal) {
+            Some(hash) => check(hash, password),
+            None => {
+                let _ = check(dummy_hash(), password);
+                false
+            }
+        }
+    }
+}
+
+fn check(hash: &str, password: &[u8]) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| Argon2::default().verify_password(password, &h).is_ok())
+        .unwrap_or(false)
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(b"no such user").unwrap_or_default())
+}
+
+/// Hashes a password with Argon2id (default parameters) and a fresh random
+/// salt, as a PHC string.
+pub fn hash_password(password: &[u8]) -> Result<String, argon2::password_hash::Error> {
+    hash_with(&Argon2::default(), password)
+}
+
+fn hash_with(argon: &Argon2<'_>, password: &[u8]) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(argon.hash_password(password, &salt)?.to_string())
+}
+
+/// The users file text with `principal` set to `hash`: its line replaced
+/// where it was, or appended.
+pub fn with_user(text: &str, principal: &str, hash: &str) -> String {
+    let mut out = String::with_capacity(text.len() + principal.len() + hash.len() + 2);
+    let mut replaced = false;
+    for raw in text.lines() {
+        let is_it = raw
+            .trim()
+            .split_once(':')
+            .is_some_and(|(p, _)| p == principal && !raw.trim().starts_with('#'));
+        if is_it {
+            if !replaced {
+                out.push_str(&format!("{principal}:{hash}\n"));
+                replaced = true;
+            }
+        } else {
+            out.push_str(raw);
+            out.push('\n');
+        }
+    }
+    if !replaced {
+        out.push_str(&format!("{principal}:{hash}\n"));
+    }
+    out
+}
+
+/// Runs `sessionwire add-user`: reads the password from the first line of
+/// stdin, hashes it and writes the users file (atomically, by renaming).
+pub fn add_user(args: &AddUserArgs) -> ExitCode {
+    match try_add_user(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn try_add_user(args: &AddUserArgs) -> Result<(), String> {
+    if !valid_principal(&args.principal) {
+        return Err(format!(
+            "bad principal {:?}: 1 to {MAX_PRINCIPAL} bytes, no ':', space or control character",
+            args.principal
+        ));
+    }
+    let existing = match std::fs::read_to_string(&args.users) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", args.users.display())),
+    };
+    Users::parse(&existing).map_err(|e| format!("{}: {e}", args.users.display()))?;
+    if std::io::IsTerminal::is_terminal(&io::stdin()) {
+        eprint!("password for {}: ", args.principal);
+        let _ = io::stderr().flush();
+    }
+    let mut password = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .map_err(|e| format!("reading the password: {e}"))?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err("empty password (give it on the first line of stdin)".into());
+    }
+    let hash = hash_password(password.as_bytes()).map_err(|e| format!("hashing: {e}"))?;
+    let text = with_user(&existing, &args.principal, &hash);
+    let tmp = args.users.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.users).map_err(|e| format!("{}: {e}", args.users.display()))?;
+    eprintln!("{}: user {} set", args.users.display(), args.principal);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cheap parameters: the tests check the format, not the cost.
+    fn quick() -> Argon2<'static> {
+        let params = argon2::Params::new(256, 1, 1, None).unwrap();
+        Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+    }
+
+    #[test]
+    fn users_file_verifies_the_right_password_only() {
+        let hash = hash_with(&quick(), b"s3cret").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        let users = Users::parse(&format!("# users\n\nalice:{hash}\n")).unwrap();
+        assert_eq!(users.len(), 1);
+        assert!(users.verify("alice", b"s3cret"));
+        assert!(!users.verify("alice", b"guess"));
+        assert!(!users.verify("alice", b""));
+        assert!(!users.verify("bob", b"s3cret"));
+    }
+
+    #[test]
+    fn users_file_faults_name_their_line() {
+        let hash = hash_with(&quick(), b"x").unwrap();
+        for (text, line, kind) in [
+            ("alice\n".to_owned(), 1, UsersErrorKind::MissingSeparator),
+            (format!("\n:{hash}\n"), 2, UsersErrorKind::BadPrincipal),
+            (format!("a b:{hash}\n"), 1, UsersErrorKind::BadPrincipal),
+            ("alice:plaintext\n".to_owned(), 1, UsersErrorKind::BadHash),
+            (
+                format!("alice:{hash}\nalice:{hash}\n"),
+                2,
+                UsersErrorKind::Duplicate,
+            ),
+        ] {
+            assert_eq!(Users::parse(&text).unwrap_err(), UsersError { line, kind });
+        }
+    }
+
+    #[test]
+    fn with_user_replaces_in_place_or_appends() {
+        let text = "# team\nalice:$old\nbob:$b\n";
+        assert_eq!(
+            with_user(text, "alice", "$new"),
+            "# team\nalice:$new\nbob:$b\n"
+        );
+        assert_eq!(
+            with_user(text, "carol", "$c"),
+            "# team\nalice:$old\nbob:$b\ncarol:$c\n"
+        );
+        assert_eq!(with_user("", "a", "$h"), "a:$h\n");
+    }
+
+    #[test]
+    fn principals_exclude_separators_and_controls() {
+        assert!(valid_principal("alice@example"));
+        for bad in ["", "a:b", "a b", "a\tb", "a\u{7}", &"x".repeat(257)] {
+            assert!(!valid_principal(bad), "{bad:?}");
+        }
+    }
+}
