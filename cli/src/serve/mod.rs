@@ -245,6 +245,12 @@ struct Running {
 
 async fn start(args: &ServeArgs) -> Result<Running, String> {
     let limits = args.limits()?;
+    // One descriptor per connection: take the hard limit, not the usual
+    // soft 1024, so that --max-clients can be reached.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
     let users = match &args.users {
         Some(path) => {
             let users = Users::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
