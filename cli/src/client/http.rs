@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -54,6 +56,16 @@ pub fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// A body that yields `body` one byte every `delay`: a slow client.
+pub fn trickled_body(body: Vec<u8>, delay: Duration) -> Body {
+    let bytes = futures_util::stream::unfold(body.into_iter(), move |mut rest| async move {
+        let b = rest.next()?;
+        tokio::time::sleep(delay).await;
+        Some((Ok(Frame::data(Bytes::copy_from_slice(&[b]))), rest))
+    });
+    StreamBody::new(bytes).boxed()
 }
 
 fn http_client() -> Client<HttpConnector, Body> {
@@ -191,6 +203,12 @@ impl HttpClient {
     /// The next conversation id for a request of this client (from 1 up).
     pub fn next_conversation(&self) -> u64 {
         self.next_conversation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Continues the conversation numbering of a session this client
+    /// resumes (the next request gets `next`).
+    pub fn resume_conversation(&self, next: u64) {
+        self.next_conversation.store(next, Ordering::Relaxed);
     }
 
     /// A POST to the session path with the session token and these headers.

@@ -31,8 +31,10 @@ use sessionwire::session::handshake::{
 };
 use sessionwire::Violation;
 
-pub use self::http::{full, request, Body, HttpClient, HttpReply, PollReply};
+pub use self::http::{full, request, trickled_body, Body, HttpClient, HttpReply, PollReply};
 pub use self::ws::{ping_response, user_ping, Inbound, WsClient};
+/// The WebSocket message type of the client's WebSocket layer.
+pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// The default connection path (section 2: a custom path ends in `/diffusion`).
 pub const DEFAULT_PATH: &str = "/diffusion";
