@@ -1,6 +1,7 @@
 //! The event log (`--events PATH`, `-` for stdout): one JSON object per line
-//! per session event, written by its own thread so that a slow disk or a
-//! stdout nobody reads never stalls the hub.
+//! per session event. A file is written and flushed as each event happens;
+//! stdout goes through a writer thread so that a reader that does not keep
+//! up never stalls the server.
 //!
 //! Every line has `ts` (RFC 3339, UTC, milliseconds) and `event`:
 //!
@@ -98,76 +99,107 @@ pub fn line(ts: SystemTime, r: &Record<'_>) -> String {
     serde_json::to_string(&l).unwrap_or_default()
 }
 
-/// The event log's sending end. Dropping it (or [`EventLog::close`]) lets
-/// the writer flush and stop.
-#[derive(Debug)]
+/// Where lines go.
+enum Sink {
+    /// Nowhere (no `--events`).
+    Off,
+    /// A file, written and flushed by the hub itself: a line is in the file
+    /// before the client hears the outcome it records.
+    File(BufWriter<std::fs::File>),
+    /// Stdout, through a writer thread, so that a reader that does not keep
+    /// up never stalls the hub (lines beyond the backlog are dropped).
+    Thread {
+        tx: SyncSender<String>,
+        writer: JoinHandle<()>,
+    },
+}
+
+/// The event log. [`EventLog::close`] flushes it.
 pub struct EventLog {
-    tx: Option<SyncSender<String>>,
-    writer: Option<JoinHandle<()>>,
+    sink: Sink,
     dropped: u64,
+    failed: bool,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventLog {
     /// Opens the log: `None` logs nothing, `-` is stdout, anything else a
     /// file opened for appending (created if missing).
     pub fn open(spec: Option<&str>) -> io::Result<EventLog> {
-        let out: Box<dyn Write + Send> = match spec {
-            None => {
-                return Ok(EventLog {
-                    tx: None,
-                    writer: None,
-                    dropped: 0,
-                })
+        let sink = match spec {
+            None => Sink::Off,
+            Some("-") => {
+                let (tx, rx) = sync_channel::<String>(BACKLOG);
+                let writer =
+                    std::thread::Builder::new()
+                        .name("event-log".into())
+                        .spawn(move || {
+                            let mut out = BufWriter::new(io::stdout());
+                            while let Ok(first) = rx.recv() {
+                                let _ = writeln!(out, "{first}");
+                                // Write what else is waiting, then flush once.
+                                while let Ok(more) = rx.try_recv() {
+                                    let _ = writeln!(out, "{more}");
+                                }
+                                let _ = out.flush();
+                            }
+                            let _ = out.flush();
+                        })?;
+                Sink::Thread { tx, writer }
             }
-            Some("-") => Box::new(io::stdout()),
-            Some(path) => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+            Some(path) => Sink::File(BufWriter::new(
+                OpenOptions::new().create(true).append(true).open(path)?,
+            )),
         };
-        let (tx, rx) = sync_channel::<String>(BACKLOG);
-        let writer = std::thread::Builder::new()
-            .name("event-log".into())
-            .spawn(move || {
-                let mut out = BufWriter::new(out);
-                while let Ok(first) = rx.recv() {
-                    let mut ok = writeln!(out, "{first}").is_ok();
-                    // Write what else is waiting, then flush once.
-                    while let Ok(more) = rx.try_recv() {
-                        ok &= writeln!(out, "{more}").is_ok();
-                    }
-                    ok &= out.flush().is_ok();
-                    if !ok {
-                        tracing::warn!("event log write failed");
-                    }
-                }
-                let _ = out.flush();
-            })?;
         Ok(EventLog {
-            tx: Some(tx),
-            writer: Some(writer),
+            sink,
             dropped: 0,
+            failed: false,
         })
     }
 
-    /// Logs one event, stamped now. Never blocks: a line that finds the
-    /// backlog full is dropped and counted.
+    /// Logs one event, stamped now.
     pub fn record(&mut self, r: &Record<'_>) {
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(line(SystemTime::now(), r)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped = self.dropped.saturating_add(1);
-                if self.dropped.is_power_of_two() {
-                    tracing::warn!(dropped = self.dropped, "event log backlog full");
+        match &mut self.sink {
+            Sink::Off => {}
+            Sink::File(out) => {
+                let ok =
+                    writeln!(out, "{}", line(SystemTime::now(), r)).is_ok() && out.flush().is_ok();
+                if !ok && !self.failed {
+                    tracing::warn!("event log write failed");
                 }
+                self.failed = !ok;
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Sink::Thread { tx, .. } => match tx.try_send(line(SystemTime::now(), r)) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.dropped = self.dropped.saturating_add(1);
+                    if self.dropped.is_power_of_two() {
+                        tracing::warn!(dropped = self.dropped, "event log backlog full");
+                    }
+                }
+            },
         }
     }
 
-    /// Flushes everything logged and stops the writer (blocks until then).
-    pub fn close(mut self) {
-        self.tx = None;
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+    /// Flushes everything logged (blocks until then).
+    pub fn close(self) {
+        match self.sink {
+            Sink::Off => {}
+            Sink::File(mut out) => {
+                let _ = out.flush();
+            }
+            Sink::Thread { tx, writer } => {
+                drop(tx);
+                let _ = writer.join();
+            }
         }
     }
 }

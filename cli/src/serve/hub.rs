@@ -27,7 +27,7 @@ use sessionwire::session::{
     SessionToken, Transmit,
 };
 use sessionwire::{CloseReason, Limits, Message, Violation};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::events::{EventLog, Record};
 
@@ -154,8 +154,27 @@ pub struct WsConn {
     pub conn: u64,
     /// Messages to write.
     pub tx: mpsc::Sender<Out>,
-    /// Set by the hub when it stopped draining because `tx` was full.
-    pub blocked: Arc<AtomicBool>,
+    /// Signals beside the channel.
+    pub signal: Arc<ConnSignal>,
+}
+
+/// What the hub signals to a WebSocket connection outside its channel.
+#[derive(Debug, Default)]
+pub struct ConnSignal {
+    /// Set by the hub when it stopped draining because the channel was full.
+    pub blocked: AtomicBool,
+    /// Notified when an [`Out::Close`] was queued: a connection stuck
+    /// writing to a client that does not read stops waiting.
+    pub closing: Notify,
+}
+
+impl WsConn {
+    /// Queues the close (the channel always has a slot left for it) and
+    /// wakes the connection even if it is stuck in a write.
+    fn close(self, last: Option<Bytes>, frame: bool) {
+        let _ = self.tx.try_send(Out::Close { last, frame });
+        self.signal.closing.notify_one();
+    }
 }
 
 /// What the hub tells a WebSocket connection.
@@ -606,16 +625,6 @@ impl Hub {
                 Event::Disconnected {
                     reason, violation, ..
                 } => {
-                    // Drop the transport; the session waits for a reconnection.
-                    if let Some(c) = entry.conn.take() {
-                        let _ = c.tx.try_send(Out::Close {
-                            last: None,
-                            frame: false,
-                        });
-                    }
-                    let polls = std::mem::take(&mut entry.polls);
-                    let sends = std::mem::take(&mut entry.sends);
-                    answer_all(polls, sends, HttpAnswer::Reconnect, HttpAnswer::Reconnect);
                     self.events.record(&Record {
                         event: "disconnected",
                         session: Some(entry.id),
@@ -625,11 +634,32 @@ impl Hub {
                         violation,
                         ..Record::default()
                     });
+                    // Drop the transport; the session waits for a reconnection.
+                    if let Some(c) = entry.conn.take() {
+                        c.close(None, false);
+                    }
+                    let polls = std::mem::take(&mut entry.polls);
+                    let sends = std::mem::take(&mut entry.sends);
+                    answer_all(polls, sends, HttpAnswer::Reconnect, HttpAnswer::Reconnect);
                 }
             }
         }
-        drain_transmits(session, entry);
+        // A close comes first: its transmits (the ABORT) must be the last
+        // thing written, not drained as an ordinary message.
         if let Some(close) = session.poll_close() {
+            // The event is logged before the client can see the close.
+            let transport = session.transport();
+            self.events.record(&Record {
+                event: "closed",
+                session: Some(entry.id),
+                principal: entry.principal.as_deref(),
+                transport: Some(transport),
+                reason: Some(close.reason),
+                violation: close.violation,
+                abort_sent: Some(close.abort_sent),
+                ..Record::default()
+            });
+            tracing::debug!(session = %entry.id, reason = %close, "session closed");
             let mut last = None;
             while let Some(t) = session.poll_transmit() {
                 match t {
@@ -646,9 +676,8 @@ impl Hub {
                 // the others end the WebSocket properly.
                 let frame =
                     !close.reason.is_recoverable() && close.reason != CloseReason::FailedOver;
-                let _ = c.tx.try_send(Out::Close { last, frame });
+                c.close(last, frame);
             }
-            let transport = session.transport();
             if let Some(e) = self.entries.remove(&token) {
                 let poll_answer = if sends_abort(close.reason) {
                     HttpAnswer::Abort
@@ -661,21 +690,11 @@ impl Hub {
                         self.by_principal.remove(p);
                     }
                 }
-                self.events.record(&Record {
-                    event: "closed",
-                    session: Some(e.id),
-                    principal: e.principal.as_deref(),
-                    transport: Some(transport),
-                    reason: Some(close.reason),
-                    violation: close.violation,
-                    abort_sent: Some(close.abort_sent),
-                    ..Record::default()
-                });
-                tracing::debug!(session = %e.id, reason = %close, "session closed");
             }
             self.closed_since_reap += 1;
             return;
         }
+        drain_transmits(session, entry);
         if let Some(t) = session.poll_timeout() {
             if entry.scheduled.is_none_or(|s| t < s) {
                 entry.scheduled = Some(t);
@@ -764,7 +783,7 @@ fn drain_transmits(session: &mut sessionwire::session::Session, entry: &mut Entr
     loop {
         if let Some(c) = entry.conn.as_ref() {
             if c.tx.capacity() <= 1 {
-                c.blocked.store(true, Ordering::Release);
+                c.signal.blocked.store(true, Ordering::Release);
                 return;
             }
         }

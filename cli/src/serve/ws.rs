@@ -13,7 +13,7 @@
 //! (recoverable reasons, so that the client reconnects).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use sessionwire::session::handshake::ConnectionRequest;
 use sessionwire::session::SessionToken;
 use sessionwire::{Field, Violation, ViolationKind};
+use tokio::io::AsyncReadExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -33,11 +34,16 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
-use super::hub::{Attach, Command, Connected, Out, WsConn, CONN_QUEUE};
+use super::hub::{Attach, Command, ConnSignal, Connected, Out, WsConn, CONN_QUEUE};
 use super::Shared;
 
-/// How long the last writes (ABORT, close frame) may take.
+/// How long the hub's close order may take to arrive once signalled.
 const FINAL_WRITE: Duration = Duration::from_secs(1);
+/// How long the last writes (ABORT, close frame) may wait for a client that
+/// is slow to read.
+const LINGER: Duration = Duration::from_secs(5);
+/// How long to wait for the client's close frame after ours.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether the request asks for a WebSocket upgrade.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -134,7 +140,7 @@ async fn run(mut ws: Ws, request: Result<ConnectionRequest, Violation>, shared: 
     let authenticated = shared.authenticate(&request).await;
     let conn = shared.next_conn();
     let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
-    let blocked = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(ConnSignal::default());
     let (reply_tx, reply_rx) = oneshot::channel::<Connected>();
     let command = Command::Connect {
         request,
@@ -142,7 +148,7 @@ async fn run(mut ws: Ws, request: Result<ConnectionRequest, Violation>, shared: 
         attach: Attach::WebSocket(WsConn {
             conn,
             tx,
-            blocked: Arc::clone(&blocked),
+            signal: Arc::clone(&signal),
         }),
         reply: reply_tx,
     };
@@ -156,7 +162,15 @@ async fn run(mut ws: Ws, request: Result<ConnectionRequest, Violation>, shared: 
     let sent = ws.send(WsMessage::Binary(connected.response)).await;
     let Some(token) = connected.token else {
         // Refused: close after the response.
-        let _ = tokio::time::timeout(FINAL_WRITE, ws.close(None)).await;
+        finish(
+            ws,
+            CloseOrder {
+                before: Vec::new(),
+                last: None,
+                frame: true,
+            },
+        )
+        .await;
         return;
     };
     if sent.is_err() {
@@ -168,16 +182,39 @@ async fn run(mut ws: Ws, request: Result<ConnectionRequest, Violation>, shared: 
         tokio::select! {
             out = rx.recv() => match out {
                 Some(Out::Message(b)) => {
-                    if ws.send(WsMessage::Binary(b)).await.is_err() {
+                    // `feed` buffers the message (waiting first for room when
+                    // the client is slow); `flush` pushes it out. Either
+                    // wait ends when the session closes meanwhile.
+                    let fed = tokio::select! {
+                        r = ws.feed(WsMessage::Binary(b.clone())) => r.is_ok(),
+                        () = signal.closing.notified() => {
+                            // Not buffered: it goes first in the last writes.
+                            if let Some(mut order) = close_order(&mut rx).await {
+                                order.before.insert(0, b);
+                                finish(ws, order).await;
+                            }
+                            return;
+                        }
+                    };
+                    let written = fed && tokio::select! {
+                        r = ws.flush() => r.is_ok(),
+                        () = signal.closing.notified() => {
+                            if let Some(order) = close_order(&mut rx).await {
+                                finish(ws, order).await;
+                            }
+                            return;
+                        }
+                    };
+                    if !written {
                         lost(shared, token, conn, true).await;
                         return;
                     }
-                    if blocked.swap(false, Ordering::AcqRel) {
+                    if signal.blocked.swap(false, Ordering::AcqRel) {
                         let _ = shared.hub.send(Command::Writable { token, conn }).await;
                     }
                 }
                 Some(Out::Close { last, frame }) => {
-                    finish(ws, last, frame).await;
+                    finish(ws, CloseOrder { before: Vec::new(), last, frame }).await;
                     return;
                 }
                 // The hub is gone (shutdown).
@@ -215,24 +252,46 @@ async fn run(mut ws: Ws, request: Result<ConnectionRequest, Violation>, shared: 
                 if fault {
                     // The session closes: wait for its last words (ABORT),
                     // reading nothing more.
-                    if let Ok(Some(Out::Close { last, frame })) =
-                        tokio::time::timeout(FINAL_WRITE, async {
-                            loop {
-                                match rx.recv().await {
-                                    Some(Out::Message(_)) => continue,
-                                    other => return other,
-                                }
-                            }
-                        })
-                        .await
-                    {
-                        finish(ws, last, frame).await;
+                    if let Some(order) = close_order(&mut rx).await {
+                        finish(ws, order).await;
                     }
                     return;
                 }
             }
         }
     }
+}
+
+/// The hub's close order: the messages queued before it, the last message
+/// (ABORT) and whether to send a close frame.
+struct CloseOrder {
+    before: Vec<Bytes>,
+    last: Option<Bytes>,
+    frame: bool,
+}
+
+/// Waits (bounded) for the hub's close order.
+async fn close_order(rx: &mut mpsc::Receiver<Out>) -> Option<CloseOrder> {
+    tokio::time::timeout(FINAL_WRITE, async {
+        let mut before = Vec::new();
+        loop {
+            match rx.recv().await {
+                // At most CONN_QUEUE of them.
+                Some(Out::Message(b)) => before.push(b),
+                Some(Out::Close { last, frame }) => {
+                    return Some(CloseOrder {
+                        before,
+                        last,
+                        frame,
+                    })
+                }
+                None => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 async fn lost(shared: &Shared, token: SessionToken, conn: u64, io_error: bool) {
@@ -246,20 +305,68 @@ async fn lost(shared: &Shared, token: SessionToken, conn: u64, io_error: bool) {
         .await;
 }
 
-/// Writes the last message (ABORT) and ends the connection: a close frame,
-/// or just dropping the socket.
-async fn finish(mut ws: Ws, last: Option<Bytes>, frame: bool) {
-    let _ = tokio::time::timeout(FINAL_WRITE, async {
-        if let Some(b) = last {
-            if ws.send(WsMessage::Binary(b)).await.is_err() {
-                return;
+/// Writes what is left and the last message (ABORT), then ends the
+/// connection with a close frame; or just drops the socket (recoverable
+/// reasons). While writing, and a moment after, what the client sends is
+/// read and discarded, so that the socket ends with a FIN rather than a reset
+/// that could destroy the last messages before the client reads them.
+/// Bounded in time by [`LINGER`]: a client that does not read loses them.
+async fn finish(ws: Ws, order: CloseOrder) {
+    if !order.frame && order.last.is_none() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, finish_writes(ws, order)).await;
+}
+
+async fn finish_writes(ws: Ws, order: CloseOrder) {
+    let (mut sink, mut stream) = ws.split();
+    let write = async move {
+        for b in order.before.into_iter().chain(order.last) {
+            if sink.send(WsMessage::Binary(b)).await.is_err() {
+                break;
             }
         }
-        if frame {
-            let _ = ws.close(None).await;
+        if order.frame {
+            let _ = sink.close().await;
         }
-    })
-    .await;
+        sink
+    };
+    tokio::pin!(write);
+    // Read (and discard) while writing, so that a client blocked on its own
+    // writes gets to read ours.
+    let mut frames_ok = true;
+    let sink = loop {
+        tokio::select! {
+            sink = &mut write => break sink,
+            msg = stream.next(), if frames_ok => {
+                if !matches!(msg, Some(Ok(_))) {
+                    frames_ok = false;
+                }
+            }
+        }
+    };
+    let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+    if frames_ok {
+        // Until the client's close frame, or its end.
+        let _ = tokio::time::timeout_at(deadline, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
+    }
+    // Then raw bytes (framing may be broken: the fault that closed the
+    // session), until the client closes its side.
+    if let Ok(mut ws) = stream.reunite(sink) {
+        let io = ws.get_mut();
+        let mut buf = [0u8; 1024];
+        let _ = tokio::time::timeout_at(deadline, async {
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 #[cfg(test)]
