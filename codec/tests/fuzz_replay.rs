@@ -101,6 +101,10 @@ fn record_unlisted(t: &FuzzTarget, dir: &Path) {
     } else if !text.ends_with('\n') {
         add.push('\n');
     }
+    add.push_str(
+        "# Recorded from corpus::verdict by the fuzz replay (SESSIONWIRE_RECORD): \
+         a regression baseline, not derived by hand.\n",
+    );
     // The rows as the corpus writer formats them, without its header.
     let written = rows.to_string();
     for line in written.lines().filter(|l| !l.starts_with('#')) {
