@@ -277,7 +277,13 @@ impl Session {
             state: SessionState::Connected,
             now,
             queue: OutboundQueue::new(limits),
-            recovery: RecoveryBuffer::new(limits.recovery_buffer()),
+            // Without reconnection (`r=0`) nothing is ever resent: keep
+            // only the count, not the messages.
+            recovery: RecoveryBuffer::new(if request.reconnect_timeout.is_zero() {
+                0
+            } else {
+                limits.recovery_buffer()
+            }),
             resend: VecDeque::new(),
             received: 0,
             sends: ReorderBuffer::new(limits),
@@ -1309,6 +1315,23 @@ mod tests {
             [Transmit::PollResponse { sequence: 0, body }] => assert_eq!(body, "AAAAAQYB"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn section_6_without_reconnection_sent_messages_are_counted_not_kept() {
+        let (mut s, t0) = ws(0, None);
+        for _ in 0..3 {
+            assert!(s.send(t0, topic()));
+        }
+        assert_eq!(ws_out(&mut s).len(), 3);
+        assert_eq!(s.sent(), 3);
+        assert_eq!(s.memory().recovery_messages, 0);
+        let (mut s, t0) = ws(1000, None);
+        for _ in 0..3 {
+            assert!(s.send(t0, topic()));
+        }
+        assert_eq!(ws_out(&mut s).len(), 3);
+        assert_eq!(s.memory().recovery_messages, 3, "kept for a reconnection");
     }
 
     #[test]
