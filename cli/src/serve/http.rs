@@ -23,7 +23,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
+    ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS,
+    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
+    VARY,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -123,15 +128,64 @@ async fn handle(
     if super::ws::is_upgrade(&req) {
         return Ok(super::ws::upgrade(req, shared, peer));
     }
+    let origin = req.headers().get(ORIGIN).cloned();
+    if req.method() == Method::OPTIONS {
+        return Ok(with_cors(preflight(&req), origin));
+    }
     if req.method() != Method::POST {
         return Ok(respond(StatusCode::METHOD_NOT_ALLOWED, ""));
     }
-    match header(&req, "m") {
+    let r = match header(&req, "m") {
         Some("0") => Ok(connect(req, &shared).await),
         Some("1") => poll(req, &shared).await,
         Some("2") => send(req, &shared).await,
         _ => Ok(respond(StatusCode::BAD_REQUEST, "m must be 0, 1 or 2\n")),
+    };
+    r.map(|r| with_cors(r, origin))
+}
+
+/// The answer to a browser's CORS preflight: POST with the polling headers.
+fn preflight<B>(req: &Request<B>) -> Response<Full<Bytes>> {
+    let mut r = respond(StatusCode::NO_CONTENT, Bytes::new());
+    let h = r.headers_mut();
+    h.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    let asked = req
+        .headers()
+        .get(ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_static("m, c, s, ty, v, ca, r, sp, username, password, cs, ss")
+        });
+    h.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked);
+    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    r
+}
+
+/// Lets a browser page from `origin` read the answer (HTTP polling is the
+/// browsers' transport), including the reconnect header.
+fn with_cors(mut r: Response<Full<Bytes>>, origin: Option<HeaderValue>) -> Response<Full<Bytes>> {
+    let h = r.headers_mut();
+    match origin {
+        Some(o) => {
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            h.insert(
+                ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            h.insert(VARY, HeaderValue::from_static("Origin"));
+        }
+        None => {
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        }
     }
+    h.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(RECONNECT_HEADER),
+    );
+    r
 }
 
 async fn connect(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
@@ -329,6 +383,25 @@ mod tests {
         let b = read_limited(&mut body, 8).await.unwrap();
         assert_eq!(b, None);
         assert_eq!(body.0.len(), 1, "reading stopped at the crossing");
+    }
+
+    #[test]
+    fn section_6_browser_pages_may_read_polling_answers() {
+        let req = Request::builder()
+            .method(Method::OPTIONS)
+            .header(ACCESS_CONTROL_REQUEST_HEADERS, "m, c, s")
+            .body(())
+            .unwrap();
+        let r = with_cors(
+            preflight(&req),
+            Some(HeaderValue::from_static("http://app")),
+        );
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], "http://app");
+        assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_HEADERS], "m, c, s");
+        let r = with_cors(answer(HttpAnswer::Reconnect).unwrap(), None);
+        assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(r.headers()[ACCESS_CONTROL_EXPOSE_HEADERS], RECONNECT_HEADER);
     }
 
     #[test]
