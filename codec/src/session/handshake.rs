@@ -295,7 +295,8 @@ impl ConnectionRequest {
 
     /// Parses the headers of an HTTP polling connect (`m=0`). Header names are
     /// matched case-insensitively; values are taken verbatim, except `sp`, which
-    /// is percent-decoded when it does not already start with `{`. Offsets in
+    /// is percent-decoded when it does not already start with `{`, and
+    /// `username`, which the real client percent-encodes. Offsets in
     /// violations are the index of the offending header (or the header count
     /// for a missing one).
     pub fn from_headers<'a, I>(headers: I) -> Result<ConnectionRequest, Violation>
@@ -313,7 +314,7 @@ impl ConnectionRequest {
             let Some(field) = KEYS.iter().find(|k| **k == lower).copied() else {
                 continue;
             };
-            let value = if field == "sp" && !value.starts_with('{') {
+            let value = if (field == "sp" && !value.starts_with('{')) || field == "username" {
                 percent_decode(value).ok_or(malformed(field, index))?
             } else {
                 value.to_owned()
@@ -757,6 +758,32 @@ mod tests {
         }
         let v = parse("ty=WB&v=29&ca=1x&r=0").unwrap_err();
         assert_eq!(v.offset(), "ty=WB&v=29&ca=".len());
+    }
+
+    #[test]
+    fn section_6_polling_username_is_percent_decoded_as_the_real_client_encodes_it() {
+        let headers = [
+            ("ty", "B"),
+            ("v", "29"),
+            ("ca", "10"),
+            ("r", "0"),
+            ("username", "alice%40example.com"),
+            ("password", "AQZzM2NyZXQ="),
+        ];
+        let req = ConnectionRequest::from_headers(headers).unwrap();
+        assert_eq!(req.principal.as_deref(), Some("alice@example.com"));
+        assert_eq!(req.credentials, Credentials::Text("s3cret".into()));
+        let bad = [
+            ("ty", "B"),
+            ("v", "29"),
+            ("ca", "10"),
+            ("r", "0"),
+            ("username", "%ff"),
+        ];
+        assert_eq!(
+            ConnectionRequest::from_headers(bad).unwrap_err().kind(),
+            ViolationKind::HandshakeFieldMalformed(Field::Named("username"))
+        );
     }
 
     #[test]
