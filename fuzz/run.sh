@@ -16,6 +16,8 @@
 #                     libFuzzer process, i.e. -jobs=1)
 #   FUZZ_MERGE_CAP=N  at most N new files per target and run go into corpus/
 #                     (default 24, smallest first)
+#   FUZZ_CORPUS_MAX=N never more than N fuzz-* files in a corpus directory
+#                     (default 96), so the repository and the replay stay small
 #   FUZZ_NO_MERGE=1   run only; leave corpus/ alone
 #   FUZZ_TOOLCHAIN=T  use toolchain T (`nightly`, `stable`, ...) instead of
 #                     detecting nightly
@@ -139,7 +141,9 @@ run_one() {
 
 # Merges coverage-increasing inputs of $2 into the committed corpus $3 as
 # fuzz-<sha1 prefix> files (smallest first, at most FUZZ_MERGE_CAP) and prints
-# how many were added.
+# how many were added. Coverage here means new edges (-use_counters=0): inputs
+# that only hit known edges a different number of times stay in the working
+# corpus, not in the repository.
 merge_into() {
     local bin="$1" work="$2" committed="$3"
     local tmp
@@ -147,7 +151,7 @@ merge_into() {
     inputs_of "$committed" | while read -r f; do cp "$f" "$tmp/"; done
     local -a flags
     mapfile -t flags < <(flags_of "$bin" | grep -v '^-dict=')
-    fuzz run -O -a -s "$sanitizer" "$bin" "$tmp" "$work" -- "${flags[@]}" -merge=1 \
+    fuzz run -O -a -s "$sanitizer" "$bin" "$tmp" "$work" -- "${flags[@]}" -merge=1 -use_counters=0 \
         >"$logs/$bin.merge.log" 2>&1 || {
         echo "!! merge failed, see fuzz/logs/$bin.merge.log" >&2
         rm -rf "$tmp"
@@ -156,7 +160,10 @@ merge_into() {
     }
     local known
     known="$(inputs_of "$committed" | xargs -r sha1sum | cut -d' ' -f1)"
-    local added=0 cap="${FUZZ_MERGE_CAP:-24}"
+    local added=0 cap="${FUZZ_MERGE_CAP:-24}" have room
+    have="$(find "$committed" -maxdepth 1 -type f -name 'fuzz-*' | wc -l)"
+    room=$(("${FUZZ_CORPUS_MAX:-96}" - have))
+    [ "$room" -ge "$cap" ] || cap="$room"
     # New files are named by their SHA-1; smallest first.
     while read -r f; do
         [ "$added" -lt "$cap" ] || break
