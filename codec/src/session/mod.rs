@@ -61,9 +61,10 @@
 //!   CLOSED_BY_CLIENT and FAILED_OVER (the client should reconnect elsewhere).
 //!   Over HTTP it can only go in an open poll.
 //! - The client numbers its requests from 1 upward, so a request whose
-//!   conversation id is not above every earlier one is a duplicate, and the
-//!   first request resent after a 105 must be the very next one: this is how
-//!   the known quirk of resending the wrong messages is detected.
+//!   conversation id is not above every earlier one is a duplicate: this is
+//!   how the known quirk of resending the wrong messages is detected. Ids
+//!   may skip (checked against the real client: a request that fails while
+//!   it is disconnected spends one), so a gap is not a lost message.
 //!
 //! [`Instant`]: std::time::Instant
 
