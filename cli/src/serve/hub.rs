@@ -504,6 +504,21 @@ impl Hub {
             .as_ref()
             .and_then(|p| self.by_principal.get(p))
             .copied();
+        if let (Some(token), ConnectionType::HttpPolling) = (reconnecting, transport) {
+            // Over HTTP polling the server cannot see connections drop: a
+            // reconnection is the client saying they did. Without this the
+            // session, still connected as far as it knows, would refuse it
+            // (115) and the real client would give up.
+            let polling_session = self.registry.session(&token).is_some_and(|s| {
+                s.state() == SessionState::Connected && s.transport() == ConnectionType::HttpPolling
+            });
+            if polling_session {
+                if let Some(s) = self.registry.session_mut(&token) {
+                    s.handle_event(now, SessionEvent::TransportLost);
+                }
+                self.process(token);
+            }
+        }
         self.registry.authenticator_mut().0 = authenticated && !self.stopping;
         let outcome = self.registry.connect(now, request);
         let response = outcome.response.to_bytes();
