@@ -4,9 +4,10 @@
 //! Phases: ramp (connect every session, a bounded number at a time, each
 //! answering SYSTEM_PING from then on), settle (all idle; the server's
 //! resident memory is read), exchange (each session sends a USER_PING every
-//! interval, spread evenly, and times the answer), drain (wait for the last
-//! answers) and close (CLOSE_REQUEST, as the real client does). It stops by
-//! itself: every phase is bounded in time.
+//! interval, spread evenly over the interval, and times the answer), drain
+//! (wait for the last answers) and, once every session has drained, close
+//! (CLOSE_REQUEST, as the real client does). It stops by itself: every phase
+//! is bounded in time.
 //!
 //! A message is *lost* when a USER_PING is never answered, is answered out of
 //! order, or a session's connection ends before the run does.
@@ -316,9 +317,38 @@ impl std::error::Error for LoadError {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Ramp,
-    Exchange,
+    /// Pings start at this instant (plus each session's offset): a moment
+    /// after the phase change, so that waking every session is not timed.
+    Exchange(tokio::time::Instant),
+    /// No more pings: wait for the last answers.
     Stop,
+    /// Every session has its answers: close (not before, so that no
+    /// answer waits behind other sessions' closes).
+    Close,
 }
+
+/// How long a session waits for the answers to its last pings.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Counts a session in once, whichever way it ends.
+struct Arrival(Option<Arc<AtomicUsize>>);
+
+impl Arrival {
+    fn arrive(&mut self) {
+        if let Some(count) = self.0.take() {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.arrive();
+    }
+}
+
+/// How long after the exchange phase starts the first pings go out.
+const EXCHANGE_WARM_UP: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 struct SessionStats {
@@ -368,6 +398,7 @@ pub async fn run(args: &LoadArgs) -> Report {
     let (phase_tx, phase_rx) = watch::channel(Phase::Ramp);
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let settled = Arc::new(AtomicUsize::new(0));
+    let drained = Arc::new(AtomicUsize::new(0));
     let ramp_start = Instant::now();
     let ramp_deadline = ramp_start + Duration::from_secs(args.ramp_timeout);
     let interval = Duration::from_millis(args.ping_interval.max(1));
@@ -379,6 +410,7 @@ pub async fn run(args: &LoadArgs) -> Report {
             args.addr,
             gate.clone(),
             settled.clone(),
+            Arrival(Some(drained.clone())),
             phase_rx.clone(),
             ramp_deadline,
             interval,
@@ -391,11 +423,16 @@ pub async fn run(args: &LoadArgs) -> Report {
     report.ramp = ramp_start.elapsed();
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     report.server_idle = mem();
-    let exchange_start = Instant::now();
-    let _ = phase_tx.send(Phase::Exchange);
-    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let epoch = tokio::time::Instant::now() + EXCHANGE_WARM_UP;
+    let _ = phase_tx.send(Phase::Exchange(epoch));
+    tokio::time::sleep_until(epoch + Duration::from_secs(args.duration)).await;
     let _ = phase_tx.send(Phase::Stop);
-    report.exchange = exchange_start.elapsed();
+    report.exchange = epoch.elapsed();
+    let drain_deadline = Instant::now() + DRAIN + Duration::from_secs(2);
+    while drained.load(Ordering::Relaxed) < args.sessions && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = phase_tx.send(Phase::Close);
     let mut latencies = Vec::new();
     for t in tasks {
         let Ok(s) = t.await else {
@@ -423,6 +460,7 @@ async fn session(
     addr: SocketAddr,
     gate: Arc<Semaphore>,
     settled: Arc<AtomicUsize>,
+    mut drained: Arrival,
     mut phase: watch::Receiver<Phase>,
     ramp_deadline: Instant,
     interval: Duration,
@@ -466,6 +504,9 @@ async fn session(
     }
 
     // Exchange: a USER_PING every interval.
+    let Phase::Exchange(epoch) = *phase.borrow() else {
+        return stats;
+    };
     let mut outstanding = std::collections::VecDeque::new();
     let mut counted = Counted {
         messages: 0,
@@ -473,21 +514,22 @@ async fn session(
         latencies: &mut stats.latencies,
         lost: 0,
     };
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
+    let mut ticker = tokio::time::interval_at(epoch + offset, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut alive = true;
-    while alive && *phase.borrow() == Phase::Exchange {
+    while alive && matches!(*phase.borrow(), Phase::Exchange(_)) {
         tokio::select! {
             inbound = client.read() => {
                 alive = answer(&mut client, inbound, &mut Some(&mut counted)).await;
             }
             _ = ticker.tick() => {
                 let conversation = client.next_conversation();
+                let at = Instant::now();
                 if client.send(&user_ping(conversation)).await.is_err() {
                     alive = false;
                 } else {
                     counted.messages += 1;
-                    counted.outstanding.push_back((conversation, Instant::now()));
+                    counted.outstanding.push_back((conversation, at));
                     stats.user_pings += 1;
                 }
             }
@@ -495,7 +537,7 @@ async fn session(
         }
     }
     // Drain: the answers to the last pings.
-    let drain_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let drain_until = tokio::time::Instant::now() + DRAIN;
     while alive && !counted.outstanding.is_empty() {
         match tokio::time::timeout_at(drain_until, client.read()).await {
             Ok(inbound) => alive = answer(&mut client, inbound, &mut Some(&mut counted)).await,
@@ -507,6 +549,19 @@ async fn session(
     if !alive {
         stats.dropped = true;
         return stats;
+    }
+    drained.arrive();
+    // Idle (answering SYSTEM_PING) until every session has drained.
+    while *phase.borrow() != Phase::Close {
+        tokio::select! {
+            inbound = client.read() => {
+                if !answer(&mut client, inbound, &mut None).await {
+                    stats.dropped = true;
+                    return stats;
+                }
+            }
+            changed = phase.changed() => if changed.is_err() { break },
+        }
     }
     stats.held = true;
     // Close as the real client does; the server should close the socket.
