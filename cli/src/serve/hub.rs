@@ -847,3 +847,205 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessionwire::message::ServiceRequest;
+
+    fn start(config: SessionConfig) -> mpsc::Sender<Command> {
+        let (tx, rx) = mpsc::channel(16);
+        let hub = Hub::new(Limits::default(), config, EventLog::open(None).unwrap());
+        tokio::spawn(hub.run(rx));
+        tx
+    }
+
+    fn quiet() -> SessionConfig {
+        SessionConfig {
+            ping_period: None,
+            ..SessionConfig::default()
+        }
+    }
+
+    async fn ws_connect(hub: &mpsc::Sender<Command>) -> (SessionToken, mpsc::Receiver<Out>) {
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        let (reply, answer) = oneshot::channel();
+        let attach = Attach::WebSocket(WsConn {
+            conn: 7,
+            tx,
+            signal: Arc::new(ConnSignal::default()),
+        });
+        hub.send(Command::Connect {
+            request: ConnectionRequest::from_query("/diffusion?ty=WB&v=29&ca=8&r=0"),
+            authenticated: true,
+            attach,
+            reply,
+        })
+        .await
+        .unwrap();
+        let connected = answer.await.unwrap();
+        assert_eq!(&connected.response[..3], &[0x23, 29, 100]);
+        (connected.token.unwrap(), rx)
+    }
+
+    async fn inbound(hub: &mpsc::Sender<Command>, token: SessionToken, bytes: &'static [u8]) {
+        let data = Bytes::from_static(bytes);
+        hub.send(Command::Inbound {
+            token,
+            conn: 7,
+            data,
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn next_message(rx: &mut mpsc::Receiver<Out>) -> Message {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Out::Message(b))) => Message::decode(&b, &Limits::default()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn section_3_user_ping_answered_unknown_service_gets_error_100() {
+        let hub = start(quiet());
+        let (token, mut rx) = ws_connect(&hub).await;
+        inbound(&hub, token, &[0x00, 0x38, 0x01]).await;
+        assert_eq!(
+            next_message(&mut rx).await,
+            Message::ServiceResponse(sessionwire::message::ServiceResponse {
+                conversation: 1,
+                payload: Bytes::new()
+            })
+        );
+        // Service 3, conversation 2: no such service here.
+        inbound(&hub, token, &[0x00, 0x03, 0x02]).await;
+        match next_message(&mut rx).await {
+            Message::ServiceError(e) => {
+                assert_eq!((e.conversation, e.code), (2, UNKNOWN_SERVICE_ERROR));
+                assert_eq!(UNKNOWN_SERVICE_ERROR, 100);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn section_4_system_ping_every_period() {
+        let hub = start(SessionConfig {
+            ping_period: Some(Duration::from_millis(50)),
+            ..SessionConfig::default()
+        });
+        let (token, mut rx) = ws_connect(&hub).await;
+        for conversation in 1..=3 {
+            match next_message(&mut rx).await {
+                Message::ServiceRequest(ServiceRequest {
+                    service,
+                    conversation: c,
+                    ..
+                }) => {
+                    assert_eq!((service, c), (55, conversation));
+                    let answer: &'static [u8] = match conversation {
+                        1 => &[0x06, 0x01],
+                        2 => &[0x06, 0x02],
+                        _ => &[0x06, 0x03],
+                    };
+                    inbound(&hub, token, answer).await;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn section_5_controller_close_writes_abort_last_then_a_close_frame() {
+        let hub = start(quiet());
+        let (_token, mut rx) = ws_connect(&hub).await;
+        let (reply, list) = oneshot::channel();
+        hub.send(Command::List { reply }).await.unwrap();
+        let list = list.await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].transport, list[0].state), ("ws", "connected"));
+        let (reply, found) = oneshot::channel();
+        let id = list[0].id.clone();
+        let event = SessionEvent::ClosedByController;
+        hub.send(Command::Act { id, event, reply }).await.unwrap();
+        assert!(found.await.unwrap());
+        match rx.recv().await {
+            Some(Out::Close {
+                last: Some(b),
+                frame: true,
+            }) => assert_eq!(&b[..], &[0x1c]),
+            other => panic!("{other:?}"),
+        }
+        let (reply, list) = oneshot::channel();
+        hub.send(Command::List { reply }).await.unwrap();
+        assert!(list.await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn section_1_transport_lost_without_reconnection_just_drops() {
+        let hub = start(quiet());
+        let (token, mut rx) = ws_connect(&hub).await;
+        hub.send(Command::Lost {
+            token,
+            conn: 7,
+            io_error: false,
+        })
+        .await
+        .unwrap();
+        // The connection was already gone: nothing more is sent to it, and
+        // the session is forgotten.
+        let (reply, list) = oneshot::channel();
+        hub.send(Command::List { reply }).await.unwrap();
+        assert!(list.await.unwrap().is_empty());
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn section_6_http_poll_is_answered_by_a_send() {
+        let hub = start(quiet());
+        let (reply, answer) = oneshot::channel();
+        let request =
+            ConnectionRequest::from_headers([("ty", "B"), ("v", "29"), ("ca", "8"), ("r", "0")]);
+        hub.send(Command::Connect {
+            request,
+            authenticated: true,
+            attach: Attach::Http,
+            reply,
+        })
+        .await
+        .unwrap();
+        let token = answer.await.unwrap().token.unwrap();
+        let (reply, poll) = oneshot::channel();
+        let sequence = "0".to_owned();
+        hub.send(Command::Poll {
+            token,
+            sequence,
+            reply,
+        })
+        .await
+        .unwrap();
+        let (reply, ack) = oneshot::channel();
+        hub.send(Command::Send {
+            token,
+            sequence: "0".into(),
+            body: Bytes::from_static(b"AAAAAgA4AQ=="),
+            reply,
+        })
+        .await
+        .unwrap();
+        assert_eq!(ack.await.unwrap(), HttpAnswer::Ack);
+        assert_eq!(poll.await.unwrap(), HttpAnswer::Body("AAAAAQYB".into()));
+        // An unknown token is told ABORT.
+        let (reply, poll) = oneshot::channel();
+        let unknown = SessionToken::from_bytes(b"AAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+        hub.send(Command::Poll {
+            token: unknown,
+            sequence: "0".into(),
+            reply,
+        })
+        .await
+        .unwrap();
+        assert_eq!(poll.await.unwrap(), HttpAnswer::Abort);
+    }
+}
