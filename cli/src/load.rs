@@ -406,15 +406,18 @@ pub async fn run(args: &LoadArgs) -> Report {
     for i in 0..args.sessions {
         // Spread the pings evenly over one interval.
         let offset = interval.mul_f64(i as f64 / args.sessions.max(1) as f64);
-        tasks.push(tokio::spawn(session(
-            args.addr,
-            gate.clone(),
-            settled.clone(),
-            Arrival(Some(drained.clone())),
-            phase_rx.clone(),
+        let plan = Plan {
+            addr: args.addr,
+            gate: gate.clone(),
+            settled: settled.clone(),
             ramp_deadline,
             interval,
             offset,
+        };
+        tasks.push(tokio::spawn(session(
+            plan,
+            Arrival(Some(drained.clone())),
+            phase_rx.clone(),
         )));
     }
     while settled.load(Ordering::Relaxed) < args.sessions && Instant::now() < ramp_deadline {
@@ -455,17 +458,33 @@ pub async fn run(args: &LoadArgs) -> Report {
     report
 }
 
-/// One session through every phase.
-async fn session(
+/// What one session is told to do.
+struct Plan {
     addr: SocketAddr,
+    /// Bounds the connections opened at once.
     gate: Arc<Semaphore>,
+    /// Counts the sessions done connecting (either way).
     settled: Arc<AtomicUsize>,
-    mut drained: Arrival,
-    mut phase: watch::Receiver<Phase>,
     ramp_deadline: Instant,
     interval: Duration,
+    /// When, within an interval, this session pings.
     offset: Duration,
+}
+
+/// One session through every phase.
+async fn session(
+    plan: Plan,
+    mut drained: Arrival,
+    mut phase: watch::Receiver<Phase>,
 ) -> SessionStats {
+    let Plan {
+        addr,
+        gate,
+        settled,
+        ramp_deadline,
+        interval,
+        offset,
+    } = plan;
     let mut stats = SessionStats::default();
     let options = ConnectOptions {
         read_buffer: 4096,
