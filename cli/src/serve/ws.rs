@@ -37,6 +37,10 @@ use tokio_tungstenite::WebSocketStream;
 use super::hub::{Attach, Command, ConnSignal, Connected, Out, WsConn, CONN_QUEUE};
 use super::Shared;
 
+/// WebSocket connections allowed beyond --max-clients (closing ones, refused
+/// ones being answered).
+const WS_SLACK: usize = 256;
+
 /// How long the hub's close order may take to arrive once signalled.
 const FINAL_WRITE: Duration = Duration::from_secs(1);
 /// How long the last writes (ABORT, close frame) may wait for a client that
@@ -63,6 +67,12 @@ pub fn upgrade<B>(
     shared: Arc<Shared>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
+    // Every session has at most one WebSocket; a few more may be closing.
+    let most = shared.limits.max_clients().saturating_add(WS_SLACK);
+    if shared.ws_tasks.load(Ordering::Acquire) >= most {
+        tracing::warn!(%peer, "too many WebSocket connections: upgrade refused");
+        return super::http::respond(StatusCode::SERVICE_UNAVAILABLE, "busy\n");
+    }
     let version_ok = req
         .headers()
         .get("sec-websocket-version")
