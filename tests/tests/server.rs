@@ -213,7 +213,6 @@ async fn section_4_http_no_poll_in_time_closes_client_unresponsive() {
 
 // ------------------------------------------------------------ MESSAGE_TOO_LARGE
 
-#[ignore = "server bug: after refusing an over-limit frame it closes the socket with the unread payload still in its receive buffer, so the kernel sends RST and the client often loses the ABORT (needs a lingering close in serve::ws::finish)"]
 #[tokio::test]
 async fn section_1_ws_message_over_the_limit_closes_message_too_large() {
     let server = Server::start(&["--ping-period", "0", "--max-message-size", "1024"]);
@@ -237,7 +236,6 @@ async fn section_1_ws_message_over_the_limit_closes_message_too_large() {
     assert_eq!(e["abort_sent"], true);
 }
 
-#[ignore = "server bug: after refusing an over-limit frame it closes the socket with the unread payload still in its receive buffer, so the kernel sends RST and the client often loses the ABORT (needs a lingering close in serve::ws::finish)"]
 #[tokio::test]
 async fn section_1_ws_frame_declaring_4_gib_closes_message_too_large() {
     let server = Server::start(&["--ping-period", "0"]);
