@@ -19,12 +19,12 @@
 //! use sessionwire::corpus::{verdict, Target};
 //! use sessionwire::{CloseReason, Limits};
 //!
-//! let v = verdict(Target::Message, &[0x3f, 1, 2, 3, 4], &Limits::default());
+//! let v = verdict(Target::Message, &[0x3f, 1, 2, 3, 4], &Limits::default()).unwrap();
 //! assert_eq!(v.reason, Some(CloseReason::InvalidInboundMessage));
 //! assert_eq!(v.offset, Some(0));
 //! assert_eq!(v.to_string(), "close INVALID_INBOUND_MESSAGE (7) at offset 0, 0 messages");
 //!
-//! let v = verdict(Target::HttpBody, b"AAAAAgA4AQ==", &Limits::default());
+//! let v = verdict(Target::HttpBody, b"AAAAAgA4AQ==", &Limits::default()).unwrap();
 //! assert_eq!(v.to_string(), "accept, 1 message");
 //! ```
 
