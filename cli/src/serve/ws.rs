@@ -28,7 +28,7 @@ use sessionwire::session::SessionToken;
 use sessionwire::{Field, Violation, ViolationKind};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -138,10 +138,32 @@ fn classify(e: &WsError, limit: usize) -> Result<Violation, bool> {
                 | std::io::ErrorKind::UnexpectedEof
                 | std::io::ErrorKind::ConnectionAborted
         )),
-        // Closed, reset without a closing handshake, broken framing: the
-        // connection is gone.
+        // Bytes that are no valid WebSocket frame (reserved bits, unmasked
+        // or unknown frames, ...) or a text frame that is not even UTF-8:
+        // not a valid message.
+        WsError::Protocol(p)
+            if !matches!(
+                p,
+                ProtocolError::ResetWithoutClosingHandshake
+                    | ProtocolError::SendAfterClosing
+                    | ProtocolError::ReceivedAfterClosing
+            ) =>
+        {
+            Ok(frame_fault())
+        }
+        WsError::Utf8(_) => Ok(frame_fault()),
+        // Closed, or reset without a closing handshake: the connection is
+        // gone.
         _ => Err(false),
     }
+}
+
+/// A frame the protocol does not allow (a text frame, broken framing).
+fn frame_fault() -> Violation {
+    Violation::new(
+        ViolationKind::MalformedField(Field::Named("websocket frame")),
+        0,
+    )
 }
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -236,10 +258,7 @@ async fn run(mut ws: Ws, request: Result<ConnectionRequest, Violation>, shared: 
                     Some(Ok(WsMessage::Text(_))) => Command::Fault {
                         token,
                         conn,
-                        violation: Violation::new(
-                            ViolationKind::MalformedField(Field::Named("text frame")),
-                            0,
-                        ),
+                        violation: frame_fault(),
                     },
                     // Control frames: tungstenite answers pings itself.
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
@@ -399,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn section_1_oversized_message_is_message_too_large() {
+    fn section_1_transport_faults_map_to_their_close_reasons() {
         let e = WsError::Capacity(
             tokio_tungstenite::tungstenite::error::CapacityError::MessageTooLong {
                 size: 40_000,
@@ -413,5 +432,13 @@ mod tests {
         let other = WsError::Io(std::io::ErrorKind::PermissionDenied.into());
         assert_eq!(classify(&other, 1), Err(true));
         assert_eq!(classify(&WsError::ConnectionClosed, 1), Err(false));
+        let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        assert_eq!(classify(&reset, 1), Err(false));
+        let unmasked = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
+        let v = classify(&unmasked, 1).unwrap();
+        assert_eq!(
+            v.close_reason(),
+            sessionwire::CloseReason::InvalidInboundMessage
+        );
     }
 }
