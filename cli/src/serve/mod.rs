@@ -323,7 +323,7 @@ async fn start(args: &ServeArgs) -> Result<Running, String> {
                 shared.hub.clone(),
                 stop_rx,
             ));
-            addr.to_string()
+            format!("on {addr}")
         }
         None => "off".to_owned(),
     };
@@ -331,7 +331,7 @@ async fn start(args: &ServeArgs) -> Result<Running, String> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "listening ws+http on {listen_addr} control on {control_shown}"
+        "listening ws+http on {listen_addr} control {control_shown}"
     );
     let _ = out.flush();
     drop(out);
