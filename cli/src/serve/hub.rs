@@ -314,8 +314,8 @@ impl Hub {
                 self.last_reap = Instant::now();
             }
         }
-        // Answer whatever is still waiting.
-        self.registry.reap();
+        // Requests still waiting get no answer: dropping their reply
+        // channels drops their connections.
         self.events
     }
 
