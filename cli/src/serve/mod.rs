@@ -285,6 +285,9 @@ async fn start(args: &ServeArgs) -> Result<Running, String> {
             let addr = l
                 .local_addr()
                 .map_err(|e| format!("control address: {e}"))?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the control API listens beyond loopback: plain HTTP, keep the link trusted");
+            }
             Some((l, addr, token))
         }
         None => None,
