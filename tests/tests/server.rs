@@ -502,6 +502,35 @@ async fn section_1_control_close_closes_closed_by_controller() {
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn section_1_control_failover_expire_revoke_close_with_their_reasons() {
+    let server = Server::start(&["--ping-period", "0"]);
+    for (action, reason, abort) in [
+        ("failover", "FAILED_OVER", false),
+        ("expire", "EXPIRED", true),
+        ("revoke", "REVOKED", true),
+    ] {
+        let mut c = ws_connect(&server, &ConnectOptions::default()).await;
+        let id = session_id(c.response());
+        let r = within(
+            action,
+            server.control(Method::POST, &format!("/sessions/{id}/{action}"), ""),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{action}");
+        let seen = c.recv_until_end(STEP).await;
+        if abort {
+            assert_abort_then_close(&seen);
+        } else {
+            // Failover: no ABORT, the client should reconnect elsewhere.
+            assert_end_without_abort(&seen);
+        }
+        let e = expect_event(&server, "closed", &id, reason).await;
+        assert_eq!(e["abort_sent"], abort, "{e}");
+    }
+}
+
 // ------------------------------------------------------------ CONNECTION_LOST
 
 #[tokio::test]
