@@ -425,6 +425,29 @@ async fn section_1_ws_client_that_stops_reading_closes_message_queue_limit_reach
     assert!(answers < sent, "{answers} answers for {sent} requests");
 }
 
+#[tokio::test]
+async fn section_1_http_client_that_stops_polling_closes_message_queue_limit_reached() {
+    let server = Server::start(&["--ping-period", "0", "--queue-limit", "4"]);
+    let c = http_connect(&server, &ConnectOptions::default()).await;
+    let id = session_id(c.response());
+    // Four answers fit the queue while no poll is open; the fifth does not.
+    let four: Vec<Message> = (1..=4).map(user_ping).collect();
+    let r = within("send 4", c.send(&four)).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        server.events().iter().all(|e| e["event"] != "closed"),
+        "{:?}",
+        server.events()
+    );
+    let _ = within("send 5th", c.send(&[user_ping(5)])).await;
+    let e = expect_event(&server, "closed", &id, "MESSAGE_QUEUE_LIMIT_REACHED").await;
+    assert_eq!(e["transport"], "http");
+    // The queue was discarded: the next poll gets ABORT, not the answers.
+    let p = within("poll", c.poll()).await;
+    assert!(poll_aborted(&p), "{p:?}");
+}
+
 // ------------------------------------------------------- CLOSED_BY_CONTROLLER
 
 #[tokio::test]
