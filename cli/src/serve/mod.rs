@@ -168,33 +168,69 @@ impl Shared {
 
     /// Decides the credentials of a new session before it reaches the hub
     /// (Argon2 is slow: it runs on the blocking pool, a few at a time).
-    /// Reconnections and faulty requests pass: the registry decides those.
     pub async fn authenticate(&self, request: &Result<ConnectionRequest, Violation>) -> bool {
-        let Some(users) = &self.users else {
-            return true;
-        };
-        let Ok(request) = request else {
-            return true;
-        };
-        if request.reconnect.is_some() {
-            return true;
-        }
-        let Some(principal) = request.principal.clone() else {
-            // A users file forbids anonymous sessions.
-            return false;
-        };
-        let password: Vec<u8> = match &request.credentials {
-            Credentials::Text(t) => t.as_bytes().to_vec(),
-            Credentials::Binary(b) => b.clone(),
-            _ => Vec::new(),
+        let (users, principal, password) = match credentials_check(self.users.as_ref(), request) {
+            Check::Allow => return true,
+            Check::Deny => return false,
+            Check::Verify {
+                users,
+                principal,
+                password,
+            } => (users, principal, password),
         };
         let Ok(_permit) = self.password_checks.acquire().await else {
             return false;
         };
-        let users = Arc::clone(users);
         tokio::task::spawn_blocking(move || users.verify(&principal, &password))
             .await
             .unwrap_or(false)
+    }
+}
+
+/// What a connection request's credentials need.
+#[derive(Debug)]
+enum Check {
+    /// Nothing to check.
+    Allow,
+    /// Refused without a check.
+    Deny,
+    /// A password to verify against the users file.
+    Verify {
+        users: Arc<Users>,
+        principal: String,
+        password: Vec<u8>,
+    },
+}
+
+/// Without a users file anyone connects; with one, a new session needs a
+/// listed principal and its password (anonymous ones are refused).
+/// Reconnections (the session token is their credential) and faulty
+/// requests pass: the registry decides those.
+fn credentials_check(
+    users: Option<&Arc<Users>>,
+    request: &Result<ConnectionRequest, Violation>,
+) -> Check {
+    let Some(users) = users else {
+        return Check::Allow;
+    };
+    let Ok(request) = request else {
+        return Check::Allow;
+    };
+    if request.reconnect.is_some() {
+        return Check::Allow;
+    }
+    let Some(principal) = request.principal.clone() else {
+        return Check::Deny;
+    };
+    let password = match &request.credentials {
+        Credentials::Text(t) => t.as_bytes().to_vec(),
+        Credentials::Binary(b) => b.clone(),
+        _ => Vec::new(),
+    };
+    Check::Verify {
+        users: Arc::clone(users),
+        principal,
+        password,
     }
 }
 
@@ -407,5 +443,92 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(q: &str) -> Result<ConnectionRequest, Violation> {
+        ConnectionRequest::from_query(q)
+    }
+
+    #[test]
+    fn section_2_without_a_users_file_anyone_connects() {
+        for q in [
+            "ty=WB&v=29&ca=8&r=0",
+            "ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D",
+        ] {
+            assert!(matches!(credentials_check(None, &request(q)), Check::Allow));
+        }
+    }
+
+    #[test]
+    fn section_2_with_a_users_file_anonymous_is_refused_and_principals_are_checked() {
+        let users = Arc::new(Users::default());
+        let anonymous = request("ty=WB&v=29&ca=8&r=0");
+        assert!(matches!(
+            credentials_check(Some(&users), &anonymous),
+            Check::Deny
+        ));
+        let alice = request("ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D");
+        match credentials_check(Some(&users), &alice) {
+            Check::Verify {
+                principal,
+                password,
+                ..
+            } => assert_eq!(
+                (principal.as_str(), &password[..]),
+                ("alice", &b"s3cret"[..])
+            ),
+            other => panic!("{other:?}"),
+        }
+        let no_password = request("ty=WB&v=29&ca=8&r=0&username=alice");
+        match credentials_check(Some(&users), &no_password) {
+            Check::Verify { password, .. } => assert!(password.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        // The token is a reconnection's credential; a faulty request is
+        // refused by the registry with its own code.
+        let reconnect = request("ty=WB&v=29&ca=8&r=0&c=AAAAAAAAAAAAAAAAAAAAAAAA&cs=1&ss=0");
+        assert!(matches!(
+            credentials_check(Some(&users), &reconnect),
+            Check::Allow
+        ));
+        let faulty = request("ty=WB&v=28&ca=8&r=0");
+        assert!(matches!(
+            credentials_check(Some(&users), &faulty),
+            Check::Allow
+        ));
+    }
+
+    #[test]
+    fn serve_args_build_the_limits_and_ping_period() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::parse_from([
+            "serve",
+            "--max-message-size",
+            "1024",
+            "--queue-limit",
+            "8",
+            "--reorder-wait",
+            "150",
+            "--ping-period",
+            "0",
+        ]);
+        let limits = cli.serve.limits().unwrap();
+        assert_eq!(limits.max_message_size(), 1024);
+        assert_eq!(limits.max_queue_messages(), 8);
+        assert_eq!(limits.reorder_wait(), Duration::from_millis(150));
+        assert_eq!(cli.serve.session_config().ping_period, None);
+        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8080");
+        let cli = Cli::parse_from(["serve", "--max-clients", "0"]);
+        assert!(cli.serve.limits().is_err());
     }
 }
