@@ -504,15 +504,18 @@ impl Hub {
             .as_ref()
             .and_then(|p| self.by_principal.get(p))
             .copied();
-        if let (Some(token), ConnectionType::HttpPolling) = (reconnecting, transport) {
-            // Over HTTP polling the server cannot see connections drop: a
-            // reconnection is the client saying they did. Without this the
-            // session, still connected as far as it knows, would refuse it
-            // (115) and the real client would give up.
-            let polling_session = self.registry.session(&token).is_some_and(|s| {
-                s.state() == SessionState::Connected && s.transport() == ConnectionType::HttpPolling
-            });
-            if polling_session {
+        if let Some(token) = reconnecting {
+            // A reconnection carrying the session's token is the client
+            // saying its old connection is gone, whether or not the server
+            // noticed: HTTP polling connections cannot be seen to drop, and a
+            // WebSocket may be half open (the client moved networks). Without
+            // this the session, connected as far as it knows, would refuse
+            // (115) and the real client would give up (HANDSHAKE_REJECTED).
+            let connected = self
+                .registry
+                .session(&token)
+                .is_some_and(|s| s.state() == SessionState::Connected);
+            if connected {
                 if let Some(s) = self.registry.session_mut(&token) {
                     s.handle_event(now, SessionEvent::TransportLost);
                 }
@@ -999,6 +1002,46 @@ mod tests {
         hub.send(Command::List { reply }).await.unwrap();
         assert!(list.await.unwrap().is_empty());
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn section_6_reconnection_while_connected_replaces_the_old_transport() {
+        let hub = start(quiet());
+        let attach = |conn| {
+            let (tx, rx) = mpsc::channel(CONN_QUEUE);
+            let signal = Arc::new(ConnSignal::default());
+            (Attach::WebSocket(WsConn { conn, tx, signal }), rx)
+        };
+        let (first, mut old_rx) = attach(1);
+        let (reply, answer) = oneshot::channel();
+        hub.send(Command::Connect {
+            request: ConnectionRequest::from_query("ty=WB&v=29&ca=8&r=5000"),
+            authenticated: true,
+            attach: first,
+            reply,
+        })
+        .await
+        .unwrap();
+        let token = answer.await.unwrap().token.unwrap();
+        // The old socket is half open: the server never saw it drop.
+        let (second, _new_rx) = attach(2);
+        let (reply, answer) = oneshot::channel();
+        let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=0", token.as_str());
+        hub.send(Command::Connect {
+            request: ConnectionRequest::from_query(&q),
+            authenticated: false,
+            attach: second,
+            reply,
+        })
+        .await
+        .unwrap();
+        let connected = answer.await.unwrap();
+        assert_eq!(connected.response[2], 105, "reconnected");
+        assert_eq!(connected.token, Some(token));
+        match old_rx.recv().await {
+            Some(Out::Close { last: None, frame }) => assert!(!frame, "just dropped"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]
