@@ -46,13 +46,20 @@ mkdir -p "$here/logs" "$here/artifacts/$bin"
 log="$here/logs/$bin.tmin.log"
 mark="$(mktemp)"
 echo "== minimising $2 ($bin, $toolchain, log: fuzz/logs/$bin.tmin.log)"
-max_len="$(sed -n 's/^max_len *= *//p' "$here/options/$bin.options")"
-(cd "$here" && cargo "+$toolchain" fuzz tmin -O -a -s "$sanitizer" "$bin" "$artifact" \
-    -- -max_len="$max_len") >"$log" 2>&1 || true
+# No -max_len here: libFuzzer's crash minimisation sets it itself (and
+# asserts that nobody did before).
+(cd "$here" && cargo "+$toolchain" fuzz tmin -O -a -s "$sanitizer" "$bin" "$artifact") \
+    >"$log" 2>&1 || true
 minimized="$(find "$here/artifacts/$bin" -name 'minimized-from-*' -newer "$mark" | head -1)"
 rm -f "$mark"
+# Keep the minimised input only if it still fails the target.
+if [ -n "$minimized" ] && (cd "$here" && cargo "+$toolchain" fuzz run -O -a -s "$sanitizer" \
+    "$bin" "$minimized" -- -runs=1) >"$here/logs/$bin.tmin-check.log" 2>&1; then
+    echo "   the minimised input does not fail the target (see fuzz/logs/$bin.tmin-check.log)"
+    minimized=""
+fi
 if [ -z "$minimized" ]; then
-    echo "   tmin left no minimised input (see the log); keeping the artifact as it is"
+    echo "   keeping the artifact as it is"
     minimized="$artifact"
 fi
 
