@@ -309,6 +309,17 @@ fn chunked(text: &[u8], sizes: &[usize], limits: &Limits) -> Batch {
         }
     }
     batch.violation = fed.and_then(|()| dec.finish()).err();
+    if let Some(v) = batch.violation {
+        // After a violation every call returns it again, and decodes nothing.
+        let before = batch.messages.len();
+        assert_eq!(
+            dec.feed(b"AAAAAB0=", &mut batch.messages),
+            Err(v),
+            "feed after {v}"
+        );
+        assert_eq!(dec.finish(), Err(v), "finish after {v}");
+        assert_eq!(batch.messages.len(), before, "nothing decoded after {v}");
+    }
     batch
 }
 
@@ -386,6 +397,10 @@ fn check_violation(v: &Violation, len: usize) {
 
 /// Properties of a batch decoded from the base64 `text`.
 fn check_batch(text: &[u8], batch: &Batch) {
+    assert_eq!(
+        batch.close_reason(),
+        batch.violation.map(|v| v.close_reason())
+    );
     let mut raw = Vec::new();
     polling::encode_batch(&batch.messages, &mut raw).expect("decoded bodies fit a u32");
     match batch.violation {

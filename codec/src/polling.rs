@@ -279,11 +279,22 @@ impl BodyDecoder {
     }
 
     /// Ends the body: a partial base64 quantum or a message cut short is a
-    /// violation.
+    /// violation. As in [`feed`](Self::feed), after a violation every call
+    /// returns that violation again.
     pub fn finish(&mut self) -> Result<(), Violation> {
         if let Some(v) = self.failed {
             return Err(v);
         }
+        let r = self.end();
+        if let Err(v) = r {
+            // Like a violation in `feed`: the decoder stays failed.
+            self.failed = Some(v);
+        }
+        r
+    }
+
+    /// Whether the body may end here.
+    fn end(&self) -> Result<(), Violation> {
         self.base64.finish()?;
         match &self.state {
             FrameState::Head { n: 0, .. } => Ok(()),
@@ -609,6 +620,32 @@ mod tests {
             b.violation,
             Some(Violation::new(ViolationKind::UnknownType(0x3f), 11))
         );
+    }
+
+    #[test]
+    fn section_6_a_body_ended_early_stays_invalid() {
+        // A partial quantum, then a frame cut short: finish reports each, and
+        // the decoder stays failed, so text fed after it decodes nothing.
+        for (text, v) in [
+            (
+                &b"AAAAAgA4AQ"[..],
+                Violation::new(ViolationKind::InvalidBase64, 8),
+            ),
+            (
+                b"AAAAAgA4",
+                Violation::new(ViolationKind::Truncated(Field::Body), 5),
+            ),
+        ] {
+            let mut dec = BodyDecoder::new(Limits::default());
+            let mut out = Vec::new();
+            for byte in text.chunks(1) {
+                dec.feed(byte, &mut out).unwrap();
+            }
+            assert_eq!(dec.finish(), Err(v));
+            assert_eq!(dec.feed(b"AAAAAB0=", &mut out), Err(v));
+            assert_eq!(dec.finish(), Err(v));
+            assert!(out.is_empty(), "{out:?}");
+        }
     }
 
     #[test]
