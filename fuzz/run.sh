@@ -105,7 +105,9 @@ run_one() {
     local artifacts="$here/artifacts/$bin" log="$logs/$bin.log"
     mkdir -p "$work" "$artifacts" "$committed"
     # Seed the working corpus with the committed one.
-    inputs_of "$committed" | while read -r f; do cp -n "$f" "$work/" ; done
+    inputs_of "$committed" | while read -r f; do
+        [ -e "$work/$(basename "$f")" ] || cp "$f" "$work/"
+    done
     local before
     before="$(find "$artifacts" -type f | wc -l)"
     local -a flags
