@@ -21,6 +21,7 @@ message message message
 http_body http_body http-body
 incremental incremental_body incremental
 roundtrip roundtrip roundtrip
+session session session
 "
 
 usage() {

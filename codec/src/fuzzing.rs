@@ -459,6 +459,29 @@ fn check_tighter(tight: &Batch, loose: &Batch) {
     }
 }
 
+/// Target `session`: drives the session layer with an `arbitrary` event
+/// sequence (see [`crate::session::fuzz::session`] for the events and the
+/// invariants: a session closes at most once, nothing is sent after the close,
+/// memory held stays within the limits, time never goes backwards inside).
+///
+/// The verdict records what the input did: `accept` when no session closed,
+/// else the first close reason, with the index of the event that led to it as
+/// the offset.
+pub fn session(data: &[u8]) -> Outcome {
+    let verdict = match crate::session::fuzz::session(data) {
+        None => Verdict::accept(0),
+        Some((reason, step)) => Verdict {
+            reason: Some(reason),
+            offset: Some(step),
+            messages: 0,
+        },
+    };
+    Outcome {
+        verdict,
+        violation: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,31 +23,38 @@ use sessionwire::{fuzzing, Message, MessageType};
 /// A fuzz target: its corpus directory, its verdict target and its body.
 struct FuzzTarget {
     dir: &'static str,
-    target: Target,
+    /// The `check` target whose verdict must agree; `None` for a fuzz-only
+    /// target that `corpus::verdict` does not run (`session`).
+    target: Option<Target>,
     run: fn(&[u8]) -> Outcome,
 }
 
 /// Every fuzz target; a new one is one more entry (and one in fuzz/run.sh).
-const TARGETS: [FuzzTarget; 4] = [
+const TARGETS: [FuzzTarget; 5] = [
     FuzzTarget {
         dir: "message",
-        target: Target::Message,
+        target: Some(Target::Message),
         run: fuzzing::message,
     },
     FuzzTarget {
         dir: "http-body",
-        target: Target::HttpBody,
+        target: Some(Target::HttpBody),
         run: fuzzing::http_body,
     },
     FuzzTarget {
         dir: "incremental",
-        target: Target::Incremental,
+        target: Some(Target::Incremental),
         run: fuzzing::incremental,
     },
     FuzzTarget {
         dir: "roundtrip",
-        target: Target::Roundtrip,
+        target: Some(Target::Roundtrip),
         run: fuzzing::roundtrip,
+    },
+    FuzzTarget {
+        dir: "session",
+        target: None,
+        run: fuzzing::session,
     },
 ];
 
@@ -83,8 +90,7 @@ fn record_unlisted(t: &FuzzTarget, dir: &Path) {
     let mut rows = Expected::new();
     for name in &names {
         let bytes = std::fs::read(dir.join(name)).expect("a readable corpus file");
-        let verdict = corpus::verdict(t.target, &bytes, &fuzzing::limits())
-            .expect("fuzz targets take any bytes");
+        let verdict = (t.run)(&bytes).verdict;
         rows.insert(name, verdict).expect("names are unique");
     }
     if rows.is_empty() {
@@ -102,7 +108,7 @@ fn record_unlisted(t: &FuzzTarget, dir: &Path) {
         add.push('\n');
     }
     add.push_str(
-        "# Recorded from corpus::verdict by the fuzz replay (SESSIONWIRE_RECORD): \
+        "# Recorded from the fuzz target's verdict by the fuzz replay (SESSIONWIRE_RECORD): \
          a regression baseline, not derived by hand.\n",
     );
     // The rows as the corpus writer formats them, without its header.
@@ -139,14 +145,15 @@ fn replay(dir_name: &str) -> Vec<Vec<u8>> {
         match panic::catch_unwind(move || run(&input)) {
             Err(_) => failures.push(format!("{shown}: a property failed (see the panic above)")),
             Ok(outcome) => {
-                let library = corpus::verdict(t.target, &bytes, &limits)
-                    .expect("fuzz targets take any bytes");
+                let library = t.target.map(|target| {
+                    corpus::verdict(target, &bytes, &limits).expect("fuzz targets take any bytes")
+                });
                 if outcome.verdict != case.expected {
                     failures.push(format!(
                         "{shown}: verdict `{}`, expected.tsv says `{}`",
                         outcome.verdict, case.expected
                     ));
-                } else if library != outcome.verdict {
+                } else if let Some(library) = library.filter(|l| *l != outcome.verdict) {
                     failures.push(format!(
                         "{shown}: corpus::verdict says `{library}`, the fuzz target `{}`",
                         outcome.verdict
@@ -214,11 +221,23 @@ fn section_3_roundtrip_corpus_builds_every_message_type() {
 #[test]
 fn every_fuzz_target_has_a_corpus_and_a_verdict_target() {
     for t in &TARGETS {
-        assert_eq!(t.target.name(), t.dir);
+        assert_eq!(t.target.map_or("session", |t| t.name()), t.dir);
         assert!(
             corpus_dir(t.dir).join(corpus::EXPECTED_FILE).is_file(),
             "{}",
             t.dir
         );
     }
+}
+
+#[test]
+fn section_1_session_corpus_keeps_its_verdicts_and_invariants() {
+    let inputs = replay("session");
+    // The seeds reach both outcomes: a session left open, and one closed.
+    assert!(inputs
+        .iter()
+        .any(|i| fuzzing::session(i).verdict.is_accept()));
+    assert!(inputs
+        .iter()
+        .any(|i| !fuzzing::session(i).verdict.is_accept()));
 }

@@ -21,7 +21,7 @@ use crate::session::handshake::{ConnectionRequest, ConnectionType};
 use crate::session::ids::SessionToken;
 use crate::session::registry::{AllowAll, Registry};
 use crate::session::state::{Session, SessionConfig, SessionEvent, SessionState, Transmit};
-use crate::Limits;
+use crate::{CloseReason, Limits};
 
 /// The most steps one input may drive: bounds the work per input.
 const MAX_STEPS: usize = 256;
@@ -87,14 +87,18 @@ enum Sequence {
 #[derive(Default)]
 struct Watch {
     closed: bool,
+    reason: Option<CloseReason>,
     now: Option<Instant>,
 }
 
 /// Runs the target on `data`. Panics when an invariant breaks.
-pub fn session(data: &[u8]) {
+///
+/// Returns the first close decision of any session and the index of the step
+/// that led to it, so that a corpus can record what each input does.
+pub fn session(data: &[u8]) -> Option<(CloseReason, usize)> {
     let mut u = Unstructured::new(data);
     let Ok(setup) = Setup::arbitrary(&mut u) else {
-        return;
+        return None;
     };
     let Ok(limits) = Limits::builder()
         .max_message_size(usize::from(setup.max_message_size).max(1))
@@ -109,7 +113,7 @@ pub fn session(data: &[u8]) {
         .max_clients(usize::from(setup.max_clients % 4).max(1))
         .build()
     else {
-        return;
+        return None;
     };
     let config = SessionConfig {
         server_id: 1,
@@ -127,16 +131,15 @@ pub fn session(data: &[u8]) {
     let r = setup.reconnect_ms % 4000;
     let first = request(setup.http, r, "alice", None);
     let outcome = registry.connect(now, Ok(first));
-    let Some(mut current) = outcome.session else {
-        return;
-    };
+    let mut current = outcome.session?;
     let mut tokens = vec![current];
     let mut watches: HashMap<SessionToken, Watch> = HashMap::new();
     let mut next_send = 0u64;
     let mut next_poll = 0u64;
     let mut writable = true;
+    let mut first = None;
 
-    for _ in 0..MAX_STEPS {
+    for index in 0..MAX_STEPS {
         if u.is_empty() {
             break;
         }
@@ -163,7 +166,8 @@ pub fn session(data: &[u8]) {
                     }
                     now = now.max(t);
                     registry.handle_timeout(now);
-                    check(&mut registry, &mut watches, &limits, writable, now);
+                    check(&mut registry, &mut watches, &limits, writable);
+                    note_first(&watches, &mut first, index);
                 }
                 now = target;
                 registry.handle_timeout(now);
@@ -252,7 +256,24 @@ pub fn session(data: &[u8]) {
             }
             Step::Writable(w) => writable = w,
         }
-        check(&mut registry, &mut watches, &limits, writable, now);
+        check(&mut registry, &mut watches, &limits, writable);
+        note_first(&watches, &mut first, index);
+    }
+    first
+}
+
+/// Keeps the first close decision seen, with the step it came at.
+fn note_first(
+    watches: &HashMap<SessionToken, Watch>,
+    first: &mut Option<(CloseReason, usize)>,
+    index: usize,
+) {
+    if first.is_none() {
+        *first = watches
+            .values()
+            .filter_map(|w| w.reason)
+            .min()
+            .map(|r| (r, index));
     }
 }
 
@@ -286,7 +307,6 @@ fn check(
     watches: &mut HashMap<SessionToken, Watch>,
     limits: &Limits,
     writable: bool,
-    _now: Instant,
 ) {
     for (token, s) in registry.sessions_mut() {
         let w = watches.entry(*token).or_default();
@@ -308,6 +328,7 @@ fn check(
         if let Some(close) = s.poll_close() {
             assert!(!w.closed, "a session closed twice");
             w.closed = true;
+            w.reason = Some(close.reason);
             assert_eq!(s.state(), SessionState::Closed(close.reason));
         }
         assert_eq!(
