@@ -238,6 +238,35 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
+impl Outcome {
+    /// The outcome of decoding one WebSocket message.
+    pub fn of_message(decoded: &Result<Message, Violation>) -> Outcome {
+        match decoded {
+            Ok(_) => Outcome {
+                verdict: Verdict::accept(1),
+                violation: None,
+            },
+            Err(v) => Outcome {
+                verdict: Verdict::close(v, 0),
+                violation: Some(*v),
+            },
+        }
+    }
+
+    /// The outcome of decoding an HTTP polling body: the messages accepted
+    /// before the first violation, if any.
+    pub fn of_batch(batch: &polling::Batch) -> Outcome {
+        let messages = batch.messages.len();
+        Outcome {
+            verdict: match &batch.violation {
+                Some(v) => Verdict::close(v, messages),
+                None => Verdict::accept(messages),
+            },
+            violation: batch.violation,
+        }
+    }
+}
+
 /// Runs a scenario file (see [`crate::session::scenario`]) and returns its
 /// whole outcome, transcript included.
 pub fn scenario_outcome(bytes: &[u8], limits: &Limits) -> Result<ScenarioOutcome, InputError> {
@@ -252,27 +281,10 @@ pub fn scenario_outcome(bytes: &[u8], limits: &Limits) -> Result<ScenarioOutcome
 /// input can fail to run.
 pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Result<Outcome, InputError> {
     Ok(match target {
-        Target::Message => match Message::decode(&Bytes::copy_from_slice(bytes), limits) {
-            Ok(_) => Outcome {
-                verdict: Verdict::accept(1),
-                violation: None,
-            },
-            Err(v) => Outcome {
-                verdict: Verdict::close(&v, 0),
-                violation: Some(v),
-            },
-        },
-        Target::HttpBody => {
-            let batch = polling::decode_body(bytes, limits);
-            let messages = batch.messages.len();
-            Outcome {
-                verdict: match &batch.violation {
-                    Some(v) => Verdict::close(v, messages),
-                    None => Verdict::accept(messages),
-                },
-                violation: batch.violation,
-            }
+        Target::Message => {
+            Outcome::of_message(&Message::decode(&Bytes::copy_from_slice(bytes), limits))
         }
+        Target::HttpBody => Outcome::of_batch(&polling::decode_body(bytes, limits)),
         Target::Incremental => outcome(Target::HttpBody, split_incremental(bytes).2, limits)?,
         Target::Roundtrip => Outcome {
             verdict: Verdict::accept(1),

@@ -39,18 +39,6 @@ use crate::message::{FetchFields, Message, Text};
 use crate::polling::{self, Batch, BodyDecoder, LENGTH_PREFIX};
 use crate::violation::{Violation, ViolationKind};
 
-/// The outcome of a decoded batch: its messages and its violation.
-fn batch_outcome(batch: &Batch) -> Outcome {
-    let messages = batch.messages.len();
-    Outcome {
-        verdict: match &batch.violation {
-            Some(v) => Verdict::close(v, messages),
-            None => Verdict::accept(messages),
-        },
-        violation: batch.violation,
-    }
-}
-
 /// The limits every target decodes with (and the corpus verdicts assume): the
 /// defaults.
 pub fn limits() -> Limits {
@@ -117,16 +105,7 @@ pub fn message(data: &[u8]) -> Outcome {
         }
     }
 
-    match decoded {
-        Ok(_) => Outcome {
-            verdict: Verdict::accept(1),
-            violation: None,
-        },
-        Err(v) => Outcome {
-            verdict: Verdict::close(&v, 0),
-            violation: Some(v),
-        },
-    }
+    Outcome::of_message(&decoded)
 }
 
 /// Target `http_body`: one HTTP polling POST body (base64 text).
@@ -164,7 +143,7 @@ pub fn http_body(data: &[u8]) -> Outcome {
     check_batch(data, &tight);
     check_tighter(&tight, &one);
 
-    batch_outcome(&one)
+    Outcome::of_batch(&one)
 }
 
 /// Target `incremental`: a POST body fed to [`BodyDecoder`] in chunks whose
@@ -191,7 +170,7 @@ pub fn incremental(data: &[u8]) -> Outcome {
             "chunked {sizes:?} under {tight:?}"
         );
     }
-    batch_outcome(&one)
+    Outcome::of_batch(&one)
 }
 
 /// The chunk size one size byte of an `incremental` input stands for.
