@@ -7,9 +7,8 @@
 # coverage into corpus/<dir>/ as fuzz-<sha1 prefix> with their verdict
 # recorded in expected.tsv, and prints executions, coverage and crashes.
 #
-# Targets (name, cargo-fuzz binary, corpus directory) are listed in TARGETS
-# below; a new target is one more line there and one in the replay test
-# (codec/tests/fuzz_replay.rs).
+# Targets (name, cargo-fuzz binary, corpus directory) are listed in
+# fuzz/targets.sh, shared with triage.sh.
 #
 # Environment:
 #   FUZZ_PARALLEL=N   with `all`, run N targets at once (default 1; each is one
@@ -30,14 +29,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 
-# name binary corpus-dir
-TARGETS="
-message message message
-http_body http_body http-body
-incremental incremental_body incremental
-roundtrip roundtrip roundtrip
-session session session
-"
+# shellcheck source=targets.sh
+. "$here/targets.sh"
 
 usage() {
     echo "usage: fuzz/run.sh TARGET|all SECONDS" >&2
@@ -45,10 +38,6 @@ usage() {
     exit 2
 }
 
-# The line of TARGETS for a target name, binary name or corpus directory.
-lookup() {
-    echo "$TARGETS" | awk -v t="$1" 'NF && ($1 == t || $2 == t || $3 == t) { print; exit }'
-}
 
 [ $# -eq 2 ] || usage
 case "$2" in '' | *[!0-9]*) usage ;; esac

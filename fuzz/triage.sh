@@ -15,21 +15,15 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 
-# name binary corpus-dir, as in run.sh.
-TARGETS="
-message message message
-http_body http_body http-body
-incremental incremental_body incremental
-roundtrip roundtrip roundtrip
-session session session
-"
+# shellcheck source=targets.sh
+. "$here/targets.sh"
 
 usage() {
     echo "usage: fuzz/triage.sh TARGET ARTIFACT [NAME]" >&2
     exit 2
 }
 [ $# -ge 2 ] && [ $# -le 3 ] || usage
-line="$(echo "$TARGETS" | awk -v t="$1" 'NF && ($1 == t || $2 == t || $3 == t) { print; exit }')"
+line="$(lookup "$1")"
 [ -n "$line" ] || usage
 read -r _ bin dir <<<"$line"
 artifact="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
