@@ -131,20 +131,8 @@ pub enum EntryKind {
     Response(ConnectionResponse),
     /// A connection attempt was refused.
     Refused(Refusal),
-    /// A WebSocket message to the client.
-    WebSocket(Bytes),
-    /// An answer to an HTTP poll.
-    PollResponse {
-        /// The poll's `s`.
-        sequence: u64,
-        /// The base64 body.
-        body: String,
-    },
-    /// An answer to an HTTP send.
-    SendAck {
-        /// The send's `s`.
-        sequence: u64,
-    },
+    /// Something the session sent on its transport.
+    Transmit(Transmit),
     /// A message delivered to the application (its type).
     Delivered(MessageType),
     /// The transport was dropped; the session is kept for a reconnection.
@@ -194,7 +182,7 @@ impl fmt::Display for TranscriptEntry {
                 }
                 Ok(())
             }
-            EntryKind::WebSocket(b) => {
+            EntryKind::Transmit(Transmit::WebSocket(b)) => {
                 f.write_str("ws ->")?;
                 for byte in b.iter().take(32) {
                     write!(f, " {byte:02x}")?;
@@ -204,10 +192,12 @@ impl fmt::Display for TranscriptEntry {
                 }
                 Ok(())
             }
-            EntryKind::PollResponse { sequence, body } => {
+            EntryKind::Transmit(Transmit::PollResponse { sequence, body }) => {
                 write!(f, "poll {sequence} -> 200 {body:?}")
             }
-            EntryKind::SendAck { sequence } => write!(f, "send {sequence} -> 200"),
+            EntryKind::Transmit(Transmit::SendAck { sequence }) => {
+                write!(f, "send {sequence} -> 200")
+            }
             EntryKind::Delivered(t) => write!(f, "delivered {t:?}"),
             EntryKind::Disconnected(r) => write!(f, "disconnected {r}, kept for reconnection"),
             EntryKind::Closed(c) => write!(f, "closed {c}"),
@@ -684,16 +674,7 @@ impl Runner {
                 session.transport() == crate::session::handshake::ConnectionType::HttpPolling;
             if writable || http || session.is_closed() {
                 while let Some(t) = session.poll_transmit() {
-                    entries.push((
-                        number,
-                        match t {
-                            Transmit::WebSocket(b) => EntryKind::WebSocket(b),
-                            Transmit::PollResponse { sequence, body } => {
-                                EntryKind::PollResponse { sequence, body }
-                            }
-                            Transmit::SendAck { sequence } => EntryKind::SendAck { sequence },
-                        },
-                    ));
+                    entries.push((number, EntryKind::Transmit(t)));
                 }
             }
             while let Some(e) = session.poll_event() {
