@@ -2,7 +2,7 @@
 # Line coverage of codec/src from replaying the committed corpus:
 # fuzz/coverage.sh [extra cargo-llvm-cov arguments, e.g. --html]
 #
-# Runs only the stable replay test (codec/tests/fuzz_replay.rs) under
+# Runs only the stable replay test (check/tests/fuzz_replay.rs) under
 # cargo-llvm-cov, so the figure is what the corpus alone exercises, not the
 # unit tests. Needs `cargo install cargo-llvm-cov --locked` and
 # `rustup component add llvm-tools-preview` (both are installed if missing).
@@ -18,12 +18,12 @@ rustup component list --installed 2>/dev/null | grep -q '^llvm-tools' ||
     rustup component add llvm-tools-preview
 
 report="$(mktemp)"
-cargo llvm-cov -p sessionwire --features fuzzing --test fuzz_replay --summary-only "$@" |
+cargo llvm-cov -p sessionwire-check --test fuzz_replay --summary-only "$@" |
     tee "$report"
 
 # Lines columns of the summary table: Filename ... Lines Missed-Lines Cover ...
 awk '
-    /^(message\/|polling\.rs|varint\.rs|parse\.rs)/ { lines += $8; missed += $9 }
+    /^(codec\/src\/)?(message\/|polling\.rs|varint\.rs|parse\.rs)/ { lines += $8; missed += $9 }
     END {
         if (lines > 0)
             printf "decoding modules (message/, polling.rs, varint.rs, parse.rs): %d of %d lines, %.2f%%\n",

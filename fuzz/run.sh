@@ -169,7 +169,7 @@ merge_into() {
     rm -rf "$tmp"
     if [ "$added" -gt 0 ]; then
         # Record each new file's verdict in expected.tsv (a regression baseline).
-        (cd "$root" && SESSIONWIRE_RECORD="$(basename "$committed")" cargo test -q -p sessionwire --features fuzzing \
+        (cd "$root" && SESSIONWIRE_RECORD="$(basename "$committed")" cargo test -q -p sessionwire-check \
             --test fuzz_replay -- "$(basename "$committed" | tr - _)_corpus" \
             >"$logs/$bin.record.log" 2>&1) ||
             echo "!! recording verdicts failed, see fuzz/logs/$bin.record.log" >&2

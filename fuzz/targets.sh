@@ -1,14 +1,8 @@
-# The fuzz targets, sourced by run.sh and triage.sh: one line a target,
-# `name binary corpus-dir`. A new target is one more line here and one entry in
-# the replay test (codec/tests/fuzz_replay.rs).
+# The fuzz targets, sourced by run.sh and triage.sh: the lines of targets.txt
+# (`name binary corpus-dir`), comments dropped. A new target is one more line
+# there.
 # shellcheck shell=bash
-TARGETS="
-message message message
-http_body http_body http-body
-incremental incremental_body incremental
-roundtrip roundtrip roundtrip
-session session session
-"
+TARGETS="$(grep -v '^[[:space:]]*#' "$(dirname "${BASH_SOURCE[0]}")/targets.txt")"
 
 # The line of TARGETS for a target name, binary name or corpus directory.
 lookup() {

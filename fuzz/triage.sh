@@ -5,7 +5,7 @@
 #    when it does not reproduce under tmin);
 # 2. copies the result into corpus/<dir>/NAME (default regress-<sha1 prefix>);
 # 3. records its current verdict in corpus/<dir>/expected.tsv and replays the
-#    corpus (codec/tests/fuzz_replay.rs), which fails until the bug is fixed.
+#    corpus (check/tests/fuzz_replay.rs), which fails until the bug is fixed.
 #
 # After the fix, run `cargo test -p sessionwire --features fuzzing --test
 # fuzz_replay`; if the fix changed the verdict, correct the row so it says
@@ -67,7 +67,7 @@ echo "== added corpus/$dir/$name ($(wc -c <"$dest") bytes)"
 
 echo "== recording its verdict and replaying the corpus"
 status=0
-(cd "$root" && SESSIONWIRE_RECORD="$dir" cargo test -q -p sessionwire --features fuzzing \
+(cd "$root" && SESSIONWIRE_RECORD="$dir" cargo test -q -p sessionwire-check \
     --test fuzz_replay -- "${dir//-/_}_corpus") || status=$?
 grep -P "^\Q$name\E\t" "$root/corpus/$dir/expected.tsv" || echo "   (no row: the verdict itself panicked)"
 if [ "$status" -ne 0 ]; then

@@ -16,7 +16,7 @@
 //! messages accepted before the verdict.
 //!
 //! ```
-//! use sessionwire::corpus::{verdict, Target};
+//! use sessionwire_check::corpus::{verdict, Target};
 //! use sessionwire::{CloseReason, Limits};
 //!
 //! let v = verdict(Target::Message, &[0x3f, 1, 2, 3, 4], &Limits::default()).unwrap();
@@ -36,12 +36,12 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 
-use crate::close::CloseReason;
-use crate::limits::Limits;
-use crate::message::Message;
-use crate::polling;
-use crate::session::scenario::{self, ScenarioError, ScenarioOutcome};
-use crate::violation::Violation;
+use sessionwire::message::Message;
+use sessionwire::polling;
+pub use sessionwire::verdict::{split_incremental, Outcome, Verdict};
+use sessionwire::{CloseReason, Limits};
+
+use crate::scenario::{self, ScenarioError, ScenarioOutcome};
 
 /// The name of the expected-verdict file in a corpus directory.
 pub const EXPECTED_FILE: &str = "expected.tsv";
@@ -63,7 +63,7 @@ pub enum Target {
     /// must round-trip. Building never fails, so every input is accepted as
     /// one message.
     Roundtrip,
-    /// A scenario file driving a session ([`crate::session::scenario`]); the
+    /// A scenario file driving a session ([`crate::scenario`]); the
     /// verdict's offset is the 1-based line whose event closed the session and
     /// its message count is the number of messages delivered.
     Scenario,
@@ -95,7 +95,7 @@ impl Target {
     ///
     /// ```
     /// use std::path::Path;
-    /// use sessionwire::corpus::Target;
+    /// use sessionwire_check::corpus::Target;
     /// assert_eq!(Target::of_path(Path::new("corpus/http-body/x.txt")), Some(Target::HttpBody));
     /// assert_eq!(Target::of_path(Path::new("corpus/scenario/x")), Some(Target::Scenario));
     /// assert_eq!(Target::of_path(Path::new("corpus/other/x")), None);
@@ -140,78 +140,6 @@ impl FromStr for Target {
     }
 }
 
-/// What the server decides about an input: accept it, or close the client
-/// with a reason at a byte offset, after some messages were accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Verdict {
-    /// The close reason; `None` when the input is accepted.
-    pub reason: Option<CloseReason>,
-    /// The byte offset of the violation; `None` when accepted.
-    pub offset: Option<usize>,
-    /// Messages accepted before the verdict (all of them when accepted).
-    pub messages: usize,
-}
-
-impl Verdict {
-    /// The input is accepted whole, `messages` messages.
-    pub const fn accept(messages: usize) -> Verdict {
-        Verdict {
-            reason: None,
-            offset: None,
-            messages,
-        }
-    }
-
-    /// The client is closed for `violation`, after `messages` accepted messages.
-    pub const fn close(violation: &Violation, messages: usize) -> Verdict {
-        Verdict {
-            reason: Some(violation.close_reason()),
-            offset: Some(violation.offset()),
-            messages,
-        }
-    }
-
-    /// Whether the input is accepted.
-    pub const fn is_accept(&self) -> bool {
-        self.reason.is_none()
-    }
-
-    /// `accept` or `close`.
-    pub const fn word(&self) -> &'static str {
-        if self.is_accept() {
-            "accept"
-        } else {
-            "close"
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    /// `accept, 2 messages` or
-    /// `close INVALID_INBOUND_MESSAGE (7) at offset 0, 0 messages`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.word())?;
-        if let Some(reason) = self.reason {
-            write!(f, " {reason}")?;
-        }
-        if let Some(offset) = self.offset {
-            write!(f, " at offset {offset}")?;
-        }
-        let plural = if self.messages == 1 { "" } else { "s" };
-        write!(f, ", {} message{plural}", self.messages)
-    }
-}
-
-/// A verdict together with the violation behind it, for callers that report
-/// what was wrong.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    /// The verdict.
-    pub verdict: Verdict,
-    /// The violation that closed the client, if any.
-    pub violation: Option<Violation>,
-}
-
 /// An input that is not something the target can run at all (as opposed to
 /// an input the server closes the client for).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,36 +166,7 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-impl Outcome {
-    /// The outcome of decoding one WebSocket message.
-    pub fn of_message(decoded: &Result<Message, Violation>) -> Outcome {
-        match decoded {
-            Ok(_) => Outcome {
-                verdict: Verdict::accept(1),
-                violation: None,
-            },
-            Err(v) => Outcome {
-                verdict: Verdict::close(v, 0),
-                violation: Some(*v),
-            },
-        }
-    }
-
-    /// The outcome of decoding an HTTP polling body: the messages accepted
-    /// before the first violation, if any.
-    pub fn of_batch(batch: &polling::Batch) -> Outcome {
-        let messages = batch.messages.len();
-        Outcome {
-            verdict: match &batch.violation {
-                Some(v) => Verdict::close(v, messages),
-                None => Verdict::accept(messages),
-            },
-            violation: batch.violation,
-        }
-    }
-}
-
-/// Runs a scenario file (see [`crate::session::scenario`]) and returns its
+/// Runs a scenario file (see [`crate::scenario`]) and returns its
 /// whole outcome, transcript included.
 pub fn scenario_outcome(bytes: &[u8], limits: &Limits) -> Result<ScenarioOutcome, InputError> {
     let text = std::str::from_utf8(bytes).map_err(|e| InputError::NotUtf8 {
@@ -297,28 +196,6 @@ pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Result<Outcome,
     })
 }
 
-/// Splits an [`Target::Incremental`] input: byte 0 is a header whose low four
-/// bits count the chunk-size bytes that follow (its high four bits, when not
-/// zero, pick tighter limits for a second decode by the fuzz target); the rest
-/// is the body text.
-///
-/// A chunk-size byte `s` stands for `s` characters when below 0x80 and for
-/// `(s & 0x7f) * 64` characters otherwise. Returns `(header, sizes, text)`.
-///
-/// ```
-/// use sessionwire::corpus::split_incremental;
-/// assert_eq!(split_incremental(b"\x02\x05\x81AAAA"), (2, &b"\x05\x81"[..], &b"AAAA"[..]));
-/// assert_eq!(split_incremental(b""), (0, &b""[..], &b""[..]));
-/// ```
-pub fn split_incremental(data: &[u8]) -> (u8, &[u8], &[u8]) {
-    let Some((&header, rest)) = data.split_first() else {
-        return (0, &[], &[]);
-    };
-    let n = usize::from(header & 0x0f).min(rest.len());
-    let (sizes, text) = rest.split_at(n);
-    (header, sizes, text)
-}
-
 /// Runs `bytes` through the decoder of `target` and says what the server
 /// decides.
 pub fn verdict(target: Target, bytes: &[u8], limits: &Limits) -> Result<Verdict, InputError> {
@@ -338,7 +215,7 @@ pub struct ExpectedRow {
 /// `expected.tsv`, in file order.
 ///
 /// ```
-/// use sessionwire::corpus::{Expected, Verdict};
+/// use sessionwire_check::corpus::{Expected, Verdict};
 /// let e: Expected = "# comment\nok.bin\taccept\t-\t-\t1\n".parse().unwrap();
 /// assert_eq!(e.get("ok.bin"), Some(&Verdict::accept(1)));
 /// assert_eq!(e.to_string().parse::<Expected>().unwrap(), e);

@@ -31,7 +31,7 @@
 //! it is reported with it.
 //!
 //! ```
-//! use sessionwire::session::scenario;
+//! use sessionwire_check::scenario;
 //! use sessionwire::{CloseReason, Limits};
 //! let text = "\
 //! connect ws ty=WB&v=29&ca=8&r=0
@@ -49,12 +49,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::message::Message;
-use crate::session::handshake::{ConnectionRequest, ConnectionResponse, Credentials, ResponseCode};
-use crate::session::ids::SessionToken;
-use crate::session::registry::{Authenticator, Refusal, Registry};
-use crate::session::state::{Close, Event, SessionConfig, SessionEvent, Transmit};
-use crate::{CloseReason, Limits, MessageType};
+use sessionwire::message::Message;
+use sessionwire::session::handshake::{
+    ConnectionRequest, ConnectionResponse, Credentials, ResponseCode,
+};
+use sessionwire::session::ids::SessionToken;
+use sessionwire::session::registry::{Authenticator, Refusal, Registry};
+use sessionwire::session::state::{Close, Event, SessionConfig, SessionEvent, Transmit};
+use sessionwire::{CloseReason, Limits, MessageType};
 
 /// Most timer firings one `advance` line may cause: a bound on the work a
 /// scenario (or a fuzz input) can ask for.
@@ -93,7 +95,7 @@ pub enum ScenarioErrorKind {
     NoSession,
     /// `limits` or `config` after the first `connect`.
     TooLate,
-    /// The limits given do not build (see [`crate::limits::InvalidLimits`]).
+    /// The limits given do not build (see [`sessionwire::limits::InvalidLimits`]).
     InvalidLimits,
     /// A `server` message that does not decode.
     BadMessage,
@@ -223,13 +225,13 @@ impl ScenarioOutcome {
     /// for a scenario the offset is the closing line.
     ///
     /// ```
-    /// use sessionwire::session::scenario;
+    /// use sessionwire_check::scenario;
     /// use sessionwire::Limits;
     /// let o = scenario::run("connect ws ty=WB&v=29&ca=8&r=0\nws 1d\n", &Limits::default()).unwrap();
     /// assert_eq!(o.corpus_verdict().to_string(), "close CLOSED_BY_CLIENT (4) at offset 2, 0 messages");
     /// ```
-    pub fn corpus_verdict(&self) -> crate::corpus::Verdict {
-        crate::corpus::Verdict {
+    pub fn corpus_verdict(&self) -> sessionwire::Verdict {
+        sessionwire::Verdict {
             reason: self.verdict,
             offset: self.verdict.and(self.close_line),
             messages: usize::try_from(self.delivered).unwrap_or(usize::MAX),
@@ -671,7 +673,7 @@ impl Runner {
                 .position(|t| t == token)
                 .map_or(0, |i| i + 1);
             let http =
-                session.transport() == crate::session::handshake::ConnectionType::HttpPolling;
+                session.transport() == sessionwire::session::handshake::ConnectionType::HttpPolling;
             if writable || http || session.is_closed() {
                 while let Some(t) = session.poll_transmit() {
                     entries.push((number, EntryKind::Transmit(t)));

@@ -2,7 +2,7 @@
 //! stable Rust, through the same function the fuzz target runs
 //! (`sessionwire::fuzzing`): the target's properties must hold, and the
 //! verdict must be the one recorded in the directory's `expected.tsv` and the
-//! one `sessionwire::corpus::verdict` gives. A directory with no input file
+//! one `sessionwire_check::corpus::verdict` gives. A directory with no input file
 //! fails.
 //!
 //! Recording: with `SESSIONWIRE_RECORD=<dir>` (as `fuzz/run.sh` and
@@ -17,10 +17,11 @@ use std::panic;
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
-use sessionwire::corpus::{self, Expected, Outcome, Target};
 use sessionwire::{fuzzing, Message, MessageType};
+use sessionwire_check::corpus::{self, Expected, Outcome, Target};
+use sessionwire_check::fuzz_targets;
 
-/// A fuzz target: its corpus directory, its verdict target and its body.
+/// A fuzz target of `fuzz/targets.txt`, with its body.
 struct FuzzTarget {
     dir: &'static str,
     /// The `check` target whose verdict must agree; `None` for a fuzz-only
@@ -29,34 +30,28 @@ struct FuzzTarget {
     run: fn(&[u8]) -> Outcome,
 }
 
-/// Every fuzz target; a new one is one more entry (and one in fuzz/run.sh).
-const TARGETS: [FuzzTarget; 5] = [
-    FuzzTarget {
-        dir: "message",
-        target: Some(Target::Message),
-        run: fuzzing::message,
-    },
-    FuzzTarget {
-        dir: "http-body",
-        target: Some(Target::HttpBody),
-        run: fuzzing::http_body,
-    },
-    FuzzTarget {
-        dir: "incremental",
-        target: Some(Target::Incremental),
-        run: fuzzing::incremental,
-    },
-    FuzzTarget {
-        dir: "roundtrip",
-        target: Some(Target::Roundtrip),
-        run: fuzzing::roundtrip,
-    },
-    FuzzTarget {
-        dir: "session",
-        target: None,
-        run: fuzzing::session,
-    },
-];
+/// The body (in `sessionwire::fuzzing`) of the target named `name`.
+fn body(name: &str) -> Option<fn(&[u8]) -> Outcome> {
+    Some(match name {
+        "message" => fuzzing::message,
+        "http_body" => fuzzing::http_body,
+        "incremental" => fuzzing::incremental,
+        "roundtrip" => fuzzing::roundtrip,
+        "session" => fuzzing::session,
+        _ => return None,
+    })
+}
+
+/// Every fuzz target of the list, with its body.
+fn targets() -> Vec<FuzzTarget> {
+    fuzz_targets::all()
+        .map(|t| FuzzTarget {
+            dir: t.corpus,
+            target: t.check_target(),
+            run: body(t.name).unwrap_or_else(|| panic!("fuzz target {} has no body", t.name)),
+        })
+        .collect()
+}
 
 fn corpus_dir(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -64,9 +59,9 @@ fn corpus_dir(dir: &str) -> PathBuf {
         .join(dir)
 }
 
-fn target(dir: &str) -> &'static FuzzTarget {
-    TARGETS
-        .iter()
+fn target(dir: &str) -> FuzzTarget {
+    targets()
+        .into_iter()
         .find(|t| t.dir == dir)
         .expect("a known target")
 }
@@ -220,7 +215,7 @@ fn section_3_roundtrip_corpus_builds_every_message_type() {
 
 #[test]
 fn every_fuzz_target_has_a_corpus_and_a_verdict_target() {
-    for t in &TARGETS {
+    for t in &targets() {
         assert_eq!(t.target.map_or("session", |t| t.name()), t.dir);
         assert!(
             corpus_dir(t.dir).join(corpus::EXPECTED_FILE).is_file(),
@@ -240,4 +235,64 @@ fn section_1_session_corpus_keeps_its_verdicts_and_invariants() {
     assert!(inputs
         .iter()
         .any(|i| !fuzzing::session(i).verdict.is_accept()));
+}
+
+/// The `[[bin]]` names of fuzz/Cargo.toml, with their paths.
+fn fuzz_bins() -> Vec<(String, String)> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).expect("fuzz/Cargo.toml");
+    let mut bins = Vec::new();
+    let mut in_bin = false;
+    let (mut name, mut path) = (None, None);
+    for line in text.lines().map(str::trim).chain(["["]) {
+        if line.starts_with('[') {
+            if let (true, Some(n), Some(p)) = (in_bin, name.take(), path.take()) {
+                bins.push((n, p));
+            }
+            in_bin = line == "[[bin]]";
+            continue;
+        }
+        let value = |key: &str| {
+            let rest = line.strip_prefix(key)?.trim_start().strip_prefix('=')?;
+            Some(rest.trim().trim_matches('"').to_owned())
+        };
+        if in_bin {
+            name = value("name").or(name);
+            path = value("path").or(path);
+        }
+    }
+    bins
+}
+
+#[test]
+fn fuzz_target_list_matches_the_cargo_fuzz_bins_and_bodies() {
+    let listed: Vec<(String, String)> = fuzz_targets::all()
+        .map(|t| (t.binary.to_owned(), format!("fuzz_targets/{}.rs", t.binary)))
+        .collect();
+    let mut bins = fuzz_bins();
+    let mut want = listed.clone();
+    bins.sort();
+    want.sort();
+    assert_eq!(bins, want, "fuzz/Cargo.toml [[bin]]s vs fuzz/targets.txt");
+    for (_, path) in &listed {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz")
+            .join(path);
+        assert!(file.is_file(), "{}", file.display());
+    }
+    // Every listed target has a body, every corpus directory a listed target.
+    assert_eq!(targets().len(), listed.len());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    let mut dirs: Vec<String> = std::fs::read_dir(&root)
+        .expect("corpus/")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let is_fuzzed = fuzz_targets::find(&dir).is_some();
+        let is_checked = dir.parse::<Target>().is_ok();
+        assert!(is_fuzzed || is_checked, "corpus/{dir} belongs to no target");
+    }
 }

@@ -1,14 +1,14 @@
 //! Replays every scenario in `corpus/scenario` and checks it against
-//! `corpus/scenario/expected.tsv` (read with [`sessionwire::corpus`]): verdict,
+//! `corpus/scenario/expected.tsv` (read with [`sessionwire_check::corpus`]): verdict,
 //! close reason, closing line (the offset column) and delivered messages.
 //! Fails too when a close reason of section 1 (ids 0-9, 11-15) is produced by
 //! no scenario.
 
 use std::path::PathBuf;
 
-use sessionwire::corpus::{load_dir, CorpusDir};
-use sessionwire::session::scenario;
 use sessionwire::{CloseReason, Limits};
+use sessionwire_check::corpus::{load_dir, CorpusDir};
+use sessionwire_check::scenario;
 
 fn corpus() -> CorpusDir {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../corpus/scenario");

@@ -10,13 +10,15 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod add_user;
+mod load;
 mod serve;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use sessionwire::corpus::{self, CorpusDir, Outcome, Target, Verdict};
-use sessionwire::session::ScenarioOutcome;
-use sessionwire::Limits;
+use sessionwire::{Limits, Outcome, Verdict};
+use sessionwire_check::corpus::{self, CorpusDir, Target};
+use sessionwire_check::scenario::ScenarioOutcome;
 
 /// The corpus bundled with the workspace, as found at build time.
 const BUNDLED_CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../corpus");
@@ -41,14 +43,14 @@ enum Command {
     /// lost messages and (with --server-pid) the server's memory per session.
     ///
     /// Exit status: 0 every session held and nothing lost, 1 otherwise.
-    Load(sessionwire_cli::load::LoadArgs),
+    Load(load::LoadArgs),
     /// Run the reference server: WebSocket and HTTP polling on --listen, the
     /// control API on --control. Prints the bound addresses on one stdout
     /// line; stops on SIGINT or SIGTERM (exit 0).
     Serve(serve::ServeArgs),
     /// Add a user to a users file (or replace their password): the password
     /// is read from the first line of stdin and stored as an Argon2id hash.
-    AddUser(serve::users::AddUserArgs),
+    AddUser(add_user::AddUserArgs),
 }
 
 #[derive(Debug, Args)]
@@ -86,31 +88,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Load(args) => load(&args),
+        Command::Load(args) => load::run(&args),
         Command::Serve(args) => serve::run(&args),
-        Command::AddUser(args) => serve::users::add_user(&args),
-    }
-}
-
-/// `sessionwire load`: runs the load and prints its report.
-fn load(args: &sessionwire_cli::load::LoadArgs) -> ExitCode {
-    match sessionwire_cli::load::run_blocking(args) {
-        Ok(report) => {
-            if args.json {
-                println!("{}", report.to_json());
-            } else {
-                println!("{report}");
-            }
-            if report.is_clean() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
+        Command::AddUser(args) => add_user::run(&args),
     }
 }
 

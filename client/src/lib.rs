@@ -1,4 +1,7 @@
-//! A test client for the reference server, built on the codec: it connects
+//! A protocol-level test client for the reference server, and the load
+//! generator behind `sessionwire load` ([`load`]).
+//!
+//! The client is built on the codec: it connects
 //! over WebSocket ([`WsClient`]) or HTTP polling ([`HttpClient`]), decodes the
 //! connection response with [`ConnectionResponse::decode`], sends and receives
 //! [`Message`](sessionwire::Message)s and answers SYSTEM_PING, and can also
@@ -9,8 +12,8 @@
 //! [`tokio::time::timeout`] where a test must stay bounded.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), sessionwire_cli::client::ClientError> {
-//! use sessionwire_cli::client::{ConnectOptions, WsClient};
+//! # async fn demo() -> Result<(), sessionwire_client::ClientError> {
+//! use sessionwire_client::{ConnectOptions, WsClient};
 //! let addr = "127.0.0.1:8080".parse().unwrap();
 //! let mut client = WsClient::connect(addr, &ConnectOptions::default()).await?;
 //! let round_trip = client.user_ping().await?;
@@ -19,7 +22,10 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod http;
+pub mod load;
 mod ws;
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! `sessionwire load`: opens many WebSocket sessions to a server on loopback,
+//! The load generator behind `sessionwire load`: opens many WebSocket sessions to a server on loopback,
 //! holds them, exchanges pings, and reports what it saw.
 //!
 //! Phases: ramp (connect every session, a bounded number at a time, each
@@ -24,40 +24,47 @@ use sessionwire::session::ResponseCode;
 use sessionwire::Message;
 use tokio::sync::{watch, Semaphore};
 
-use crate::client::{ping_response, user_ping, ConnectOptions, Inbound, WsClient};
+use crate::{ping_response, user_ping, ConnectOptions, Inbound, WsClient};
 
-/// The options of `sessionwire load`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct LoadArgs {
+/// What a load run does: where it connects, how many sessions it holds and
+/// for how long.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
     /// WebSocket address of the server (loopback).
-    #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
     /// Sessions to open and hold.
-    #[arg(long, default_value_t = 1000)]
     pub sessions: usize,
     /// Connections opened at once during the ramp.
-    #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
     /// Each session sends a USER_PING this often during the exchange, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub ping_interval: u64,
     /// How long the exchange lasts, in seconds.
-    #[arg(long, value_name = "S", default_value_t = 10)]
     pub duration: u64,
     /// How long all sessions stay idle after the ramp before the server's
     /// idle memory is read, in seconds.
-    #[arg(long, value_name = "S", default_value_t = 2)]
     pub settle: u64,
     /// Longest ramp, in seconds: sessions not connected by then count as
     /// failed.
-    #[arg(long, value_name = "S", default_value_t = 120)]
     pub ramp_timeout: u64,
     /// The server's process id: its memory is read from /proc/PID/status.
-    #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
-    /// Print the report as one JSON object.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl Default for LoadConfig {
+    /// 1000 sessions to 127.0.0.1:8080, 64 connecting at once, a ping a second
+    /// for 10 s after 2 s of idling, a ramp of at most 120 s.
+    fn default() -> LoadConfig {
+        LoadConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            sessions: 1000,
+            connect_concurrency: 64,
+            ping_interval: 1000,
+            duration: 10,
+            settle: 2,
+            ramp_timeout: 120,
+            server_pid: None,
+        }
+    }
 }
 
 /// A process's memory as /proc/PID/status reports it, in KiB.
@@ -378,7 +385,7 @@ pub fn raise_fd_limit(sessions: usize) -> std::io::Result<u64> {
 }
 
 /// Runs the load on a new multi-threaded runtime.
-pub fn run_blocking(args: &LoadArgs) -> Result<Report, LoadError> {
+pub fn run_blocking(args: &LoadConfig) -> Result<Report, LoadError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -387,7 +394,7 @@ pub fn run_blocking(args: &LoadArgs) -> Result<Report, LoadError> {
 }
 
 /// Runs the load (see the [module documentation](self)).
-pub async fn run(args: &LoadArgs) -> Report {
+pub async fn run(args: &LoadConfig) -> Report {
     let _ = raise_fd_limit(args.sessions);
     let mem = || args.server_pid.and_then(ProcessMemory::of);
     let mut report = Report {

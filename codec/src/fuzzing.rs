@@ -2,7 +2,7 @@
 //!
 //! Each `fuzz/fuzz_targets/<target>.rs` is a shim over one function here, so
 //! the same code runs under cargo-fuzz (nightly, sanitizers) and in the stable
-//! corpus replay test (`codec/tests/fuzz_replay.rs`). Every function asserts
+//! corpus replay test (`check/tests/fuzz_replay.rs`). Every function asserts
 //! properties of the decoders and panics when one fails; it returns the
 //! [`Outcome`], which the replay test compares with the recorded verdict.
 //!
@@ -33,10 +33,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 
 use crate::close::CloseReason;
-use crate::corpus::{split_incremental, Outcome, Verdict};
 use crate::limits::Limits;
 use crate::message::{FetchFields, Message, Text};
 use crate::polling::{self, Batch, BodyDecoder, LENGTH_PREFIX};
+use crate::verdict::{split_incremental, Outcome, Verdict};
 use crate::violation::{Violation, ViolationKind};
 
 /// The limits every target decodes with (and the corpus verdicts assume): the

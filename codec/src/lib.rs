@@ -9,7 +9,6 @@
 #![warn(missing_docs)]
 
 pub mod close;
-pub mod corpus;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod limits;
@@ -18,9 +17,11 @@ mod parse;
 pub mod polling;
 pub mod session;
 pub mod varint;
+pub mod verdict;
 pub mod violation;
 
 pub use close::CloseReason;
 pub use limits::{Limits, LimitsBuilder};
 pub use message::{Message, MessageType};
+pub use verdict::{Outcome, Verdict};
 pub use violation::{Field, Violation, ViolationKind};

@@ -1,36 +1,53 @@
-//! `sessionwire serve`: the reference server. Tokio drives the sans-IO
-//! session layer ([`sessionwire::session`]).
+//! The reference server of the session protocol, as a library: tokio drives
+//! the sans-IO session layer ([`sessionwire::session`]). `sessionwire serve`
+//! is a thin call into it, and tests may start it in-process.
 //!
-//! - [`http`]: the main listener, WebSocket upgrades and the HTTP polling
+//! ```no_run
+//! # async fn demo() -> Result<(), sessionwire_server::StartError> {
+//! use sessionwire_server::{Server, ServerConfig};
+//!
+//! let config = ServerConfig {
+//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     ..ServerConfig::default()
+//! };
+//! let server = Server::bind(config).await?;
+//! println!("{}", server.listening_line());
+//! sessionwire_server::wait_for_signal().await;
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - `http`: the main listener, WebSocket upgrades and the HTTP polling
 //!   transport on one port (hyper);
-//! - [`ws`]: one task per WebSocket connection (tokio-tungstenite);
-//! - [`hub`]: the one task that owns the [`Registry`](sessionwire::session::Registry)
+//! - `ws`: one task per WebSocket connection (tokio-tungstenite);
+//! - `hub`: the one task that owns the [`Registry`](sessionwire::session::Registry)
 //!   and every session; connections talk to it over bounded channels;
-//! - [`control`]: the control API on its own listener, behind a bearer token;
-//! - [`events`]: the JSON-lines event log;
+//! - `control`: the control API on its own listener, behind a bearer token;
+//! - `events`: the JSON-lines event log;
 //! - [`users`]: the users file (principal and Argon2 password hash) and
-//!   `sessionwire add-user`.
+//!   [`users::add_user`], behind `sessionwire add-user`.
 //!
-//! Shutdown (SIGINT or SIGTERM): the listeners stop accepting, every open
+//! Shutdown ([`Server::shutdown`]): the listeners stop accepting, every open
 //! session is aborted (ABORTED: ABORT, then the socket closes), the event log
-//! is flushed and the process exits 0, all within [`SHUTDOWN_GRACE`].
+//! is flushed, all within [`SHUTDOWN_GRACE`].
 
-pub mod control;
-pub mod events;
-pub mod http;
-pub mod hub;
+#![warn(missing_docs)]
+
+mod control;
+mod events;
+mod http;
+mod hub;
 pub mod users;
-pub mod ws;
+mod ws;
 
-use std::io::Write as _;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
 use sessionwire::session::handshake::{ConnectionRequest, Credentials};
 use sessionwire::session::SessionConfig;
 use sessionwire::{Limits, Violation};
@@ -56,87 +73,63 @@ const CONCURRENT_PASSWORD_CHECKS: usize = 2;
 /// WebSocket read buffer: eagerly allocated per connection, so small.
 const WS_READ_BUFFER: usize = 4 * 1024;
 
-/// Arguments of `sessionwire serve`.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
+/// Everything the reference server is configured with: a plain value, built
+/// by the command line or by whoever embeds the server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
     /// Address of the WebSocket and HTTP polling listener (port 0: any free
-    /// port; the bound address is printed on stdout).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    /// port; [`Server::local_addr`] tells which).
     pub listen: SocketAddr,
     /// Address of the control API listener; it only starts with
-    /// --control-token-file.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+    /// [`control_token_file`](Self::control_token_file).
     pub control: SocketAddr,
     /// File holding the control API's bearer token (read once at start).
-    #[arg(long, value_name = "FILE")]
     pub control_token_file: Option<PathBuf>,
-    /// Users file: `principal:argon2-hash` per line (see `sessionwire
-    /// add-user`). Without it, anyone connects, anonymous or not.
-    #[arg(long, value_name = "FILE")]
+    /// Users file: `principal:argon2-hash` per line (see [`users::add_user`]).
+    /// Without it, anyone connects, anonymous or not.
     pub users: Option<PathBuf>,
-    /// Event log: one JSON line per session event, appended to PATH (`-`:
-    /// stdout).
-    #[arg(long, value_name = "PATH")]
+    /// Event log: one JSON line per session event, appended to this path
+    /// (`-`: stdout).
     pub events: Option<String>,
-    /// SYSTEM_PING period in ms (0: no pings, no idle checking).
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
-    pub ping_period: u64,
-    /// Largest message accepted from a client, type byte included.
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_MAX_MESSAGE_SIZE)]
-    pub max_message_size: usize,
-    /// Largest decoded HTTP polling batch accepted.
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_MAX_BATCH_SIZE)]
-    pub max_batch_size: usize,
-    /// Most messages queued for one client (then MESSAGE_QUEUE_LIMIT_REACHED).
-    #[arg(long, value_name = "MESSAGES", default_value_t = Limits::DEFAULT_MAX_QUEUE_MESSAGES)]
-    pub queue_limit: usize,
-    /// Most bytes queued for one client (then MESSAGE_QUEUE_LIMIT_REACHED).
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_MAX_QUEUE_BYTES)]
-    pub queue_bytes: usize,
-    /// Most sessions held at once (then 113).
-    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT_MAX_CLIENTS)]
-    pub max_clients: usize,
-    /// HTTP polling: how far ahead of the next send an out-of-order send may be.
-    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT_REORDER_WINDOW)]
-    pub reorder_window: u32,
-    /// HTTP polling: how long a gap in send numbers may stay open, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 5_000)]
-    pub reorder_wait: u64,
-    /// Sent messages kept per session to resend after a reconnection.
-    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT_RECOVERY_BUFFER)]
-    pub recovery_buffer: usize,
-    /// HTTP polling: how long an empty poll is held open, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 25_000)]
-    pub poll_timeout: u64,
-    /// HTTP polling: how long a client may go without an open poll, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 15_000)]
-    pub poll_gap: u64,
+    /// The limits every session enforces.
+    pub limits: Limits,
+    /// Per-session settings (pings, poll timeouts).
+    pub session: SessionConfig,
 }
 
-impl ServeArgs {
-    fn limits(&self) -> Result<Limits, String> {
-        Limits::builder()
-            .max_message_size(self.max_message_size)
-            .max_batch_size(self.max_batch_size)
-            .max_queue_messages(self.queue_limit)
-            .max_queue_bytes(self.queue_bytes)
-            .max_clients(self.max_clients)
-            .reorder_window(self.reorder_window)
-            .reorder_wait(Duration::from_millis(self.reorder_wait))
-            .recovery_buffer(self.recovery_buffer)
-            .build()
-            .map_err(|e| format!("invalid limits: {e}"))
-    }
-
-    fn session_config(&self) -> SessionConfig {
-        SessionConfig {
-            ping_period: (self.ping_period > 0).then(|| Duration::from_millis(self.ping_period)),
-            poll_timeout: Duration::from_millis(self.poll_timeout),
-            poll_gap: Duration::from_millis(self.poll_gap),
-            ..SessionConfig::default()
+impl Default for ServerConfig {
+    /// Listens on 127.0.0.1:8080 (control 127.0.0.1:8081, off without a
+    /// token file), default limits, pings every 30 s, polls held 25 s and
+    /// expected every 15 s.
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            control: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            control_token_file: None,
+            users: None,
+            events: None,
+            limits: Limits::default(),
+            session: SessionConfig {
+                ping_period: Some(Duration::from_secs(30)),
+                poll_timeout: Duration::from_secs(25),
+                poll_gap: Duration::from_secs(15),
+                ..SessionConfig::default()
+            },
         }
     }
 }
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub struct StartError(String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
 
 /// What every connection task shares.
 pub(crate) struct Shared {
@@ -234,60 +227,45 @@ fn credentials_check(
     }
 }
 
-/// Runs `sessionwire serve` until SIGINT or SIGTERM.
-pub fn run(args: &ServeArgs) -> ExitCode {
-    init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let code = runtime.block_on(serve(args));
-    runtime.shutdown_timeout(Duration::from_millis(500));
-    code
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr: stdout carries the listening line (and the event
-    // log with `--events -`).
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-async fn serve(args: &ServeArgs) -> ExitCode {
-    match start(args).await {
-        Ok(running) => running.wait().await,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-struct Running {
+/// A running reference server: its listeners accept until [`shutdown`](Self::shutdown).
+pub struct Server {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     hub: tokio::task::JoinHandle<EventLog>,
+    local_addr: SocketAddr,
+    control_addr: Option<SocketAddr>,
 }
 
-async fn start(args: &ServeArgs) -> Result<Running, String> {
-    let limits = args.limits()?;
-    // One descriptor per connection: take the hard limit, not the usual
-    // soft 1024, so that --max-clients can be reached.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+impl Server {
+    /// Reads the users and token files, opens the event log, binds the
+    /// listeners and starts serving on the current tokio runtime.
+    pub async fn bind(config: ServerConfig) -> Result<Server, StartError> {
+        start(&config).await.map_err(StartError)
     }
+
+    /// The bound address of the WebSocket and HTTP polling listener.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound address of the control API, when it runs.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control_addr
+    }
+
+    /// The line `sessionwire serve` prints once listening:
+    /// `listening ws+http on ADDR control on ADDR` (or `control off`).
+    pub fn listening_line(&self) -> String {
+        let control = match self.control_addr {
+            Some(addr) => format!("on {addr}"),
+            None => "off".to_owned(),
+        };
+        format!("listening ws+http on {} control {control}", self.local_addr)
+    }
+}
+
+async fn start(args: &ServerConfig) -> Result<Server, String> {
+    let limits = args.limits.clone();
     let users = match &args.users {
         Some(path) => {
             let users = Users::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -338,7 +316,7 @@ async fn start(args: &ServeArgs) -> Result<Running, String> {
         .max_write_buffer_size(max_message.saturating_mul(4).max(64 * 1024))
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
-    let http_connections = args.max_clients.saturating_mul(2).saturating_add(64);
+    let http_connections = limits.max_clients().saturating_mul(2).saturating_add(64);
     let shared = Arc::new(Shared {
         hub: hub_tx,
         limits: limits.clone(),
@@ -350,11 +328,11 @@ async fn start(args: &ServeArgs) -> Result<Running, String> {
         ws_tasks: AtomicUsize::new(0),
         stop: stop_rx.clone(),
     });
-    let hub = Hub::new(limits, args.session_config(), events);
+    let hub = Hub::new(limits, args.session.clone(), events);
     let hub = tokio::spawn(hub.run(hub_rx));
     tokio::spawn(http::accept_loop(listener, Arc::clone(&shared)));
 
-    let control_shown = match control {
+    let control_addr = match control {
         Some((l, addr, token)) => {
             tokio::spawn(control::accept_loop(
                 l,
@@ -362,29 +340,30 @@ async fn start(args: &ServeArgs) -> Result<Running, String> {
                 shared.hub.clone(),
                 stop_rx,
             ));
-            format!("on {addr}")
+            Some(addr)
         }
-        None => "off".to_owned(),
+        None => None,
     };
-    // The one line tests read to find the ports.
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "listening ws+http on {listen_addr} control {control_shown}"
-    );
-    let _ = out.flush();
-    drop(out);
-    tracing::info!(%listen_addr, control = %control_shown, "listening");
-    Ok(Running {
+    let server = Server {
         shared,
         stop: stop_tx,
         hub,
-    })
+        local_addr: listen_addr,
+        control_addr,
+    };
+    let control_shown = match control_addr {
+        Some(addr) => format!("on {addr}"),
+        None => "off".to_owned(),
+    };
+    tracing::info!(%listen_addr, control = %control_shown, "listening");
+    Ok(server)
 }
 
-impl Running {
-    async fn wait(self) -> ExitCode {
-        wait_for_signal().await;
+impl Server {
+    /// Stops the server within [`SHUTDOWN_GRACE`]: the listeners stop
+    /// accepting, every open session is aborted (ABORTED: ABORT, then the
+    /// socket closes) and the event log is flushed.
+    pub async fn shutdown(self) {
         tracing::info!("shutting down");
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         let _ = self.stop.send(true);
@@ -417,12 +396,11 @@ impl Running {
             Err(_) => tracing::warn!("hub did not stop in time"),
         }
         tracing::info!("stopped");
-        ExitCode::SUCCESS
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM (Ctrl-C where there are no signals).
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -501,34 +479,5 @@ mod tests {
             credentials_check(Some(&users), &faulty),
             Check::Allow
         ));
-    }
-
-    #[test]
-    fn serve_args_build_the_limits_and_ping_period() {
-        use clap::Parser as _;
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            serve: ServeArgs,
-        }
-        let cli = Cli::parse_from([
-            "serve",
-            "--max-message-size",
-            "1024",
-            "--queue-limit",
-            "8",
-            "--reorder-wait",
-            "150",
-            "--ping-period",
-            "0",
-        ]);
-        let limits = cli.serve.limits().unwrap();
-        assert_eq!(limits.max_message_size(), 1024);
-        assert_eq!(limits.max_queue_messages(), 8);
-        assert_eq!(limits.reorder_wait(), Duration::from_millis(150));
-        assert_eq!(cli.serve.session_config().ping_period, None);
-        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8080");
-        let cli = Cli::parse_from(["serve", "--max-clients", "0"]);
-        assert!(cli.serve.limits().is_err());
     }
 }

@@ -7,31 +7,19 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, BufRead as _, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::io;
+use std::path::Path;
 use std::sync::OnceLock;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use clap::Args;
 
 /// The longest principal accepted.
 pub const MAX_PRINCIPAL: usize = 256;
 
 /// The largest users file read.
 const MAX_FILE: u64 = 16 * 1024 * 1024;
-
-/// Arguments of `sessionwire add-user`.
-#[derive(Debug, Args)]
-pub struct AddUserArgs {
-    /// The users file to create or update.
-    #[arg(long, value_name = "FILE")]
-    pub users: PathBuf,
-    /// The principal to add (or whose password to replace).
-    pub principal: String,
-}
 
 /// What is wrong with a users file.
 #[derive(Debug, PartialEq, Eq)]
@@ -199,51 +187,52 @@ pub fn with_user(text: &str, principal: &str, hash: &str) -> String {
     out
 }
 
-/// Runs `sessionwire add-user`: reads the password from the first line of
-/// stdin, hashes it and writes the users file (atomically, by renaming).
-pub fn add_user(args: &AddUserArgs) -> ExitCode {
-    match try_add_user(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
+/// Sets `principal`'s password in the users file at `path` (creating the
+/// file, or replacing the principal's line): the password is stored as an
+/// Argon2id hash and the file is written atomically, by renaming.
+///
+/// The error says what is wrong, with the file's path where it applies.
+pub fn add_user(path: &Path, principal: &str, password: &str) -> Result<(), String> {
+    check_principal(principal)?;
+    let existing = read_existing(path)?;
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    let hash = hash_password(password.as_bytes()).map_err(|e| format!("hashing: {e}"))?;
+    let text = with_user(&existing, principal, &hash);
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// Checks that `principal` can be added and that the users file at `path`,
+/// if it exists, is well formed: what [`add_user`] checks before it hashes,
+/// for a caller that wants to fail before asking for a password.
+pub fn check_add_user(path: &Path, principal: &str) -> Result<(), String> {
+    check_principal(principal)?;
+    read_existing(path).map(drop)
+}
+
+fn check_principal(principal: &str) -> Result<(), String> {
+    if valid_principal(principal) {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad principal {principal:?}: 1 to {MAX_PRINCIPAL} bytes, no ':', space or control character"
+        ))
     }
 }
 
-fn try_add_user(args: &AddUserArgs) -> Result<(), String> {
-    if !valid_principal(&args.principal) {
-        return Err(format!(
-            "bad principal {:?}: 1 to {MAX_PRINCIPAL} bytes, no ':', space or control character",
-            args.principal
-        ));
-    }
-    let existing = match std::fs::read_to_string(&args.users) {
+/// The users file's text (empty when it does not exist yet), checked.
+fn read_existing(path: &Path) -> Result<String, String> {
+    let existing = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("{}: {e}", args.users.display())),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    Users::parse(&existing).map_err(|e| format!("{}: {e}", args.users.display()))?;
-    if std::io::IsTerminal::is_terminal(&io::stdin()) {
-        eprint!("password for {}: ", args.principal);
-        let _ = io::stderr().flush();
-    }
-    let mut password = String::new();
-    io::stdin()
-        .lock()
-        .read_line(&mut password)
-        .map_err(|e| format!("reading the password: {e}"))?;
-    let password = password.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        return Err("empty password (give it on the first line of stdin)".into());
-    }
-    let hash = hash_password(password.as_bytes()).map_err(|e| format!("hashing: {e}"))?;
-    let text = with_user(&existing, &args.principal, &hash);
-    let tmp = args.users.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.users).map_err(|e| format!("{}: {e}", args.users.display()))?;
-    eprintln!("{}: user {} set", args.users.display(), args.principal);
-    Ok(())
+    Users::parse(&existing).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(existing)
 }
 
 #[cfg(test)]

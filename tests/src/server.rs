@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sessionwire_cli::client::{self, ClientError, HttpReply};
-use sessionwire_cli::load::ProcessMemory;
+use sessionwire_client::load::ProcessMemory;
+use sessionwire_client::{ClientError, HttpReply};
 
 use crate::sessionwire_bin;
 
@@ -179,7 +179,7 @@ impl Server {
         body: &str,
     ) -> Result<HttpReply, ClientError> {
         let auth = format!("Bearer {}", self.control_token);
-        client::request(
+        sessionwire_client::request(
             self.control,
             method,
             path,

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sessionwire::corpus::{self, Target, Verdict};
 use sessionwire::polling::{Batch, BodyDecoder};
+use sessionwire::Verdict;
 use sessionwire::{CloseReason, Limits};
+use sessionwire_check::corpus::{self, Target};
 use sessionwire_tests::{corpus_root, sessionwire_bin};
 
 /// The targets whose corpus the main job checks; each must have files.

@@ -22,7 +22,7 @@ use sessionwire::message::{ServiceRequest, TopicMessage};
 use sessionwire::session::handshake::Reconnect;
 use sessionwire::session::ResponseCode;
 use sessionwire::{polling, Message};
-use sessionwire_cli::client::{
+use sessionwire_client::{
     full, user_ping, ClientError, ConnectOptions, HttpClient, Inbound, WsClient,
 };
 use sessionwire_tests::server::Server;
@@ -109,7 +109,7 @@ fn assert_end_without_abort(seen: &[Inbound]) {
 }
 
 /// Whether a poll answer carries ABORT.
-fn poll_aborted(p: &Result<sessionwire_cli::client::PollReply, ClientError>) -> bool {
+fn poll_aborted(p: &Result<sessionwire_client::PollReply, ClientError>) -> bool {
     matches!(p, Ok(r) if r.reply.status == StatusCode::OK && r.messages == [Message::Abort])
 }
 
@@ -303,8 +303,8 @@ async fn section_2_ws_text_frame_closes_invalid_inbound_message() {
     assert_eq!(e["abort_sent"], true);
 }
 
-fn tokio_tungstenite_text(text: &str) -> sessionwire_cli::client::WsMessage {
-    sessionwire_cli::client::WsMessage::text(text)
+fn tokio_tungstenite_text(text: &str) -> sessionwire_client::WsMessage {
+    sessionwire_client::WsMessage::text(text)
 }
 
 #[tokio::test]
@@ -477,7 +477,7 @@ async fn section_1_control_close_closes_closed_by_controller() {
     // Without the token: 401, nothing happens.
     let denied = within(
         "no token",
-        sessionwire_cli::client::request(
+        sessionwire_client::request(
             server.control,
             Method::POST,
             &format!("/sessions/{ws_id}/close"),
@@ -800,7 +800,7 @@ async fn section_1_bad_request_and_unknown_http_session_are_aborted() {
     // A poll for a session the server never had: ABORT.
     let reply = within(
         "unknown poll",
-        sessionwire_cli::client::request(
+        sessionwire_client::request(
             server.addr,
             Method::POST,
             "/diffusion",
@@ -878,8 +878,8 @@ async fn section_3_slow_client_trickling_a_message_byte_by_byte_is_served() {
 }
 
 /// A request body that yields one byte every `delay`.
-fn futures_stream(body: Vec<u8>, delay: Duration) -> sessionwire_cli::client::Body {
-    sessionwire_cli::client::trickled_body(body, delay)
+fn futures_stream(body: Vec<u8>, delay: Duration) -> sessionwire_client::Body {
+    sessionwire_client::trickled_body(body, delay)
 }
 
 #[tokio::test]

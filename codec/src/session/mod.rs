@@ -5,8 +5,8 @@
 //! and drains what to send, when to wake the session next and, once, the
 //! decision to close with a [`CloseReason`](crate::CloseReason). There are no
 //! sockets or threads here, and the session layer never reads the clock: only
-//! the drivers that stand in for a server, the scenario runner
-//! ([`scenario::run`]) and the fuzz target, read it once, as the origin of
+//! the drivers that stand in for a server, the scenario runner (crate
+//! `sessionwire-check`) and the fuzz target, read it once, as the origin of
 //! their virtual time.
 //!
 //! - [`handshake`]: the connection request (query string or HTTP headers)
@@ -16,7 +16,6 @@
 //!   takeover;
 //! - [`state`]: one session: counting, pings, polls, closes, recovery;
 //! - [`queue`], [`reorder`], [`recovery`]: the bounded buffers it holds;
-//! - [`scenario`]: the scenario file format and its runner;
 //! - `fuzz` (feature `fuzzing`): the `session` fuzz target body.
 //!
 //! ```
@@ -74,7 +73,6 @@ pub mod queue;
 pub mod recovery;
 pub mod registry;
 pub mod reorder;
-pub mod scenario;
 pub mod state;
 
 #[cfg(feature = "fuzzing")]
@@ -83,5 +81,4 @@ pub mod fuzz;
 pub use handshake::{ConnectionRequest, ConnectionResponse, ResponseCode};
 pub use ids::{SessionId, SessionToken};
 pub use registry::{AllowAll, Authenticator, ConnectOutcome, Registry};
-pub use scenario::{ScenarioError, ScenarioOutcome};
 pub use state::{Close, Event, Session, SessionConfig, SessionEvent, SessionState, Transmit};

@@ -1,0 +1,18 @@
+//! The regression harness of `sessionwire`: everything that reads files or a
+//! clock on the codec's behalf, kept out of the sans-IO codec.
+//!
+//! - [`corpus`]: the decode targets, corpus directories and the
+//!   `expected.tsv` records that pin their verdicts;
+//! - [`scenario`]: the scenario file format, in which a regression case drives
+//!   sessions through a [`Registry`](sessionwire::session::Registry), and its
+//!   runner;
+//! - [`fuzz_targets`]: the fuzz targets, from their one list
+//!   (`fuzz/targets.txt`).
+//!
+//! The dependency goes one way: [`corpus`] runs scenarios through
+//! [`scenario`], which knows nothing of corpus files.
+#![warn(missing_docs)]
+
+pub mod corpus;
+pub mod fuzz_targets;
+pub mod scenario;

@@ -1,0 +1,203 @@
+//! `sessionwire serve`: parses the server's options and runs the reference
+//! server ([`sessionwire_server`]) until SIGINT or SIGTERM.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use sessionwire::session::SessionConfig;
+use sessionwire::Limits;
+use sessionwire_server::{Server, ServerConfig};
+
+/// Arguments of `sessionwire serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the WebSocket and HTTP polling listener (port 0: any free
+    /// port; the bound address is printed on stdout).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of the control API listener; it only starts with
+    /// --control-token-file.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+    pub control: SocketAddr,
+    /// File holding the control API's bearer token (read once at start).
+    #[arg(long, value_name = "FILE")]
+    pub control_token_file: Option<PathBuf>,
+    /// Users file: `principal:argon2-hash` per line (see `sessionwire
+    /// add-user`). Without it, anyone connects, anonymous or not.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+    /// Event log: one JSON line per session event, appended to PATH (`-`:
+    /// stdout).
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<String>,
+    /// SYSTEM_PING period in ms (0: no pings, no idle checking).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub ping_period: u64,
+    /// Largest message accepted from a client, type byte included.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_MAX_MESSAGE_SIZE)]
+    pub max_message_size: usize,
+    /// Largest decoded HTTP polling batch accepted.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_MAX_BATCH_SIZE)]
+    pub max_batch_size: usize,
+    /// Most messages queued for one client (then MESSAGE_QUEUE_LIMIT_REACHED).
+    #[arg(long, value_name = "MESSAGES", default_value_t = Limits::DEFAULT_MAX_QUEUE_MESSAGES)]
+    pub queue_limit: usize,
+    /// Most bytes queued for one client (then MESSAGE_QUEUE_LIMIT_REACHED).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT_MAX_QUEUE_BYTES)]
+    pub queue_bytes: usize,
+    /// Most sessions held at once (then 113).
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+    /// HTTP polling: how far ahead of the next send an out-of-order send may be.
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT_REORDER_WINDOW)]
+    pub reorder_window: u32,
+    /// HTTP polling: how long a gap in send numbers may stay open, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    pub reorder_wait: u64,
+    /// Sent messages kept per session to resend after a reconnection.
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT_RECOVERY_BUFFER)]
+    pub recovery_buffer: usize,
+    /// HTTP polling: how long an empty poll is held open, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 25_000)]
+    pub poll_timeout: u64,
+    /// HTTP polling: how long a client may go without an open poll, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 15_000)]
+    pub poll_gap: u64,
+}
+
+impl ServeArgs {
+    fn limits(&self) -> Result<Limits, String> {
+        Limits::builder()
+            .max_message_size(self.max_message_size)
+            .max_batch_size(self.max_batch_size)
+            .max_queue_messages(self.queue_limit)
+            .max_queue_bytes(self.queue_bytes)
+            .max_clients(self.max_clients)
+            .reorder_window(self.reorder_window)
+            .reorder_wait(Duration::from_millis(self.reorder_wait))
+            .recovery_buffer(self.recovery_buffer)
+            .build()
+            .map_err(|e| format!("invalid limits: {e}"))
+    }
+
+    /// The server's configuration.
+    fn config(&self) -> Result<ServerConfig, String> {
+        Ok(ServerConfig {
+            listen: self.listen,
+            control: self.control,
+            control_token_file: self.control_token_file.clone(),
+            users: self.users.clone(),
+            events: self.events.clone(),
+            limits: self.limits()?,
+            session: self.session_config(),
+        })
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            ping_period: (self.ping_period > 0).then(|| Duration::from_millis(self.ping_period)),
+            poll_timeout: Duration::from_millis(self.poll_timeout),
+            poll_gap: Duration::from_millis(self.poll_gap),
+            ..SessionConfig::default()
+        }
+    }
+}
+
+/// Runs `sessionwire serve` until SIGINT or SIGTERM.
+pub fn run(args: &ServeArgs) -> ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = runtime.block_on(serve(args));
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries the listening line (and the event
+    // log with `--events -`).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(args: &ServeArgs) -> ExitCode {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // One descriptor per connection: take the hard limit, not the usual
+    // soft 1024, so that --max-clients can be reached.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
+    let server = match Server::bind(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The one line tests read to find the ports.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", server.listening_line());
+    let _ = out.flush();
+    drop(out);
+    sessionwire_server::wait_for_signal().await;
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_args_build_the_limits_and_ping_period() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::parse_from([
+            "serve",
+            "--max-message-size",
+            "1024",
+            "--queue-limit",
+            "8",
+            "--reorder-wait",
+            "150",
+            "--ping-period",
+            "0",
+        ]);
+        let limits = cli.serve.limits().unwrap();
+        assert_eq!(limits.max_message_size(), 1024);
+        assert_eq!(limits.max_queue_messages(), 8);
+        assert_eq!(limits.reorder_wait(), Duration::from_millis(150));
+        assert_eq!(cli.serve.session_config().ping_period, None);
+        assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8080");
+        let cli = Cli::parse_from(["serve", "--max-clients", "0"]);
+        assert!(cli.serve.limits().is_err());
+    }
+}
