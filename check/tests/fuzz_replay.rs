@@ -9,7 +9,6 @@
 //! `fuzz/triage.sh` set it), every input file of `corpus/<dir>/` that
 //! `expected.tsv` does not list yet gets a row with its current verdict (a
 //! regression baseline), before the replay checks it like any other.
-#![cfg(feature = "fuzzing")]
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -121,7 +120,7 @@ fn replay(dir_name: &str) -> Vec<Vec<u8>> {
     let t = target(dir_name);
     let dir = corpus_dir(t.dir);
     if std::env::var("SESSIONWIRE_RECORD").as_deref() == Ok(t.dir) {
-        record_unlisted(t, &dir);
+        record_unlisted(&t, &dir);
     }
     let corpus = corpus::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(
