@@ -131,9 +131,18 @@ fn check_on_the_bundled_corpus_prints_a_line_per_file_and_exits_0() {
     let out = run(&["check"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    // One line a file; a scenario's transcript follows it, indented.
-    let verdict_lines = text.lines().filter(|l| !l.starts_with(' ')).count();
+    // One line a file; a scenario's transcript follows it, indented; the
+    // summary line ends stdout, so that it survives a pipe.
+    let (report, summary) = text.trim_end().rsplit_once('\n').expect("lines");
+    assert!(
+        summary.starts_with(&format!("checked {total} files (")),
+        "{summary}"
+    );
+    assert!(summary.ends_with("0 mismatches"), "{summary}");
+    let verdict_lines = report.lines().filter(|l| !l.starts_with(' ')).count();
     assert_eq!(verdict_lines, total, "{text}");
+    // Every corpus folder is either checked or a fuzz target's own: no note.
+    assert!(!stderr(&out).contains("skipping"), "{}", stderr(&out));
     assert!(!text.contains("MISMATCH"));
     let line = text
         .lines()
@@ -252,6 +261,19 @@ fn check_exits_2_on_usage_and_io_errors() {
     );
     assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
     assert!(stderr(&missing).contains("x.bin"));
+    // Without --target too: the file is missing, whatever its target.
+    let missing = run(&["check", "/no/such/file"], &[]);
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("/no/such/file: no such file or directory"),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(
+        !stderr(&missing).contains("--target"),
+        "{}",
+        stderr(&missing)
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let loose = tmp.path().join("loose.bin");
@@ -365,7 +387,7 @@ fn check_skips_unknown_targets_of_a_corpus_root_with_a_note() {
         run(&["check"], &[("SESSIONWIRE_CORPUS", &root)]),
     ] {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        assert_eq!(stdout(&out).lines().count(), 1, "{}", stdout(&out));
+        assert_eq!(stdout(&out).lines().count(), 2, "{}", stdout(&out));
         assert!(stdout(&out).contains("close.bin: message: accept, 1 message"));
         assert!(stderr(&out).contains("skipping"), "{}", stderr(&out));
         assert!(stderr(&out).contains("future-target"), "{}", stderr(&out));
@@ -390,7 +412,7 @@ fn check_compares_with_expected_tsv_only_for_the_directory_target() {
         "{}",
         stdout(&out)
     );
-    assert!(stderr(&out).contains("1 without an expected verdict"));
+    assert!(stdout(&out).contains("1 without an expected verdict"));
     let out = run(&["check", file.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("http-body: accept, 1 message"));
