@@ -41,6 +41,7 @@ use sessionwire::polling;
 pub use sessionwire::verdict::{split_incremental, Outcome, Verdict};
 use sessionwire::{CloseReason, Limits};
 
+use crate::closes;
 use crate::scenario::{self, ScenarioError, ScenarioOutcome};
 
 /// The name of the expected-verdict file in a corpus directory.
@@ -151,6 +152,8 @@ pub enum InputError {
     },
     /// A scenario file with a line that does not parse.
     Scenario(ScenarioError),
+    /// A scenario file whose `# closes` comment says otherwise than it does.
+    Closes(closes::Mismatch),
 }
 
 impl fmt::Display for InputError {
@@ -160,6 +163,7 @@ impl fmt::Display for InputError {
                 write!(f, "scenario is not UTF-8 at byte {offset}")
             }
             InputError::Scenario(e) => write!(f, "bad scenario: {e}"),
+            InputError::Closes(e) => write!(f, "wrong closes comment: {e}"),
         }
     }
 }
@@ -167,12 +171,15 @@ impl fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 /// Runs a scenario file (see [`crate::scenario`]) and returns its
-/// whole outcome, transcript included.
+/// whole outcome, transcript included; its `# closes` comments must match it
+/// ([`closes::check`]).
 pub fn scenario_outcome(bytes: &[u8], limits: &Limits) -> Result<ScenarioOutcome, InputError> {
     let text = std::str::from_utf8(bytes).map_err(|e| InputError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
-    scenario::run(text, limits).map_err(InputError::Scenario)
+    let outcome = scenario::run(text, limits).map_err(InputError::Scenario)?;
+    closes::check(text, &outcome).map_err(InputError::Closes)?;
+    Ok(outcome)
 }
 
 /// Runs `bytes` through the decoder of `target` and says what the server

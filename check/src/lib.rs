@@ -6,6 +6,8 @@
 //! - [`scenario`]: the scenario file format, in which a regression case drives
 //!   sessions through a [`Registry`](sessionwire::session::Registry), and its
 //!   runner;
+//! - [`closes`]: the `# closes REASON` comments of scenario files, checked
+//!   against what the scenario does;
 //! - [`fuzz_targets`]: the fuzz targets, from their one list
 //!   (`fuzz/targets.txt`).
 //!
@@ -13,6 +15,7 @@
 //! [`scenario`], which knows nothing of corpus files.
 #![warn(missing_docs)]
 
+pub mod closes;
 pub mod corpus;
 pub mod fuzz_targets;
 pub mod scenario;

@@ -1,6 +1,8 @@
 //! Replays every scenario in `corpus/scenario` and checks it against
 //! `corpus/scenario/expected.tsv` (read with [`sessionwire_check::corpus`]): verdict,
-//! close reason, closing line (the offset column) and delivered messages.
+//! close reason, closing line (the offset column) and delivered messages, and
+//! the `# closes REASON` comment every closing scenario carries on its
+//! closing line.
 //! Fails too when a close reason of section 1 (ids 0-9, 11-15) is produced by
 //! no scenario.
 
@@ -8,7 +10,7 @@ use std::path::PathBuf;
 
 use sessionwire::{CloseReason, Limits};
 use sessionwire_check::corpus::{load_dir, CorpusDir};
-use sessionwire_check::scenario;
+use sessionwire_check::{closes, scenario};
 
 fn corpus() -> CorpusDir {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../corpus/scenario");
@@ -33,6 +35,9 @@ fn section_1_every_scenario_replays_to_its_expected_verdict() {
                 continue;
             }
         };
+        if let Err(e) = closes::check_complete(&text, &outcome) {
+            failures.push(format!("{}: {e}", case.name));
+        }
         let got = outcome.corpus_verdict();
         if got != case.expected {
             failures.push(format!(
