@@ -99,6 +99,38 @@ pub fn line(ts: SystemTime, r: &Record<'_>) -> String {
     serde_json::to_string(&l).unwrap_or_default()
 }
 
+/// Logs the decisions an operator looks for (refused, disconnected, closed)
+/// at info level, the rest at debug level.
+fn trace(r: &Record<'_>) {
+    let session = r.session.map(|s| s.to_string());
+    let transport = r.transport.map(transport_name);
+    let reason = r.reason.map(CloseReason::name);
+    let violation = r.violation.map(|v| v.to_string());
+    match r.event {
+        "refused" | "disconnected" | "closed" => tracing::info!(
+            event = r.event,
+            session,
+            principal = r.principal,
+            transport,
+            code = r.code,
+            reason,
+            violation,
+            abort_sent = r.abort_sent,
+            "session {}",
+            r.event
+        ),
+        _ => tracing::debug!(
+            event = r.event,
+            session,
+            principal = r.principal,
+            transport,
+            code = r.code,
+            "session {}",
+            r.event
+        ),
+    }
+}
+
 /// Where lines go.
 enum Sink {
     /// Nowhere (no `--events`).
@@ -165,8 +197,11 @@ impl EventLog {
         })
     }
 
-    /// Logs one event, stamped now.
+    /// Logs one event, stamped now. Refusals, lost transports and closes
+    /// also go to the process log at info level, so that they show at the
+    /// default log level with no event log.
     pub fn record(&mut self, r: &Record<'_>) {
+        trace(r);
         match &mut self.sink {
             Sink::Off => {}
             Sink::File(out) => {
