@@ -9,7 +9,7 @@
 #
 # After the fix, run `cargo test -p sessionwire --features fuzzing --test
 # fuzz_replay`; if the fix changed the verdict, correct the row so it says
-# what PROTOCOL.md wants. The replay test covers the file from then on.
+# what docs/protocol.md wants. The replay test covers the file from then on.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

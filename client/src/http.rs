@@ -1,4 +1,4 @@
-//! The HTTP polling transport (PROTOCOL.md section 6): every request is a
+//! The HTTP polling transport (docs/protocol.md section 6): every request is a
 //! POST to `/diffusion` with its parameters in headers; `m=0` connects, `m=1`
 //! polls, `m=2` sends. Bodies are base64 batches.
 

@@ -45,7 +45,7 @@ pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 /// The default connection path (section 2: a custom path ends in `/diffusion`).
 pub const DEFAULT_PATH: &str = "/diffusion";
 
-/// What a client puts in its connection request (PROTOCOL.md section 2), and
+/// What a client puts in its connection request (docs/protocol.md section 2), and
 /// how it sets up its socket.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {

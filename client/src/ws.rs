@@ -1,4 +1,4 @@
-//! The WebSocket transport (PROTOCOL.md section 2): one binary WebSocket
+//! The WebSocket transport (docs/protocol.md section 2): one binary WebSocket
 //! message per protocol message, counted on both sides.
 
 use std::collections::VecDeque;

@@ -1,4 +1,4 @@
-//! Why a server closes a client: the close reasons of PROTOCOL.md section 1.
+//! Why a server closes a client: the close reasons of docs/protocol.md section 1.
 //!
 //! The list is the server's own. Ids are the wire/API ids; there is no id 10.
 //! The codec never sends a close reason to the client: the server decides one
@@ -45,7 +45,7 @@ macro_rules! close_reasons {
                 }
             }
 
-            /// The upper-case name, as PROTOCOL.md spells it (`MESSAGE_TOO_LARGE`).
+            /// The upper-case name, as docs/protocol.md spells it (`MESSAGE_TOO_LARGE`).
             pub const fn name(self) -> &'static str {
                 match self {
                     $( CloseReason::$variant => $name, )*
@@ -178,7 +178,7 @@ impl From<CloseReason> for u8 {
 mod tests {
     use super::*;
 
-    /// PROTOCOL.md section 1, row by row: id, name, recoverable.
+    /// docs/protocol.md section 1, row by row: id, name, recoverable.
     const TABLE: [(u8, &str, bool); 15] = [
         (0, "CONNECTION_LOST", true),
         (1, "IO_EXCEPTION", true),

@@ -1,4 +1,4 @@
-//! HTTP polling bodies (PROTOCOL.md section 6).
+//! HTTP polling bodies (docs/protocol.md section 6).
 //!
 //! A send body (client to server) and a poll response (server to client) are
 //! the standard padded base64 of a *batch*: messages framed as

@@ -137,7 +137,7 @@ pub enum ViolationKind {
 
 impl ViolationKind {
     /// The close reason for this fault: the one mapping from violations to
-    /// PROTOCOL.md section 1.
+    /// docs/protocol.md section 1.
     pub const fn close_reason(self) -> CloseReason {
         match self {
             // Over the configured size: the message is discarded and the

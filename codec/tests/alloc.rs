@@ -1,5 +1,5 @@
 //! Decoding allocates nothing: every decoded message is a set of views of the
-//! input buffer (PROTOCOL.md section 3 for WebSocket, section 6 for HTTP
+//! input buffer (docs/protocol.md section 3 for WebSocket, section 6 for HTTP
 //! polling batches).
 //!
 //! This file is its own test binary because it installs a counting global

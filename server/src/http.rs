@@ -1,4 +1,4 @@
-//! The main listener (PROTOCOL.md sections 2 and 6): on any path ending in
+//! The main listener (docs/protocol.md sections 2 and 6): on any path ending in
 //! `/diffusion`, a WebSocket upgrade goes to [`ws`](super::ws), and a POST
 //! is the HTTP polling transport, its parameters in headers:
 //!

@@ -1,4 +1,4 @@
-//! WebSocket connections (PROTOCOL.md sections 2, 3, 5 and 7).
+//! WebSocket connections (docs/protocol.md sections 2, 3, 5 and 7).
 //!
 //! The upgrade is answered by hyper (101, no subprotocol, no extension:
 //! permessage-deflate is declined); the connection then runs as one task

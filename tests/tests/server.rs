@@ -1,7 +1,7 @@
 //! End to end: the real `sessionwire serve` on ephemeral loopback ports,
 //! driven by the cli's test client over WebSocket and HTTP polling.
 //!
-//! Each test reaches one close reason of PROTOCOL.md section 1 the way a
+//! Each test reaches one close reason of docs/protocol.md section 1 the way a
 //! client or the control API can, and checks both sides: what the client saw
 //! on the wire (ABORT or not, the socket closed or dropped, HTTP answers) and
 //! the server's event log line (`reason`, `reason_id`, `violation`,

@@ -1,4 +1,4 @@
-//! The session protocol's messages (PROTOCOL.md section 3), both directions.
+//! The session protocol's messages (docs/protocol.md section 3), both directions.
 //!
 //! One WebSocket binary message carries one protocol message: a type byte, then
 //! the body, with no length prefix. The low six bits of the type byte are the
@@ -56,7 +56,7 @@ pub const RESERVED_BIT: u8 = 0x40;
 /// Mask of the type in the type byte.
 pub const TYPE_MASK: u8 = 0x3f;
 
-/// The message types of PROTOCOL.md section 3, with their wire values.
+/// The message types of docs/protocol.md section 3, with their wire values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MessageType {

@@ -1,4 +1,4 @@
-//! The sans-IO session layer (PROTOCOL.md sections 1, 2, 4, 5, 6 and 7).
+//! The sans-IO session layer (docs/protocol.md sections 1, 2, 4, 5, 6 and 7).
 //!
 //! A server links this layer and drives it: it feeds what arrived (bytes,
 //! HTTP requests, connection events) together with the current [`Instant`]
@@ -38,9 +38,9 @@
 //! assert_eq!(session.poll_close().unwrap().reason, CloseReason::ClosedByClient);
 //! ```
 //!
-//! # Readings of PROTOCOL.md
+//! # Readings of the protocol
 //!
-//! Where the sheet leaves a choice, this layer decides as follows (to be
+//! Where docs/protocol.md leaves a choice, this layer decides as follows (to be
 //! checked against the real client):
 //!
 //! - Message numbers start at 1 on each side; `ss` = 0 means the client
