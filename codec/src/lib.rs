@@ -5,6 +5,13 @@
 //! Every inbound fault is a typed [`Violation`] that carries its byte offset and
 //! maps, in one function, to the [`CloseReason`] the server closes the client
 //! with. All bounds come from one [`Limits`] value.
+//!
+//! What a server author needs is re-exported here: the decoders ([`Message`],
+//! [`polling`]), the faults ([`Violation`], [`CloseReason`]) and the session
+//! layer's driving types ([`Registry`], [`Session`], [`Transmit`]). The file
+//! system, the clock and the regression harness live in other crates
+//! (`sessionwire-check`, `sessionwire-server`); the wire facts in
+//! `docs/protocol.md`.
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -23,5 +30,9 @@ pub mod violation;
 pub use close::CloseReason;
 pub use limits::{Limits, LimitsBuilder};
 pub use message::{Message, MessageType};
+pub use session::{
+    ConnectionRequest, ConnectionResponse, Registry, ResponseCode, Session, SessionConfig,
+    SessionToken, Transmit,
+};
 pub use verdict::{Outcome, Verdict};
 pub use violation::{Field, Violation, ViolationKind};
