@@ -30,10 +30,16 @@ use sessionwire::session::handshake::ConnectionType;
 use sessionwire::session::SessionId;
 use sessionwire::{CloseReason, Violation};
 
-use super::hub::transport_name;
-
 /// Lines waiting for the writer before new ones are dropped (and counted).
 const BACKLOG: usize = 16 * 1024;
+
+/// The `transport` name in logs and the control API.
+pub fn transport_name(t: ConnectionType) -> &'static str {
+    match t {
+        ConnectionType::WebSocket => "ws",
+        ConnectionType::HttpPolling => "http",
+    }
+}
 
 /// One event, before it is formatted.
 #[derive(Clone, Copy, Debug, Default)]

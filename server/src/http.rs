@@ -40,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::hub::{Attach, Command, Connected, HttpAnswer};
+use super::response::respond;
 use super::Shared;
 
 /// How long a client may take to send its request headers.
@@ -104,13 +105,6 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         });
     }
-}
-
-/// A response with a status and a body.
-pub fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r
 }
 
 fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {

@@ -29,7 +29,7 @@ use sessionwire::session::{
 use sessionwire::{CloseReason, Limits, Message, Violation};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::events::{EventLog, Record};
+use super::events::{transport_name, EventLog, Record};
 
 /// Capacity of the channel from the hub to one WebSocket connection. One
 /// slot is always left free for the final [`Out::Close`].
@@ -252,14 +252,6 @@ struct Entry {
     polls: Vec<(Option<u64>, oneshot::Sender<HttpAnswer>)>,
     sends: Vec<(Option<u64>, oneshot::Sender<HttpAnswer>)>,
     scheduled: Option<Instant>,
-}
-
-/// The `transport` name in logs and the control API.
-pub fn transport_name(t: ConnectionType) -> &'static str {
-    match t {
-        ConnectionType::WebSocket => "ws",
-        ConnectionType::HttpPolling => "http",
-    }
 }
 
 /// The hub. See the [module documentation](self).

@@ -38,6 +38,7 @@ mod control;
 mod events;
 mod http;
 mod hub;
+mod response;
 pub mod users;
 mod ws;
 

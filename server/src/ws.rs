@@ -71,17 +71,17 @@ pub fn upgrade<B>(
     let most = shared.limits.max_clients().saturating_add(WS_SLACK);
     if shared.ws_tasks.load(Ordering::Acquire) >= most {
         tracing::warn!(%peer, "too many WebSocket connections: upgrade refused");
-        return super::http::respond(StatusCode::SERVICE_UNAVAILABLE, "busy\n");
+        return super::response::respond(StatusCode::SERVICE_UNAVAILABLE, "busy\n");
     }
     let version_ok = req
         .headers()
         .get("sec-websocket-version")
         .is_some_and(|v| v.as_bytes() == b"13");
     let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
-        return super::http::respond(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+        return super::response::respond(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
     if req.method() != Method::GET || !version_ok {
-        let mut r = super::http::respond(StatusCode::BAD_REQUEST, "");
+        let mut r = super::response::respond(StatusCode::BAD_REQUEST, "");
         r.headers_mut()
             .insert("sec-websocket-version", HeaderValue::from_static("13"));
         return r;
@@ -111,7 +111,7 @@ pub fn upgrade<B>(
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
         }
     });
-    let mut r = super::http::respond(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    let mut r = super::response::respond(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     let h = r.headers_mut();
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
