@@ -1,5 +1,6 @@
 //! End to end: the real `sessionwire serve` on ephemeral loopback ports,
-//! driven by the cli's test client over WebSocket and HTTP polling.
+//! driven by the test client (`sessionwire-client`) over WebSocket and HTTP
+//! polling.
 //!
 //! Each test reaches one close reason of docs/protocol.md section 1 the way a
 //! client or the control API can, and checks both sides: what the client saw
