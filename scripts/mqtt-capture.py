@@ -14,6 +14,7 @@ standard library only.
     python3 scripts/mqtt-capture.py --all OUTDIR      # every run below
     python3 scripts/mqtt-capture.py --list            # run names
     python3 scripts/mqtt-capture.py OUTDIR NAME...    # chosen runs
+    python3 scripts/mqtt-capture.py --broker-check DIR  # replay DIR/*.bin into mosquitto
 """
 
 import argparse
@@ -22,6 +23,8 @@ import select
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 TIMEOUT = 10.0
 QUIET = 0.5
@@ -312,14 +315,72 @@ def runs():
     return table
 
 
+def broker_check(directory):
+    """Replay every capture of directory into a real mosquitto broker on
+    127.0.0.1 and read its log: each connection must end with the client's
+    own DISCONNECT, not with the broker refusing a packet. Returns failures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o777)  # started as root, mosquitto writes its log as user mosquitto
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        log = os.path.join(tmp, "mosquitto.log")
+        conf = os.path.join(tmp, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                    f"log_dest file {log}\nlog_type all\npersistence false\n")
+        broker = subprocess.Popen(["mosquitto", "-c", conf],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        failures = 0
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            else:
+                raise RuntimeError("mosquitto did not start listening")
+            for name in sorted(n for n in os.listdir(directory) if n.endswith(".bin")):
+                with open(os.path.join(directory, name), "rb") as f:
+                    data = f.read()
+                start = os.path.getsize(log)
+                with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as conn:
+                    try:
+                        conn.sendall(data)
+                        while conn.recv(65536):
+                            pass  # the broker closes after the DISCONNECT
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass  # refused: the log says why
+                time.sleep(0.2)
+                with open(log, errors="replace") as f:
+                    f.seek(start)
+                    lines = f.read()
+                clean = "Received DISCONNECT" in lines and not any(
+                    word in lines for word in ("protocol error", "malformed", "disconnected due to"))
+                failures += not clean
+                print(f"{name}\t{'clean DISCONNECT' if clean else 'REFUSED'}")
+                if not clean:
+                    print(lines)
+        finally:
+            broker.terminate()
+            broker.wait(timeout=TIMEOUT)
+        return failures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--all", action="store_true", help="run every capture")
     parser.add_argument("--list", action="store_true", help="print the run names and exit")
+    parser.add_argument("--broker-check", metavar="DIR",
+                        help="replay DIR/*.bin into mosquitto and report how each ended")
     parser.add_argument("outdir", nargs="?")
     parser.add_argument("names", nargs="*")
     args = parser.parse_args()
     table = runs()
+    if args.broker_check:
+        return 1 if broker_check(args.broker_check) else 0
     if args.list:
         print("\n".join(sorted(table)))
         return 0
