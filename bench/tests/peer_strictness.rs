@@ -11,7 +11,7 @@ use std::panic;
 use std::path::{Path, PathBuf};
 
 use sessionwire_bench::encode::Packets;
-use sessionwire_bench::{Peer, Verdict, Version};
+use sessionwire_bench::{frame_len, Peer, Verdict, Version};
 
 const CONNECT_311: &str = "100c00044d5154540402003c0000";
 const CONNECT_5: &str = "100d00044d5154540502003c000000";
@@ -114,6 +114,82 @@ fn round_trips(peer: Peer, version: Version, bytes: &[u8]) -> bool {
     packets.encode(&mut out).is_ok() && out[..] == bytes[..]
 }
 
+const TYPES: [&str; 16] = [
+    "type 0",
+    "CONNECT",
+    "CONNACK",
+    "PUBLISH",
+    "PUBACK",
+    "PUBREC",
+    "PUBREL",
+    "PUBCOMP",
+    "SUBSCRIBE",
+    "SUBACK",
+    "UNSUBSCRIBE",
+    "UNSUBACK",
+    "PINGREQ",
+    "PINGRESP",
+    "DISCONNECT",
+    "AUTH",
+];
+
+/// Every packet of `stream` whose remaining length fits one byte, re-sent
+/// with each smaller remaining length k and only its first k body bytes
+/// (what comes before it unchanged): (packet type, stream).
+fn cut_short(stream: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Ok(Some(len)) = frame_len(&stream[pos..]) {
+        let remaining = len - 2;
+        if remaining < 128 {
+            for k in 0..remaining {
+                let mut cut = stream[..pos + 1].to_vec();
+                cut.push(k as u8);
+                cut.extend_from_slice(&stream[pos + 2..pos + 2 + k]);
+                out.push((usize::from(stream[pos] >> 4), cut));
+            }
+        }
+        pos += len;
+        if pos == stream.len() {
+            break;
+        }
+    }
+    out
+}
+
+fn render_cut_short(inputs: &[(Version, &[u8])], md: &mut String) {
+    md.push_str(
+        "\n## Packets cut short\n\n\
+         Every packet of every input above whose remaining length fits one byte,\n\
+         re-sent with each smaller remaining length k and only its first k body\n\
+         bytes: a body too short for the fields its flags announce. Each cell:\n\
+         panics / variants of that packet type in the versions the codec speaks.\n\n",
+    );
+    let peers = Peer::CODECS;
+    // [type][peer] -> (panics, variants)
+    let mut counts = [[(0usize, 0usize); 3]; 16];
+    for (version, stream) in inputs {
+        for (kind, cut) in cut_short(stream) {
+            for (i, verdict) in verdicts(&cut, *version).iter().enumerate() {
+                if *verdict != Verdict::Unsupported {
+                    counts[kind][i].1 += 1;
+                    counts[kind][i].0 += usize::from(*verdict == Verdict::Panic);
+                }
+            }
+        }
+    }
+    let names: Vec<&str> = peers.iter().map(|p| p.name()).collect();
+    let _ = writeln!(md, "| packet | {} |", names.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---|".repeat(peers.len()));
+    for (kind, per_peer) in counts.iter().enumerate() {
+        if per_peer.iter().all(|&(_, variants)| variants == 0) {
+            continue;
+        }
+        let cells: Vec<String> = per_peer.iter().map(|(p, v)| format!("{p} / {v}")).collect();
+        let _ = writeln!(md, "| {} | {} |", TYPES[kind], cells.join(" | "));
+    }
+}
+
 fn render(rows: &[Row]) -> String {
     let mut md = String::new();
     let peers: Vec<&str> = Peer::CODECS.iter().map(|p| p.name()).collect();
@@ -185,12 +261,13 @@ fn render(rows: &[Row]) -> String {
     );
     let _ = writeln!(md, "| capture | {} |", peers.join(" | "));
     let _ = writeln!(md, "|---|{}", "---|".repeat(peers.len()));
-    for (name, version, bytes) in captures() {
+    for (name, version, bytes) in &captures() {
+        let (version, bytes) = (*version, &bytes[..]);
         let cells: Vec<String> = Peer::CODECS
             .iter()
-            .zip(verdicts(&bytes, version))
+            .zip(verdicts(bytes, version))
             .map(|(peer, verdict)| match verdict {
-                Verdict::Accept if round_trips(*peer, version, &bytes) => {
+                Verdict::Accept if round_trips(*peer, version, bytes) => {
                     "accept, round trip".into()
                 }
                 Verdict::Accept => "accept, re-encodes differently".into(),
@@ -199,6 +276,13 @@ fn render(rows: &[Row]) -> String {
             .collect();
         let _ = writeln!(md, "| `{name}` | {} |", cells.join(" | "));
     }
+    let captures = captures();
+    let inputs: Vec<(Version, &[u8])> = rows
+        .iter()
+        .map(|r| (r.version, &r.bytes[..]))
+        .chain(captures.iter().map(|(_, v, b)| (*v, &b[..])))
+        .collect();
+    render_cut_short(&inputs, &mut md);
     md
 }
 
