@@ -1,0 +1,251 @@
+//! Peer MQTT codecs behind one interface, for side-by-side benchmarks and
+//! strictness checks.
+//!
+//! The codec crate never depends on this package: the peers (mqttrs 0.4,
+//! mqttbytes 0.6, rumqttc 0.25) are linked here only to be measured against
+//! a split-only floor and, once it lands, against our own MQTT codec.
+
+pub mod encode;
+pub mod inputs;
+
+use std::hint::black_box;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::BytesMut;
+
+/// Largest packet any peer is allowed to decode here (1 MiB).
+pub const MAX_PACKET: usize = 1 << 20;
+
+/// MQTT protocol version of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// MQTT 3.1.1 (protocol level 4).
+    V311,
+    /// MQTT 5.0 (protocol level 5).
+    V5,
+}
+
+impl Version {
+    /// The version as the strictness table writes it: `3.1.1` or `5`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Version::V311 => "3.1.1",
+            Version::V5 => "5",
+        }
+    }
+
+    /// Parses [`Version::label`].
+    pub fn parse(text: &str) -> Option<Version> {
+        match text {
+            "3.1.1" => Some(Version::V311),
+            "5" => Some(Version::V5),
+            _ => None,
+        }
+    }
+}
+
+/// One way of decoding a stream of MQTT packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// Reads each fixed header and remaining length and skips the body: the
+    /// cheapest possible loop, which validates nothing.
+    Floor,
+    /// mqttrs 0.4 (3.1.1 only).
+    Mqttrs,
+    /// mqttbytes 0.6 (`v4` and `v5` modules).
+    Mqttbytes,
+    /// rumqttc 0.25's codecs (`mqttbytes::v4` and `v5::mqttbytes::v5`).
+    Rumqttc,
+}
+
+/// Why a peer did not decode a whole stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    /// Packets decoded before the fault.
+    pub packets: usize,
+    /// The peer's error, as its `Debug` output.
+    pub error: String,
+}
+
+impl Peer {
+    /// The three peer codecs, without the floor.
+    pub const CODECS: [Peer; 3] = [Peer::Mqttrs, Peer::Mqttbytes, Peer::Rumqttc];
+
+    /// Short name used in benchmark ids and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Peer::Floor => "floor",
+            Peer::Mqttrs => "mqttrs",
+            Peer::Mqttbytes => "mqttbytes",
+            Peer::Rumqttc => "rumqttc",
+        }
+    }
+
+    /// Whether this peer speaks `version` at all.
+    pub fn supports(self, version: Version) -> bool {
+        !(self == Peer::Mqttrs && version == Version::V5)
+    }
+
+    /// Decodes every packet of `stream` (consuming it for the peers whose API
+    /// splits a `BytesMut`) and returns how many there were. A stream that
+    /// ends inside a packet is rejected.
+    pub fn decode_all(self, stream: &mut BytesMut, version: Version) -> Result<usize, Rejected> {
+        match (self, version) {
+            (Peer::Floor, _) => floor(stream),
+            (Peer::Mqttrs, Version::V311) => mqttrs(stream),
+            (Peer::Mqttrs, Version::V5) => Err(Rejected {
+                packets: 0,
+                error: "MQTT 5.0 unsupported".into(),
+            }),
+            (Peer::Mqttbytes, Version::V311) => {
+                split_loop(stream, |s| mqttbytes::v4::read(s, MAX_PACKET))
+            }
+            (Peer::Mqttbytes, Version::V5) => {
+                split_loop(stream, |s| mqttbytes::v5::read(s, MAX_PACKET))
+            }
+            (Peer::Rumqttc, Version::V311) => split_loop(stream, |s| {
+                rumqttc::mqttbytes::v4::Packet::read(s, MAX_PACKET)
+            }),
+            (Peer::Rumqttc, Version::V5) => split_loop(stream, |s| {
+                rumqttc::v5::mqttbytes::v5::Packet::read(s, Some(MAX_PACKET as u32))
+            }),
+        }
+    }
+
+    /// [`Peer::decode_all`] on a copy of `bytes`, with a panic caught and
+    /// reported as [`Verdict::Panic`].
+    pub fn verdict(self, bytes: &[u8], version: Version) -> Verdict {
+        if !self.supports(version) {
+            return Verdict::Unsupported;
+        }
+        let mut stream = BytesMut::from(bytes);
+        match catch_unwind(AssertUnwindSafe(|| self.decode_all(&mut stream, version))) {
+            Ok(Ok(_)) => Verdict::Accept,
+            Ok(Err(rejected)) => Verdict::Reject(rejected),
+            Err(_) => Verdict::Panic,
+        }
+    }
+}
+
+/// What a peer made of a stream that must be decoded whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every packet decoded, every byte consumed.
+    Accept,
+    /// An error or an unfinished packet, after some packets decoded.
+    Reject(Rejected),
+    /// The peer panicked.
+    Panic,
+    /// The peer does not speak this version.
+    Unsupported,
+}
+
+impl Verdict {
+    /// One word for a table cell.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Accept => "accept",
+            Verdict::Reject(_) => "reject",
+            Verdict::Panic => "PANIC",
+            Verdict::Unsupported => "n/a",
+        }
+    }
+}
+
+/// Length of the packet at the start of `buf` (fixed header included), read
+/// from its remaining length; `Ok(None)` when `buf` holds less than that.
+/// Checks nothing but the at-most-4-bytes limit of the length itself.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, &'static str> {
+    let mut remaining = 0usize;
+    for i in 0..4 {
+        let Some(&byte) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        remaining |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            let total = remaining + 2 + i;
+            return Ok((total <= buf.len()).then_some(total));
+        }
+    }
+    Err("remaining length longer than 4 bytes")
+}
+
+fn incomplete(packets: usize) -> Rejected {
+    Rejected {
+        packets,
+        error: "stream ends inside a packet".into(),
+    }
+}
+
+fn floor(stream: &BytesMut) -> Result<usize, Rejected> {
+    let (mut pos, mut packets) = (0, 0);
+    while pos < stream.len() {
+        match frame_len(&stream[pos..]) {
+            Ok(Some(len)) => pos += len,
+            Ok(None) => return Err(incomplete(packets)),
+            Err(error) => {
+                return Err(Rejected {
+                    packets,
+                    error: error.into(),
+                })
+            }
+        }
+        packets += 1;
+    }
+    Ok(packets)
+}
+
+/// mqttrs decodes a slice without saying how much of it the packet used, so
+/// the loop reads the length again to step over it, as any caller must.
+fn mqttrs(stream: &BytesMut) -> Result<usize, Rejected> {
+    let (mut pos, mut packets) = (0, 0);
+    while pos < stream.len() {
+        let rest = &stream[pos..];
+        match mqttrs::decode_slice(rest) {
+            Ok(Some(packet)) => {
+                black_box(&packet);
+            }
+            Ok(None) => return Err(incomplete(packets)),
+            Err(e) => {
+                return Err(Rejected {
+                    packets,
+                    error: format!("{e:?}"),
+                })
+            }
+        }
+        match frame_len(rest) {
+            Ok(Some(len)) => pos += len,
+            _ => return Err(incomplete(packets)),
+        }
+        packets += 1;
+    }
+    Ok(packets)
+}
+
+/// The loop of the codecs that split each packet off the front of a
+/// `BytesMut` (mqttbytes, rumqttc).
+fn split_loop<P, E: std::fmt::Debug>(
+    stream: &mut BytesMut,
+    mut read: impl FnMut(&mut BytesMut) -> Result<P, E>,
+) -> Result<usize, Rejected> {
+    let mut packets = 0;
+    while !stream.is_empty() {
+        let before = stream.len();
+        match read(stream) {
+            Ok(packet) => {
+                black_box(&packet);
+            }
+            Err(e) => {
+                return Err(Rejected {
+                    packets,
+                    error: format!("{e:?}"),
+                })
+            }
+        }
+        if stream.len() == before {
+            return Err(incomplete(packets));
+        }
+        packets += 1;
+    }
+    Ok(packets)
+}
