@@ -14,6 +14,7 @@ pub mod corpus;
 pub mod fuzzing;
 pub mod limits;
 pub mod message;
+pub mod mqtt;
 mod parse;
 pub mod polling;
 pub mod session;
