@@ -172,3 +172,297 @@ pub fn fault(version: Version, from: Sender, stream: &[u8]) -> Violation {
     let (_, violation) = decode(Mode::Known(version, from), stream);
     violation.unwrap_or_else(|| panic!("{stream:02x?} must be rejected"))
 }
+
+use sessionwire::mqtt::{
+    Ack, Auth, ConnAck, Connect, Disconnect, Properties, Property, Publish, QoS, Str, SubAck,
+    Subscribe, SubscriptionOptions, Subscriptions, TopicFilters, UnsubAck, Unsubscribe, Will,
+};
+
+/// A property block in 5.0; none in 3.1.1.
+fn block(v: Version, list: Vec<Property>) -> Properties {
+    if v == Version::V311 {
+        return Properties::new();
+    }
+    list.into_iter()
+        .fold(Properties::builder(), |b, p| b.push(p).expect("fits"))
+        .build()
+}
+
+fn st(s: &'static str) -> Str {
+    Str::from_static(s)
+}
+
+fn user() -> Property {
+    Property::UserProperty(st("name"), st("value"))
+}
+
+/// One packet of every type this version has, with its sender, with every
+/// 5.0 property somewhere, and every field that can be non-empty non-empty.
+pub fn every_packet(v: Version) -> Vec<(Sender, Packet)> {
+    use Property as P;
+    use Sender::{Client, Server};
+    let v5 = v == Version::V5;
+    let code = |c: u8| if v5 { c } else { 0 };
+    let auth = || {
+        vec![
+            P::AuthenticationMethod(st("SCRAM-SHA-1")),
+            P::AuthenticationData(Bytes::from_static(b"nonce")),
+        ]
+    };
+    let mut out = vec![
+        (
+            Client,
+            Packet::Connect(Connect {
+                version: v,
+                clean_start: true,
+                keep_alive: 60,
+                properties: block(
+                    v,
+                    [
+                        vec![
+                            P::SessionExpiryInterval(30),
+                            P::ReceiveMaximum(10),
+                            P::MaximumPacketSize(1 << 20),
+                            P::TopicAliasMaximum(5),
+                            P::RequestResponseInformation(1),
+                            P::RequestProblemInformation(0),
+                            user(),
+                        ],
+                        auth(),
+                    ]
+                    .concat(),
+                ),
+                client_id: st("client-1"),
+                will: Some(Will {
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                    properties: block(
+                        v,
+                        vec![
+                            P::WillDelayInterval(5),
+                            P::PayloadFormatIndicator(1),
+                            P::MessageExpiryInterval(60),
+                            P::ContentType(st("text/plain")),
+                            P::ResponseTopic(st("reply/1")),
+                            P::CorrelationData(Bytes::from_static(b"corr")),
+                            user(),
+                        ],
+                    ),
+                    topic: st("will/topic"),
+                    payload: Bytes::from_static(b"bye"),
+                }),
+                user_name: Some(st("alice")),
+                password: Some(Bytes::from_static(b"s3cret")),
+            }),
+        ),
+        (
+            Server,
+            Packet::ConnAck(ConnAck {
+                session_present: true,
+                code: 0,
+                properties: block(
+                    v,
+                    [
+                        vec![
+                            P::SessionExpiryInterval(30),
+                            P::ReceiveMaximum(20),
+                            P::MaximumQos(1),
+                            P::RetainAvailable(1),
+                            P::MaximumPacketSize(65_536),
+                            P::AssignedClientIdentifier(st("auto-7")),
+                            P::TopicAliasMaximum(3),
+                            P::ReasonString(st("welcome")),
+                            user(),
+                            P::WildcardSubscriptionAvailable(1),
+                            P::SubscriptionIdentifierAvailable(1),
+                            P::SharedSubscriptionAvailable(0),
+                            P::ServerKeepAlive(30),
+                            P::ResponseInformation(st("responses/")),
+                            P::ServerReference(st("other:1883")),
+                        ],
+                        auth(),
+                    ]
+                    .concat(),
+                ),
+            }),
+        ),
+        (
+            Client,
+            Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                topic: st("sensors/room-1/temperature"),
+                packet_id: 7,
+                properties: block(
+                    v,
+                    vec![
+                        P::PayloadFormatIndicator(1),
+                        P::MessageExpiryInterval(120),
+                        P::TopicAlias(2),
+                        P::ResponseTopic(st("reply/7")),
+                        P::CorrelationData(Bytes::from_static(&[1, 2, 3])),
+                        user(),
+                        P::ContentType(st("application/json")),
+                    ],
+                ),
+                payload: Bytes::from_static(b"{\"celsius\":21.5}"),
+            }),
+        ),
+        (
+            Server,
+            Packet::Publish(Publish {
+                dup: true,
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                topic: st("a/b"),
+                packet_id: 65_535,
+                properties: block(
+                    v,
+                    vec![
+                        P::SubscriptionIdentifier(1),
+                        P::SubscriptionIdentifier(300_000),
+                    ],
+                ),
+                payload: Bytes::from_static(&[0, 0xff, 0x80]),
+            }),
+        ),
+        (
+            Server,
+            Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: st("t"),
+                packet_id: 0,
+                properties: Properties::new(),
+                payload: Bytes::new(),
+            }),
+        ),
+        (Client, Packet::PubAck(Ack::new(7))),
+        (
+            Server,
+            Packet::PubAck(Ack {
+                packet_id: 8,
+                code: code(0x10),
+                properties: Properties::new(),
+            }),
+        ),
+        (
+            Client,
+            Packet::PubRec(Ack {
+                packet_id: 9,
+                code: code(0x80),
+                properties: block(v, vec![P::ReasonString(st("no")), user()]),
+            }),
+        ),
+        (Server, Packet::PubRel(Ack::new(9))),
+        (
+            Client,
+            Packet::PubComp(Ack {
+                packet_id: 9,
+                code: code(0x92),
+                properties: Properties::new(),
+            }),
+        ),
+        (
+            Client,
+            Packet::Subscribe(Subscribe {
+                packet_id: 10,
+                properties: block(v, vec![P::SubscriptionIdentifier(42), user()]),
+                subscriptions: Subscriptions::new(&[
+                    (st("a/+/c"), SubscriptionOptions::qos(QoS::AtLeastOnce)),
+                    (
+                        st("$share/group/x/#"),
+                        SubscriptionOptions {
+                            qos: QoS::ExactlyOnce,
+                            no_local: false,
+                            retain_as_published: v5,
+                            retain_handling: code(2),
+                        },
+                    ),
+                    (
+                        st("#"),
+                        SubscriptionOptions {
+                            no_local: v5,
+                            ..SubscriptionOptions::qos(QoS::AtMostOnce)
+                        },
+                    ),
+                ])
+                .expect("one at least"),
+            }),
+        ),
+        (
+            Server,
+            Packet::SubAck(SubAck {
+                packet_id: 10,
+                properties: block(v, vec![P::ReasonString(st("partly")), user()]),
+                codes: Bytes::from_static(if v5 {
+                    &[0x01, 0x02, 0x87]
+                } else {
+                    &[0x01, 0x02, 0x80]
+                }),
+            }),
+        ),
+        (
+            Client,
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id: 11,
+                properties: block(v, vec![user()]),
+                filters: TopicFilters::new(&[st("a/+/c"), st("#")]).expect("one at least"),
+            }),
+        ),
+        (
+            Server,
+            Packet::UnsubAck(UnsubAck {
+                packet_id: 11,
+                properties: block(v, vec![P::ReasonString(st("done"))]),
+                codes: if v5 {
+                    Bytes::from_static(&[0x00, 0x11])
+                } else {
+                    Bytes::new()
+                },
+            }),
+        ),
+        (Client, Packet::PingReq),
+        (Server, Packet::PingResp),
+        (
+            Client,
+            Packet::Disconnect(Disconnect {
+                code: code(0x04),
+                properties: block(
+                    v,
+                    vec![
+                        P::SessionExpiryInterval(0),
+                        P::ReasonString(st("bye")),
+                        user(),
+                    ],
+                ),
+            }),
+        ),
+    ];
+    if v5 {
+        out.push((
+            Server,
+            Packet::Disconnect(Disconnect {
+                code: 0x8e,
+                properties: block(v, vec![P::ServerReference(st("b:1883"))]),
+            }),
+        ));
+        out.push((
+            Client,
+            Packet::Auth(Auth {
+                code: 0x18,
+                properties: block(v, auth()),
+            }),
+        ));
+        out.push((
+            Server,
+            Packet::Auth(Auth {
+                code: 0x00,
+                properties: block(v, [auth(), vec![P::ReasonString(st("ok"))]].concat()),
+            }),
+        ));
+    }
+    out
+}
