@@ -113,7 +113,7 @@ fn mqtt_1_5_4_3_bom_is_kept() {
     let Packet::Publish(p) = one(V311, Client, &publish_v311(topic)) else {
         panic!()
     };
-    assert_eq!(p.topic.as_bytes().as_ref(), topic);
+    assert_eq!(p.topic().as_bytes(), topic);
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn mqtt_1_5_4_controls_and_noncharacters_are_accepted() {
         let Packet::Publish(p) = one(V311, Client, &publish_v311(t.as_bytes())) else {
             panic!()
         };
-        assert_eq!(p.topic.as_str(), t);
+        assert_eq!(p.topic(), t);
     }
 }
 
@@ -295,7 +295,7 @@ fn mqtt_2_2_1_2_qos_0_publish_has_no_packet_identifier() {
     let Packet::Publish(p) = one(V311, Client, &pkt(0x30, &[s("t"), vec![0, 0]].concat())) else {
         panic!()
     };
-    assert_eq!((p.packet_id, &p.payload[..]), (0, &[0u8, 0][..]));
+    assert_eq!((p.packet_id, p.payload()), (0, &[0u8, 0][..]));
 }
 
 #[test]
@@ -572,7 +572,7 @@ fn mqtt_3_1_2_9_will_topic_and_payload_present() {
     ) else {
         panic!()
     };
-    let w = c.will.unwrap();
+    let w = c.will().unwrap();
     assert_eq!(
         (w.topic.as_str(), &w.payload[..], w.qos as u8, w.retain),
         ("w", &b"x"[..], 1, true)
@@ -618,7 +618,7 @@ fn mqtt_3_1_2_22_v311_password_without_user_name() {
         panic!()
     };
     assert_eq!(
-        (c.user_name, c.password.as_deref()),
+        (c.user_name(), c.password().as_deref()),
         (None, Some(&b"p"[..]))
     );
 }

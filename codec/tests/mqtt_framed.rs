@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use sessionwire::mqtt::tokio::{CodecError, MqttCodec};
 use sessionwire::mqtt::{Ack, ConnAck, Connect, Packet, Properties, Publish, QoS, Str, Version};
@@ -16,28 +15,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 fn connect() -> Packet {
-    Packet::Connect(Connect {
-        version: Version::V5,
-        clean_start: true,
-        keep_alive: 30,
-        properties: Properties::new(),
-        client_id: Str::from_static("framed"),
-        will: None,
-        user_name: None,
-        password: None,
-    })
+    let mut c = Connect::new(Version::V5, Str::from_static("framed"), None, None, None).unwrap();
+    c.keep_alive = 30;
+    Packet::Connect(c)
 }
 
 fn publish(id: u16) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: Str::from_static("a/b"),
-        packet_id: id,
-        properties: Properties::new(),
-        payload: Bytes::from_static(b"hello"),
-    })
+    let mut p = Publish::new(&Str::from_static("a/b"), b"hello");
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = id;
+    Packet::Publish(p)
 }
 
 #[tokio::test]

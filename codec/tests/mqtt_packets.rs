@@ -7,9 +7,7 @@ mod mqtt_common;
 use bytes::{Bytes, BytesMut};
 use mqtt_common::*;
 use proptest::prelude::*;
-use sessionwire::mqtt::{
-    self, Packet, PacketType, Property, PropertyId, QoS, Sender, Str, Version,
-};
+use sessionwire::mqtt::{self, Packet, PacketType, Property, PropertyId, Sender, Str, Version};
 use sessionwire::Limits;
 
 #[test]
@@ -34,10 +32,7 @@ fn every_5_0_property_is_covered_and_read_back() {
     let mut seen = std::collections::BTreeSet::new();
     for (_, p) in every_packet(Version::V5) {
         let blocks = match &p {
-            Packet::Connect(c) => vec![
-                c.properties.clone(),
-                c.will.as_ref().unwrap().properties.clone(),
-            ],
+            Packet::Connect(c) => vec![c.properties.clone(), c.will().unwrap().properties.clone()],
             Packet::ConnAck(c) => vec![c.properties.clone()],
             Packet::Publish(x) => vec![x.properties.clone()],
             Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
@@ -89,7 +84,11 @@ fn decoded_fields_are_views_of_the_input() {
         panic!()
     };
     let range = wire.as_ptr_range();
-    for view in [p.topic.as_bytes(), &p.payload, p.properties.as_bytes()] {
+    for view in [
+        p.topic_view().as_bytes(),
+        &p.payload_view(),
+        p.properties.as_bytes(),
+    ] {
         assert!(range.contains(&view.as_ptr()), "a view, not a copy");
     }
     let Some(Property::ResponseTopic(t)) = p.properties.get(PropertyId::ResponseTopic) else {
@@ -111,15 +110,10 @@ fn packet_decode_wants_exactly_one_packet() {
 
 #[test]
 fn encoding_refuses_what_the_wire_cannot_carry() {
-    let huge = Packet::Publish(mqtt::Publish {
-        dup: false,
-        qos: QoS::AtMostOnce,
-        retain: false,
-        topic: Str::from_static("t"),
-        packet_id: 0,
-        properties: mqtt::Properties::new(),
-        payload: Bytes::from(vec![0; mqtt::MAX_REMAINING_LENGTH]),
-    });
+    let huge = Packet::Publish(mqtt::Publish::new(
+        &Str::from_static("t"),
+        &vec![0; mqtt::MAX_REMAINING_LENGTH],
+    ));
     assert_eq!(
         huge.encoded_len(Version::V311),
         Err(mqtt::EncodeError::PacketTooLarge)

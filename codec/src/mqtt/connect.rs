@@ -1,5 +1,7 @@
 //! CONNECT (client to server) and CONNACK (server to client).
 
+use std::fmt;
+
 use bytes::{BufMut, Bytes};
 
 use super::fault::MqttFault;
@@ -10,7 +12,11 @@ use crate::violation::Violation;
 
 /// A client's request to connect. Its protocol level decides the version of
 /// every later packet on the connection.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// The payload (client identifier, will, user name, password) is kept as one
+/// checked view of the packet and read back by the accessors, which keeps a
+/// [`Packet`](super::Packet) small; build one to send with [`Connect::new`].
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Connect {
     /// The protocol version (level 4 or 5).
     pub version: Version,
@@ -20,14 +26,11 @@ pub struct Connect {
     pub keep_alive: u16,
     /// CONNECT properties (5.0; empty in 3.1.1).
     pub properties: Properties,
-    /// The client identifier; may be empty.
-    pub client_id: Str,
-    /// The will message, if any.
-    pub will: Option<Will>,
-    /// The user name, if any.
-    pub user_name: Option<Str>,
-    /// The password, if any.
-    pub password: Option<Bytes>,
+    /// The connect flags for the payload: will, will QoS, will retain,
+    /// password, user name (bits 2 to 7 as on the wire).
+    flags: u8,
+    /// The checked payload, in wire order.
+    payload: Bytes,
 }
 
 /// The message a server publishes for a client that goes away unannounced.
@@ -50,7 +53,115 @@ const MQTT: &[u8] = b"MQTT";
 /// The protocol name of MQTT 3.1 (level 3), which this codec refuses.
 const MQISDP: &[u8] = b"MQIsdp";
 
+const WILL: u8 = 0x04;
+const WILL_RETAIN: u8 = 0x20;
+const PASSWORD: u8 = 0x40;
+const USER_NAME: u8 = 0x80;
+
+/// The payload fields of a CONNECT.
+struct Parts {
+    client_id: Str,
+    will: Option<Will>,
+    user_name: Option<Str>,
+    password: Option<Bytes>,
+}
+
 impl Connect {
+    /// A CONNECT to send: clean start, keep alive off, no properties (set
+    /// those fields as needed). Fails for a will payload or password over
+    /// 65,535 bytes.
+    pub fn new(
+        version: Version,
+        client_id: Str,
+        will: Option<Will>,
+        user_name: Option<Str>,
+        password: Option<Bytes>,
+    ) -> Result<Connect, EncodeError> {
+        let mut buf = Vec::new();
+        let mut flags = 0;
+        client_id.put(&mut buf);
+        if let Some(w) = &will {
+            binary_len(&w.payload)?;
+            flags |= WILL | ((w.qos as u8) << 3) | (u8::from(w.retain) * WILL_RETAIN);
+            if version == Version::V5 {
+                w.properties.put(&mut buf);
+            }
+            w.topic.put(&mut buf);
+            put_binary(&mut buf, &w.payload);
+        }
+        if let Some(u) = &user_name {
+            flags |= USER_NAME;
+            u.put(&mut buf);
+        }
+        if let Some(p) = &password {
+            binary_len(p)?;
+            flags |= PASSWORD;
+            put_binary(&mut buf, p);
+        }
+        Ok(Connect {
+            version,
+            clean_start: true,
+            keep_alive: 0,
+            properties: Properties::new(),
+            flags,
+            payload: Bytes::from(buf),
+        })
+    }
+
+    /// Reads the payload back; it was checked when decoded or built.
+    fn parts(&self) -> Parts {
+        let mut r = Reader::new(&self.payload, 0, self.payload.len());
+        let mut parts = Parts {
+            client_id: r.string("client identifier").unwrap_or_default(),
+            will: None,
+            user_name: None,
+            password: None,
+        };
+        if self.flags & WILL != 0 {
+            let properties = if self.version == Version::V5 {
+                Properties::read(&mut r, Scope::WILL, PacketType::Connect, Sender::Client)
+                    .map(|(p, _)| p)
+                    .unwrap_or_default()
+            } else {
+                Properties::new()
+            };
+            parts.will = Some(Will {
+                qos: QoS::from_u8((self.flags >> 3) & 3).unwrap_or(QoS::AtMostOnce),
+                retain: self.flags & WILL_RETAIN != 0,
+                properties,
+                topic: r.string("will topic").unwrap_or_default(),
+                payload: r.binary("will payload").unwrap_or_default(),
+            });
+        }
+        if self.flags & USER_NAME != 0 {
+            parts.user_name = r.string("user name").ok();
+        }
+        if self.flags & PASSWORD != 0 {
+            parts.password = r.binary("password").ok();
+        }
+        parts
+    }
+
+    /// The client identifier; may be empty.
+    pub fn client_id(&self) -> Str {
+        self.parts().client_id
+    }
+
+    /// The will message, if any.
+    pub fn will(&self) -> Option<Will> {
+        self.parts().will
+    }
+
+    /// The user name, if any.
+    pub fn user_name(&self) -> Option<Str> {
+        self.parts().user_name
+    }
+
+    /// The password, if any.
+    pub fn password(&self) -> Option<Bytes> {
+        self.parts().password
+    }
+
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Connect, Violation> {
         let name_at = r.pos();
         let name = r.binary("protocol name")?;
@@ -71,21 +182,18 @@ impl Connect {
             return Err(fault(MqttFault::ConnectReservedFlag, flags_at));
         }
         let clean_start = flags & 0x02 != 0;
-        let will_flag = flags & 0x04 != 0;
+        let will = flags & WILL != 0;
         let will_qos = (flags >> 3) & 0x03;
-        let will_retain = flags & 0x20 != 0;
-        let has_password = flags & 0x40 != 0;
-        let has_user = flags & 0x80 != 0;
-        if !will_flag && will_qos != 0 {
+        if !will && will_qos != 0 {
             return Err(fault(MqttFault::WillQosWithoutWill, flags_at));
         }
-        if !will_flag && will_retain {
+        if !will && flags & WILL_RETAIN != 0 {
             return Err(fault(MqttFault::WillRetainWithoutWill, flags_at));
         }
-        let Some(will_qos) = QoS::from_u8(will_qos) else {
+        if will_qos == 3 {
             return Err(fault(MqttFault::WillQos3, flags_at));
-        };
-        if !v5 && has_password && !has_user {
+        }
+        if !v5 && flags & PASSWORD != 0 && flags & USER_NAME == 0 {
             return Err(fault(MqttFault::PasswordWithoutUserName, flags_at));
         }
         let keep_alive = r.u16("keep alive")?;
@@ -94,107 +202,76 @@ impl Connect {
         } else {
             Properties::new()
         };
+        let payload_start = r.pos();
         let id_at = r.pos();
-        let client_id = r.string("client identifier")?;
-        if !v5 && client_id.is_empty() && !clean_start {
+        let client_id_len = r.string("client identifier")?.len();
+        if !v5 && client_id_len == 0 && !clean_start {
             return Err(fault(MqttFault::ClientIdRejected, id_at));
         }
-        let will = if will_flag {
-            let (properties, summary) = if v5 {
-                Properties::read(r, Scope::WILL, PacketType::Connect, Sender::Client)?
+        if will {
+            let summary = if v5 {
+                Properties::read(r, Scope::WILL, PacketType::Connect, Sender::Client)?.1
             } else {
                 Default::default()
             };
-            let topic = r.topic_name("will topic", false)?;
+            r.topic_name("will topic", false)?;
             let payload_at = r.pos() + 2;
             let payload = r.binary("will payload")?;
             if summary.payload_is_utf8 {
                 check_payload_utf8(&payload, payload_at)?;
             }
-            Some(Will {
-                qos: will_qos,
-                retain: will_retain,
-                properties,
-                topic,
-                payload,
-            })
-        } else {
-            None
-        };
-        let user_name = if has_user {
-            Some(r.string("user name")?)
-        } else {
-            None
-        };
-        let password = if has_password {
-            Some(r.binary("password")?)
-        } else {
-            None
-        };
+        }
+        if flags & USER_NAME != 0 {
+            r.string("user name")?;
+        }
+        if flags & PASSWORD != 0 {
+            r.binary("password")?;
+        }
         r.finish()?;
         Ok(Connect {
             version,
             clean_start,
             keep_alive,
             properties,
-            client_id,
-            will,
-            user_name,
-            password,
+            flags: flags & 0xfc,
+            payload: r.span(payload_start),
         })
     }
 
-    pub(crate) fn body_len(&self) -> Result<usize, EncodeError> {
-        let v5 = self.version == Version::V5;
-        let mut n = 2 + 4 + 1 + 1 + 2 + self.client_id.wire_len();
-        if v5 {
+    pub(crate) fn body_len(&self) -> usize {
+        let mut n = 2 + 4 + 1 + 1 + 2 + self.payload.len();
+        if self.version == Version::V5 {
             n += self.properties.wire_len();
         }
-        if let Some(w) = &self.will {
-            if v5 {
-                n += w.properties.wire_len();
-            }
-            n += w.topic.wire_len() + binary_len(&w.payload)?;
-        }
-        if let Some(u) = &self.user_name {
-            n += u.wire_len();
-        }
-        if let Some(p) = &self.password {
-            n += binary_len(p)?;
-        }
-        Ok(n)
+        n
     }
 
     pub(crate) fn put_body<B: BufMut>(&self, buf: &mut B) {
-        let v5 = self.version == Version::V5;
         buf.put_u16(4);
         buf.put_slice(MQTT);
-        buf.put_u8(if v5 { 5 } else { 4 });
-        let mut flags = u8::from(self.clean_start) << 1;
-        if let Some(w) = &self.will {
-            flags |= 0x04 | ((w.qos as u8) << 3) | (u8::from(w.retain) << 5);
-        }
-        flags |= u8::from(self.password.is_some()) << 6;
-        flags |= u8::from(self.user_name.is_some()) << 7;
-        buf.put_u8(flags);
+        buf.put_u8(self.version.level());
+        buf.put_u8(self.flags | (u8::from(self.clean_start) << 1));
         buf.put_u16(self.keep_alive);
-        if v5 {
+        if self.version == Version::V5 {
             self.properties.put(buf);
         }
-        self.client_id.put(buf);
-        if let Some(w) = &self.will {
-            if v5 {
-                w.properties.put(buf);
-            }
-            w.topic.put(buf);
-            put_binary(buf, &w.payload);
-        }
-        if let Some(u) = &self.user_name {
-            u.put(buf);
-        }
-        if let Some(p) = &self.password {
-            put_binary(buf, p);
-        }
+        buf.put_slice(&self.payload);
+    }
+}
+
+impl fmt::Debug for Connect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = self.parts();
+        f.debug_struct("Connect")
+            .field("version", &self.version)
+            .field("clean_start", &self.clean_start)
+            .field("keep_alive", &self.keep_alive)
+            .field("properties", &self.properties)
+            .field("client_id", &parts.client_id)
+            .field("will", &parts.will)
+            .field("user_name", &parts.user_name)
+            .field("password", &parts.password)
+            .finish()
     }
 }
 

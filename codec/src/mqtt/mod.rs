@@ -27,10 +27,10 @@
 //!     0x32, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x07, b'h', b'i',
 //! ];
 //! let Some(Packet::Connect(connect)) = decoder.feed(&mut stream).unwrap() else { panic!() };
-//! assert_eq!((connect.version, connect.client_id.as_str()), (Version::V311, "c"));
+//! assert_eq!((connect.version, connect.client_id().as_str()), (Version::V311, "c"));
 //! let Some(Packet::Publish(publish)) = decoder.feed(&mut stream).unwrap() else { panic!() };
-//! assert_eq!((publish.topic.as_str(), publish.qos, publish.packet_id), ("a/b", QoS::AtLeastOnce, 7));
-//! assert_eq!(&publish.payload[..], b"hi");
+//! assert_eq!((publish.topic(), publish.qos, publish.packet_id), ("a/b", QoS::AtLeastOnce, 7));
+//! assert_eq!(publish.payload(), b"hi");
 //! assert!(stream.is_empty());
 //!
 //! // QoS 3 breaks MQTT-3.3.1-4: a malformed packet, reason code 0x81.
@@ -432,7 +432,7 @@ impl Packet {
     /// The remaining length (everything after the fixed header).
     fn body_len(&self, version: Version) -> Result<usize, EncodeError> {
         let n = match self {
-            Packet::Connect(c) => c.body_len()?,
+            Packet::Connect(c) => c.body_len(),
             Packet::ConnAck(c) => c.body_len(version),
             Packet::Publish(p) => p.body_len(version),
             Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {

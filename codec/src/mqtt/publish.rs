@@ -1,6 +1,9 @@
 //! PUBLISH and its acknowledgements (PUBACK, PUBREC, PUBREL, PUBCOMP), both
 //! directions.
 
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
 use bytes::{BufMut, Bytes};
 
 use super::fault::MqttFault;
@@ -10,7 +13,13 @@ use super::{PacketType, QoS, Sender, Version};
 use crate::violation::Violation;
 
 /// An application message.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// The topic and the payload of a decoded PUBLISH share one view of the
+/// packet, so that decoding one takes a single reference to the input
+/// buffer: read them with [`topic`](Self::topic) and
+/// [`payload`](Self::payload), or take views of their own with
+/// [`topic_view`](Self::topic_view) and [`payload_view`](Self::payload_view).
+#[derive(Clone)]
 pub struct Publish {
     /// Whether this is a re-delivery (never at QoS 0).
     pub dup: bool,
@@ -18,17 +27,90 @@ pub struct Publish {
     pub qos: QoS,
     /// Whether the server keeps the message for later subscribers.
     pub retain: bool,
-    /// The topic name; empty only in 5.0 with a topic alias.
-    pub topic: Str,
     /// The packet identifier: non-zero at QoS 1 and 2, 0 (absent) at QoS 0.
     pub packet_id: u16,
     /// PUBLISH properties (5.0; empty in 3.1.1).
     pub properties: Properties,
-    /// The application message.
-    pub payload: Bytes,
+    /// The topic (checked: UTF-8, no U+0000, no wildcard), then, from
+    /// `payload_at`, the payload; for a decoded packet a view of it, with the
+    /// packet identifier and properties in between.
+    data: Bytes,
+    /// The length of the topic at the start of `data`.
+    topic_len: u16,
+    /// Where the payload starts in `data`.
+    payload_at: usize,
 }
 
 impl Publish {
+    /// A QoS 0 message of `payload` to `topic` (both copied into one
+    /// buffer); set the other fields as needed.
+    pub fn new(topic: &Str, payload: &[u8]) -> Publish {
+        let mut data = Vec::with_capacity(topic.len() + payload.len());
+        data.extend_from_slice(topic.as_bytes());
+        data.extend_from_slice(payload);
+        Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            packet_id: 0,
+            properties: Properties::new(),
+            data: Bytes::from(data),
+            // `Str` bounds its length to 65,535.
+            topic_len: topic.len() as u16,
+            payload_at: topic.len(),
+        }
+    }
+
+    /// The same message at `qos` with `packet_id` (non-zero above QoS 0).
+    pub fn with_qos(mut self, qos: QoS, packet_id: u16) -> Publish {
+        self.qos = qos;
+        self.packet_id = packet_id;
+        self
+    }
+
+    /// The same message with the retain flag set to `retain`.
+    pub fn with_retain(mut self, retain: bool) -> Publish {
+        self.retain = retain;
+        self
+    }
+
+    /// The same message with the DUP flag set to `dup`.
+    pub fn with_dup(mut self, dup: bool) -> Publish {
+        self.dup = dup;
+        self
+    }
+
+    /// The same message with these properties (5.0).
+    pub fn with_properties(mut self, properties: Properties) -> Publish {
+        self.properties = properties;
+        self
+    }
+
+    /// The topic name; empty only in 5.0 with a topic alias.
+    #[inline]
+    pub fn topic(&self) -> &str {
+        let bytes = &self.data[..usize::from(self.topic_len)];
+        // SAFETY: `data` starts with `topic_len` bytes that are a `Str`'s
+        // (`new`) or that `Reader::topic_name` checked as UTF-8 (`read`).
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    /// The topic name as a view of its own.
+    pub fn topic_view(&self) -> Str {
+        Str::from_checked(self.data.slice(..usize::from(self.topic_len)))
+    }
+
+    /// The application message.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.data[self.payload_at..]
+    }
+
+    /// The application message as a view of its own.
+    pub fn payload_view(&self) -> Bytes {
+        self.data.slice(self.payload_at..)
+    }
+
     /// Reads the body; `flags` are the low four bits of the first byte,
     /// already checked for QoS 3 and DUP at QoS 0.
     #[inline]
@@ -44,7 +126,7 @@ impl Publish {
             _ => QoS::ExactlyOnce,
         };
         let topic_at = r.pos();
-        let topic = r.topic_name("topic name", version == Version::V5)?;
+        let (topic_start, topic_len) = r.topic_name_span("topic name", version == Version::V5)?;
         let packet_id = if qos == QoS::AtMostOnce {
             0
         } else {
@@ -58,7 +140,7 @@ impl Publish {
         let (properties, payload_is_utf8) = if version == Version::V5 {
             let (properties, summary) =
                 Properties::read(r, Scope::PUBLISH, PacketType::Publish, from)?;
-            if topic.is_empty() && summary.topic_alias.is_none() {
+            if topic_len == 0 && summary.topic_alias.is_none() {
                 return Err(fault(MqttFault::EmptyTopicWithoutAlias, topic_at));
             }
             (properties, summary.payload_is_utf8)
@@ -66,18 +148,19 @@ impl Publish {
             (Properties::new(), false)
         };
         let payload_at = r.pos();
-        let payload = r.rest();
+        let (data, payload_in_data) = r.rest_from(topic_start);
         if payload_is_utf8 {
-            check_payload_utf8(&payload, payload_at)?;
+            check_payload_utf8(&data[payload_in_data..], payload_at)?;
         }
         Ok(Publish {
             dup: flags & 0x08 != 0,
             qos,
             retain: flags & 1 != 0,
-            topic,
             packet_id,
             properties,
-            payload,
+            data,
+            topic_len,
+            payload_at: payload_in_data,
         })
     }
 
@@ -87,7 +170,7 @@ impl Publish {
     }
 
     pub(crate) fn body_len(&self, version: Version) -> usize {
-        let mut n = self.topic.wire_len() + self.payload.len();
+        let mut n = 2 + usize::from(self.topic_len) + self.payload().len();
         if self.qos != QoS::AtMostOnce {
             n += 2;
         }
@@ -98,14 +181,56 @@ impl Publish {
     }
 
     pub(crate) fn put_body<B: BufMut>(&self, version: Version, buf: &mut B) {
-        self.topic.put(buf);
+        buf.put_u16(self.topic_len);
+        buf.put_slice(self.topic().as_bytes());
         if self.qos != QoS::AtMostOnce {
             buf.put_u16(self.packet_id);
         }
         if version == Version::V5 {
             self.properties.put(buf);
         }
-        buf.put_slice(&self.payload);
+        buf.put_slice(self.payload());
+    }
+
+    /// The fields that make the message, for comparing and hashing.
+    fn key(&self) -> (bool, QoS, bool, u16, &Properties, &str, &[u8]) {
+        (
+            self.dup,
+            self.qos,
+            self.retain,
+            self.packet_id,
+            &self.properties,
+            self.topic(),
+            self.payload(),
+        )
+    }
+}
+
+impl PartialEq for Publish {
+    fn eq(&self, other: &Publish) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Publish {}
+
+impl Hash for Publish {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl fmt::Debug for Publish {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publish")
+            .field("dup", &self.dup)
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .field("packet_id", &self.packet_id)
+            .field("properties", &self.properties)
+            .field("topic", &self.topic())
+            .field("payload", &Bytes::copy_from_slice(self.payload()))
+            .finish()
     }
 }
 

@@ -86,6 +86,11 @@ impl Str {
         Ok(Str(bytes))
     }
 
+    /// Wraps bytes the decoder already checked.
+    pub(crate) fn from_checked(bytes: Bytes) -> Str {
+        Str(bytes)
+    }
+
     /// The string.
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor checks UTF-8: `from_static` takes a
@@ -152,16 +157,35 @@ const WILDCARD: u8 = 4;
 
 /// One pass over `s`: whether it has bytes above 0x7f, a NUL byte, a `+` or
 /// a `#`. Multi-byte UTF-8 sequences never hold bytes below 0x80, so the
-/// ASCII findings hold for the decoded characters too.
+/// ASCII findings hold for the decoded characters too. Eight bytes at a
+/// time: a word has a zero byte exactly when `(w - 0x01..) & !w & 0x80..`
+/// is non-zero, and a byte equal to `c` is a zero byte of `w ^ c..`.
 #[inline]
 fn scan(s: &[u8]) -> u8 {
-    let (mut high, mut nul, mut wild) = (0u8, false, false);
-    for &b in s {
-        high |= b;
-        nul |= b == 0;
-        wild |= (b == b'+') | (b == b'#');
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    #[inline(always)]
+    fn zero_byte(w: u64) -> u64 {
+        w.wrapping_sub(ONES) & !w & HIGHS
     }
-    (high >> 7) | (u8::from(nul) << 1) | (u8::from(wild) << 2)
+    let (mut high, mut nul, mut wild) = (0u64, 0u64, 0u64);
+    let mut words = s.chunks_exact(8);
+    for chunk in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(b);
+        high |= w;
+        nul |= zero_byte(w);
+        wild |= zero_byte(w ^ (ONES * u64::from(b'+'))) | zero_byte(w ^ (ONES * u64::from(b'#')));
+    }
+    for &c in words.remainder() {
+        high |= u64::from(c);
+        nul |= u64::from(c == 0);
+        wild |= u64::from((c == b'+') | (c == b'#'));
+    }
+    (u8::from(high & HIGHS != 0) * NON_ASCII)
+        | (u8::from(nul != 0) * NUL)
+        | (u8::from(wild != 0) * WILDCARD)
 }
 
 /// Checks the string rules (well-formed UTF-8, which excludes surrogates and
@@ -383,19 +407,50 @@ impl<'a> Reader<'a> {
         field: &'static str,
         may_be_empty: bool,
     ) -> Result<Str, Violation> {
+        let (at, n) = self.topic_name_span(field, may_be_empty)?;
+        Ok(Str(self.whole.slice(at..at + usize::from(n))))
+    }
+
+    /// A topic name, checked as [`topic_name`](Self::topic_name) does, but
+    /// without taking a view: where its bytes start in the buffer, and how
+    /// many there are.
+    #[inline]
+    pub(crate) fn topic_name_span(
+        &mut self,
+        field: &'static str,
+        may_be_empty: bool,
+    ) -> Result<(usize, u16), Violation> {
         let start = self.pos();
-        let (s, bits) = self.string_bits(field)?;
+        let n = self.u16(field)?;
+        let at = self.take(usize::from(n), field)?;
+        let s = &self.whole[at..at + usize::from(n)];
+        let bits = check_utf8(s, at - self.base, field)?;
         if bits & WILDCARD != 0 {
-            let at = s.0.iter().position(|&b| b == b'+' || b == b'#');
+            let i = s.iter().position(|&b| b == b'+' || b == b'#');
             return Err(fault(
                 MqttFault::WildcardInTopicName(Field::Named(field)),
-                start + 2 + at.unwrap_or(0),
+                start + 2 + i.unwrap_or(0),
             ));
         }
-        if s.0.is_empty() && !may_be_empty {
+        if n == 0 && !may_be_empty {
             return Err(fault(MqttFault::EmptyTopic(Field::Named(field)), start));
         }
-        Ok(s)
+        Ok((at, n))
+    }
+
+    /// A view of what was read since packet offset `from` (from [`pos`](Self::pos)).
+    #[inline]
+    pub(crate) fn span(&self, from: usize) -> Bytes {
+        self.whole.slice(self.base + from..self.pos)
+    }
+
+    /// One view from buffer position `from` (from an earlier span) to the
+    /// end, and where the unread rest starts in it.
+    #[inline]
+    pub(crate) fn rest_from(&mut self, from: usize) -> (Bytes, usize) {
+        let skip = self.pos - from;
+        self.pos = self.end;
+        (self.whole.slice(from..self.end), skip)
     }
 
     /// A topic filter: a non-empty string whose wildcards fill their levels.
@@ -543,6 +598,29 @@ mod tests {
         ] {
             assert!(check_filter(bad.as_bytes(), 0, true).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn scan_finds_high_bytes_nul_and_wildcards_anywhere() {
+        for len in 0..40 {
+            let base = vec![b'a'; len];
+            assert_eq!(scan(&base), 0);
+            for at in 0..len {
+                for (byte, bit) in [
+                    (0x80u8, NON_ASCII),
+                    (0xff, NON_ASCII),
+                    (0, NUL),
+                    (b'+', WILDCARD),
+                    (b'#', WILDCARD),
+                ] {
+                    let mut s = base.clone();
+                    s[at] = byte;
+                    assert_eq!(scan(&s), bit, "{s:?}");
+                }
+            }
+        }
+        // Neighbours of the searched bytes are not mistaken for them.
+        assert_eq!(scan(b"\x01\x01\x01\x01\x01\x01\x01\x01*,\"$"), 0);
     }
 
     #[test]

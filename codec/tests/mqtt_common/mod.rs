@@ -212,28 +212,8 @@ pub fn every_packet(v: Version) -> Vec<(Sender, Packet)> {
     let mut out = vec![
         (
             Client,
-            Packet::Connect(Connect {
-                version: v,
-                clean_start: true,
-                keep_alive: 60,
-                properties: block(
-                    v,
-                    [
-                        vec![
-                            P::SessionExpiryInterval(30),
-                            P::ReceiveMaximum(10),
-                            P::MaximumPacketSize(1 << 20),
-                            P::TopicAliasMaximum(5),
-                            P::RequestResponseInformation(1),
-                            P::RequestProblemInformation(0),
-                            user(),
-                        ],
-                        auth(),
-                    ]
-                    .concat(),
-                ),
-                client_id: st("client-1"),
-                will: Some(Will {
+            Packet::Connect({
+                let will = Will {
                     qos: QoS::AtLeastOnce,
                     retain: true,
                     properties: block(
@@ -250,9 +230,29 @@ pub fn every_packet(v: Version) -> Vec<(Sender, Packet)> {
                     ),
                     topic: st("will/topic"),
                     payload: Bytes::from_static(b"bye"),
-                }),
-                user_name: Some(st("alice")),
-                password: Some(Bytes::from_static(b"s3cret")),
+                };
+                let password = Some(Bytes::from_static(b"s3cret"));
+                let mut c =
+                    Connect::new(v, st("client-1"), Some(will), Some(st("alice")), password)
+                        .expect("fits");
+                c.keep_alive = 60;
+                c.properties = block(
+                    v,
+                    [
+                        vec![
+                            P::SessionExpiryInterval(30),
+                            P::ReceiveMaximum(10),
+                            P::MaximumPacketSize(1 << 20),
+                            P::TopicAliasMaximum(5),
+                            P::RequestResponseInformation(1),
+                            P::RequestProblemInformation(0),
+                            user(),
+                        ],
+                        auth(),
+                    ]
+                    .concat(),
+                );
+                c
             }),
         ),
         (
@@ -288,57 +288,40 @@ pub fn every_packet(v: Version) -> Vec<(Sender, Packet)> {
         ),
         (
             Client,
-            Packet::Publish(Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce,
-                retain: true,
-                topic: st("sensors/room-1/temperature"),
-                packet_id: 7,
-                properties: block(
-                    v,
-                    vec![
-                        P::PayloadFormatIndicator(1),
-                        P::MessageExpiryInterval(120),
-                        P::TopicAlias(2),
-                        P::ResponseTopic(st("reply/7")),
-                        P::CorrelationData(Bytes::from_static(&[1, 2, 3])),
-                        user(),
-                        P::ContentType(st("application/json")),
-                    ],
-                ),
-                payload: Bytes::from_static(b"{\"celsius\":21.5}"),
-            }),
+            Packet::Publish(
+                Publish::new(&st("sensors/room-1/temperature"), b"{\"celsius\":21.5}")
+                    .with_qos(QoS::AtLeastOnce, 7)
+                    .with_retain(true)
+                    .with_properties(block(
+                        v,
+                        vec![
+                            P::PayloadFormatIndicator(1),
+                            P::MessageExpiryInterval(120),
+                            P::TopicAlias(2),
+                            P::ResponseTopic(st("reply/7")),
+                            P::CorrelationData(Bytes::from_static(&[1, 2, 3])),
+                            user(),
+                            P::ContentType(st("application/json")),
+                        ],
+                    )),
+            ),
         ),
         (
             Server,
-            Packet::Publish(Publish {
-                dup: true,
-                qos: QoS::ExactlyOnce,
-                retain: false,
-                topic: st("a/b"),
-                packet_id: 65_535,
-                properties: block(
-                    v,
-                    vec![
-                        P::SubscriptionIdentifier(1),
-                        P::SubscriptionIdentifier(300_000),
-                    ],
-                ),
-                payload: Bytes::from_static(&[0, 0xff, 0x80]),
-            }),
+            Packet::Publish(
+                Publish::new(&st("a/b"), &[0, 0xff, 0x80])
+                    .with_qos(QoS::ExactlyOnce, 65_535)
+                    .with_dup(true)
+                    .with_properties(block(
+                        v,
+                        vec![
+                            P::SubscriptionIdentifier(1),
+                            P::SubscriptionIdentifier(300_000),
+                        ],
+                    )),
+            ),
         ),
-        (
-            Server,
-            Packet::Publish(Publish {
-                dup: false,
-                qos: QoS::AtMostOnce,
-                retain: false,
-                topic: st("t"),
-                packet_id: 0,
-                properties: Properties::new(),
-                payload: Bytes::new(),
-            }),
-        ),
+        (Server, Packet::Publish(Publish::new(&st("t"), b""))),
         (Client, Packet::PubAck(Ack::new(7))),
         (
             Server,
