@@ -580,7 +580,7 @@ fn mqtt_3_1_2_9_will_topic_and_payload_present() {
 }
 
 #[test]
-fn mqtt_3_1_2_18_no_user_name_or_password_without_their_flags() {
+fn mqtt_3_1_2_18_v311_no_user_name_without_its_flag() {
     let stream = connect_flags(V311, 0x02, &s("u"));
     malformed(
         fault(V311, Client, &stream),
@@ -654,7 +654,7 @@ fn mqtt_3_1_3_8_v311_empty_client_id_without_clean_session() {
 }
 
 #[test]
-fn mqtt_3_1_3_9_will_topic_is_a_topic_name() {
+fn mqtt_3_1_3_10_v311_will_topic_is_a_topic_name() {
     let stream = connect_flags(V311, 0x06, &[s("w/#"), s("x")].concat());
     malformed(
         fault(V311, Client, &stream),
@@ -670,7 +670,7 @@ fn mqtt_3_1_3_9_will_topic_is_a_topic_name() {
 }
 
 #[test]
-fn mqtt_3_1_3_10_user_name_is_utf8() {
+fn mqtt_3_1_3_11_v311_user_name_is_utf8() {
     let stream = connect_flags(V311, 0x82, &s([b'u', 0]));
     malformed(
         fault(V311, Client, &stream),
@@ -1072,7 +1072,7 @@ fn mqtt_sec_3_8_2_1_2_subscription_identifier_zero() {
 }
 
 #[test]
-fn mqtt_4_7_1_2_multi_level_wildcard_placement() {
+fn mqtt_4_7_1_2_v311_multi_level_wildcard_placement() {
     for (f, at) in [("a/#/b", 2), ("a#", 1), ("#/", 0)] {
         malformed(
             fault(V311, Client, &subscribe(V311, &[s(f), vec![0]].concat())),
@@ -1083,7 +1083,7 @@ fn mqtt_4_7_1_2_multi_level_wildcard_placement() {
 }
 
 #[test]
-fn mqtt_4_7_1_3_single_level_wildcard_placement() {
+fn mqtt_4_7_1_3_v311_single_level_wildcard_placement() {
     for (f, at) in [("a+", 1), ("+a", 0), ("a/b+/c", 3)] {
         malformed(
             fault(V5, Client, &subscribe(V5, &[s(f), vec![0]].concat())),

@@ -72,6 +72,11 @@ pub use subscribe::{
 };
 pub use wire::{Str, StrError, MAX_REMAINING_LENGTH};
 
+/// The example of `docs/mqtt.md`, run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/mqtt.md")]
+pub struct MqttGuide;
+
 use crate::violation::Violation;
 use wire::{fault, put_var_int, var_int_len, Reader};
 

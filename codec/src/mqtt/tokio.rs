@@ -1,4 +1,4 @@
-//! [`MqttCodec`]: the MQTT [`Decoder`](super::Decoder) and
+//! [`MqttCodec`]: the MQTT [`Decoder`] and
 //! [`Packet::encode`] as a `tokio_util` codec, so that
 //! `tokio_util::codec::Framed<TcpStream, MqttCodec>` reads and writes packets.
 //! Only with the `tokio-codec` feature.
