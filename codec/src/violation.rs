@@ -489,6 +489,48 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_faults_close_by_their_reason_code() {
+        use crate::mqtt::{MqttFault, PacketType};
+        let refusals = [
+            (MqttFault::UnsupportedProtocolLevel(3), 0x84),
+            (MqttFault::ClientIdRejected, 0x85),
+        ];
+        for (f, code) in refusals {
+            let k = ViolationKind::Mqtt(f);
+            assert_eq!(
+                (k.reason_code(), k.close_reason()),
+                (Some(code), CloseReason::Aborted)
+            );
+        }
+        let invalid = [
+            (MqttFault::Qos3, 0x81),
+            (MqttFault::UnknownProperty(0x05), 0x81),
+            (MqttFault::PacketIdZero, 0x82),
+            (MqttFault::UnexpectedPacket(PacketType::Connect), 0x82),
+            (MqttFault::TopicAliasZero, 0x94),
+            (MqttFault::PayloadNotUtf8, 0x99),
+        ];
+        for (f, code) in invalid {
+            let k = ViolationKind::Mqtt(f);
+            assert_eq!(k.reason_code(), Some(code), "{k}");
+            assert_eq!(k.close_reason(), CloseReason::InvalidInboundMessage, "{k}");
+            assert!(k.name().starts_with("mqtt-"));
+        }
+        // Shared kinds carry their MQTT meaning too; session-only kinds none.
+        let too_large = ViolationKind::MessageTooLarge { size: 9, limit: 8 };
+        assert_eq!(too_large.reason_code(), Some(0x95));
+        assert_eq!(ViolationKind::TrailingBytes.reason_code(), Some(0x81));
+        assert_eq!(
+            ViolationKind::SequenceGap {
+                sequence: 3,
+                expected: 2
+            }
+            .reason_code(),
+            None
+        );
+    }
+
+    #[test]
     fn display_names_reason_offset_and_fault() {
         let v = Violation::new(ViolationKind::UnknownType(0x3f), 0);
         assert_eq!(

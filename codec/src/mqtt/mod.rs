@@ -318,6 +318,16 @@ pub(crate) fn check_first_byte(
     from: Sender,
 ) -> Result<PacketType, Violation> {
     let n = byte >> 4;
+    // PUBLISH first: it is most of what flows.
+    if n == 3 {
+        if byte & 0x06 == 0x06 {
+            return Err(fault(MqttFault::Qos3, 0));
+        }
+        if byte & 0x0e == 0x08 {
+            return Err(fault(MqttFault::DupWithQos0, 0));
+        }
+        return Ok(PacketType::Publish);
+    }
     let ty = match PacketType::from_u8(n) {
         Some(PacketType::Auth) if version == Some(Version::V311) => None,
         t => t,
@@ -328,15 +338,7 @@ pub(crate) fn check_first_byte(
     if !ty.sent_by(from) {
         return Err(fault(MqttFault::UnexpectedPacket(ty), 0));
     }
-    let flags = byte & 0x0f;
-    if ty == PacketType::Publish {
-        if flags & 0x06 == 0x06 {
-            return Err(fault(MqttFault::Qos3, 0));
-        }
-        if flags & 0x0e == 0x08 {
-            return Err(fault(MqttFault::DupWithQos0, 0));
-        }
-    } else if flags != ty.fixed_flags() {
+    if byte & 0x0f != ty.fixed_flags() {
         return Err(fault(MqttFault::ReservedFlags(byte), 0));
     }
     Ok(ty)
@@ -397,6 +399,14 @@ impl Packet {
         let first = whole[start];
         let mut r = Reader::with_base(whole, start, start + header, start + total);
         let r = &mut r;
+        if first >> 4 == PacketType::Publish as u8 {
+            return Ok(Packet::Publish(Publish::read(
+                r,
+                first & 0x0f,
+                version,
+                from,
+            )?));
+        }
         // The first byte was checked, so the type exists.
         let ty = PacketType::from_u8(first >> 4).unwrap_or(PacketType::PingReq);
         Ok(match ty {

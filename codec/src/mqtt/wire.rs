@@ -169,19 +169,28 @@ fn scan(s: &[u8]) -> u8 {
         w.wrapping_sub(ONES) & !w & HIGHS
     }
     let (mut high, mut nul, mut wild) = (0u64, 0u64, 0u64);
-    let mut words = s.chunks_exact(8);
-    for chunk in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(b);
+    let mut add = |w: u64| {
         high |= w;
         nul |= zero_byte(w);
         wild |= zero_byte(w ^ (ONES * u64::from(b'+'))) | zero_byte(w ^ (ONES * u64::from(b'#')));
-    }
-    for &c in words.remainder() {
-        high |= u64::from(c);
-        nul |= u64::from(c == 0);
-        wild |= u64::from((c == b'+') | (c == b'#'));
+    };
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    if s.len() >= 8 {
+        for chunk in s.chunks_exact(8) {
+            add(word(chunk));
+        }
+        // The last eight bytes, overlapping the words before: the findings
+        // are about presence only, so reading a byte twice changes nothing.
+        add(word(&s[s.len() - 8..]));
+    } else {
+        // Padded with 'a', which is none of the bytes looked for.
+        let mut w = [b'a'; 8];
+        w[..s.len()].copy_from_slice(s);
+        add(u64::from_le_bytes(w));
     }
     (u8::from(high & HIGHS != 0) * NON_ASCII)
         | (u8::from(nul != 0) * NUL)
