@@ -20,6 +20,7 @@ pub mod close;
 pub mod fuzzing;
 pub mod limits;
 pub mod message;
+pub mod mqtt;
 mod parse;
 pub mod polling;
 pub mod session;

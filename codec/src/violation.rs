@@ -7,6 +7,7 @@
 use std::fmt;
 
 use crate::close::CloseReason;
+use crate::mqtt::MqttFault;
 
 /// The field of a message a violation was found in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -133,6 +134,9 @@ pub enum ViolationKind {
         /// The number expected.
         expected: u64,
     },
+    /// A rule of MQTT 3.1.1 or 5.0 broken by one packet (faults MQTT shares
+    /// with the session protocol use the kinds above).
+    Mqtt(MqttFault),
 }
 
 impl ViolationKind {
@@ -172,7 +176,100 @@ impl ViolationKind {
             | ViolationKind::SequenceMalformed
             | ViolationKind::SequenceBeyondWindow { .. }
             | ViolationKind::SequenceGap { .. } => CloseReason::LostMessages,
+            // MQTT: the reason code decides, as PROTOCOL.md section 8 maps it.
+            ViolationKind::Mqtt(_) => match self.reason_code() {
+                // Packet too large.
+                Some(0x95) => CloseReason::MessageTooLarge,
+                // A refused CONNECT (unsupported protocol version, client
+                // identifier not valid, not authorized): a refusal.
+                Some(0x84 | 0x85 | 0x87) => CloseReason::Aborted,
+                // Malformed packet, protocol error, topic alias invalid,
+                // payload format invalid.
+                _ => CloseReason::InvalidInboundMessage,
+            },
         }
+    }
+
+    /// The MQTT 5.0 reason code a server sends (in its DISCONNECT, or in the
+    /// CONNACK refusing a CONNECT) before closing for this fault; `None` for
+    /// faults only the session protocol has. MQTT 3.1.1 has no reason codes:
+    /// see [`mqtt::v311_connack_code`](crate::mqtt::v311_connack_code).
+    pub const fn reason_code(self) -> Option<u8> {
+        /// Malformed Packet.
+        const MALFORMED: u8 = 0x81;
+        /// Protocol Error.
+        const PROTOCOL_ERROR: u8 = 0x82;
+        Some(match self {
+            ViolationKind::MessageTooLarge { .. } | ViolationKind::BatchTooLarge { .. } => 0x95,
+            ViolationKind::EmptyMessage
+            | ViolationKind::Truncated(_)
+            | ViolationKind::OverlongVarint(_)
+            | ViolationKind::NonMinimalVarint(_)
+            | ViolationKind::VarintOverflow(_)
+            | ViolationKind::InvalidUtf8(_)
+            | ViolationKind::MalformedField(_)
+            | ViolationKind::TrailingBytes => MALFORMED,
+            ViolationKind::UnknownType(_)
+            | ViolationKind::ReservedTypeBit(_)
+            | ViolationKind::CompressedNonTopic(_)
+            | ViolationKind::InvalidBase64
+            | ViolationKind::HandshakeFieldMissing(_)
+            | ViolationKind::HandshakeFieldDuplicated(_)
+            | ViolationKind::HandshakeFieldMalformed(_)
+            | ViolationKind::UnsupportedVersion(_)
+            | ViolationKind::MalformedCredentials
+            | ViolationKind::MalformedSessionProperties
+            | ViolationKind::UnexpectedMessage(_)
+            | ViolationKind::SequenceDuplicate(_)
+            | ViolationKind::SequenceMalformed
+            | ViolationKind::SequenceBeyondWindow { .. }
+            | ViolationKind::SequenceGap { .. } => return None,
+            ViolationKind::Mqtt(fault) => match fault {
+                MqttFault::ReservedPacketType(_)
+                | MqttFault::ReservedFlags(_)
+                | MqttFault::VarIntTooLong(_)
+                | MqttFault::VarIntNotMinimal(_)
+                | MqttFault::NullCharacter(_)
+                | MqttFault::ProtocolName
+                | MqttFault::ConnectReservedFlag
+                | MqttFault::WillQosWithoutWill
+                | MqttFault::WillRetainWithoutWill
+                | MqttFault::WillQos3
+                | MqttFault::PasswordWithoutUserName
+                | MqttFault::Qos3
+                | MqttFault::DupWithQos0
+                | MqttFault::WildcardInTopicName(_)
+                | MqttFault::EmptyTopic(_)
+                | MqttFault::WildcardPlacement
+                | MqttFault::SharedSubscription
+                | MqttFault::SubscriptionOptions(_)
+                | MqttFault::ConnAckFlags(_)
+                | MqttFault::UnknownProperty(_)
+                | MqttFault::PropertyNotAllowed { .. } => MALFORMED,
+                MqttFault::PacketIdZero
+                | MqttFault::NoSubscriptions
+                | MqttFault::NoUnsubscriptions
+                | MqttFault::DuplicateProperty(_)
+                | MqttFault::PropertyValue(_)
+                | MqttFault::AuthDataWithoutMethod
+                | MqttFault::MissingAuthMethod
+                | MqttFault::ReasonCode { .. }
+                | MqttFault::UnexpectedPacket(_)
+                | MqttFault::EmptyTopicWithoutAlias
+                | MqttFault::NoLocalOnShared
+                | MqttFault::RetainHandling3
+                | MqttFault::SubscriptionIdFromClient
+                | MqttFault::SessionPresentWithError => PROTOCOL_ERROR,
+                // Topic Alias invalid.
+                MqttFault::TopicAliasZero => 0x94,
+                // Payload format invalid.
+                MqttFault::PayloadNotUtf8 => 0x99,
+                // Unsupported Protocol Version.
+                MqttFault::UnsupportedProtocolLevel(_) => 0x84,
+                // Client Identifier not valid.
+                MqttFault::ClientIdRejected => 0x85,
+            },
+        })
     }
 
     /// A short stable name for the kind, used by the corpus and the CLI
@@ -204,6 +301,7 @@ impl ViolationKind {
             ViolationKind::SequenceMalformed => "sequence-malformed",
             ViolationKind::SequenceBeyondWindow { .. } => "sequence-beyond-window",
             ViolationKind::SequenceGap { .. } => "sequence-gap",
+            ViolationKind::Mqtt(fault) => fault.name(),
         }
     }
 }
@@ -263,6 +361,7 @@ impl fmt::Display for ViolationKind {
             ViolationKind::SequenceGap { sequence, expected } => {
                 write!(f, "sequence number {sequence} skips {expected}")
             }
+            ViolationKind::Mqtt(fault) => fault.fmt(f),
         }
     }
 }
@@ -386,6 +485,48 @@ mod tests {
         assert_eq!(
             ViolationKind::UnexpectedMessage(28).close_reason(),
             CloseReason::InvalidInboundMessage
+        );
+    }
+
+    #[test]
+    fn mqtt_faults_close_by_their_reason_code() {
+        use crate::mqtt::{MqttFault, PacketType};
+        let refusals = [
+            (MqttFault::UnsupportedProtocolLevel(3), 0x84),
+            (MqttFault::ClientIdRejected, 0x85),
+        ];
+        for (f, code) in refusals {
+            let k = ViolationKind::Mqtt(f);
+            assert_eq!(
+                (k.reason_code(), k.close_reason()),
+                (Some(code), CloseReason::Aborted)
+            );
+        }
+        let invalid = [
+            (MqttFault::Qos3, 0x81),
+            (MqttFault::UnknownProperty(0x05), 0x81),
+            (MqttFault::PacketIdZero, 0x82),
+            (MqttFault::UnexpectedPacket(PacketType::Connect), 0x82),
+            (MqttFault::TopicAliasZero, 0x94),
+            (MqttFault::PayloadNotUtf8, 0x99),
+        ];
+        for (f, code) in invalid {
+            let k = ViolationKind::Mqtt(f);
+            assert_eq!(k.reason_code(), Some(code), "{k}");
+            assert_eq!(k.close_reason(), CloseReason::InvalidInboundMessage, "{k}");
+            assert!(k.name().starts_with("mqtt-"));
+        }
+        // Shared kinds carry their MQTT meaning too; session-only kinds none.
+        let too_large = ViolationKind::MessageTooLarge { size: 9, limit: 8 };
+        assert_eq!(too_large.reason_code(), Some(0x95));
+        assert_eq!(ViolationKind::TrailingBytes.reason_code(), Some(0x81));
+        assert_eq!(
+            ViolationKind::SequenceGap {
+                sequence: 3,
+                expected: 2
+            }
+            .reason_code(),
+            None
         );
     }
 

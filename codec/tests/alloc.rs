@@ -273,3 +273,78 @@ fn iterating_polling_frames_to_a_violation_allocates_nothing() {
         assert_eq!(n, 0, "frames of {cut} bytes allocated {n} times");
     }
 }
+
+// ---- MQTT (codec/src/mqtt) ----
+
+mod mqtt_common;
+
+use sessionwire::mqtt::{self, Packet as MqttPacket, Sender, Version};
+
+#[test]
+fn decoding_every_mqtt_packet_allocates_nothing() {
+    for v in [Version::V311, Version::V5] {
+        for (from, packet) in mqtt_common::every_packet(v) {
+            let wire = shared(&packet.to_bytes(v).expect("encodes"));
+            let (decoded, n) = allocations(|| MqttPacket::decode(&wire, v, from));
+            assert_eq!(decoded.as_ref(), Ok(&packet));
+            assert_eq!(n, 0, "decoding {packet:?} allocated {n} times");
+            // Reading properties, subscriptions and filters back is lazy too.
+            let (count, n) = allocations(|| match &packet {
+                MqttPacket::Publish(p) => p.properties.iter().count(),
+                MqttPacket::Subscribe(s) => s.subscriptions.iter().count(),
+                MqttPacket::Unsubscribe(u) => u.filters.iter().count(),
+                MqttPacket::Connect(c) => c.properties.iter().count(),
+                _ => 0,
+            });
+            black_box(count);
+            assert_eq!(n, 0, "reading {packet:?} back allocated {n} times");
+        }
+    }
+}
+
+#[test]
+fn walking_an_mqtt_stream_allocates_nothing_per_packet() {
+    let limits = Limits::default();
+    for v in [Version::V311, Version::V5] {
+        let mut raw = Vec::new();
+        let mut expected = 0;
+        for _ in 0..20 {
+            for (from, packet) in mqtt_common::every_packet(v) {
+                if from == Sender::Client {
+                    packet.encode_to_vec(v, &mut raw).unwrap();
+                    expected += 1;
+                }
+            }
+        }
+        let stream = shared(&raw);
+        let ((ok, failed), n) = allocations(|| {
+            let (mut ok, mut failed) = (0usize, 0usize);
+            for step in mqtt::packets(&stream, Some(v), Sender::Client, &limits) {
+                match black_box(step) {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed)
+        });
+        assert_eq!((ok, failed), (expected, 0));
+        assert_eq!(n, 0, "{expected} packets allocated {n} times");
+    }
+}
+
+#[test]
+fn rejecting_an_mqtt_packet_allocates_nothing_at_any_length() {
+    let mut rejected = 0;
+    for v in [Version::V311, Version::V5] {
+        for (from, packet) in mqtt_common::every_packet(v) {
+            let wire = shared(&packet.to_bytes(v).unwrap());
+            for cut in 0..wire.len() {
+                let prefix = wire.slice(..cut);
+                let (decoded, n) = allocations(|| MqttPacket::decode(&prefix, v, from));
+                assert_eq!(n, 0, "decoding {prefix:?} allocated {n} times");
+                rejected += usize::from(decoded.is_err());
+            }
+        }
+    }
+    assert!(rejected > 0);
+}

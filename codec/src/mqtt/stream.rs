@@ -1,0 +1,343 @@
+//! Framing a byte stream into packets: the fixed header, the size limit, and
+//! the two ways to walk a stream ([`packets`] over one buffer, [`Decoder`]
+//! over chunks).
+
+use bytes::{Bytes, BytesMut};
+
+use super::fault::MqttFault;
+use super::wire::{self, fault, read_var_int, VarInt};
+use super::{check_first_byte, Packet, PacketType, Sender, Version};
+use crate::limits::Limits;
+use crate::violation::{Field, Violation, ViolationKind};
+
+/// Where a packet stands in the CONNECT order a server enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// No order is checked (a known version, or a client's decoder).
+    Free,
+    /// Nothing was received yet: the packet must be a CONNECT (MQTT-3.1.0-1).
+    FirstConnect,
+    /// The CONNECT was received: another one is a protocol error (MQTT-3.1.0-2).
+    AfterConnect,
+}
+
+/// How much of a packet the start of a buffer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Not the whole packet: its total size once the fixed header is known.
+    Incomplete(Option<usize>),
+    /// A whole packet: fixed header size and total size.
+    Complete(usize, usize),
+}
+
+/// Reads the fixed header at the start of `input`: checks the first byte as
+/// soon as it is there, then the remaining length (at most four bytes, in
+/// its shortest form) and the total size against `max` before any of the
+/// body is needed. Offsets count from `input`'s start.
+#[inline]
+pub(crate) fn framing(
+    input: &[u8],
+    version: Option<Version>,
+    from: Sender,
+    order: Order,
+    max: usize,
+) -> Result<Framing, Violation> {
+    let Some(&first) = input.first() else {
+        return Ok(Framing::Incomplete(None));
+    };
+    let ty = check_first_byte(first, version, from)?;
+    let out_of_order = match order {
+        Order::Free => false,
+        Order::FirstConnect => ty != PacketType::Connect,
+        Order::AfterConnect => ty == PacketType::Connect,
+    };
+    if out_of_order {
+        return Err(fault(MqttFault::UnexpectedPacket(ty), 0));
+    }
+    const FIELD: Field = Field::Named("remaining length");
+    let (remaining, n) = match read_var_int(&input[1..]) {
+        VarInt::Value(v, n) => (v as usize, n),
+        VarInt::Incomplete => return Ok(Framing::Incomplete(None)),
+        VarInt::TooLong => return Err(fault(MqttFault::VarIntTooLong(FIELD), 1)),
+        VarInt::NotMinimal(n) => return Err(fault(MqttFault::VarIntNotMinimal(FIELD), n)),
+    };
+    // At most 1 + 4 + 268,435,455: no overflow.
+    let total = 1 + n + remaining;
+    if total > max {
+        return Err(Violation::new(
+            ViolationKind::MessageTooLarge {
+                size: total as u64,
+                limit: max,
+            },
+            0,
+        ));
+    }
+    if input.len() < total {
+        return Ok(Framing::Incomplete(Some(total)));
+    }
+    Ok(Framing::Complete(1 + n, total))
+}
+
+/// Frames one whole packet for [`Packet::decode`]: `None` if `input` is
+/// shorter than the packet.
+pub(crate) fn frame(
+    input: &[u8],
+    version: Option<Version>,
+    from: Sender,
+    max: usize,
+) -> Result<Option<(usize, usize)>, Violation> {
+    match framing(input, version, from, Order::Free, max)? {
+        Framing::Complete(header, total) => Ok(Some((header, total))),
+        Framing::Incomplete(_) => Ok(None),
+    }
+}
+
+/// Walks a buffer holding a byte stream packet by packet; see [`packets`].
+#[derive(Debug)]
+pub struct Packets<'a> {
+    input: &'a Bytes,
+    pos: usize,
+    version: Option<Version>,
+    from: Sender,
+    order: Order,
+    max: usize,
+    done: bool,
+}
+
+/// The packets of `input`, a byte stream sent by `from`, each a view of
+/// `input`. With `version` `None` the stream is a client's and must start
+/// with its CONNECT, which sets the version; with a version, packets are
+/// taken as they come.
+///
+/// Iteration ends after the first violation; a stream that ends inside a
+/// packet ends with a truncated violation. Offsets count from `input`'s start.
+pub fn packets<'a>(
+    input: &'a Bytes,
+    version: Option<Version>,
+    from: Sender,
+    limits: &Limits,
+) -> Packets<'a> {
+    Packets {
+        input,
+        pos: 0,
+        version,
+        from,
+        order: if version.is_none() {
+            Order::FirstConnect
+        } else {
+            Order::Free
+        },
+        max: limits.max_message_size(),
+        done: false,
+    }
+}
+
+impl Packets<'_> {
+    /// The version in force: the one given, or the CONNECT's once decoded.
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    /// The offset of the next packet.
+    pub fn offset(&self) -> usize {
+        self.pos
+    }
+
+    #[inline]
+    fn step(&mut self) -> Result<Packet, Violation> {
+        let rest = &self.input[self.pos..];
+        let (header, total) = match framing(rest, self.version, self.from, self.order, self.max)? {
+            Framing::Complete(header, total) => (header, total),
+            Framing::Incomplete(_) => return Err(wire::truncated("packet", rest.len())),
+        };
+        let packet = Packet::decode_body(
+            self.input,
+            self.pos,
+            header,
+            total,
+            self.version.unwrap_or(Version::V311),
+            self.from,
+        )?;
+        self.pos += total;
+        if let Packet::Connect(c) = &packet {
+            if self.order == Order::FirstConnect {
+                self.version = Some(c.version);
+                self.order = Order::AfterConnect;
+            }
+        }
+        Ok(packet)
+    }
+}
+
+impl Iterator for Packets<'_> {
+    type Item = Result<Packet, Violation>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.pos == self.input.len() {
+            return None;
+        }
+        let out = self.step();
+        if let Err(v) = &out {
+            self.done = true;
+            return Some(Err(v.shifted(self.pos)));
+        }
+        Some(out)
+    }
+}
+
+/// A streaming decoder: feed it bytes in chunks of any size and it answers
+/// "need more", a packet, or a violation.
+///
+/// It keeps at most one packet, and checks the packet's declared size
+/// against [`Limits::max_message_size`] (the whole packet, fixed header
+/// included) before it keeps a byte of the body. After a violation it
+/// answers with that violation forever. Offsets count from the start of the
+/// stream.
+#[derive(Debug)]
+pub struct Decoder {
+    version: Option<Version>,
+    from: Sender,
+    order: Order,
+    max: usize,
+    buf: BytesMut,
+    offset: usize,
+    failed: Option<Violation>,
+}
+
+impl Decoder {
+    /// A server's decoder of what a client sends: the first packet must be a
+    /// CONNECT, whose protocol level sets the version; a second CONNECT is
+    /// a violation.
+    pub fn server(limits: &Limits) -> Decoder {
+        Decoder {
+            version: None,
+            from: Sender::Client,
+            order: Order::FirstConnect,
+            max: limits.max_message_size(),
+            buf: BytesMut::new(),
+            offset: 0,
+            failed: None,
+        }
+    }
+
+    /// A decoder of packets sent by `from` on a connection of a known
+    /// version (a test client decoding a server: `Sender::Server`).
+    pub fn new(version: Version, from: Sender, limits: &Limits) -> Decoder {
+        Decoder {
+            version: Some(version),
+            order: Order::Free,
+            ..Decoder::server(limits)
+        }
+        .from(from)
+    }
+
+    fn from(mut self, from: Sender) -> Decoder {
+        self.from = from;
+        self
+    }
+
+    /// The version in force, once known.
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    /// Bytes of the stream consumed into whole packets so far.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Bytes kept of a packet not yet whole.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The violation that stopped the decoder, if any.
+    pub fn violation(&self) -> Option<Violation> {
+        self.failed
+    }
+
+    /// Decodes the next packet from a buffer the caller owns (as a
+    /// `tokio_util` codec does): `Ok(None)` if it does not hold a whole
+    /// packet yet, in which case room for the rest of the packet (bounded by
+    /// the size limit) is reserved. A decoded packet is split off `buf` and
+    /// is a view of it.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, Violation> {
+        if let Some(v) = self.failed {
+            return Err(v);
+        }
+        let framed = framing(buf, self.version, self.from, self.order, self.max);
+        let (header, total) = match framed {
+            Ok(Framing::Complete(header, total)) => (header, total),
+            Ok(Framing::Incomplete(total)) => {
+                if let Some(total) = total {
+                    buf.reserve(total - buf.len());
+                }
+                return Ok(None);
+            }
+            Err(v) => return Err(self.fail(v)),
+        };
+        let packet = buf.split_to(total).freeze();
+        let decoded = Packet::decode_body(
+            &packet,
+            0,
+            header,
+            total,
+            self.version.unwrap_or(Version::V311),
+            self.from,
+        );
+        match decoded {
+            Ok(p) => {
+                if let (Packet::Connect(c), Order::FirstConnect) = (&p, self.order) {
+                    self.version = Some(c.version);
+                    self.order = Order::AfterConnect;
+                }
+                self.offset += total;
+                Ok(Some(p))
+            }
+            Err(v) => Err(self.fail(v)),
+        }
+    }
+
+    /// Takes from the front of `input` only the bytes the current packet
+    /// still needs, and returns the packet once it is whole. `Ok(None)`
+    /// means `input` was used up; call again while `input` is not empty.
+    pub fn feed(&mut self, input: &mut &[u8]) -> Result<Option<Packet>, Violation> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let out = self.feed_into(&mut buf, input);
+        self.buf = buf;
+        out
+    }
+
+    fn feed_into(
+        &mut self,
+        buf: &mut BytesMut,
+        input: &mut &[u8],
+    ) -> Result<Option<Packet>, Violation> {
+        loop {
+            if let Some(v) = self.failed {
+                return Err(v);
+            }
+            let need = match framing(buf, self.version, self.from, self.order, self.max) {
+                Ok(Framing::Complete(..)) => return self.decode(buf),
+                Ok(Framing::Incomplete(Some(total))) => total - buf.len(),
+                // The fixed header is read one byte at a time, so that
+                // nothing past it is kept before the size is checked.
+                Ok(Framing::Incomplete(None)) => 1,
+                Err(v) => return Err(self.fail(v)),
+            };
+            if input.is_empty() {
+                return Ok(None);
+            }
+            let take = need.min(input.len());
+            buf.extend_from_slice(&input[..take]);
+            *input = &input[take..];
+        }
+    }
+
+    fn fail(&mut self, v: Violation) -> Violation {
+        let v = v.shifted(self.offset);
+        self.failed = Some(v);
+        v
+    }
+}

@@ -1,0 +1,645 @@
+//! The MQTT data representations (two- and four-byte integers, variable byte
+//! integers, UTF-8 strings, binary data) read from a packet and written to a
+//! buffer, plus the topic name and topic filter rules.
+//!
+//! A [`Reader`] walks one whole packet held in a [`Bytes`]; every string or
+//! binary field it returns is a view of that buffer.
+
+use std::fmt;
+use std::ops::Deref;
+
+use bytes::{BufMut, Bytes};
+
+use super::fault::MqttFault;
+use super::EncodeError;
+use crate::violation::{Field, Violation, ViolationKind};
+
+/// The largest remaining length a variable byte integer can carry.
+pub const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
+/// A violation of an MQTT rule at `offset`.
+#[inline]
+pub(crate) fn fault(f: MqttFault, offset: usize) -> Violation {
+    Violation::new(ViolationKind::Mqtt(f), offset)
+}
+
+/// The input ended (or the remaining length did) inside `field`.
+#[inline]
+pub(crate) fn truncated(field: &'static str, offset: usize) -> Violation {
+    Violation::new(ViolationKind::Truncated(Field::Named(field)), offset)
+}
+
+/// A UTF-8 string of at most 65,535 bytes without U+0000: the only strings
+/// MQTT carries. A decoded one is a view of the packet it came from.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Str(Bytes);
+
+/// Why a string cannot be an MQTT string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrError {
+    /// It holds U+0000.
+    NullCharacter,
+    /// It is longer than 65,535 bytes.
+    TooLong,
+    /// It is not UTF-8.
+    NotUtf8,
+}
+
+impl fmt::Display for StrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StrError::NullCharacter => "string holds U+0000",
+            StrError::TooLong => "string longer than 65,535 bytes",
+            StrError::NotUtf8 => "string is not UTF-8",
+        })
+    }
+}
+
+impl std::error::Error for StrError {}
+
+impl Str {
+    /// A string from a static `&str`; panics (at compile time in a `const`)
+    /// if it holds U+0000 or is longer than 65,535 bytes.
+    pub const fn from_static(s: &'static str) -> Str {
+        let b = s.as_bytes();
+        assert!(
+            b.len() <= u16::MAX as usize,
+            "MQTT strings hold at most 65,535 bytes"
+        );
+        let mut i = 0;
+        while i < b.len() {
+            assert!(b[i] != 0, "MQTT strings never hold U+0000");
+            i += 1;
+        }
+        Str(Bytes::from_static(b))
+    }
+
+    /// Checks `bytes` and wraps them without copying.
+    pub fn from_utf8(bytes: Bytes) -> Result<Str, StrError> {
+        if bytes.len() > usize::from(u16::MAX) {
+            return Err(StrError::TooLong);
+        }
+        let s = std::str::from_utf8(&bytes).map_err(|_| StrError::NotUtf8)?;
+        if s.as_bytes().contains(&0) {
+            return Err(StrError::NullCharacter);
+        }
+        Ok(Str(bytes))
+    }
+
+    /// Wraps bytes the decoder already checked.
+    pub(crate) fn from_checked(bytes: Bytes) -> Str {
+        Str(bytes)
+    }
+
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor checks UTF-8: `from_static` takes a
+        // `&str`, `from_utf8` runs `str::from_utf8`, and the decoder builds a
+        // `Str` only from bytes `check_utf8` accepted (see `Reader::string`).
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    /// The bytes of the string (a view of the packet it was decoded from).
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Bytes on the wire: the two-byte length, then the string.
+    pub(crate) fn wire_len(&self) -> usize {
+        2 + self.0.len()
+    }
+
+    /// Writes the two-byte length and the string.
+    pub(crate) fn put<B: BufMut>(&self, buf: &mut B) {
+        // Every constructor bounds the length to 65,535.
+        buf.put_u16(self.0.len() as u16);
+        buf.put_slice(&self.0);
+    }
+}
+
+impl TryFrom<&str> for Str {
+    type Error = StrError;
+    fn try_from(s: &str) -> Result<Str, StrError> {
+        Str::from_utf8(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl TryFrom<String> for Str {
+    type Error = StrError;
+    fn try_from(s: String) -> Result<Str, StrError> {
+        Str::from_utf8(Bytes::from(s))
+    }
+}
+
+impl Deref for Str {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Str {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Str {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one pass over a string found, as bits.
+const NON_ASCII: u8 = 1;
+const NUL: u8 = 2;
+const WILDCARD: u8 = 4;
+
+/// One pass over `s`: whether it has bytes above 0x7f, a NUL byte, a `+` or
+/// a `#`. Multi-byte UTF-8 sequences never hold bytes below 0x80, so the
+/// ASCII findings hold for the decoded characters too. Eight bytes at a
+/// time: a word has a zero byte exactly when `(w - 0x01..) & !w & 0x80..`
+/// is non-zero, and a byte equal to `c` is a zero byte of `w ^ c..`.
+#[inline]
+fn scan(s: &[u8]) -> u8 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    #[inline(always)]
+    fn zero_byte(w: u64) -> u64 {
+        w.wrapping_sub(ONES) & !w & HIGHS
+    }
+    let (mut high, mut nul, mut wild) = (0u64, 0u64, 0u64);
+    let mut add = |w: u64| {
+        high |= w;
+        nul |= zero_byte(w);
+        wild |= zero_byte(w ^ (ONES * u64::from(b'+'))) | zero_byte(w ^ (ONES * u64::from(b'#')));
+    };
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    if s.len() >= 8 {
+        for chunk in s.chunks_exact(8) {
+            add(word(chunk));
+        }
+        // The last eight bytes, overlapping the words before: the findings
+        // are about presence only, so reading a byte twice changes nothing.
+        add(word(&s[s.len() - 8..]));
+    } else {
+        // Padded with 'a', which is none of the bytes looked for.
+        let mut w = [b'a'; 8];
+        w[..s.len()].copy_from_slice(s);
+        add(u64::from_le_bytes(w));
+    }
+    (u8::from(high & HIGHS != 0) * NON_ASCII)
+        | (u8::from(nul != 0) * NUL)
+        | (u8::from(wild != 0) * WILDCARD)
+}
+
+/// Checks the string rules (well-formed UTF-8, which excludes surrogates and
+/// overlong forms; no U+0000) on `s`, found at `offset`; returns the scan
+/// bits so a caller can also check wildcards.
+#[inline]
+pub(crate) fn check_utf8(s: &[u8], offset: usize, field: &'static str) -> Result<u8, Violation> {
+    let bits = scan(s);
+    if bits & NON_ASCII != 0 {
+        if let Err(e) = std::str::from_utf8(s) {
+            return Err(Violation::new(
+                ViolationKind::InvalidUtf8(Field::Named(field)),
+                offset + e.valid_up_to(),
+            ));
+        }
+    }
+    if bits & NUL != 0 {
+        let at = s.iter().position(|&b| b == 0).unwrap_or(0);
+        return Err(fault(
+            MqttFault::NullCharacter(Field::Named(field)),
+            offset + at,
+        ));
+    }
+    Ok(bits)
+}
+
+/// Checks a topic filter's wildcard placement and, in MQTT 5.0, the shape of
+/// a shared subscription; returns whether it is a shared subscription.
+pub(crate) fn check_filter(s: &[u8], offset: usize, v5: bool) -> Result<bool, Violation> {
+    let mut start = 0;
+    let mut shared = false;
+    if v5 && s.starts_with(b"$share/") {
+        shared = true;
+        let name_start = 7;
+        let name_end = s[name_start..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map(|p| name_start + p);
+        match name_end {
+            Some(end)
+                if end > name_start
+                    && end + 1 < s.len()
+                    && !s[name_start..end].iter().any(|&b| b == b'+' || b == b'#') =>
+            {
+                start = end + 1;
+            }
+            _ => return Err(fault(MqttFault::SharedSubscription, offset)),
+        }
+    }
+    let filter = &s[start..];
+    let mut level_start = 0;
+    for (i, &b) in filter.iter().enumerate() {
+        match b {
+            b'/' => level_start = i + 1,
+            b'+' => {
+                let alone = i == level_start && filter.get(i + 1).is_none_or(|&n| n == b'/');
+                if !alone {
+                    return Err(fault(MqttFault::WildcardPlacement, offset + start + i));
+                }
+            }
+            b'#' if i != level_start || i + 1 != filter.len() => {
+                return Err(fault(MqttFault::WildcardPlacement, offset + start + i));
+            }
+            _ => {}
+        }
+    }
+    Ok(shared)
+}
+
+/// A cursor over one whole packet. Offsets are counted from the packet's
+/// first byte.
+#[derive(Clone)]
+pub(crate) struct Reader<'a> {
+    whole: &'a Bytes,
+    /// Where the packet starts in `whole`: offsets are counted from here.
+    base: usize,
+    pos: usize,
+    end: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader of `whole[pos..end]`, offsets counted from `whole`'s start.
+    #[inline]
+    pub(crate) fn new(whole: &'a Bytes, pos: usize, end: usize) -> Self {
+        Reader::with_base(whole, 0, pos, end)
+    }
+
+    /// A reader of `whole[pos..end]` for a packet starting at `base`.
+    #[inline]
+    pub(crate) fn with_base(whole: &'a Bytes, base: usize, pos: usize, end: usize) -> Self {
+        Reader {
+            whole,
+            base,
+            pos,
+            end,
+        }
+    }
+
+    /// The offset of the next byte, from the packet's start.
+    #[inline]
+    pub(crate) fn pos(&self) -> usize {
+        self.pos - self.base
+    }
+
+    /// Bytes left before the end.
+    #[inline]
+    pub(crate) fn remaining(&self) -> usize {
+        self.end - self.pos
+    }
+
+    /// Whether every byte was read.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pos == self.end
+    }
+
+    /// Fails with trailing bytes unless every byte was read.
+    #[inline]
+    pub(crate) fn finish(&self) -> Result<(), Violation> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(Violation::new(ViolationKind::TrailingBytes, self.pos()))
+        }
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize, field: &'static str) -> Result<usize, Violation> {
+        if self.remaining() < n {
+            return Err(truncated(field, self.pos()));
+        }
+        let at = self.pos;
+        self.pos += n;
+        Ok(at)
+    }
+
+    /// One byte.
+    #[inline]
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, Violation> {
+        let at = self.take(1, field)?;
+        Ok(self.whole[at])
+    }
+
+    /// A big-endian two-byte integer.
+    #[inline]
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, Violation> {
+        let at = self.take(2, field)?;
+        Ok(u16::from_be_bytes([self.whole[at], self.whole[at + 1]]))
+    }
+
+    /// A big-endian four-byte integer.
+    #[inline]
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, Violation> {
+        let at = self.take(4, field)?;
+        let b = &self.whole[at..at + 4];
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A variable byte integer: at most four bytes, in its shortest form.
+    pub(crate) fn var_int(&mut self, field: &'static str) -> Result<u32, Violation> {
+        match read_var_int(&self.whole[self.pos..self.end]) {
+            VarInt::Value(v, n) => {
+                self.pos += n;
+                Ok(v)
+            }
+            VarInt::Incomplete => Err(truncated(field, self.pos())),
+            VarInt::TooLong => Err(fault(
+                MqttFault::VarIntTooLong(Field::Named(field)),
+                self.pos(),
+            )),
+            VarInt::NotMinimal(n) => Err(fault(
+                MqttFault::VarIntNotMinimal(Field::Named(field)),
+                self.pos() + n - 1,
+            )),
+        }
+    }
+
+    /// `n` bytes as a view.
+    #[inline]
+    pub(crate) fn slice(&mut self, n: usize, field: &'static str) -> Result<Bytes, Violation> {
+        let at = self.take(n, field)?;
+        Ok(self.whole.slice(at..at + n))
+    }
+
+    /// Everything left, as a view.
+    #[inline]
+    pub(crate) fn rest(&mut self) -> Bytes {
+        let at = self.pos;
+        self.pos = self.end;
+        self.whole.slice(at..self.end)
+    }
+
+    /// A two-byte length, then that many bytes, as a view.
+    #[inline]
+    pub(crate) fn binary(&mut self, field: &'static str) -> Result<Bytes, Violation> {
+        let n = self.u16(field)?;
+        self.slice(usize::from(n), field)
+    }
+
+    /// A string, checked: UTF-8 without U+0000. Returns the scan bits too.
+    #[inline]
+    fn string_bits(&mut self, field: &'static str) -> Result<(Str, u8), Violation> {
+        let n = usize::from(self.u16(field)?);
+        let at = self.take(n, field)?;
+        let bits = check_utf8(&self.whole[at..at + n], at - self.base, field)?;
+        Ok((Str(self.whole.slice(at..at + n)), bits))
+    }
+
+    /// A string, checked: UTF-8 without U+0000.
+    #[inline]
+    pub(crate) fn string(&mut self, field: &'static str) -> Result<Str, Violation> {
+        self.string_bits(field).map(|(s, _)| s)
+    }
+
+    /// A topic name: a string without wildcards, empty only if `may_be_empty`.
+    #[inline]
+    pub(crate) fn topic_name(
+        &mut self,
+        field: &'static str,
+        may_be_empty: bool,
+    ) -> Result<Str, Violation> {
+        let (at, n) = self.topic_name_span(field, may_be_empty)?;
+        Ok(Str(self.whole.slice(at..at + usize::from(n))))
+    }
+
+    /// A topic name, checked as [`topic_name`](Self::topic_name) does, but
+    /// without taking a view: where its bytes start in the buffer, and how
+    /// many there are.
+    #[inline]
+    pub(crate) fn topic_name_span(
+        &mut self,
+        field: &'static str,
+        may_be_empty: bool,
+    ) -> Result<(usize, u16), Violation> {
+        let start = self.pos();
+        let n = self.u16(field)?;
+        let at = self.take(usize::from(n), field)?;
+        let s = &self.whole[at..at + usize::from(n)];
+        let bits = check_utf8(s, at - self.base, field)?;
+        if bits & WILDCARD != 0 {
+            let i = s.iter().position(|&b| b == b'+' || b == b'#');
+            return Err(fault(
+                MqttFault::WildcardInTopicName(Field::Named(field)),
+                start + 2 + i.unwrap_or(0),
+            ));
+        }
+        if n == 0 && !may_be_empty {
+            return Err(fault(MqttFault::EmptyTopic(Field::Named(field)), start));
+        }
+        Ok((at, n))
+    }
+
+    /// A view of what was read since packet offset `from` (from [`pos`](Self::pos)).
+    #[inline]
+    pub(crate) fn span(&self, from: usize) -> Bytes {
+        self.whole.slice(self.base + from..self.pos)
+    }
+
+    /// One view from buffer position `from` (from an earlier span) to the
+    /// end, and where the unread rest starts in it.
+    #[inline]
+    pub(crate) fn rest_from(&mut self, from: usize) -> (Bytes, usize) {
+        let skip = self.pos - from;
+        self.pos = self.end;
+        (self.whole.slice(from..self.end), skip)
+    }
+
+    /// A topic filter: a non-empty string whose wildcards fill their levels.
+    /// Returns the filter and whether it is a shared subscription.
+    pub(crate) fn topic_filter(&mut self, v5: bool) -> Result<(Str, bool), Violation> {
+        const FIELD: &str = "topic filter";
+        let start = self.pos();
+        let (s, _) = self.string_bits(FIELD)?;
+        if s.0.is_empty() {
+            return Err(fault(MqttFault::EmptyTopic(Field::Named(FIELD)), start));
+        }
+        let shared = check_filter(&s.0, start + 2, v5)?;
+        Ok((s, shared))
+    }
+}
+
+/// The outcome of reading a variable byte integer.
+pub(crate) enum VarInt {
+    /// The value and the bytes it took.
+    Value(u32, usize),
+    /// The input ends before the last byte.
+    Incomplete,
+    /// The fourth byte has a continuation bit.
+    TooLong,
+    /// The last of `n` bytes is a redundant zero group.
+    NotMinimal(usize),
+}
+
+/// Reads a variable byte integer from the start of `input`.
+#[inline]
+pub(crate) fn read_var_int(input: &[u8]) -> VarInt {
+    let mut value: u32 = 0;
+    for i in 0..4 {
+        let Some(&b) = input.get(i) else {
+            return VarInt::Incomplete;
+        };
+        value |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            if b == 0 && i > 0 {
+                return VarInt::NotMinimal(i + 1);
+            }
+            return VarInt::Value(value, i + 1);
+        }
+    }
+    VarInt::TooLong
+}
+
+/// Bytes a variable byte integer for `value` takes.
+#[inline]
+pub(crate) const fn var_int_len(value: usize) -> usize {
+    match value {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Writes `value` (at most [`MAX_REMAINING_LENGTH`]) as a variable byte integer.
+#[inline]
+pub(crate) fn put_var_int<B: BufMut>(buf: &mut B, mut value: usize) {
+    loop {
+        let mut b = (value & 0x7f) as u8;
+        value >>= 7;
+        if value > 0 {
+            b |= 0x80;
+        }
+        buf.put_u8(b);
+        if value == 0 {
+            break;
+        }
+    }
+}
+
+/// Bytes a binary field takes on the wire, or an error past 65,535 bytes.
+#[inline]
+pub(crate) fn binary_len(b: &Bytes) -> Result<usize, EncodeError> {
+    if b.len() > usize::from(u16::MAX) {
+        Err(EncodeError::FieldTooLong)
+    } else {
+        Ok(2 + b.len())
+    }
+}
+
+/// Writes a two-byte length and the bytes (checked by [`binary_len`] first).
+#[inline]
+pub(crate) fn put_binary<B: BufMut>(buf: &mut B, b: &Bytes) {
+    buf.put_u16(b.len() as u16);
+    buf.put_slice(b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_1_5_5_1_var_int_shortest_form_up_to_four_bytes() {
+        for (v, wire) in [
+            (0u32, &[0x00][..]),
+            (127, &[0x7f]),
+            (128, &[0x80, 0x01]),
+            (16_383, &[0xff, 0x7f]),
+            (16_384, &[0x80, 0x80, 0x01]),
+            (268_435_455, &[0xff, 0xff, 0xff, 0x7f]),
+        ] {
+            assert!(matches!(read_var_int(wire), VarInt::Value(x, n) if x == v && n == wire.len()));
+            let mut out = Vec::new();
+            put_var_int(&mut out, v as usize);
+            assert_eq!(out, wire);
+            assert_eq!(var_int_len(v as usize), wire.len());
+        }
+        assert!(matches!(read_var_int(&[0x80, 0x00]), VarInt::NotMinimal(2)));
+        assert!(matches!(
+            read_var_int(&[0xff, 0xff, 0xff, 0xff, 0x01]),
+            VarInt::TooLong
+        ));
+        assert!(matches!(read_var_int(&[0xff, 0xff]), VarInt::Incomplete));
+    }
+
+    #[test]
+    fn topic_filter_wildcards_fill_their_level() {
+        for good in [
+            "#",
+            "+",
+            "a/+/b",
+            "a/#",
+            "+/+",
+            "/",
+            "a//b",
+            "sport/tennis/+",
+        ] {
+            assert!(check_filter(good.as_bytes(), 0, false).is_ok(), "{good}");
+        }
+        for bad in ["a#", "a/#/b", "a+", "+a", "a/b+", "##", "#/"] {
+            assert!(check_filter(bad.as_bytes(), 0, false).is_err(), "{bad}");
+        }
+        assert_eq!(check_filter(b"$share/g/a/+", 0, true), Ok(true));
+        assert_eq!(check_filter(b"$share/g/a/+", 0, false), Ok(false));
+        for bad in [
+            "$share//a",
+            "$share/g",
+            "$share/g/",
+            "$share/g+/a",
+            "$share/#",
+        ] {
+            assert!(check_filter(bad.as_bytes(), 0, true).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scan_finds_high_bytes_nul_and_wildcards_anywhere() {
+        for len in 0..40 {
+            let base = vec![b'a'; len];
+            assert_eq!(scan(&base), 0);
+            for at in 0..len {
+                for (byte, bit) in [
+                    (0x80u8, NON_ASCII),
+                    (0xff, NON_ASCII),
+                    (0, NUL),
+                    (b'+', WILDCARD),
+                    (b'#', WILDCARD),
+                ] {
+                    let mut s = base.clone();
+                    s[at] = byte;
+                    assert_eq!(scan(&s), bit, "{s:?}");
+                }
+            }
+        }
+        // Neighbours of the searched bytes are not mistaken for them.
+        assert_eq!(scan(b"\x01\x01\x01\x01\x01\x01\x01\x01*,\"$"), 0);
+    }
+
+    #[test]
+    fn str_rejects_null_and_bad_utf8() {
+        assert_eq!(Str::try_from("a\0b"), Err(StrError::NullCharacter));
+        assert_eq!(
+            Str::from_utf8(Bytes::from_static(&[0xed, 0xa0, 0x80])),
+            Err(StrError::NotUtf8)
+        );
+        assert_eq!(Str::try_from("x".repeat(65_536)), Err(StrError::TooLong));
+        assert_eq!(Str::try_from("héllo").unwrap().as_str(), "héllo");
+    }
+}
