@@ -80,7 +80,10 @@ pub fn decode_body(text: &[u8], limits: &Limits) -> Batch {
     let whole = Bytes::from(decoded);
     let limit = limits.max_batch_size();
     let within = whole.slice(..whole.len().min(limit));
-    let mut batch = Batch::default();
+    let mut batch = Batch {
+        messages: Vec::with_capacity(count_frames(&within, RESERVE_MAX)),
+        violation: None,
+    };
     let mut frames = Frames::new(&within, limits);
     for step in &mut frames {
         match step {
@@ -106,6 +109,36 @@ pub fn decode_body(text: &[u8], limits: &Limits) -> Batch {
         base64_fault.or(frame_fault)
     };
     batch
+}
+
+/// The most messages [`decode_body`] reserves room for before decoding
+/// (80 KiB of [`Message`]s): a batch of more grows the vector as it goes, so a
+/// body of many tiny frames cannot make the first allocation large.
+const RESERVE_MAX: usize = 1024;
+
+/// How many frames the length prefixes of `batch` delimit, counting at most
+/// `max`: a bounded estimate of the messages to reserve room for, found
+/// without validating anything (a frame cut short is not counted).
+fn count_frames(batch: &[u8], max: usize) -> usize {
+    let mut count = 0;
+    let mut rest = batch;
+    while count < max {
+        let Some(prefix) = rest.first_chunk::<LENGTH_PREFIX>() else {
+            break;
+        };
+        let Some(size) = usize::try_from(u32::from_be_bytes(*prefix))
+            .ok()
+            .and_then(|body| body.checked_add(LENGTH_PREFIX + 1))
+        else {
+            break;
+        };
+        let Some(next) = rest.get(size..) else {
+            break;
+        };
+        rest = next;
+        count += 1;
+    }
+    count
 }
 
 /// How many base64 characters decode to more than `limit` bytes.
@@ -562,6 +595,38 @@ mod tests {
         assert_eq!(b.messages, [ping(1)]);
         assert_eq!(b.violation, None);
         assert_eq!(encode_body(&b.messages).unwrap(), "AAAAAgA4AQ==");
+    }
+
+    #[test]
+    fn section_6_reservation_counts_whole_frames_up_to_its_bound() {
+        let two = [0, 0, 0, 2, 0, 0x38, 0x01, 0, 0, 0, 0, 0x1d];
+        assert_eq!(count_frames(&two, RESERVE_MAX), 2);
+        assert_eq!(count_frames(&two, 1), 1);
+        // A frame cut short, or a length that runs past the end, is not counted.
+        assert_eq!(count_frames(&two[..11], RESERVE_MAX), 1);
+        assert_eq!(
+            count_frames(&[0xff, 0xff, 0xff, 0xff, 0x04], RESERVE_MAX),
+            0
+        );
+        assert_eq!(count_frames(&[0, 0, 0], RESERVE_MAX), 0);
+    }
+
+    #[test]
+    fn section_6_many_tiny_frames_after_a_fault_reserve_no_more_than_the_bound() {
+        // An invalid first message, then far more well-framed messages than
+        // the reservation bound: nothing is accepted and the up-front
+        // reservation stays bounded.
+        let mut batch = vec![0, 0, 0, 0, 0x3f];
+        for _ in 0..RESERVE_MAX * 4 {
+            batch.extend([0, 0, 0, 0, 0x1d]);
+        }
+        let b = decode_all_ways(&text(&batch), &Limits::default());
+        assert!(b.messages.is_empty());
+        assert!(b.messages.capacity() <= RESERVE_MAX);
+        assert_eq!(
+            b.violation,
+            Some(Violation::new(ViolationKind::UnknownType(0x3f), 4))
+        );
     }
 
     #[test]
