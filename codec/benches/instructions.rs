@@ -183,4 +183,6 @@ library_benchmark_group!(
         body_decoder_validated
 );
 
+// The MQTT packets go here next: a group of `mqtt_floor` / `mqtt_validated`
+// pairs (one bench id per packet type), listed after `polling_body`.
 main!(library_benchmark_groups = websocket, polling_body);
