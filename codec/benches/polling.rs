@@ -1,6 +1,7 @@
 //! HTTP polling: batches of 100 messages, decoded from their base64 text with
 //! `polling::decode_body`, and iterated from the decoded binary batch with
-//! `polling::frames`, each against a baseline that only splits frames.
+//! `polling::frames`, and fed in 1000-character chunks to `BodyDecoder`, each
+//! against a baseline that only splits frames.
 //!
 //! Run: `cargo bench -p sessionwire --bench polling`.
 
@@ -12,10 +13,14 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sessionwire::polling::BodyDecoder;
 use sessionwire::{polling, Limits};
 
 /// Messages per batch.
 const BATCH: usize = 100;
+
+/// Base64 characters per chunk fed to the incremental decoders.
+const CHUNK: usize = 1000;
 
 fn polling(c: &mut Criterion) {
     let limits = Limits::default();
@@ -71,6 +76,30 @@ fn polling(c: &mut Criterion) {
             for m in polling::frames(black_box(&batch), &limits) {
                 black_box(m.ok());
             }
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("polling_body_decoder");
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    group.bench_function("baseline", |b| {
+        b.iter(|| {
+            let mut split = common::SplitStream::default();
+            let mut frames = Vec::new();
+            for chunk in black_box(text.as_bytes()).chunks(CHUNK) {
+                split.feed(chunk, |ty, body| frames.push((ty, body)));
+            }
+            frames
+        })
+    });
+    group.bench_function("validated", |b| {
+        b.iter(|| {
+            let mut decoder = BodyDecoder::new(limits.clone());
+            let mut out = Vec::new();
+            for chunk in black_box(text.as_bytes()).chunks(CHUNK) {
+                let _ = decoder.feed(chunk, &mut out);
+            }
+            (decoder.finish().ok(), out)
         })
     });
     group.finish();

@@ -80,7 +80,10 @@ pub fn decode_body(text: &[u8], limits: &Limits) -> Batch {
     let whole = Bytes::from(decoded);
     let limit = limits.max_batch_size();
     let within = whole.slice(..whole.len().min(limit));
-    let mut batch = Batch::default();
+    let mut batch = Batch {
+        messages: Vec::with_capacity(count_frames(&within, RESERVE_MAX)),
+        violation: None,
+    };
     let mut frames = Frames::new(&within, limits);
     for step in &mut frames {
         match step {
@@ -106,6 +109,36 @@ pub fn decode_body(text: &[u8], limits: &Limits) -> Batch {
         base64_fault.or(frame_fault)
     };
     batch
+}
+
+/// The most messages [`decode_body`] reserves room for before decoding
+/// (80 KiB of [`Message`]s): a batch of more grows the vector as it goes, so a
+/// body of many tiny frames cannot make the first allocation large.
+const RESERVE_MAX: usize = 1024;
+
+/// How many frames the length prefixes of `batch` delimit, counting at most
+/// `max`: a bounded estimate of the messages to reserve room for, found
+/// without validating anything (a frame cut short is not counted).
+fn count_frames(batch: &[u8], max: usize) -> usize {
+    let mut count = 0;
+    let mut rest = batch;
+    while count < max {
+        let Some(prefix) = rest.first_chunk::<LENGTH_PREFIX>() else {
+            break;
+        };
+        let Some(size) = usize::try_from(u32::from_be_bytes(*prefix))
+            .ok()
+            .and_then(|body| body.checked_add(LENGTH_PREFIX + 1))
+        else {
+            break;
+        };
+        let Some(next) = rest.get(size..) else {
+            break;
+        };
+        rest = next;
+        count += 1;
+    }
+    count
 }
 
 /// How many base64 characters decode to more than `limit` bytes.
@@ -217,7 +250,6 @@ fn message_size(body_len: u32, limits: &Limits) -> Result<usize, ViolationKind> 
 pub struct BodyDecoder {
     limits: Limits,
     base64: Base64Stage,
-    scratch: Vec<u8>,
     state: FrameState,
     /// Decoded bytes consumed so far.
     decoded: usize,
@@ -232,7 +264,7 @@ enum FrameState {
     Data { buf: BytesMut, size: usize },
 }
 
-/// Base64 characters decoded per step, so the scratch buffer stays small
+/// Base64 characters decoded per step, so a step's buffer stays small
 /// whatever the caller's chunk size.
 const STEP: usize = 4096;
 
@@ -242,7 +274,6 @@ impl BodyDecoder {
         BodyDecoder {
             limits,
             base64: Base64Stage::default(),
-            scratch: Vec::new(),
             state: FrameState::Head {
                 buf: [0; LENGTH_PREFIX],
                 n: 0,
@@ -269,12 +300,14 @@ impl BodyDecoder {
     }
 
     fn feed_step(&mut self, step: &[u8], out: &mut Vec<Message>) -> Result<(), Violation> {
-        self.scratch.clear();
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let base64 = self.base64.feed(step, &mut scratch);
+        // Each step decodes into its own buffer (at most 3 bytes of a pending
+        // quantum plus 3 per 4 characters), which the messages that lie wholly
+        // inside it share as views; only a message cut by a step or chunk
+        // boundary is copied into a buffer of its own.
+        let mut decoded = Vec::with_capacity((step.len() / 4 + 1) * 3);
+        let base64 = self.base64.feed(step, &mut decoded);
         // Frames decoded before a base64 fault come first in the stream.
-        let frames = self.push(&scratch, out);
-        self.scratch = scratch;
+        let frames = self.push(&Bytes::from(decoded), out);
         frames.and(base64)
     }
 
@@ -314,33 +347,62 @@ impl BodyDecoder {
         }
     }
 
+    /// Takes the next bytes of the current frame's length prefix; once it is
+    /// whole, checks the declared size and starts buffering the frame.
+    fn head(&mut self, bytes: &mut &[u8]) -> Result<(), Violation> {
+        let FrameState::Head { buf, n } = &mut self.state else {
+            return Ok(());
+        };
+        let take = (LENGTH_PREFIX - *n).min(bytes.len());
+        buf[*n..*n + take].copy_from_slice(&bytes[..take]);
+        *n += take;
+        self.decoded += take;
+        *bytes = &bytes[take..];
+        if *n == LENGTH_PREFIX {
+            let size = message_size(u32::from_be_bytes(*buf), &self.limits)
+                .map_err(|kind| Violation::new(kind, self.frame_start))?;
+            // Reserve only what has arrived, as it arrives: a large
+            // declared length costs nothing until its bytes come.
+            self.state = FrameState::Data {
+                buf: BytesMut::with_capacity(size.min(STEP)),
+                size,
+            };
+        }
+        Ok(())
+    }
+
     /// Runs decoded bytes through the frame state machine, up to the batch limit.
-    fn push(&mut self, mut bytes: &[u8], out: &mut Vec<Message>) -> Result<(), Violation> {
+    fn push(&mut self, decoded: &Bytes, out: &mut Vec<Message>) -> Result<(), Violation> {
         let limit = self.limits.max_batch_size();
         let room = limit.saturating_sub(self.decoded);
-        let over = bytes.len() > room;
-        if over {
-            bytes = &bytes[..room];
-        }
+        let over = decoded.len() > room;
+        let usable = decoded.len().min(room);
+        let mut bytes = &decoded[..usable];
         while !bytes.is_empty() {
             match &mut self.state {
-                FrameState::Head { buf, n } => {
-                    let take = (LENGTH_PREFIX - *n).min(bytes.len());
-                    buf[*n..*n + take].copy_from_slice(&bytes[..take]);
-                    *n += take;
-                    self.decoded += take;
-                    bytes = &bytes[take..];
-                    if *n == LENGTH_PREFIX {
-                        let size = message_size(u32::from_be_bytes(*buf), &self.limits)
+                FrameState::Head { n: 0, .. } => {
+                    // A frame starts here. If it also ends in this step, its
+                    // message is a view of the step's buffer: the same checks,
+                    // in the same order, as the buffered path below.
+                    if let Some((prefix, rest)) = bytes.split_first_chunk::<LENGTH_PREFIX>() {
+                        let size = message_size(u32::from_be_bytes(*prefix), &self.limits)
                             .map_err(|kind| Violation::new(kind, self.frame_start))?;
-                        // Reserve only what has arrived, as it arrives: a large
-                        // declared length costs nothing until its bytes come.
-                        self.state = FrameState::Data {
-                            buf: BytesMut::with_capacity(size.min(STEP)),
-                            size,
-                        };
+                        if size <= rest.len() {
+                            let at = usable - rest.len();
+                            let msg = decoded.slice(at..at + size);
+                            let start = self.frame_start + LENGTH_PREFIX;
+                            self.decoded += LENGTH_PREFIX + size;
+                            bytes = &rest[size..];
+                            let m =
+                                Message::decode_within(&msg, &msg).map_err(|v| v.shifted(start))?;
+                            out.push(m);
+                            self.frame_start = start + size;
+                            continue;
+                        }
                     }
+                    self.head(&mut bytes)?;
                 }
+                FrameState::Head { .. } => self.head(&mut bytes)?,
                 FrameState::Data { buf, size } => {
                     let take = (*size - buf.len()).min(bytes.len());
                     buf.put_slice(&bytes[..take]);
@@ -562,6 +624,68 @@ mod tests {
         assert_eq!(b.messages, [ping(1)]);
         assert_eq!(b.violation, None);
         assert_eq!(encode_body(&b.messages).unwrap(), "AAAAAgA4AQ==");
+    }
+
+    #[test]
+    fn section_6_reservation_counts_whole_frames_up_to_its_bound() {
+        let two = [0, 0, 0, 2, 0, 0x38, 0x01, 0, 0, 0, 0, 0x1d];
+        assert_eq!(count_frames(&two, RESERVE_MAX), 2);
+        assert_eq!(count_frames(&two, 1), 1);
+        // A frame cut short, or a length that runs past the end, is not counted.
+        assert_eq!(count_frames(&two[..11], RESERVE_MAX), 1);
+        assert_eq!(
+            count_frames(&[0xff, 0xff, 0xff, 0xff, 0x04], RESERVE_MAX),
+            0
+        );
+        assert_eq!(count_frames(&[0, 0, 0], RESERVE_MAX), 0);
+    }
+
+    #[test]
+    fn section_6_many_tiny_frames_after_a_fault_reserve_no_more_than_the_bound() {
+        // An invalid first message, then far more well-framed messages than
+        // the reservation bound: nothing is accepted and the up-front
+        // reservation stays bounded.
+        let mut batch = vec![0, 0, 0, 0, 0x3f];
+        for _ in 0..RESERVE_MAX * 4 {
+            batch.extend([0, 0, 0, 0, 0x1d]);
+        }
+        let b = decode_all_ways(&text(&batch), &Limits::default());
+        assert!(b.messages.is_empty());
+        assert!(b.messages.capacity() <= RESERVE_MAX);
+        assert_eq!(
+            b.violation,
+            Some(Violation::new(ViolationKind::UnknownType(0x3f), 4))
+        );
+    }
+
+    #[test]
+    fn section_6_incremental_messages_inside_one_step_are_views_of_one_buffer() {
+        let topic = |topic, data: &'static [u8]| {
+            Message::TopicValue(crate::message::TopicMessage {
+                topic,
+                compressed: false,
+                data: Bytes::from_static(data),
+            })
+        };
+        let sent = [topic(1, b"abc"), topic(2, b"defg")];
+        let text = encode_body(&sent).unwrap();
+        // Byte by byte and in every other chunking it decodes the same.
+        assert_eq!(
+            decode_all_ways(text.as_bytes(), &Limits::default()).messages,
+            sent
+        );
+        let mut dec = BodyDecoder::new(Limits::default());
+        let mut out = Vec::new();
+        dec.feed(text.as_bytes(), &mut out).unwrap();
+        dec.finish().unwrap();
+        assert_eq!(out, sent);
+        let [Message::TopicValue(a), Message::TopicValue(b)] = &out[..] else {
+            panic!("two topic values expected");
+        };
+        // The second payload starts one frame header (prefix, type byte,
+        // topic id) after the first one ends: both lie in one buffer.
+        let gap = b.data.as_ptr() as usize - a.data.as_ptr() as usize;
+        assert_eq!(gap, a.data.len() + LENGTH_PREFIX + 1 + 4);
     }
 
     #[test]

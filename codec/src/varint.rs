@@ -28,26 +28,33 @@ pub(crate) fn u64_field(field: Field) -> impl Fn(&[u8]) -> PResult<'_, u64> {
                 return Ok((rest, u64::from(byte)));
             }
         }
-        let mut value: u64 = 0;
-        for (i, &byte) in input.iter().enumerate() {
-            if i == MAX_LEN {
-                return Err(Fault::at(ViolationKind::OverlongVarint(field), input));
-            }
-            let group = u64::from(byte & 0x7f);
-            // The 10th byte holds bit 63 only.
-            if i == MAX_LEN - 1 && group > 1 {
-                return Err(Fault::at(ViolationKind::VarintOverflow(field), input));
-            }
-            value |= group << (7 * i);
-            if byte & 0x80 == 0 {
-                if byte == 0 && i > 0 {
-                    return Err(Fault::at(ViolationKind::NonMinimalVarint(field), input));
-                }
-                return Ok((&input[i + 1..], value));
-            }
-        }
-        Err(Fault::at(ViolationKind::Truncated(field), input))
+        multi_byte(field, input)
     }
+}
+
+/// The rest of [`u64_field`]: a varint of more than one byte, or none. Kept
+/// out of line so that the one-byte case inlines into every parser.
+#[inline(never)]
+fn multi_byte(field: Field, input: &[u8]) -> PResult<'_, u64> {
+    let mut value: u64 = 0;
+    for (i, &byte) in input.iter().enumerate() {
+        if i == MAX_LEN {
+            return Err(Fault::at(ViolationKind::OverlongVarint(field), input));
+        }
+        let group = u64::from(byte & 0x7f);
+        // The 10th byte holds bit 63 only.
+        if i == MAX_LEN - 1 && group > 1 {
+            return Err(Fault::at(ViolationKind::VarintOverflow(field), input));
+        }
+        value |= group << (7 * i);
+        if byte & 0x80 == 0 {
+            if byte == 0 && i > 0 {
+                return Err(Fault::at(ViolationKind::NonMinimalVarint(field), input));
+            }
+            return Ok((&input[i + 1..], value));
+        }
+    }
+    Err(Fault::at(ViolationKind::Truncated(field), input))
 }
 
 /// Parses a varint into a `u32`, for the named field.

@@ -159,6 +159,7 @@ impl Message {
     ///
     /// A message longer than [`Limits::max_message_size`] is rejected before it
     /// is parsed. Every view in the result shares `input`'s buffer.
+    #[inline]
     pub fn decode(input: &Bytes, limits: &Limits) -> Result<Message, Violation> {
         if input.len() > limits.max_message_size() {
             return Err(Violation::new(
