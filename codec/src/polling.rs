@@ -698,6 +698,79 @@ mod tests {
     }
 
     #[test]
+    fn section_6_batch_of_exactly_the_maximum_is_accepted() {
+        // The USER_PING batch is 7 decoded bytes: at a limit of 7 it fits, at
+        // 6 it goes on past the limit at byte 6.
+        let exact = Limits::builder().max_batch_size(7).build().unwrap();
+        let b = decode_all_ways(b"AAAAAgA4AQ==", &exact);
+        assert_eq!((b.messages, b.violation), (vec![ping(1)], None));
+        let under = Limits::builder().max_batch_size(6).build().unwrap();
+        assert_eq!(
+            decode_all_ways(b"AAAAAgA4AQ==", &under).violation,
+            Some(Violation::new(ViolationKind::BatchTooLarge { limit: 6 }, 6))
+        );
+        // Two pings, 14 bytes, fed so that one chunk ends exactly at the limit.
+        let two = Limits::builder().max_batch_size(14).build().unwrap();
+        let b = decode_all_ways(
+            &text(&[0, 0, 0, 2, 0, 0x38, 1, 0, 0, 0, 2, 0, 0x38, 2]),
+            &two,
+        );
+        assert_eq!((b.messages, b.violation), (vec![ping(1), ping(2)], None));
+    }
+
+    #[test]
+    fn section_6_text_after_a_padded_quantum_at_the_decode_cap_is_invalid() {
+        // At a limit of 7 the one-shot decoder reads 12 characters, the padded
+        // quantum ending the ping, and looks one character past them.
+        let limits = Limits::builder().max_batch_size(7).build().unwrap();
+        for t in [
+            &b"AAAAAgA4AQ==A"[..],
+            b"AAAAAgA4AQ==AAAA",
+            b"AAAAAgA4AQ==\n",
+        ] {
+            let b = decode_all_ways(t, &limits);
+            assert_eq!(b.messages, [ping(1)]);
+            assert_eq!(
+                b.violation,
+                Some(Violation::new(ViolationKind::InvalidBase64, 12)),
+                "{}",
+                String::from_utf8_lossy(t)
+            );
+        }
+    }
+
+    #[test]
+    fn section_6_a_chunk_after_a_padded_chunk_is_invalid() {
+        // Whole quanta after the padded one, in chunks of 4: the quantum after
+        // the padding must not decode.
+        let t = b"AAAAAgA4AQ==AAAAAAAA";
+        for chunk in [4, 8, 12] {
+            let b = incremental(t, &Limits::default(), chunk);
+            assert_eq!(b.messages, [ping(1)], "chunk {chunk}");
+            assert_eq!(
+                b.violation,
+                Some(Violation::new(ViolationKind::InvalidBase64, 12)),
+                "chunk {chunk}"
+            );
+        }
+        // An empty chunk after the padding is no text at all.
+        let mut dec = BodyDecoder::new(Limits::default());
+        let mut out = Vec::new();
+        dec.feed(b"AAAAAgA4AQ==", &mut out).unwrap();
+        dec.feed(b"", &mut out).unwrap();
+        dec.finish().unwrap();
+        assert_eq!(out, [ping(1)]);
+    }
+
+    #[test]
+    fn body_too_long_names_the_length() {
+        assert_eq!(
+            BodyTooLong { len: 1 << 32 }.to_string(),
+            "message body of 4294967296 bytes does not fit a u32 length"
+        );
+    }
+
+    #[test]
     fn frames_of_a_decoded_batch_are_views_of_it() {
         let raw = Bytes::from(vec![0, 0, 0, 5, 4, 0, 0, 0, 1, b'x']);
         let l = Limits::default();

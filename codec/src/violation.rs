@@ -390,6 +390,30 @@ mod tests {
     }
 
     #[test]
+    fn field_names_as_check_prints_them() {
+        let names = [
+            (Field::TypeByte, "type byte"),
+            (Field::ServiceId, "service id"),
+            (Field::ConversationId, "conversation id"),
+            (Field::TopicId, "topic id"),
+            (Field::StringLength, "string length"),
+            (Field::StringBody, "string"),
+            (Field::ErrorCode, "error code"),
+            (Field::FetchHeader, "fetch reply header"),
+            (Field::LengthPrefix, "length prefix"),
+            (Field::Body, "body"),
+            (Field::Named("sp"), "sp"),
+        ];
+        for (field, name) in names {
+            assert_eq!(field.to_string(), name);
+        }
+        assert_eq!(
+            ViolationKind::Truncated(Field::LengthPrefix).to_string(),
+            "input ends inside the length prefix"
+        );
+    }
+
+    #[test]
     fn display_names_reason_offset_and_fault() {
         let v = Violation::new(ViolationKind::UnknownType(0x3f), 0);
         assert_eq!(
