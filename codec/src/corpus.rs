@@ -37,6 +37,7 @@ use std::str::FromStr;
 use bytes::Bytes;
 
 use crate::close::CloseReason;
+use crate::direction::Direction;
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::polling;
@@ -281,10 +282,12 @@ pub fn scenario_outcome(bytes: &[u8], limits: &Limits) -> Result<ScenarioOutcome
 /// input can fail to run.
 pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Result<Outcome, InputError> {
     Ok(match target {
-        Target::Message => {
-            Outcome::of_message(&Message::decode(&Bytes::copy_from_slice(bytes), limits))
+        Target::Message => Outcome::of_message(
+            &Direction::ClientToServer.decode_message(&Bytes::copy_from_slice(bytes), limits),
+        ),
+        Target::HttpBody => {
+            Outcome::of_batch(&Direction::ClientToServer.decode_body(bytes, limits))
         }
-        Target::HttpBody => Outcome::of_batch(&polling::decode_body(bytes, limits)),
         Target::Incremental => outcome(Target::HttpBody, split_incremental(bytes).2, limits)?,
         Target::Roundtrip => Outcome {
             verdict: Verdict::accept(1),

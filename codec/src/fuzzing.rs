@@ -34,6 +34,7 @@ use bytes::Bytes;
 
 use crate::close::CloseReason;
 use crate::corpus::{split_incremental, Outcome, Verdict};
+use crate::direction::Direction;
 use crate::limits::Limits;
 use crate::message::{FetchFields, Message, Text};
 use crate::polling::{self, Batch, BodyDecoder, LENGTH_PREFIX};
@@ -105,7 +106,8 @@ pub fn message(data: &[u8]) -> Outcome {
         }
     }
 
-    Outcome::of_message(&decoded)
+    // The verdict is the server's: it reads what a client sent.
+    Outcome::of_message(&Direction::ClientToServer.check_message(decoded))
 }
 
 /// Target `http_body`: one HTTP polling POST body (base64 text).
@@ -143,7 +145,7 @@ pub fn http_body(data: &[u8]) -> Outcome {
     check_batch(data, &tight);
     check_tighter(&tight, &one);
 
-    Outcome::of_batch(&one)
+    Outcome::of_batch(&Direction::ClientToServer.check_batch(one))
 }
 
 /// Target `incremental`: a POST body fed to [`BodyDecoder`] in chunks whose
@@ -170,7 +172,7 @@ pub fn incremental(data: &[u8]) -> Outcome {
             "chunked {sizes:?} under {tight:?}"
         );
     }
-    Outcome::of_batch(&one)
+    Outcome::of_batch(&Direction::ClientToServer.check_batch(one))
 }
 
 /// The chunk size one size byte of an `incremental` input stands for.

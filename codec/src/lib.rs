@@ -10,6 +10,7 @@
 
 pub mod close;
 pub mod corpus;
+pub mod direction;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod limits;
@@ -21,6 +22,7 @@ pub mod varint;
 pub mod violation;
 
 pub use close::CloseReason;
+pub use direction::Direction;
 pub use limits::{Limits, LimitsBuilder};
 pub use message::{Message, MessageType};
 pub use violation::{Field, Violation, ViolationKind};
