@@ -25,4 +25,4 @@ pub use close::CloseReason;
 pub use direction::Direction;
 pub use limits::{Limits, LimitsBuilder};
 pub use message::{Message, MessageType};
-pub use violation::{Field, Violation, ViolationKind};
+pub use violation::{Field, Violation, ViolationKind, ZlibFault};

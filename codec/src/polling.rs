@@ -179,7 +179,7 @@ impl Iterator for Frames<'_> {
             return self.fail(ViolationKind::Truncated(field), at);
         };
         self.pos = start + size;
-        let decoded = Message::decode_within(self.whole, msg);
+        let decoded = Message::decode_within(self.whole, msg, self.limits);
         if decoded.is_err() {
             self.done = true;
         }
@@ -349,7 +349,8 @@ impl BodyDecoder {
                     if buf.len() == *size {
                         let msg = buf.split().freeze();
                         let start = self.frame_start + LENGTH_PREFIX;
-                        let m = Message::decode_within(&msg, &msg).map_err(|v| v.shifted(start))?;
+                        let m = Message::decode_within(&msg, &msg, &self.limits)
+                            .map_err(|v| v.shifted(start))?;
                         out.push(m);
                         self.frame_start = start + msg.len();
                         self.state = FrameState::Head {
