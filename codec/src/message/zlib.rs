@@ -84,7 +84,12 @@ pub(crate) fn inflate(
 
 /// Checks that `data` is one whole zlib stream that inflates to a message of
 /// at most `max_message_size` bytes (type byte and topic id included).
-#[inline]
+///
+/// Kept out of line: its 32 KiB window and the inflater's state would
+/// otherwise be part of the caller's stack frame, probed on every decode of
+/// an uncompressed message too.
+#[cold]
+#[inline(never)]
 pub(crate) fn validate(data: &[u8], max_message_size: usize) -> Result<(), ViolationKind> {
     inflate(
         data,
