@@ -460,6 +460,30 @@ mod tests {
     }
 
     #[test]
+    fn section_3_compressed_body_faults_as_check_prints_them() {
+        let texts = [
+            (ZlibFault::Malformed, "malformed"),
+            (ZlibFault::Truncated, "truncated"),
+            (ZlibFault::Checksum, "checksum mismatch"),
+            (ZlibFault::TrailingBytes, "trailing bytes after the stream"),
+        ];
+        for (fault, text) in texts {
+            let kind = ViolationKind::InvalidZlib(fault);
+            assert_eq!(kind.name(), "invalid-zlib");
+            assert_eq!(
+                kind.to_string(),
+                format!("compressed body is not a whole zlib stream: {text}")
+            );
+        }
+        let big = ViolationKind::InflatedTooLarge { limit: 32768 };
+        assert_eq!(big.name(), "inflated-too-large");
+        assert_eq!(
+            big.to_string(),
+            "compressed message inflates past the maximum of 32768"
+        );
+    }
+
+    #[test]
     fn display_names_reason_offset_and_fault() {
         let v = Violation::new(ViolationKind::UnknownType(0x3f), 0);
         assert_eq!(
