@@ -35,8 +35,12 @@ pub(crate) fn value_limit(max_message_size: usize) -> usize {
 /// Fails with [`ViolationKind::InflatedTooLarge`] as soon as the output
 /// passes `limit` bytes (the sink never sees more than `limit + 1` bytes), and
 /// with [`ViolationKind::InvalidZlib`] when `data` is not exactly one whole
-/// zlib stream with a matching checksum. Never loops: every turn either
-/// consumes input or produces output, or ends.
+/// zlib stream with a matching checksum. Never loops: a turn goes on only
+/// when it produced output, and output is bounded by `limit`.
+///
+/// The inflater writes up to the end of the window and then asks for more
+/// room (`HasMoreOutput`); the next turn goes on at the window's start,
+/// where `at` has wrapped to.
 pub(crate) fn inflate(
     data: &[u8],
     limit: usize,
@@ -71,7 +75,7 @@ pub(crate) fn inflate(
         let fault = match status {
             TINFLStatus::Done if read == data.len() => return Ok(()),
             TINFLStatus::Done => ZlibFault::TrailingBytes,
-            TINFLStatus::HasMoreOutput if n_in > 0 || n_out > 0 => continue,
+            TINFLStatus::HasMoreOutput if n_out > 0 => continue,
             TINFLStatus::FailedCannotMakeProgress | TINFLStatus::NeedsMoreInput => {
                 ZlibFault::Truncated
             }
