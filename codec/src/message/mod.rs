@@ -409,6 +409,38 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn arbitrary_messages_carry_payloads_and_valid_compressed_values() {
+        // The generator the roundtrip target and the batch properties use
+        // must reach non-empty payloads and compressed values, which must
+        // decode.
+        let (mut payload, mut compressed) = (false, false);
+        for seed in 0..256u32 {
+            let data: Vec<u8> = (0..96u32)
+                .map(|i| (i.wrapping_mul(seed).wrapping_add(seed * 7 + i) % 251) as u8)
+                .collect();
+            let mut u = arbitrary::Unstructured::new(&data);
+            let Ok(m) = <Message as arbitrary::Arbitrary>::arbitrary(&mut u) else {
+                continue;
+            };
+            payload |= match &m {
+                Message::ServiceRequest(r) => !r.payload.is_empty(),
+                Message::ServiceResponse(r) => !r.payload.is_empty(),
+                _ => false,
+            };
+            if let Message::TopicValue(t) | Message::TopicDelta(t) = &m {
+                compressed |= t.compressed && !t.data.is_empty();
+            }
+            let wire = m.to_bytes();
+            let limits = Limits::builder()
+                .max_message_size(wire.len())
+                .build()
+                .unwrap();
+            assert_eq!(Message::decode(&wire, &limits), Ok(m));
+        }
+        assert!(payload && compressed, "{payload} {compressed}");
+    }
+
+    #[test]
     fn section_3_abort_and_close_have_empty_bodies() {
         assert_eq!(decode_all_ways(&[28]), Ok(Message::Abort));
         assert_eq!(decode_all_ways(&[29]), Ok(Message::Close));
