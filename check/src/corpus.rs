@@ -13,7 +13,9 @@
 //!
 //! `verdict` is `accept` or `close`; `reason` a close reason name or `-`;
 //! `offset` the byte offset of the violation or `-`; `messages` the number of
-//! messages accepted before the verdict.
+//! messages accepted before the verdict. An optional sixth column gives the
+//! file limits of its own ([`CaseLimits`], e.g. `max-batch-size=7`), for
+//! cases at an exact limit that the defaults cannot reach with a small file.
 //!
 //! ```
 //! use sessionwire_check::corpus::{verdict, Target};
@@ -36,10 +38,8 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 
-use sessionwire::message::Message;
-use sessionwire::polling;
 pub use sessionwire::verdict::{split_incremental, Outcome, Verdict};
-use sessionwire::{CloseReason, Limits};
+use sessionwire::{CloseReason, Direction, Limits};
 
 use crate::closes;
 use crate::scenario::{self, ScenarioError, ScenarioOutcome};
@@ -187,10 +187,12 @@ pub fn scenario_outcome(bytes: &[u8], limits: &Limits) -> Result<ScenarioOutcome
 /// input can fail to run.
 pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Result<Outcome, InputError> {
     Ok(match target {
-        Target::Message => {
-            Outcome::of_message(&Message::decode(&Bytes::copy_from_slice(bytes), limits))
+        Target::Message => Outcome::of_message(
+            &Direction::ClientToServer.decode_message(&Bytes::copy_from_slice(bytes), limits),
+        ),
+        Target::HttpBody => {
+            Outcome::of_batch(&Direction::ClientToServer.decode_body(bytes, limits))
         }
-        Target::HttpBody => Outcome::of_batch(&polling::decode_body(bytes, limits)),
         Target::Incremental => outcome(Target::HttpBody, split_incremental(bytes).2, limits)?,
         Target::Roundtrip => Outcome {
             verdict: Verdict::accept(1),
@@ -209,6 +211,80 @@ pub fn verdict(target: Target, bytes: &[u8], limits: &Limits) -> Result<Verdict,
     outcome(target, bytes, limits).map(|o| o.verdict)
 }
 
+/// The limits a row of `expected.tsv` sets for its file (its sixth column),
+/// over the defaults: comma-separated `max-message-size=N` and
+/// `max-batch-size=N`.
+///
+/// ```
+/// use sessionwire::corpus::CaseLimits;
+/// let l: CaseLimits = "max-batch-size=7".parse().unwrap();
+/// assert_eq!(l.limits().max_batch_size(), 7);
+/// assert_eq!(l.to_string(), "max-batch-size=7");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseLimits {
+    max_message_size: Option<usize>,
+    max_batch_size: Option<usize>,
+    limits: Limits,
+}
+
+impl CaseLimits {
+    /// The limits to decode the file with.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+impl FromStr for CaseLimits {
+    type Err = ExpectedErrorKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ExpectedErrorKind::BadLimits(s.to_owned());
+        let (mut max_message_size, mut max_batch_size) = (None, None);
+        for item in s.split(',') {
+            let (key, value) = item.split_once('=').ok_or_else(bad)?;
+            let value = parse_decimal(value).ok_or_else(bad)?;
+            let slot = match key {
+                "max-message-size" => &mut max_message_size,
+                "max-batch-size" => &mut max_batch_size,
+                _ => return Err(bad()),
+            };
+            if slot.replace(value).is_some() {
+                return Err(bad());
+            }
+        }
+        let mut b = Limits::builder();
+        if let Some(n) = max_message_size {
+            b = b.max_message_size(n);
+        }
+        if let Some(n) = max_batch_size {
+            b = b.max_batch_size(n);
+        }
+        Ok(CaseLimits {
+            max_message_size,
+            max_batch_size,
+            limits: b.build().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl fmt::Display for CaseLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items = [
+            ("max-message-size", self.max_message_size),
+            ("max-batch-size", self.max_batch_size),
+        ];
+        let mut sep = "";
+        for (key, value) in items {
+            if let Some(n) = value {
+                write!(f, "{sep}{key}={n}")?;
+                sep = ",";
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One row of `expected.tsv`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpectedRow {
@@ -216,6 +292,8 @@ pub struct ExpectedRow {
     pub file: String,
     /// The verdict the file must get.
     pub verdict: Verdict,
+    /// Limits of the file's own, if the row sets any (else the defaults).
+    pub limits: Option<CaseLimits>,
 }
 
 /// The expected verdicts of one corpus directory: the contents of its
@@ -237,8 +315,10 @@ pub struct Expected {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ExpectedErrorKind {
-    /// Not five tab-separated fields.
+    /// Not five or six tab-separated fields.
     FieldCount(usize),
+    /// A sixth column that is not a list of limits (see [`CaseLimits`]).
+    BadLimits(String),
     /// An empty file name, or one naming another directory.
     BadFileName(String),
     /// The same file listed twice.
@@ -261,8 +341,12 @@ impl fmt::Display for ExpectedErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExpectedErrorKind::FieldCount(n) => {
-                write!(f, "{n} tab-separated fields, expected 5 (file, verdict, reason, offset, messages)")
+                write!(f, "{n} tab-separated fields, expected 5 (file, verdict, reason, offset, messages) or 6 (limits)")
             }
+            ExpectedErrorKind::BadLimits(s) => write!(
+                f,
+                "limits `{s}` are not `max-message-size=N` and `max-batch-size=N` (comma-separated, valid)"
+            ),
             ExpectedErrorKind::BadFileName(s) => write!(f, "bad file name `{s}`"),
             ExpectedErrorKind::DuplicateFile(s) => write!(f, "file `{s}` listed twice"),
             ExpectedErrorKind::BadVerdict(s) => {
@@ -302,8 +386,12 @@ impl std::error::Error for ExpectedError {}
 
 fn parse_row(line: &str) -> Result<ExpectedRow, ExpectedErrorKind> {
     let fields: Vec<&str> = line.split('\t').collect();
-    let [file, word, reason, offset, messages] = fields[..] else {
-        return Err(ExpectedErrorKind::FieldCount(fields.len()));
+    let (file, word, reason, offset, messages, limits) = match fields[..] {
+        [file, word, reason, offset, messages] => (file, word, reason, offset, messages, None),
+        [file, word, reason, offset, messages, limits] => {
+            (file, word, reason, offset, messages, Some(limits.parse()?))
+        }
+        _ => return Err(ExpectedErrorKind::FieldCount(fields.len())),
     };
     if file.is_empty() || file.contains(['/', '\\']) || file == "." || file == ".." {
         return Err(ExpectedErrorKind::BadFileName(file.to_owned()));
@@ -338,6 +426,7 @@ fn parse_row(line: &str) -> Result<ExpectedRow, ExpectedErrorKind> {
             offset,
             messages,
         },
+        limits,
     })
 }
 
@@ -355,17 +444,30 @@ impl Expected {
         Expected::default()
     }
 
-    /// Adds a row; a file already listed is an error.
+    /// Adds a row under the default limits; a file already listed is an error.
     pub fn insert(&mut self, file: &str, verdict: Verdict) -> Result<(), ExpectedErrorKind> {
-        if self.index.contains_key(file) {
-            return Err(ExpectedErrorKind::DuplicateFile(file.to_owned()));
-        }
-        self.index.insert(file.to_owned(), self.rows.len());
-        self.rows.push(ExpectedRow {
+        self.insert_row(ExpectedRow {
             file: file.to_owned(),
             verdict,
-        });
+            limits: None,
+        })
+    }
+
+    /// Adds a row; a file already listed is an error.
+    pub fn insert_row(&mut self, row: ExpectedRow) -> Result<(), ExpectedErrorKind> {
+        if self.index.contains_key(&row.file) {
+            return Err(ExpectedErrorKind::DuplicateFile(row.file));
+        }
+        self.index.insert(row.file.clone(), self.rows.len());
+        self.rows.push(row);
         Ok(())
+    }
+
+    /// The limits `file` is decoded with, if its row sets its own.
+    pub fn limits(&self, file: &str) -> Option<&CaseLimits> {
+        self.index
+            .get(file)
+            .and_then(|&i| self.rows[i].limits.as_ref())
     }
 
     /// The expected verdict of `file`.
@@ -403,7 +505,7 @@ impl FromStr for Expected {
             }
             let err = |kind| ExpectedError { line: i + 1, kind };
             let row = parse_row(line).map_err(err)?;
-            expected.insert(&row.file, row.verdict).map_err(err)?;
+            expected.insert_row(row).map_err(err)?;
         }
         Ok(expected)
     }
@@ -421,7 +523,11 @@ impl fmt::Display for Expected {
                 Some(o) => write!(f, "{o}")?,
                 None => f.write_str("-")?,
             }
-            writeln!(f, "\t{}", v.messages)?;
+            write!(f, "\t{}", v.messages)?;
+            match &row.limits {
+                Some(limits) => writeln!(f, "\t{limits}")?,
+                None => writeln!(f)?,
+            }
         }
         Ok(())
     }
@@ -442,6 +548,8 @@ pub struct Case {
     pub name: String,
     /// The verdict it must get.
     pub expected: Verdict,
+    /// The limits to decode it with: its row's, else the defaults.
+    pub limits: Limits,
 }
 
 /// A loaded corpus directory: every input file with its expected verdict.
@@ -555,10 +663,14 @@ pub fn load_dir(dir: &Path) -> Result<CorpusDir, LoadError> {
         let Some(&verdict) = expected.get(&name) else {
             return Err(LoadError::Unlisted { path });
         };
+        let limits = expected
+            .limits(&name)
+            .map_or_else(Limits::default, |l| l.limits().clone());
         cases.push(Case {
             path,
             name,
             expected: verdict,
+            limits,
         });
     }
     if let Some(row) = expected.rows().iter().find(|r| {
@@ -627,13 +739,54 @@ mod tests {
     }
 
     #[test]
+    fn expected_rows_may_set_limits_of_their_own() {
+        let text = "a\taccept\t-\t-\t1\tmax-message-size=16,max-batch-size=7\nb\taccept\t-\t-\t0\n";
+        let e: Expected = text.parse().unwrap();
+        let l = e.limits("a").unwrap();
+        assert_eq!(
+            (l.limits().max_message_size(), l.limits().max_batch_size()),
+            (16, 7)
+        );
+        assert_eq!(e.limits("b"), None);
+        assert_eq!(
+            e.to_string(),
+            format!("# file\tverdict\treason\toffset\tmessages\n{text}")
+        );
+        let only: CaseLimits = "max-batch-size=7".parse().unwrap();
+        assert_eq!(
+            only.limits().max_message_size(),
+            Limits::DEFAULT_MAX_MESSAGE_SIZE
+        );
+    }
+
+    #[test]
     fn expected_errors_name_the_line_and_the_fault() {
-        let cases: [(&str, usize, ExpectedErrorKind); 12] = [
+        let cases: [(&str, usize, ExpectedErrorKind); 16] = [
+            (
+                "a\taccept\t-\t-\t1\tmax-batch-size=7\tx",
+                1,
+                ExpectedErrorKind::FieldCount(7),
+            ),
+            (
+                "a\taccept\t-\t-\t1\tmax-batch-size=4",
+                1,
+                ExpectedErrorKind::BadLimits("max-batch-size=4".into()),
+            ),
+            (
+                "a\taccept\t-\t-\t1\tmax-batch-size=7,max-batch-size=8",
+                1,
+                ExpectedErrorKind::BadLimits("max-batch-size=7,max-batch-size=8".into()),
+            ),
+            (
+                "a\taccept\t-\t-\t1\tmax-queue=7",
+                1,
+                ExpectedErrorKind::BadLimits("max-queue=7".into()),
+            ),
             ("a\taccept\t-\t-", 1, ExpectedErrorKind::FieldCount(4)),
             (
                 "#c\na\taccept\t-\t-\t1\t",
                 2,
-                ExpectedErrorKind::FieldCount(6),
+                ExpectedErrorKind::BadLimits(String::new()),
             ),
             ("a accept - - 1", 1, ExpectedErrorKind::FieldCount(1)),
             (

@@ -217,7 +217,19 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
                 continue;
             }
         };
-        let (outcome, scenario) = match run_job(job.target, &bytes, &limits) {
+        // A directory's records hold for its own target only, not for a
+        // --target that overrides it.
+        let expected = match inferred_target(&job.path) {
+            Some(t) if t != job.target => None,
+            _ => expected_case(&job.path, &mut dirs, &mut summary),
+        };
+        // A row's own limits apply unless limits were given here.
+        let own = args.max_message_size.is_none() && args.max_batch_size.is_none();
+        let (expected, job_limits) = match expected {
+            Some((verdict, case_limits)) if own => (Some(verdict), case_limits),
+            other => (other.map(|(verdict, _)| verdict), limits.clone()),
+        };
+        let (outcome, scenario) = match run_job(job.target, &bytes, &job_limits) {
             Ok(done) => done,
             Err(e) => {
                 summary.error(format_args!("{}: {e}", job.shown.display()));
@@ -229,12 +241,6 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
         } else {
             summary.closed += 1;
         }
-        // A directory's records hold for its own target only, not for a
-        // --target that overrides it.
-        let expected = match inferred_target(&job.path) {
-            Some(t) if t != job.target => None,
-            _ => expected_verdict(&job.path, &mut dirs, &mut summary),
-        };
         if expected.is_none() {
             summary.unexpected += 1;
         }
@@ -349,14 +355,14 @@ fn json_line(job: &Job, o: &Outcome, expected: Option<Verdict>) -> serde_json::V
     line
 }
 
-/// The expected verdict of the file at `path`, from its directory's
-/// `expected.tsv` if there is one. A directory whose records do not load is
-/// reported once, as an error.
-fn expected_verdict(
+/// The expected verdict of the file at `path` and the limits its row sets
+/// (else the defaults), from its directory's `expected.tsv` if there is one.
+/// A directory whose records do not load is reported once, as an error.
+fn expected_case(
     path: &Path,
     dirs: &mut HashMap<PathBuf, Option<CorpusDir>>,
     summary: &mut Summary,
-) -> Option<Verdict> {
+) -> Option<(Verdict, Limits)> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -369,7 +375,7 @@ fn expected_verdict(
     });
     let name = path.file_name()?.to_str()?;
     let case = loaded.as_ref()?.cases.iter().find(|c| c.name == name)?;
-    Some(case.expected)
+    Some((case.expected, case.limits.clone()))
 }
 
 /// The files of the bundled corpus (or `--corpus DIR`): every directory named

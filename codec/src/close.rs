@@ -209,6 +209,7 @@ mod tests {
             assert_eq!(name.parse::<CloseReason>(), Ok(r));
             assert_eq!(id.to_string().parse::<CloseReason>(), Ok(r));
             assert_eq!(r.to_string(), format!("{name} ({id})"));
+            assert_eq!(u8::from(r), id);
             assert!(!r.description().is_empty());
         }
     }
@@ -227,5 +228,6 @@ mod tests {
             Err(UnknownCloseReason)
         );
         assert_eq!("".parse::<CloseReason>(), Err(UnknownCloseReason));
+        assert_eq!(UnknownCloseReason.to_string(), "unknown close reason");
     }
 }

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod close;
+pub mod direction;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod limits;
@@ -29,6 +30,7 @@ pub mod verdict;
 pub mod violation;
 
 pub use close::CloseReason;
+pub use direction::Direction;
 pub use limits::{Limits, LimitsBuilder};
 pub use message::{Message, MessageType};
 pub use session::{
@@ -36,4 +38,4 @@ pub use session::{
     SessionToken, Transmit,
 };
 pub use verdict::{Outcome, Verdict};
-pub use violation::{Field, Violation, ViolationKind};
+pub use violation::{Field, Violation, ViolationKind, ZlibFault};

@@ -259,6 +259,15 @@ mod tests {
         assert!(Limits::builder().max_queue_messages(0).build().is_err());
         assert!(Limits::builder().max_queue_bytes(0).build().is_err());
         assert!(Limits::builder().max_clients(0).build().is_err());
+        // The error says which limit is wrong (`check` prints it).
+        assert_eq!(
+            Limits::builder()
+                .max_clients(0)
+                .build()
+                .unwrap_err()
+                .to_string(),
+            "max_clients must be at least 1"
+        );
     }
 
     #[test]

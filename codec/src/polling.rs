@@ -212,7 +212,7 @@ impl Iterator for Frames<'_> {
             return self.fail(ViolationKind::Truncated(field), at);
         };
         self.pos = start + size;
-        let decoded = Message::decode_within(self.whole, msg);
+        let decoded = Message::decode_within(self.whole, msg, self.limits);
         if decoded.is_err() {
             self.done = true;
         }
@@ -393,8 +393,8 @@ impl BodyDecoder {
                             let start = self.frame_start + LENGTH_PREFIX;
                             self.decoded += LENGTH_PREFIX + size;
                             bytes = &rest[size..];
-                            let m =
-                                Message::decode_within(&msg, &msg).map_err(|v| v.shifted(start))?;
+                            let m = Message::decode_within(&msg, &msg, &self.limits)
+                                .map_err(|v| v.shifted(start))?;
                             out.push(m);
                             self.frame_start = start + size;
                             continue;
@@ -411,7 +411,8 @@ impl BodyDecoder {
                     if buf.len() == *size {
                         let msg = buf.split().freeze();
                         let start = self.frame_start + LENGTH_PREFIX;
-                        let m = Message::decode_within(&msg, &msg).map_err(|v| v.shifted(start))?;
+                        let m = Message::decode_within(&msg, &msg, &self.limits)
+                            .map_err(|v| v.shifted(start))?;
                         out.push(m);
                         self.frame_start = start + msg.len();
                         self.state = FrameState::Head {
@@ -819,6 +820,79 @@ mod tests {
             ))
         );
         assert!(b.messages.is_empty());
+    }
+
+    #[test]
+    fn section_6_batch_of_exactly_the_maximum_is_accepted() {
+        // The USER_PING batch is 7 decoded bytes: at a limit of 7 it fits, at
+        // 6 it goes on past the limit at byte 6.
+        let exact = Limits::builder().max_batch_size(7).build().unwrap();
+        let b = decode_all_ways(b"AAAAAgA4AQ==", &exact);
+        assert_eq!((b.messages, b.violation), (vec![ping(1)], None));
+        let under = Limits::builder().max_batch_size(6).build().unwrap();
+        assert_eq!(
+            decode_all_ways(b"AAAAAgA4AQ==", &under).violation,
+            Some(Violation::new(ViolationKind::BatchTooLarge { limit: 6 }, 6))
+        );
+        // Two pings, 14 bytes, fed so that one chunk ends exactly at the limit.
+        let two = Limits::builder().max_batch_size(14).build().unwrap();
+        let b = decode_all_ways(
+            &text(&[0, 0, 0, 2, 0, 0x38, 1, 0, 0, 0, 2, 0, 0x38, 2]),
+            &two,
+        );
+        assert_eq!((b.messages, b.violation), (vec![ping(1), ping(2)], None));
+    }
+
+    #[test]
+    fn section_6_text_after_a_padded_quantum_at_the_decode_cap_is_invalid() {
+        // At a limit of 7 the one-shot decoder reads 12 characters, the padded
+        // quantum ending the ping, and looks one character past them.
+        let limits = Limits::builder().max_batch_size(7).build().unwrap();
+        for t in [
+            &b"AAAAAgA4AQ==A"[..],
+            b"AAAAAgA4AQ==AAAA",
+            b"AAAAAgA4AQ==\n",
+        ] {
+            let b = decode_all_ways(t, &limits);
+            assert_eq!(b.messages, [ping(1)]);
+            assert_eq!(
+                b.violation,
+                Some(Violation::new(ViolationKind::InvalidBase64, 12)),
+                "{}",
+                String::from_utf8_lossy(t)
+            );
+        }
+    }
+
+    #[test]
+    fn section_6_a_chunk_after_a_padded_chunk_is_invalid() {
+        // Whole quanta after the padded one, in chunks of 4: the quantum after
+        // the padding must not decode.
+        let t = b"AAAAAgA4AQ==AAAAAAAA";
+        for chunk in [4, 8, 12] {
+            let b = incremental(t, &Limits::default(), chunk);
+            assert_eq!(b.messages, [ping(1)], "chunk {chunk}");
+            assert_eq!(
+                b.violation,
+                Some(Violation::new(ViolationKind::InvalidBase64, 12)),
+                "chunk {chunk}"
+            );
+        }
+        // An empty chunk after the padding is no text at all.
+        let mut dec = BodyDecoder::new(Limits::default());
+        let mut out = Vec::new();
+        dec.feed(b"AAAAAgA4AQ==", &mut out).unwrap();
+        dec.feed(b"", &mut out).unwrap();
+        dec.finish().unwrap();
+        assert_eq!(out, [ping(1)]);
+    }
+
+    #[test]
+    fn body_too_long_names_the_length() {
+        assert_eq!(
+            BodyTooLong { len: 1 << 32 }.to_string(),
+            "message body of 4294967296 bytes does not fit a u32 length"
+        );
     }
 
     #[test]

@@ -56,6 +56,31 @@ impl fmt::Display for Field {
     }
 }
 
+/// Why a compressed topic body is not one whole zlib stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ZlibFault {
+    /// A bad zlib header or deflate data that does not decode.
+    Malformed,
+    /// The body ends before the stream does (its checksum included).
+    Truncated,
+    /// The stream's Adler-32 checksum does not match what it inflates to.
+    Checksum,
+    /// Bytes after the end of the stream.
+    TrailingBytes,
+}
+
+impl fmt::Display for ZlibFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ZlibFault::Malformed => "malformed",
+            ZlibFault::Truncated => "truncated",
+            ZlibFault::Checksum => "checksum mismatch",
+            ZlibFault::TrailingBytes => "trailing bytes after the stream",
+        })
+    }
+}
+
 /// What is wrong with the input. Each kind knows its close reason
 /// ([`ViolationKind::close_reason`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -90,6 +115,16 @@ pub enum ViolationKind {
         /// The configured maximum.
         limit: usize,
     },
+    /// A compressed topic body that inflates past the configured maximum
+    /// message size (type byte and topic id included); found as it inflates,
+    /// at the offset of the compressed body.
+    InflatedTooLarge {
+        /// The configured maximum message size.
+        limit: usize,
+    },
+    /// A compressed topic body that is not one whole zlib stream; the offset
+    /// is that of the compressed body.
+    InvalidZlib(ZlibFault),
     /// An HTTP polling batch that goes on past the configured maximum of
     /// decoded bytes; the offset is the first byte over the limit.
     BatchTooLarge {
@@ -146,9 +181,9 @@ impl ViolationKind {
         match self {
             // Over the configured size: the message is discarded and the
             // client closed.
-            ViolationKind::MessageTooLarge { .. } | ViolationKind::BatchTooLarge { .. } => {
-                CloseReason::MessageTooLarge
-            }
+            ViolationKind::MessageTooLarge { .. }
+            | ViolationKind::InflatedTooLarge { .. }
+            | ViolationKind::BatchTooLarge { .. } => CloseReason::MessageTooLarge,
             // Bytes that are not a valid message.
             ViolationKind::EmptyMessage
             | ViolationKind::UnknownType(_)
@@ -161,6 +196,7 @@ impl ViolationKind {
             | ViolationKind::InvalidUtf8(_)
             | ViolationKind::MalformedField(_)
             | ViolationKind::TrailingBytes
+            | ViolationKind::InvalidZlib(_)
             | ViolationKind::InvalidBase64
             | ViolationKind::UnexpectedMessage(_) => CloseReason::InvalidInboundMessage,
             // A connection request the server refuses: answered with 115
@@ -223,7 +259,9 @@ impl ViolationKind {
             | ViolationKind::SequenceDuplicate(_)
             | ViolationKind::SequenceMalformed
             | ViolationKind::SequenceBeyondWindow { .. }
-            | ViolationKind::SequenceGap { .. } => return None,
+            | ViolationKind::SequenceGap { .. }
+            | ViolationKind::InflatedTooLarge { .. }
+            | ViolationKind::InvalidZlib(_) => return None,
             ViolationKind::Mqtt(fault) => match fault {
                 MqttFault::ReservedPacketType(_)
                 | MqttFault::ReservedFlags(_)
@@ -288,6 +326,8 @@ impl ViolationKind {
             ViolationKind::MalformedField(_) => "malformed-field",
             ViolationKind::TrailingBytes => "trailing-bytes",
             ViolationKind::MessageTooLarge { .. } => "message-too-large",
+            ViolationKind::InflatedTooLarge { .. } => "inflated-too-large",
+            ViolationKind::InvalidZlib(_) => "invalid-zlib",
             ViolationKind::BatchTooLarge { .. } => "batch-too-large",
             ViolationKind::InvalidBase64 => "invalid-base64",
             ViolationKind::HandshakeFieldMissing(_) => "handshake-field-missing",
@@ -330,6 +370,12 @@ impl fmt::Display for ViolationKind {
             ViolationKind::TrailingBytes => f.write_str("trailing bytes after the message"),
             ViolationKind::MessageTooLarge { size, limit } => {
                 write!(f, "message of {size} bytes over the maximum of {limit}")
+            }
+            ViolationKind::InflatedTooLarge { limit } => {
+                write!(f, "compressed message inflates past the maximum of {limit}")
+            }
+            ViolationKind::InvalidZlib(fault) => {
+                write!(f, "compressed body is not a whole zlib stream: {fault}")
             }
             ViolationKind::BatchTooLarge { limit } => {
                 write!(f, "batch goes on past the maximum of {limit} bytes")
@@ -430,6 +476,7 @@ mod tests {
     fn size_faults_close_message_too_large_and_the_rest_invalid_inbound_message() {
         let too_large = [
             ViolationKind::MessageTooLarge { size: 9, limit: 8 },
+            ViolationKind::InflatedTooLarge { limit: 8 },
             ViolationKind::BatchTooLarge { limit: 8 },
         ];
         for k in too_large {
@@ -447,6 +494,7 @@ mod tests {
             ViolationKind::InvalidUtf8(Field::StringBody),
             ViolationKind::MalformedField(Field::FetchHeader),
             ViolationKind::TrailingBytes,
+            ViolationKind::InvalidZlib(ZlibFault::Checksum),
             ViolationKind::InvalidBase64,
         ];
         for k in malformed {
@@ -527,6 +575,54 @@ mod tests {
             }
             .reason_code(),
             None
+        );
+    }
+
+    #[test]
+    fn field_names_as_check_prints_them() {
+        let names = [
+            (Field::TypeByte, "type byte"),
+            (Field::ServiceId, "service id"),
+            (Field::ConversationId, "conversation id"),
+            (Field::TopicId, "topic id"),
+            (Field::StringLength, "string length"),
+            (Field::StringBody, "string"),
+            (Field::ErrorCode, "error code"),
+            (Field::FetchHeader, "fetch reply header"),
+            (Field::LengthPrefix, "length prefix"),
+            (Field::Body, "body"),
+            (Field::Named("sp"), "sp"),
+        ];
+        for (field, name) in names {
+            assert_eq!(field.to_string(), name);
+        }
+        assert_eq!(
+            ViolationKind::Truncated(Field::LengthPrefix).to_string(),
+            "input ends inside the length prefix"
+        );
+    }
+
+    #[test]
+    fn section_3_compressed_body_faults_as_check_prints_them() {
+        let texts = [
+            (ZlibFault::Malformed, "malformed"),
+            (ZlibFault::Truncated, "truncated"),
+            (ZlibFault::Checksum, "checksum mismatch"),
+            (ZlibFault::TrailingBytes, "trailing bytes after the stream"),
+        ];
+        for (fault, text) in texts {
+            let kind = ViolationKind::InvalidZlib(fault);
+            assert_eq!(kind.name(), "invalid-zlib");
+            assert_eq!(
+                kind.to_string(),
+                format!("compressed body is not a whole zlib stream: {text}")
+            );
+        }
+        let big = ViolationKind::InflatedTooLarge { limit: 32768 };
+        assert_eq!(big.name(), "inflated-too-large");
+        assert_eq!(
+            big.to_string(),
+            "compressed message inflates past the maximum of 32768"
         );
     }
 

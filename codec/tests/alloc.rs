@@ -135,7 +135,10 @@ fn every_type() -> Vec<Message> {
         Message::TopicValue(TopicMessage {
             topic: 8,
             compressed: true,
-            data: Bytes::from_static(&[0x78, 0x9c, 0x03, 0x00]),
+            // `hello`, zlib-compressed: validated by inflating it.
+            data: Bytes::from_static(&[
+                0x78, 0x9c, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x06, 0x2c, 0x02, 0x15,
+            ]),
         }),
         Message::TopicDelta(TopicMessage {
             topic: 9,

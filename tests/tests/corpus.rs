@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use sessionwire::polling::{Batch, BodyDecoder};
 use sessionwire::Verdict;
-use sessionwire::{CloseReason, Limits};
+use sessionwire::{CloseReason, Direction, Limits};
 use sessionwire_check::corpus::{self, Target};
 use sessionwire_tests::{corpus_root, sessionwire_bin};
 
@@ -35,7 +35,8 @@ fn cases() -> Vec<(Target, corpus::Case)> {
     all
 }
 
-/// The http-body verdict reached by feeding the text one byte at a time.
+/// The http-body verdict reached by feeding the text one byte at a time, as
+/// the server reads it.
 fn http_body_byte_by_byte(text: &[u8], limits: &Limits) -> Verdict {
     let mut dec = BodyDecoder::new(limits.clone());
     let mut batch = Batch::default();
@@ -43,6 +44,7 @@ fn http_body_byte_by_byte(text: &[u8], limits: &Limits) -> Verdict {
         .iter()
         .try_for_each(|b| dec.feed(std::slice::from_ref(b), &mut batch.messages));
     batch.violation = fed.and_then(|()| dec.finish()).err();
+    let batch = Direction::ClientToServer.check_batch(batch);
     match batch.violation {
         Some(v) => Verdict::close(&v, batch.messages.len()),
         None => Verdict::accept(batch.messages.len()),
@@ -51,15 +53,16 @@ fn http_body_byte_by_byte(text: &[u8], limits: &Limits) -> Verdict {
 
 #[test]
 fn corpus_every_file_gets_its_expected_verdict_from_the_library() {
-    let limits = Limits::default();
     let mut per_target: BTreeMap<Target, usize> = BTreeMap::new();
     for (target, case) in cases() {
+        // A row may set limits of its own; else these are the defaults.
+        let limits = &case.limits;
         let bytes = std::fs::read(&case.path).unwrap();
-        let got = corpus::verdict(target, &bytes, &limits);
+        let got = corpus::verdict(target, &bytes, limits);
         assert_eq!(got, Ok(case.expected), "{}", case.path.display());
         match target {
             Target::HttpBody => assert_eq!(
-                http_body_byte_by_byte(&bytes, &limits),
+                http_body_byte_by_byte(&bytes, limits),
                 case.expected,
                 "{} byte by byte",
                 case.path.display()
@@ -67,7 +70,7 @@ fn corpus_every_file_gets_its_expected_verdict_from_the_library() {
             Target::Message => {
                 // Every prefix decodes, and a fault lies within the prefix.
                 for cut in 0..bytes.len().min(256) {
-                    let v = corpus::verdict(target, &bytes[..cut], &limits).unwrap();
+                    let v = corpus::verdict(target, &bytes[..cut], limits).unwrap();
                     assert!(
                         v.offset.unwrap_or(0) <= cut,
                         "{}[..{cut}]",
@@ -103,8 +106,38 @@ fn corpus_covers_every_message_type_and_both_close_reasons() {
             seen.push(m.message_type());
         }
     }
+    // Every type a client may send is accepted by some file; ABORT, which
+    // only the server sends, by none.
     for ty in sessionwire::MessageType::ALL {
-        assert!(seen.contains(&ty), "no valid {ty:?} in corpus/message");
+        let client_sends = Direction::ClientToServer.allows(ty);
+        assert_eq!(
+            seen.contains(&ty),
+            client_sends,
+            "{ty:?} accepted in corpus/message"
+        );
+    }
+}
+
+#[test]
+fn section_3_check_gives_the_servers_verdict_on_a_client_sent_abort() {
+    let root = corpus_root();
+    let cases = [
+        (
+            "message",
+            root.join("message/valid-abort.bin"),
+            "message: close INVALID_INBOUND_MESSAGE (7) at offset 0, 0 messages: message type 28 is never sent by a client",
+        ),
+        (
+            "http-body",
+            root.join("http-body/client-abort-after-ping.txt"),
+            "http-body: close INVALID_INBOUND_MESSAGE (7) at offset 11, 1 message: message type 28 is never sent by a client",
+        ),
+    ];
+    for (target, path, want) in cases {
+        let out = run(&["check", "--target", target, path.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.lines().next().unwrap().ends_with(want), "{text}");
     }
 }
 

@@ -37,6 +37,7 @@ pub mod fetch;
 pub mod service;
 mod text;
 pub mod topic;
+mod zlib;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -170,13 +171,17 @@ impl Message {
                 0,
             ));
         }
-        Message::decode_within(input, input)
+        Message::decode_within(input, input, limits)
     }
 
     /// Decodes the message `msg`, a sub-slice of `whole`; views are slices of
     /// `whole` and offsets count from its start.
     #[inline]
-    pub(crate) fn decode_within(whole: &Bytes, msg: &[u8]) -> Result<Message, Violation> {
+    pub(crate) fn decode_within(
+        whole: &Bytes,
+        msg: &[u8],
+        limits: &Limits,
+    ) -> Result<Message, Violation> {
         let Some((&type_byte, body)) = msg.split_first() else {
             return Err(Violation::new(
                 ViolationKind::EmptyMessage,
@@ -194,10 +199,10 @@ impl Message {
             }
             MessageType::ServiceError => ServiceError::load(whole, body).map(Message::ServiceError),
             MessageType::TopicValue => {
-                TopicMessage::load(whole, body, compressed).map(Message::TopicValue)
+                TopicMessage::load(whole, body, compressed, limits).map(Message::TopicValue)
             }
             MessageType::TopicDelta => {
-                TopicMessage::load(whole, body, compressed).map(Message::TopicDelta)
+                TopicMessage::load(whole, body, compressed, limits).map(Message::TopicDelta)
             }
             MessageType::Abort => crate::parse::expect_end(body).map(|()| Message::Abort),
             MessageType::Close => crate::parse::expect_end(body).map(|()| Message::Close),
@@ -278,6 +283,22 @@ impl<'a> arbitrary::Arbitrary<'a> for Message {
         fn bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
             Ok(Bytes::copy_from_slice(<&[u8]>::arbitrary(u)?))
         }
+        // A compressed value is a valid zlib stream of arbitrary bytes.
+        fn topic(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<TopicMessage> {
+            let topic = u.arbitrary()?;
+            let compressed = u.arbitrary()?;
+            let raw = <&[u8]>::arbitrary(u)?;
+            let data = if compressed {
+                Bytes::from(zlib::stored(raw))
+            } else {
+                Bytes::copy_from_slice(raw)
+            };
+            Ok(TopicMessage {
+                topic,
+                compressed,
+                data,
+            })
+        }
         Ok(match u.int_in_range(0..=7u8)? {
             0 => Message::ServiceRequest(ServiceRequest {
                 service: u.arbitrary()?,
@@ -293,16 +314,8 @@ impl<'a> arbitrary::Arbitrary<'a> for Message {
                 message: Text::from(String::arbitrary(u)?),
                 code: u.arbitrary()?,
             }),
-            3 => Message::TopicValue(TopicMessage {
-                topic: u.arbitrary()?,
-                compressed: u.arbitrary()?,
-                data: bytes(u)?,
-            }),
-            4 => Message::TopicDelta(TopicMessage {
-                topic: u.arbitrary()?,
-                compressed: u.arbitrary()?,
-                data: bytes(u)?,
-            }),
+            3 => Message::TopicValue(topic(u)?),
+            4 => Message::TopicDelta(topic(u)?),
             5 => Message::Abort,
             6 => Message::Close,
             _ => {
@@ -383,7 +396,8 @@ pub(crate) mod tests {
     fn section_3_compressed_flag_only_on_topic_messages() {
         for ty in MessageType::ALL {
             let byte = ty.value() | COMPRESSED_BIT;
-            let r = decode_all_ways(&[byte, 0, 0, 0, 1, 0x78]);
+            // Topic 1, an empty zlib stream.
+            let r = decode_all_ways(&[byte, 0, 0, 0, 1, 0x78, 0x9c, 0x03, 0, 0, 0, 0, 1]);
             if ty.may_be_compressed() {
                 assert!(r.is_ok(), "{ty:?}");
             } else {
@@ -393,6 +407,38 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn arbitrary_messages_carry_payloads_and_valid_compressed_values() {
+        // The generator the roundtrip target and the batch properties use
+        // must reach non-empty payloads and compressed values, which must
+        // decode.
+        let (mut payload, mut compressed) = (false, false);
+        for seed in 0..256u32 {
+            let data: Vec<u8> = (0..96u32)
+                .map(|i| (i.wrapping_mul(seed).wrapping_add(seed * 7 + i) % 251) as u8)
+                .collect();
+            let mut u = arbitrary::Unstructured::new(&data);
+            let Ok(m) = <Message as arbitrary::Arbitrary>::arbitrary(&mut u) else {
+                continue;
+            };
+            payload |= match &m {
+                Message::ServiceRequest(r) => !r.payload.is_empty(),
+                Message::ServiceResponse(r) => !r.payload.is_empty(),
+                _ => false,
+            };
+            if let Message::TopicValue(t) | Message::TopicDelta(t) = &m {
+                compressed |= t.compressed && !t.data.is_empty();
+            }
+            let wire = m.to_bytes();
+            let limits = Limits::builder()
+                .max_message_size(wire.len())
+                .build()
+                .unwrap();
+            assert_eq!(Message::decode(&wire, &limits), Ok(m));
+        }
+        assert!(payload && compressed, "{payload} {compressed}");
     }
 
     #[test]

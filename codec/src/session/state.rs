@@ -29,7 +29,7 @@ use crate::session::ids::{SessionId, SessionToken};
 use crate::session::queue::OutboundQueue;
 use crate::session::recovery::{RecoveryBuffer, RecoveryDecision, MAX_MESSAGE_NUMBER};
 use crate::session::reorder::{parse_sequence, ReorderBuffer};
-use crate::{polling, CloseReason, Limits, Violation, ViolationKind};
+use crate::{polling, CloseReason, Direction, Limits, Violation, ViolationKind};
 
 /// Server-side settings of the session layer (the bounds live in [`Limits`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -565,7 +565,7 @@ impl Session {
         if self.state != SessionState::Connected || self.transport != ConnectionType::WebSocket {
             return;
         }
-        match Message::decode(&data, &self.limits) {
+        match Direction::ClientToServer.decode_message(&data, &self.limits) {
             Ok(m) => self.handle_message(now, m),
             Err(v) => self.close_violation(now, v),
         }
@@ -598,7 +598,7 @@ impl Session {
         }
         self.transmits.push_back(Transmit::SendAck { sequence: s });
         while let Some(body) = self.sends.pop_ready() {
-            let batch = polling::decode_body(&body, &self.limits);
+            let batch = Direction::ClientToServer.decode_body(&body, &self.limits);
             for m in batch.messages {
                 if self.state != SessionState::Connected {
                     return;
@@ -749,13 +749,6 @@ impl Session {
         }
         match message {
             Message::Close => self.close(now, CloseReason::ClosedByClient, None),
-            Message::Abort => {
-                let v = Violation::new(
-                    ViolationKind::UnexpectedMessage(crate::MessageType::Abort.value()),
-                    0,
-                );
-                self.close_violation(now, v)
-            }
             Message::ServiceRequest(req) => {
                 if let Err(v) = self.check_client_conversation(req.conversation) {
                     return self.close_violation(now, v);
