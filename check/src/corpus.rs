@@ -216,7 +216,7 @@ pub fn verdict(target: Target, bytes: &[u8], limits: &Limits) -> Result<Verdict,
 /// `max-batch-size=N`.
 ///
 /// ```
-/// use sessionwire::corpus::CaseLimits;
+/// use sessionwire_check::corpus::CaseLimits;
 /// let l: CaseLimits = "max-batch-size=7".parse().unwrap();
 /// assert_eq!(l.limits().max_batch_size(), 7);
 /// assert_eq!(l.to_string(), "max-batch-size=7");
