@@ -221,4 +221,20 @@ mod tests {
         assert_eq!(reply(&[REQUEST, 0x80], &mut out), Reply::End);
         assert_eq!(reply(&[REQUEST, 56, 0x80, 0x80], &mut out), Reply::End);
     }
+
+    #[test]
+    fn section_3_floor_ends_the_connection_on_every_prefix_of_a_request() {
+        let mut out = BytesMut::new();
+        for request in [&[REQUEST, 56, 0xac, 0x02][..], &[REQUEST, 0xff, 0x7f, 5]] {
+            for end in 0..request.len() {
+                assert_eq!(
+                    reply(&request[..end], &mut out),
+                    Reply::End,
+                    "{:02x?}",
+                    &request[..end]
+                );
+            }
+            assert!(matches!(reply(request, &mut out), Reply::Send(_)));
+        }
+    }
 }

@@ -14,6 +14,7 @@ use sessionwire_bench::floor;
 use sessionwire_client::throughput::{
     self, RequestMix, ThroughputConfig, ThroughputReport, Transport,
 };
+use sessionwire_client::{ClientError, ConnectOptions, WsClient};
 use sessionwire_server::{Server, ServerConfig};
 
 /// The bound on a whole run (the load's own bounds come first).
@@ -95,6 +96,31 @@ async fn section_3_floor_answers_every_pipelined_request() {
         let report = run(&config).await;
         assert_sane(&report, &config);
     }
+    floor.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_2_floor_refuses_a_path_not_ending_in_diffusion() {
+    let (listener, addr) = floor::bind("127.0.0.1:0".parse().expect("an address"))
+        .await
+        .expect("bind");
+    let floor = tokio::spawn(floor::serve(listener));
+    let options = ConnectOptions {
+        path: "/elsewhere".to_owned(),
+        ..ConnectOptions::default()
+    };
+    let refused = tokio::time::timeout(RUN, WsClient::connect(addr, &options))
+        .await
+        .expect("bounded");
+    assert!(
+        matches!(refused, Err(ClientError::WebSocket(_))),
+        "{refused:?}"
+    );
+    let accepted = tokio::time::timeout(RUN, WsClient::connect(addr, &ConnectOptions::default()))
+        .await
+        .expect("bounded")
+        .expect("/diffusion is accepted");
+    assert_eq!(accepted.response().code, ResponseCode::Connected);
     floor.abort();
 }
 
