@@ -8,7 +8,7 @@
 #   RUNS [3]          repetitions; every row is the median of these
 #   DURATION [10]     seconds of requests per run
 #   WINDOW_ONE [16]   requests in flight for the 1-session rows
-#   WINDOW_MANY [1]   requests in flight per session for the 1,000-session rows
+#   WINDOW_MANY [8]   requests in flight per session for the 1,000-session rows
 #   MANY [1000]       sessions of the many-session rows
 #   NICE [-5]         niceness of servers and load generator (ignored if not allowed)
 #   OUT [a temporary directory]  where the JSON reports and server logs go
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 WINDOW_ONE=${WINDOW_ONE:-16}
-WINDOW_MANY=${WINDOW_MANY:-1}
+WINDOW_MANY=${WINDOW_MANY:-8}
 MANY=${MANY:-1000}
 NICE=${NICE:--5}
 OUT=${OUT:-$(mktemp -d)}
