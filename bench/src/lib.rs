@@ -4,8 +4,12 @@
 //! The codec crate never depends on this package: the peers (mqttrs 0.4,
 //! mqttbytes 0.6, rumqttc 0.25) are linked here only to be measured against
 //! a split-only floor and, once it lands, against our own MQTT codec.
+//!
+//! [`floor`] is the echo server the reference server's throughput is
+//! measured against (`echo-floor`, `bench/server-vs-floor.sh`).
 
 pub mod encode;
+pub mod floor;
 pub mod inputs;
 
 use std::hint::black_box;

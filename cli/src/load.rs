@@ -3,13 +3,29 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use sessionwire_client::load::{self, LoadConfig};
+use sessionwire_client::throughput::{self, RequestMix, ThroughputConfig, Transport};
+
+/// What a load run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Hold many sessions, ping each every --ping-interval, read the
+    /// server's memory.
+    Hold,
+    /// Request/response throughput: each session keeps --window requests in
+    /// flight for --duration (or until --requests are answered).
+    Throughput,
+}
 
 /// The options of `sessionwire load`.
 #[derive(Clone, Debug, Args)]
 pub struct LoadArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Mode::Hold)]
+    pub mode: Mode,
     /// WebSocket address of the server (loopback).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
@@ -36,6 +52,20 @@ pub struct LoadArgs {
     /// The server's process id: its memory is read from /proc/PID/status.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// Throughput: `ws` (WebSocket) or `http` (HTTP polling).
+    #[arg(long, default_value = "ws")]
+    pub transport: Transport,
+    /// Throughput: requests in flight per session.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub window: usize,
+    /// Throughput: requests in all, shared among the sessions (default: as
+    /// many as --duration allows).
+    #[arg(long, value_name = "N")]
+    pub requests: Option<u64>,
+    /// Throughput: `ping` (USER_PING), `service` (an unknown service,
+    /// answered with SERVICE_ERROR 100) or `both` in turn.
+    #[arg(long, default_value = "both")]
+    pub mix: RequestMix,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -54,18 +84,39 @@ impl LoadArgs {
             server_pid: self.server_pid,
         }
     }
+
+    fn throughput_config(&self) -> ThroughputConfig {
+        ThroughputConfig {
+            addr: self.addr,
+            transport: self.transport,
+            sessions: self.sessions,
+            window: self.window,
+            requests: self.requests,
+            duration: Duration::from_secs(self.duration),
+            mix: self.mix,
+            connect_concurrency: self.connect_concurrency,
+            ramp_timeout: Duration::from_secs(self.ramp_timeout),
+        }
+    }
 }
 
 /// Runs the load and prints its report.
 pub fn run(args: &LoadArgs) -> ExitCode {
-    match load::run_blocking(&args.config()) {
-        Ok(report) => {
+    let outcome = match args.mode {
+        Mode::Throughput => throughput::run_blocking(&args.throughput_config())
+            .map(|r| (r.to_string(), r.to_json(), r.is_clean())),
+        Mode::Hold => {
+            load::run_blocking(&args.config()).map(|r| (r.to_string(), r.to_json(), r.is_clean()))
+        }
+    };
+    match outcome {
+        Ok((text, json, clean)) => {
             if args.json {
-                println!("{}", report.to_json());
+                println!("{json}");
             } else {
-                println!("{report}");
+                println!("{text}");
             }
-            if report.is_clean() {
+            if clean {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -94,5 +145,32 @@ mod tests {
         let parsed = Cli::parse_from(["load"]).load.config();
         let default = LoadConfig::default();
         assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn throughput_args_reach_the_config() {
+        let parsed = Cli::parse_from([
+            "load",
+            "--mode",
+            "throughput",
+            "--transport",
+            "http",
+            "--sessions",
+            "3",
+            "--window",
+            "4",
+            "--requests",
+            "99",
+            "--mix",
+            "ping",
+        ])
+        .load;
+        assert_eq!(parsed.mode, Mode::Throughput);
+        let config = parsed.throughput_config();
+        assert_eq!(config.transport, Transport::Polling);
+        assert_eq!((config.sessions, config.window), (3, 4));
+        assert_eq!(config.requests, Some(99));
+        assert_eq!(config.mix, RequestMix::Ping);
+        assert_eq!(config.duration, Duration::from_secs(10));
     }
 }

@@ -43,6 +43,8 @@ enum Command {
     /// Open many WebSocket sessions to a server on loopback, exchange pings,
     /// and report sessions held, messages per second, latency percentiles,
     /// lost messages and (with --server-pid) the server's memory per session.
+    /// With --mode throughput: keep --window requests in flight per session
+    /// (WebSocket or HTTP polling) and report messages per second and latency.
     ///
     /// Exit status: 0 every session held and nothing lost, 1 otherwise.
     Load(load::LoadArgs),

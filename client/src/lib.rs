@@ -1,5 +1,6 @@
 //! A protocol-level test client for the reference server, and the load
-//! generator behind `sessionwire load` ([`load`]).
+//! generator behind `sessionwire load` ([`load`], and [`throughput`] for
+//! request/response throughput).
 //!
 //! The client is built on the codec: it connects
 //! over WebSocket ([`WsClient`]) or HTTP polling ([`HttpClient`]), decodes the
@@ -26,6 +27,7 @@
 
 mod http;
 pub mod load;
+pub mod throughput;
 mod ws;
 
 use std::collections::BTreeMap;

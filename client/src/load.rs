@@ -338,10 +338,10 @@ enum Phase {
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Counts a session in once, whichever way it ends.
-struct Arrival(Option<Arc<AtomicUsize>>);
+pub(crate) struct Arrival(pub(crate) Option<Arc<AtomicUsize>>);
 
 impl Arrival {
-    fn arrive(&mut self) {
+    pub(crate) fn arrive(&mut self) {
         if let Some(count) = self.0.take() {
             count.fetch_add(1, Ordering::Relaxed);
         }
