@@ -8,6 +8,7 @@ http_body http_body http-body
 incremental incremental_body incremental
 roundtrip roundtrip roundtrip
 session session session
+sp sp sp
 "
 
 # The line of TARGETS for a target name, binary name or corpus directory.

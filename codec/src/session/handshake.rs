@@ -348,7 +348,7 @@ impl ConnectionRequest {
             Duration::from_millis(decimal(&r, i64::MAX as u64).ok_or(malformed("r", at))?);
         let properties = match raw.take("sp") {
             None => BTreeMap::new(),
-            Some((sp, at)) => serde_json::from_str::<BTreeMap<String, String>>(&sp)
+            Some((sp, at)) => crate::session::properties::parse(&sp)
                 .map_err(|_| Violation::new(ViolationKind::MalformedSessionProperties, at))?,
         };
         let principal = match raw.take("username") {
