@@ -273,7 +273,9 @@ pub fn scenario_outcome(bytes: &[u8], limits: &Limits) -> Result<ScenarioOutcome
     let text = std::str::from_utf8(bytes).map_err(|e| InputError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
-    scenario::run(text, limits).map_err(InputError::Scenario)
+    // The harness supplies the origin of virtual time; the session layer
+    // never reads the clock.
+    scenario::run(text, limits, std::time::Instant::now()).map_err(InputError::Scenario)
 }
 
 /// Runs `bytes` through the decoder of `target` and says what the server

@@ -54,7 +54,7 @@ const TARGETS: [FuzzTarget; 5] = [
     FuzzTarget {
         dir: "session",
         target: None,
-        run: fuzzing::session,
+        run: |d| fuzzing::session(d, std::time::Instant::now()),
     },
 ];
 
@@ -236,8 +236,34 @@ fn section_1_session_corpus_keeps_its_verdicts_and_invariants() {
     // The seeds reach both outcomes: a session left open, and one closed.
     assert!(inputs
         .iter()
-        .any(|i| fuzzing::session(i).verdict.is_accept()));
+        .any(|i| fuzzing::session(i, std::time::Instant::now())
+            .verdict
+            .is_accept()));
     assert!(inputs
         .iter()
-        .any(|i| !fuzzing::session(i).verdict.is_accept()));
+        .any(|i| !fuzzing::session(i, std::time::Instant::now())
+            .verdict
+            .is_accept()));
+}
+
+#[test]
+fn sp_target_accepts_flat_string_objects_and_refuses_the_rest() {
+    assert_eq!(fuzzing::sp(br#"{"room":"7","x":"\ud83d\ude00"}"#), Ok(2));
+    assert_eq!(fuzzing::sp(b"{}"), Ok(0));
+    assert_eq!(fuzzing::sp(br#"{"room":7}"#), Err(8));
+    assert_eq!(fuzzing::sp(br#"{"a":"1","a":"2"}"#), Err(9));
+    assert_eq!(fuzzing::sp(b"\xff"), Err(0));
+    // Every prefix and every one-byte change of a valid object keeps the
+    // target's properties.
+    let valid = br#"{"k":"v\"\\\u00e9","l":""}"#;
+    for end in 0..valid.len() {
+        let _ = fuzzing::sp(&valid[..end]);
+    }
+    for i in 0..valid.len() {
+        for b in [b'"', b'\\', b'{', b'}', b':', b',', b' ', b'u', b'0', 0] {
+            let mut v = valid.to_vec();
+            v[i] = b;
+            let _ = fuzzing::sp(&v);
+        }
+    }
 }
