@@ -967,4 +967,37 @@ mod tests {
         }
         panic!("no close by {now:?}");
     }
+
+    #[test]
+    fn the_timer_heap_stays_within_a_bound_of_the_sessions_held() {
+        let mut r = registry(1000);
+        let t0 = Instant::now();
+        for round in 0..5u64 {
+            let now = t0 + Duration::from_millis(round);
+            let tokens: Vec<_> = (0..200)
+                .map(|_| connect(&mut r, now, "ty=WB&v=29&ca=8&r=0").session.unwrap())
+                .collect();
+            for t in &tokens {
+                let mut s = r.session_mut(t).unwrap();
+                s.handle_websocket(now, bytes::Bytes::from_static(&[0x1d]));
+            }
+            while let Some((t, _)) = r.poll_close() {
+                while r.session_mut(&t).unwrap().poll_transmit().is_some() {}
+            }
+            r.reap();
+            assert!(r.handle_timeout(now).is_empty());
+            assert!(
+                r.books.timers.len() <= 2 * r.sessions.len() + 64,
+                "{} entries for {} sessions",
+                r.books.timers.len(),
+                r.sessions.len()
+            );
+        }
+        assert_eq!(r.live_sessions(), 0);
+        assert_eq!(r.poll_timeout(), None);
+        assert!(
+            r.books.timers.is_empty(),
+            "poll_timeout drops stale entries"
+        );
+    }
 }
