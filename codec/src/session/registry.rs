@@ -539,6 +539,7 @@ impl<R: RandomSource> Registry<R> {
 
     /// The next session that closed for good, with its decision (each once).
     /// Drain its transmits (the ABORT) before dropping the transport.
+    #[must_use = "the close decision is handed out once"]
     pub fn poll_close(&mut self) -> Option<(SessionToken, Close)> {
         while let Some(token) = self.books.closing.pop_front() {
             if let Some(c) = self

@@ -438,6 +438,7 @@ impl Session {
 
     /// The next thing to send. Over WebSocket, call it whenever the socket
     /// can take a message: the outbound queue drains through it.
+    #[must_use = "a transmit taken must be sent"]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if let Some(t) = self.transmits.pop_front() {
             return Some(t);
@@ -459,11 +460,13 @@ impl Session {
     }
 
     /// The next event for the application.
+    #[must_use = "an event taken must be handled"]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// The decision to close for good: `Some` exactly once.
+    #[must_use = "the close decision is handed out once"]
     pub fn poll_close(&mut self) -> Option<Close> {
         if self.close_taken {
             return None;
