@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// HTTP polling: how long a client may go without an open poll, in ms.
     #[arg(long, value_name = "MS", default_value_t = 15_000)]
     pub poll_gap: u64,
+    /// A new session of a principal closes that principal's older sessions
+    /// (SESSION_TAKEN_OVER). Off by default: sessions of one principal
+    /// coexist, as on the real server.
+    #[arg(long)]
+    pub principal_takeover: bool,
 }
 
 impl ServeArgs {
@@ -102,6 +107,7 @@ impl ServeArgs {
             ping_period: (self.ping_period > 0).then(|| Duration::from_millis(self.ping_period)),
             poll_timeout: Duration::from_millis(self.poll_timeout),
             poll_gap: Duration::from_millis(self.poll_gap),
+            principal_takeover: self.principal_takeover,
             ..SessionConfig::default()
         }
     }
