@@ -8,6 +8,10 @@
 //!   and every session; connections talk to it over bounded channels;
 //! - [`control`]: the control API on its own listener, behind a bearer token;
 //! - [`events`]: the JSON-lines event log;
+//! - [`passwords`]: the pool that checks passwords, bounded in memory, in
+//!   waiting and per source address;
+//! - [`slots`]: per-source-address bounds on connections that have not sent
+//!   a request head;
 //! - [`users`]: the users file (principal and Argon2 password hash) and
 //!   `sessionwire add-user`.
 //!
@@ -19,11 +23,13 @@ pub mod control;
 pub mod events;
 pub mod http;
 pub mod hub;
+pub mod passwords;
+pub mod slots;
 pub mod users;
 pub mod ws;
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -31,7 +37,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use sessionwire::session::handshake::{ConnectionRequest, Credentials};
+use hyper::header::HeaderValue;
+use sessionwire::session::handshake::{
+    ConnectionRequest, ConnectionResponse, Credentials, ResponseCode,
+};
 use sessionwire::session::SessionConfig;
 use sessionwire::{Limits, Violation};
 use tokio::net::TcpListener;
@@ -41,6 +50,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use self::control::ControlToken;
 use self::events::EventLog;
 use self::hub::{Command, Hub};
+use self::passwords::{PasswordChecks, Verdict};
+use self::slots::{Pending, SOURCE_PENDING};
 use self::users::Users;
 
 /// How long shutdown may take, from the signal to the exit.
@@ -49,9 +60,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Capacity of the channel into the hub: connections wait (and stop
 /// reading) when it is full.
 const HUB_QUEUE: usize = 4096;
-
-/// Password checks running at once (each Argon2 check takes tens of MiB).
-const CONCURRENT_PASSWORD_CHECKS: usize = 2;
 
 /// WebSocket read buffer: eagerly allocated per connection, so small.
 const WS_READ_BUFFER: usize = 4 * 1024;
@@ -111,6 +119,27 @@ pub struct ServeArgs {
     /// HTTP polling: how long a client may go without an open poll, in ms.
     #[arg(long, value_name = "MS", default_value_t = 15_000)]
     pub poll_gap: u64,
+    /// HTTP polling: a browser origin (`https://app.example`) whose pages
+    /// may read the answers, credentials included (repeatable). None by
+    /// default: no CORS headers at all.
+    #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    pub allow_origins: Vec<HeaderValue>,
+}
+
+/// An `--allow-origin` value: a serialized origin, compared byte for byte
+/// with the request's `Origin` (`null` is refused: any sandboxed page sends
+/// it).
+fn parse_origin(s: &str) -> Result<HeaderValue, String> {
+    let origin = s.trim_end_matches('/');
+    let scheme_ok = origin.split_once("://").is_some_and(|(scheme, host)| {
+        matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+    });
+    if !scheme_ok {
+        return Err(format!(
+            "{s:?} is not an origin (scheme://host[:port], e.g. https://app.example)"
+        ));
+    }
+    HeaderValue::from_str(origin).map_err(|e| format!("{s:?}: {e}"))
 }
 
 impl ServeArgs {
@@ -148,8 +177,15 @@ pub(crate) struct Shared {
     pub ws_config: WebSocketConfig,
     /// The users file, when one was given.
     pub users: Option<Arc<Users>>,
-    /// Bounds the password checks running at once.
-    pub password_checks: Semaphore,
+    /// The password checking pool (with a users file).
+    pub passwords: Option<PasswordChecks>,
+    /// `--allow-origin` values.
+    pub allow_origins: Vec<HeaderValue>,
+    /// Connections waiting for a request head, per source address.
+    pub pending: Arc<Pending>,
+    /// WebSocket connections: taken before the 101, held until the task
+    /// ends.
+    pub ws_slots: Arc<Semaphore>,
     /// Bounds the HTTP connections open at once.
     pub connections: Arc<Semaphore>,
     /// Connection numbers.
@@ -167,23 +203,41 @@ impl Shared {
     }
 
     /// Decides the credentials of a new session before it reaches the hub
-    /// (Argon2 is slow: it runs on the blocking pool, a few at a time).
-    pub async fn authenticate(&self, request: &Result<ConnectionRequest, Violation>) -> bool {
-        let (users, principal, password) = match credentials_check(self.users.as_ref(), request) {
-            Check::Allow => return true,
-            Check::Deny => return false,
+    /// (Argon2 is slow: it runs in the bounded pool of [`passwords`]).
+    /// `Err(Busy)`: not checked (the pool is saturated or `peer` is over
+    /// its limits); the attempt is refused with 113 without reaching the hub.
+    pub async fn authenticate(
+        &self,
+        request: &Result<ConnectionRequest, Violation>,
+        peer: IpAddr,
+    ) -> Result<bool, Busy> {
+        let (principal, password) = match credentials_check(self.users.as_ref(), request) {
+            Check::Allow => return Ok(true),
+            Check::Deny => return Ok(false),
             Check::Verify {
-                users,
                 principal,
                 password,
-            } => (users, principal, password),
+            } => (principal, password),
         };
-        let Ok(_permit) = self.password_checks.acquire().await else {
-            return false;
+        let Some(passwords) = &self.passwords else {
+            return Ok(false);
         };
-        tokio::task::spawn_blocking(move || users.verify(&principal, &password))
-            .await
-            .unwrap_or(false)
+        match passwords.check(peer, principal, password).await {
+            Verdict::Accepted => Ok(true),
+            Verdict::Refused => Ok(false),
+            Verdict::Busy => Err(Busy),
+        }
+    }
+}
+
+/// A connection attempt refused without a password check (113).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+impl Busy {
+    /// The connection response telling the client the server is busy.
+    pub fn response(self) -> bytes::Bytes {
+        ConnectionResponse::rejection(ResponseCode::ClientLimit).to_bytes()
     }
 }
 
@@ -196,7 +250,6 @@ enum Check {
     Deny,
     /// A password to verify against the users file.
     Verify {
-        users: Arc<Users>,
         principal: String,
         password: Vec<u8>,
     },
@@ -210,9 +263,9 @@ fn credentials_check(
     users: Option<&Arc<Users>>,
     request: &Result<ConnectionRequest, Violation>,
 ) -> Check {
-    let Some(users) = users else {
+    if users.is_none() {
         return Check::Allow;
-    };
+    }
     let Ok(request) = request else {
         return Check::Allow;
     };
@@ -228,7 +281,6 @@ fn credentials_check(
         _ => Vec::new(),
     };
     Check::Verify {
-        users: Arc::clone(users),
         principal,
         password,
     }
@@ -306,6 +358,13 @@ async fn start(args: &ServeArgs) -> Result<Running, String> {
         }
         None => None,
     };
+    let passwords = match &users {
+        Some(u) => Some(
+            PasswordChecks::start(Arc::clone(u))
+                .map_err(|e| format!("cannot start the password checks: {e}"))?,
+        ),
+        None => None,
+    };
     let events = EventLog::open(args.events.as_deref()).map_err(|e| format!("--events: {e}"))?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -344,7 +403,12 @@ async fn start(args: &ServeArgs) -> Result<Running, String> {
         limits: limits.clone(),
         ws_config,
         users,
-        password_checks: Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
+        passwords,
+        allow_origins: args.allow_origins.clone(),
+        pending: Pending::new(SOURCE_PENDING),
+        ws_slots: Arc::new(Semaphore::new(
+            args.max_clients.saturating_add(ws::WS_SLACK),
+        )),
         connections: Arc::new(Semaphore::new(http_connections)),
         next_conn: AtomicU64::new(1),
         ws_tasks: AtomicUsize::new(0),
