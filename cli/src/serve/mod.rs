@@ -398,6 +398,7 @@ async fn start(args: &ServeArgs) -> Result<Running, String> {
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
     let http_connections = args.max_clients.saturating_mul(2).saturating_add(64);
+    let connections = Arc::new(Semaphore::new(http_connections));
     let shared = Arc::new(Shared {
         hub: hub_tx,
         limits: limits.clone(),
@@ -405,11 +406,11 @@ async fn start(args: &ServeArgs) -> Result<Running, String> {
         users,
         passwords,
         allow_origins: args.allow_origins.clone(),
-        pending: Pending::new(SOURCE_PENDING),
+        pending: Pending::new(SOURCE_PENDING, Arc::clone(&connections), http_connections),
         ws_slots: Arc::new(Semaphore::new(
             args.max_clients.saturating_add(ws::WS_SLACK),
         )),
-        connections: Arc::new(Semaphore::new(http_connections)),
+        connections,
         next_conn: AtomicU64::new(1),
         ws_tasks: AtomicUsize::new(0),
         stop: stop_rx.clone(),

@@ -39,8 +39,9 @@ pub const WORKERS: usize = 2;
 pub const QUEUE: usize = 16;
 /// How long a check may wait for a worker.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(1);
-/// Checks one source address may have waiting or running.
-pub const SOURCE_IN_FLIGHT: u32 = 2;
+/// Checks one source address may have waiting or running: one, so that a
+/// single address never holds more than one of the [`WORKERS`].
+pub const SOURCE_IN_FLIGHT: u32 = 1;
 /// Wrong passwords from one source address before it is refused.
 pub const SOURCE_FAILURES: u32 = 10;
 /// The window [`SOURCE_FAILURES`] counts in.

@@ -2,11 +2,14 @@
 //!
 //! A connection that has not (yet, or again) sent a complete request head
 //! costs the server a socket and one of its connection places while telling
-//! it nothing: a slowloris client opens hundreds and trickles bytes. Each
-//! source address (IPv6: each /64) may hold at most [`SOURCE_PENDING`] such
-//! connections; beyond that a new one is closed at once, and one that has
-//! just been answered is answered with `Connection: close` instead of being
-//! kept alive. Clients at other addresses are not affected.
+//! it nothing: a slowloris client opens hundreds and trickles bytes. Once
+//! half of the server's connection places are taken, each source address
+//! (IPv6: each /64) may hold at most [`SOURCE_PENDING`] such connections;
+//! beyond that a new one is closed at once, and one that has just been
+//! answered is answered with `Connection: close` instead of being kept
+//! alive. So one address can take at most half of the places, and clients at
+//! other addresses still get in; while the server is far from full, a busy
+//! address (a NAT, a load generator) is not held back.
 //!
 //! A slot is held from the accept until the request head is complete, and
 //! again from each answer (other than an upgrade) until the next head.
@@ -15,9 +18,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::Semaphore;
+
 use super::passwords::source_key;
 
-/// Connections one source address may have waiting for a request head.
+/// Connections one source address may have waiting for a request head once
+/// half of the connection places are taken.
 pub const SOURCE_PENDING: u32 = 32;
 
 /// The count of connections waiting for a head, per source address.
@@ -25,6 +31,9 @@ pub const SOURCE_PENDING: u32 = 32;
 pub struct Pending {
     counts: Mutex<HashMap<IpAddr, u32>>,
     per_source: u32,
+    /// The server's connection places, and how many there are.
+    places: Arc<Semaphore>,
+    total: usize,
 }
 
 /// One connection's place while it waits for a head; given back on drop.
@@ -35,22 +44,26 @@ pub struct PendingSlot {
 }
 
 impl Pending {
-    /// At most `per_source` slots per source address. The map holds only
+    /// At most `per_source` slots per source address once fewer than half
+    /// of the `total` connection `places` are free. The map holds only
     /// addresses with a slot taken, so it is bounded by the connections
     /// open.
-    pub fn new(per_source: u32) -> Arc<Pending> {
+    pub fn new(per_source: u32, places: Arc<Semaphore>, total: usize) -> Arc<Pending> {
         Arc::new(Pending {
             counts: Mutex::new(HashMap::new()),
             per_source,
+            places,
+            total,
         })
     }
 
-    /// A slot for `peer`, or `None` when its address holds them all.
+    /// A slot for `peer`, or `None` when its address holds its share.
     pub fn take(self: &Arc<Self>, peer: IpAddr) -> Option<PendingSlot> {
         let source = source_key(peer);
+        let crowded = self.places.available_permits() < self.total / 2;
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let n = counts.entry(source).or_insert(0);
-        if *n >= self.per_source {
+        if crowded && *n >= self.per_source {
             return None;
         }
         *n += 1;
@@ -133,8 +146,21 @@ mod tests {
     use std::net::Ipv4Addr;
 
     #[test]
+    fn pending_slots_are_capped_per_source_once_half_the_places_are_taken() {
+        let places = Arc::new(Semaphore::new(4));
+        let pending = Pending::new(2, Arc::clone(&places), 4);
+        let a = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let roomy: Vec<_> = (0..3).map(|_| pending.take(a).unwrap()).collect();
+        let _taken = places.try_acquire_many(3).unwrap();
+        assert!(pending.take(a).is_none(), "crowded: the cap applies");
+        drop(roomy);
+        assert_eq!(pending.held(a), 0);
+    }
+
+    #[test]
     fn pending_slots_are_capped_per_source_and_given_back() {
-        let pending = Pending::new(2);
+        let places = Arc::new(Semaphore::new(0));
+        let pending = Pending::new(2, places, 2);
         let a = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
         let b = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
         let s1 = pending.take(a).unwrap();

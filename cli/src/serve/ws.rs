@@ -91,7 +91,8 @@ pub fn upgrade<B>(
     // The slot is taken here, before the 101, and held by the connection
     // task: a burst of upgrades cannot get more 101s than there are slots.
     let Ok(slot) = Arc::clone(&shared.ws_slots).try_acquire_owned() else {
-        tracing::warn!(%peer, "too many WebSocket connections: upgrade refused");
+        // Debug, not warn: a burst would flood the log with one line each.
+        tracing::debug!(%peer, "too many WebSocket connections: upgrade refused");
         return super::http::respond(StatusCode::SERVICE_UNAVAILABLE, "busy\n");
     };
     let target = req
@@ -317,9 +318,9 @@ async fn run(
                     }
                     Some(Ok(WsMessage::Close(_))) => {
                         // RFC 6455 section 5.5.1: answer with a close frame
-                        // (tungstenite queued it, echoing the code) before
-                        // the socket goes.
-                        let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(None)).await;
+                        // before the socket goes (tungstenite queued it,
+                        // echoing the code; flushing writes it).
+                        let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
                         lost(shared, token, conn, false).await;
                         return;
                     }
