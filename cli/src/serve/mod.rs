@@ -596,4 +596,45 @@ mod tests {
         let cli = Cli::parse_from(["serve", "--max-clients", "0"]);
         assert!(cli.serve.limits().is_err());
     }
+
+    /// `serve` arguments as clap parses them.
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Cli::parse_from(std::iter::once("serve").chain(args.iter().copied())).serve
+    }
+
+    #[test]
+    fn cors_allow_origin_takes_serialized_origins_only() {
+        assert_eq!(
+            parse_origin("https://app.example/").unwrap(),
+            "https://app.example"
+        );
+        assert_eq!(
+            parse_origin("http://127.0.0.1:8000").unwrap(),
+            "http://127.0.0.1:8000"
+        );
+        for bad in [
+            "null",
+            "*",
+            "app.example",
+            "https://",
+            "https://a/path",
+            "ftp://a",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+        let args = serve_args(&[
+            "--allow-origin",
+            "https://a.example",
+            "--allow-origin",
+            "https://b.example",
+        ]);
+        assert_eq!(args.allow_origins.len(), 2);
+        assert!(serve_args(&[]).allow_origins.is_empty());
+    }
 }

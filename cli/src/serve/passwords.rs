@@ -107,13 +107,19 @@ impl PasswordChecks {
         })
     }
 
-    /// Checks `password` for `principal`, asked from `peer`.
+    /// Checks `password` for `principal`, asked from `peer`. Dropping the
+    /// future (the client went away) gives the address's place back.
     pub async fn check(&self, peer: IpAddr, principal: String, password: Vec<u8>) -> Verdict {
         let source = source_key(peer);
         let now = Instant::now();
         if !self.admit(source, now) {
             return Verdict::Busy;
         }
+        let mut place = InFlight {
+            checks: self,
+            source,
+            verdict: Verdict::Busy,
+        };
         let (reply, answer) = oneshot::channel();
         let deadline = now + QUEUE_WAIT;
         let job = Job {
@@ -122,7 +128,7 @@ impl PasswordChecks {
             deadline,
             reply,
         };
-        let verdict = match self.jobs.try_send(job) {
+        place.verdict = match self.jobs.try_send(job) {
             Ok(()) => {
                 match tokio::time::timeout_at((deadline + CHECK_GRACE).into(), answer).await {
                     Ok(Ok(v)) => v,
@@ -131,8 +137,7 @@ impl PasswordChecks {
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Verdict::Busy,
         };
-        self.settle(source, verdict, Instant::now());
-        verdict
+        place.verdict
     }
 
     /// Takes an in-flight place for `source`, unless it is over a limit.
@@ -173,6 +178,21 @@ impl PasswordChecks {
                 s.failures = s.failures.saturating_add(1);
             }
         }
+    }
+}
+
+/// An address's place in flight; given back (and a wrong password counted)
+/// on drop, however the check ends.
+struct InFlight<'a> {
+    checks: &'a PasswordChecks,
+    source: IpAddr,
+    verdict: Verdict,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.checks
+            .settle(self.source, self.verdict, Instant::now());
     }
 }
 
@@ -277,6 +297,41 @@ mod tests {
             source_key(mapped.into()),
             IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))
         );
+    }
+
+    #[tokio::test]
+    async fn password_check_abandoned_midway_gives_the_place_back() {
+        let checks = pool();
+        let peer = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4));
+        let abandoned = tokio::time::timeout(
+            Duration::ZERO,
+            checks.check(peer, "alice".into(), b"right".to_vec()),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the check was still running");
+        let v = checks.check(peer, "alice".into(), b"right".to_vec()).await;
+        assert_eq!(v, Verdict::Accepted);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_checks_past_the_queue_are_refused_busy() {
+        let checks = Arc::new(pool());
+        // More checks at once, from as many addresses, than workers and
+        // queue places: the surplus is refused without waiting.
+        let n = WORKERS + QUEUE + 64;
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let checks = Arc::clone(&checks);
+                let peer = IpAddr::V4(Ipv4Addr::new(10, 0, (i / 256) as u8, i as u8));
+                tokio::spawn(async move { checks.check(peer, "alice".into(), b"x".to_vec()).await })
+            })
+            .collect();
+        let mut busy = 0;
+        for t in tasks {
+            busy += usize::from(t.await.unwrap() == Verdict::Busy);
+        }
+        assert!(busy >= 1, "the queue is bounded");
+        assert!(busy < n, "some were checked");
     }
 
     #[test]
