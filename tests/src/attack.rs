@@ -108,7 +108,7 @@ pub async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Head>> {
     }
 }
 
-/// Reads until the server closes (or [`MAX_ANSWER`] bytes); `Ok(bytes)`
+/// Reads until the server closes (keeping at most 256 KiB); `Ok(bytes)`
 /// when it closed with a FIN.
 pub async fn read_to_close(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();

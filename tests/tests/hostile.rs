@@ -4,6 +4,9 @@
 //! Attackers bind their sockets to other loopback addresses (127.1.x.y) so
 //! that per-source limits apply to them while a real client from 127.0.0.1
 //! still gets in. Every loop is bounded in count and every wait in time.
+//! Linux only: the rest of 127/8 is routed to `lo` there, and memory is read
+//! from /proc.
+#![cfg(target_os = "linux")]
 
 use std::future::Future;
 use std::net::SocketAddr;
