@@ -187,18 +187,19 @@ async fn password_flood_from_one_address_is_cut_off_and_the_real_user_gets_in() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_burst_gets_no_more_101s_than_websocket_slots() {
-    // --max-clients 20: 20 sessions plus 256 closing or refused WebSockets.
-    let server = Server::start(&["--ping-period", "0", "--max-clients", "20"]);
-    let slots = 20 + 256;
+    // --max-clients 100: 100 sessions plus 256 closing or refused WebSockets;
+    // 264 HTTP connection places (2 x 100 + 64).
+    let server = Server::start(&["--ping-period", "0", "--max-clients", "100"]);
+    let slots = 100 + 256;
     let addr = server.addr;
     let start = Instant::now();
-    let gate = Arc::new(Semaphore::new(90));
+    let gate = Arc::new(Semaphore::new(250));
     let mut tasks = Vec::new();
     for i in 0..1500u16 {
         let gate = Arc::clone(&gate);
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.unwrap();
-            let mut s = connect_from(attacker(200 + i % 40), addr).await.ok()?;
+            let mut s = connect_from(attacker(200 + i % 60), addr).await.ok()?;
             s.write_all(upgrade_head(addr, GOOD_KEY).as_bytes())
                 .await
                 .ok()?;
