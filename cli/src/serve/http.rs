@@ -15,6 +15,11 @@
 //! A session waiting for a reconnection answers with an empty 200 and
 //! `diffusion-connection: reconnect`; an unknown (or aborted) session with a
 //! batch holding ABORT; a session closed without ABORT drops the connection.
+//!
+//! Against hostile clients (SECURITY.md): a request head over [`MAX_HEAD`]
+//! gets 431, a 503 or 431 closes the connection, connections waiting for a
+//! head are capped per source address ([`slots`](super::slots)), and CORS
+//! headers go only to the `--allow-origin` origins.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

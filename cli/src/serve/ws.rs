@@ -8,6 +8,12 @@
 //! message over `--max-message-size` is refused by the WebSocket layer
 //! before it is buffered (MESSAGE_TOO_LARGE).
 //!
+//! RFC 6455: the upgrade needs a `Sec-WebSocket-Key` that is base64 of 16
+//! bytes (else 400) and a free WebSocket slot, taken before the 101 (else
+//! 503); a client's close frame is answered with a close frame; one with a
+//! code that must not be sent, a 1-byte payload or a reason that is not
+//! UTF-8 closes the session INVALID_INBOUND_MESSAGE.
+//!
 //! On the hub's [`Out::Close`] the task writes the ABORT it carries (if any)
 //! and then ends the WebSocket with a close frame, or just drops the socket
 //! (recoverable reasons, so that the client reconnects).
