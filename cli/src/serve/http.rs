@@ -75,6 +75,7 @@ impl std::error::Error for DropConnection {}
 /// Accepts connections until shutdown.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut stop = shared.stop.clone();
+    let mut dropped = Dropped::default();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -89,11 +90,14 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             _ = stop.changed() => return,
         };
         let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
-            tracing::warn!(%peer, "too many connections: dropped");
+            dropped.note(peer, "too many connections");
             continue;
         };
         let Some(slot) = shared.pending.take(peer.ip()) else {
-            tracing::debug!(%peer, "too many connections waiting for a request from this address: dropped");
+            dropped.note(
+                peer,
+                "too many connections waiting for a request from this address",
+            );
             continue;
         };
         let slot = Arc::new(ConnSlot::new(Arc::clone(&shared.pending), peer.ip(), slot));
@@ -130,6 +134,31 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 tracing::trace!(%peer, error = %e, "connection ended");
             }
         });
+    }
+}
+
+/// Connections dropped at the accept: one warning a second at most (a flood
+/// must not flood the log), with the count since the last one.
+#[derive(Default)]
+struct Dropped {
+    since_warning: u64,
+    last_warning: Option<tokio::time::Instant>,
+}
+
+impl Dropped {
+    fn note(&mut self, peer: SocketAddr, why: &str) {
+        self.since_warning = self.since_warning.saturating_add(1);
+        let now = tokio::time::Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            tracing::warn!(%peer, dropped = self.since_warning, "{why}: connection dropped");
+            self.since_warning = 0;
+            self.last_warning = Some(now);
+        } else {
+            tracing::debug!(%peer, "{why}: connection dropped");
+        }
     }
 }
 
