@@ -25,6 +25,10 @@
 //!   and every session; connections talk to it over bounded channels;
 //! - `control`: the control API on its own listener, behind a bearer token;
 //! - `events`: the JSON-lines event log;
+//! - `passwords`: the pool that checks passwords, bounded in memory, in
+//!   waiting and per source address;
+//! - `slots`: per-source-address bounds on connections that have not sent
+//!   a request head;
 //! - [`users`]: the users file (principal and Argon2 password hash) and
 //!   [`users::add_user`], behind `sessionwire add-user`.
 //!
@@ -38,18 +42,23 @@ mod control;
 mod events;
 mod http;
 mod hub;
+mod passwords;
 mod response;
+mod slots;
 pub mod users;
 mod ws;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessionwire::session::handshake::{ConnectionRequest, Credentials};
+pub use hyper::header::HeaderValue;
+use sessionwire::session::handshake::{
+    ConnectionRequest, ConnectionResponse, Credentials, ResponseCode,
+};
 use sessionwire::session::SessionConfig;
 use sessionwire::{Limits, Violation};
 use tokio::net::TcpListener;
@@ -59,6 +68,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use self::control::ControlToken;
 use self::events::EventLog;
 use self::hub::{Command, Hub};
+use self::passwords::{PasswordChecks, Verdict};
+use self::slots::{Pending, SOURCE_PENDING};
 use self::users::Users;
 
 /// How long shutdown may take, from the signal to the exit.
@@ -67,9 +78,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Capacity of the channel into the hub: connections wait (and stop
 /// reading) when it is full.
 const HUB_QUEUE: usize = 4096;
-
-/// Password checks running at once (each Argon2 check takes tens of MiB).
-const CONCURRENT_PASSWORD_CHECKS: usize = 2;
 
 /// WebSocket read buffer: eagerly allocated per connection, so small.
 const WS_READ_BUFFER: usize = 4 * 1024;
@@ -96,6 +104,30 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Per-session settings (pings, poll timeouts).
     pub session: SessionConfig,
+    /// HTTP polling: the browser origins (`https://app.example`, see
+    /// [`parse_origin`]) whose pages may read the answers, credentials
+    /// included. None by default: no CORS headers at all.
+    pub allow_origins: Vec<HeaderValue>,
+}
+
+/// An allowed origin: a serialized origin, compared byte for byte with the
+/// request's `Origin` (`null` is refused: any sandboxed page sends it).
+///
+/// ```
+/// assert!(sessionwire_server::parse_origin("https://app.example/").is_ok());
+/// assert!(sessionwire_server::parse_origin("null").is_err());
+/// ```
+pub fn parse_origin(s: &str) -> Result<HeaderValue, String> {
+    let origin = s.trim_end_matches('/');
+    let scheme_ok = origin.split_once("://").is_some_and(|(scheme, host)| {
+        matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+    });
+    if !scheme_ok {
+        return Err(format!(
+            "{s:?} is not an origin (scheme://host[:port], e.g. https://app.example)"
+        ));
+    }
+    HeaderValue::from_str(origin).map_err(|e| format!("{s:?}: {e}"))
 }
 
 impl Default for ServerConfig {
@@ -109,6 +141,7 @@ impl Default for ServerConfig {
             control_token_file: None,
             users: None,
             events: None,
+            allow_origins: Vec::new(),
             limits: Limits::default(),
             session: SessionConfig {
                 ping_period: Some(Duration::from_secs(30)),
@@ -142,8 +175,15 @@ pub(crate) struct Shared {
     pub ws_config: WebSocketConfig,
     /// The users file, when one was given.
     pub users: Option<Arc<Users>>,
-    /// Bounds the password checks running at once.
-    pub password_checks: Semaphore,
+    /// The password checking pool (with a users file).
+    pub passwords: Option<PasswordChecks>,
+    /// `--allow-origin` values.
+    pub allow_origins: Vec<HeaderValue>,
+    /// Connections waiting for a request head, per source address.
+    pub pending: Arc<Pending>,
+    /// WebSocket connections: taken before the 101, held until the task
+    /// ends.
+    pub ws_slots: Arc<Semaphore>,
     /// Bounds the HTTP connections open at once.
     pub connections: Arc<Semaphore>,
     /// Connection numbers.
@@ -161,23 +201,41 @@ impl Shared {
     }
 
     /// Decides the credentials of a new session before it reaches the hub
-    /// (Argon2 is slow: it runs on the blocking pool, a few at a time).
-    pub async fn authenticate(&self, request: &Result<ConnectionRequest, Violation>) -> bool {
-        let (users, principal, password) = match credentials_check(self.users.as_ref(), request) {
-            Check::Allow => return true,
-            Check::Deny => return false,
+    /// (Argon2 is slow: it runs in the bounded pool of [`passwords`]).
+    /// `Err(Busy)`: not checked (the pool is saturated or `peer` is over
+    /// its limits); the attempt is refused with 113 without reaching the hub.
+    pub async fn authenticate(
+        &self,
+        request: &Result<ConnectionRequest, Violation>,
+        peer: IpAddr,
+    ) -> Result<bool, Busy> {
+        let (principal, password) = match credentials_check(self.users.as_ref(), request) {
+            Check::Allow => return Ok(true),
+            Check::Deny => return Ok(false),
             Check::Verify {
-                users,
                 principal,
                 password,
-            } => (users, principal, password),
+            } => (principal, password),
         };
-        let Ok(_permit) = self.password_checks.acquire().await else {
-            return false;
+        let Some(passwords) = &self.passwords else {
+            return Ok(false);
         };
-        tokio::task::spawn_blocking(move || users.verify(&principal, &password))
-            .await
-            .unwrap_or(false)
+        match passwords.check(peer, principal, password).await {
+            Verdict::Accepted => Ok(true),
+            Verdict::Refused => Ok(false),
+            Verdict::Busy => Err(Busy),
+        }
+    }
+}
+
+/// A connection attempt refused without a password check (113).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+impl Busy {
+    /// The connection response telling the client the server is busy.
+    pub fn response(self) -> bytes::Bytes {
+        ConnectionResponse::rejection(ResponseCode::ClientLimit).to_bytes()
     }
 }
 
@@ -190,7 +248,6 @@ enum Check {
     Deny,
     /// A password to verify against the users file.
     Verify {
-        users: Arc<Users>,
         principal: String,
         password: Vec<u8>,
     },
@@ -204,9 +261,9 @@ fn credentials_check(
     users: Option<&Arc<Users>>,
     request: &Result<ConnectionRequest, Violation>,
 ) -> Check {
-    let Some(users) = users else {
+    if users.is_none() {
         return Check::Allow;
-    };
+    }
     let Ok(request) = request else {
         return Check::Allow;
     };
@@ -222,7 +279,6 @@ fn credentials_check(
         _ => Vec::new(),
     };
     Check::Verify {
-        users: Arc::clone(users),
         principal,
         password,
     }
@@ -285,6 +341,13 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         }
         None => None,
     };
+    let passwords = match &users {
+        Some(u) => Some(
+            PasswordChecks::start(Arc::clone(u))
+                .map_err(|e| format!("cannot start the password checks: {e}"))?,
+        ),
+        None => None,
+    };
     let events = EventLog::open(args.events.as_deref()).map_err(|e| format!("--events: {e}"))?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -318,13 +381,19 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
     let http_connections = limits.max_clients().saturating_mul(2).saturating_add(64);
+    let connections = Arc::new(Semaphore::new(http_connections));
     let shared = Arc::new(Shared {
         hub: hub_tx,
         limits: limits.clone(),
         ws_config,
         users,
-        password_checks: Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
-        connections: Arc::new(Semaphore::new(http_connections)),
+        passwords,
+        allow_origins: args.allow_origins.clone(),
+        pending: Pending::new(SOURCE_PENDING, Arc::clone(&connections), http_connections),
+        ws_slots: Arc::new(Semaphore::new(
+            limits.max_clients().saturating_add(ws::WS_SLACK),
+        )),
+        connections,
         next_conn: AtomicU64::new(1),
         ws_tasks: AtomicUsize::new(0),
         stop: stop_rx.clone(),
@@ -480,5 +549,27 @@ mod tests {
             credentials_check(Some(&users), &faulty),
             Check::Allow
         ));
+    }
+
+    #[test]
+    fn cors_allow_origin_takes_serialized_origins_only() {
+        assert_eq!(
+            parse_origin("https://app.example/").unwrap(),
+            "https://app.example"
+        );
+        assert_eq!(
+            parse_origin("http://127.0.0.1:8000").unwrap(),
+            "http://127.0.0.1:8000"
+        );
+        for bad in [
+            "null",
+            "*",
+            "app.example",
+            "https://",
+            "https://a/path",
+            "ftp://a",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
     }
 }
