@@ -24,16 +24,11 @@ enum Cmd {
     Lost(SessionToken),
 }
 
-/// What the hub tells a connection: its session, a message to send, or the
-/// end (`frame`: with a WebSocket close frame, else a plain drop).
+/// What the hub tells a connection (`frame`: end with a close frame, or drop).
 enum Out {
     Attached(SessionToken),
     Send(Bytes),
     Close { frame: bool },
-}
-
-fn os_random(buf: &mut [u8]) -> Result<(), RandomSourceFailed> {
-    getrandom::fill(buf).map_err(|_| RandomSourceFailed)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -48,6 +43,7 @@ async fn main() -> std::io::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?);
     let (tx, rx) = mpsc::channel(1024);
+    let os_random = |b: &mut [u8]| getrandom::fill(b).map_err(|_| RandomSourceFailed);
     let registry = Registry::new(Limits::default(), config, os_random);
     let conns = HashMap::new();
     tokio::spawn(Hub { registry, conns }.run(rx));
@@ -106,8 +102,12 @@ impl<R: RandomSource> Hub<R> {
                         self.registry.accept(now, incoming, principal)
                     }
                 };
-                let _ = out.try_send(Out::Send(outcome.response.to_bytes()));
                 let token = outcome.session.filter(|_| outcome.refused.is_none());
+                let displaced = token.filter(|_| outcome.displaced);
+                if let Some(mut s) = displaced.and_then(|t| self.registry.session_mut(&t)) {
+                    while s.poll_event().is_some() {} // the old transport's loss: replaced below
+                }
+                let _ = out.try_send(Out::Send(outcome.response.to_bytes()));
                 let _ = out.try_send(token.map_or(Out::Close { frame: true }, Out::Attached));
                 self.conns.extend(token.map(|t| (t, out)));
                 token

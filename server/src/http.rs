@@ -273,17 +273,10 @@ async fn connect(
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
     );
     drop(req);
-    let authenticated = match shared.authenticate(&request, peer.ip()).await {
-        Ok(a) => a,
-        Err(busy) => {
-            tracing::debug!(%peer, "password checks saturated: 113");
-            return connection_response(busy.response());
-        }
-    };
     let (tx, rx) = oneshot::channel::<Connected>();
     let command = Command::Connect {
         request,
-        authenticated,
+        peer: peer.ip(),
         attach: Attach::Http,
         reply: tx,
     };

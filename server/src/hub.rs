@@ -13,6 +13,7 @@
 //! until the registry's earliest deadline or the next command.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,16 +21,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sessionwire::message::service::UNKNOWN_SERVICE_ERROR;
 use sessionwire::message::ServiceError;
+use sessionwire::session::handshake::Credentials;
 use sessionwire::session::handshake::{ConnectionRequest, ConnectionType};
 use sessionwire::session::ids::RandomSourceFailed;
 use sessionwire::session::{
-    Connect, Event, HttpClose, RandomSource, Refuse, Registry, SessionConfig, SessionEvent,
-    SessionId, SessionState, SessionToken, Transmit,
+    Connect, ConnectOutcome, Event, HttpClose, Incoming, RandomSource, Refuse, Registry,
+    SessionConfig, SessionEvent, SessionId, SessionState, SessionToken, Transmit,
 };
 use sessionwire::{Limits, Message, Violation};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::events::{transport_name, EventLog, Record};
+use super::passwords::{PasswordChecks, Verdict};
 
 /// Capacity of the channel from the hub to one WebSocket connection. One
 /// slot is always left free for the final [`Out::Close`].
@@ -41,12 +44,25 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 /// What a connection asks of the hub.
 #[derive(Debug)]
 pub enum Command {
-    /// A (re)connection request, with its credentials already decided.
+    /// A (re)connection request. The registry answers it, or it becomes
+    /// an [`Incoming`] whose password, when the server has a users file, is
+    /// checked off the hub's loop ([`Command::Checked`] brings the verdict).
     Connect {
         /// The parsed request, or its fault.
         request: Result<ConnectionRequest, Violation>,
-        /// Whether the credentials were accepted.
-        authenticated: bool,
+        /// The client's address (password checks are bounded per address).
+        peer: IpAddr,
+        /// The transport asking.
+        attach: Attach,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Connected>,
+    },
+    /// The password check of an [`Incoming`] is over.
+    Checked {
+        /// The attempt, to accept or refuse.
+        incoming: Incoming,
+        /// What the check found.
+        verdict: Verdict,
         /// The transport asking.
         attach: Attach,
         /// Where the answer goes.
@@ -285,6 +301,9 @@ pub struct Hub {
     last_reap: Instant,
     closed_since_reap: usize,
     stopping: bool,
+    /// The password checks (with a users file) and the way back into the
+    /// hub for their verdicts.
+    passwords: Option<(Arc<PasswordChecks>, mpsc::WeakSender<Command>)>,
 }
 
 impl Hub {
@@ -298,7 +317,20 @@ impl Hub {
             last_reap: Instant::now(),
             closed_since_reap: 0,
             stopping: false,
+            passwords: None,
         }
+    }
+
+    /// Checks the password of every new session with `checks` (a server
+    /// with a users file: anonymous sessions are refused); `hub` is the
+    /// sender of the channel this hub will [`run`](Self::run) on.
+    pub fn with_passwords(
+        mut self,
+        checks: Arc<PasswordChecks>,
+        hub: &mpsc::Sender<Command>,
+    ) -> Hub {
+        self.passwords = Some((checks, hub.downgrade()));
+        self
     }
 
     /// Runs until [`Command::Shutdown`] (or every sender is gone); returns
@@ -342,10 +374,16 @@ impl Hub {
         match command {
             Command::Connect {
                 request,
-                authenticated,
+                peer,
                 attach,
                 reply,
-            } => self.connect(now, request, authenticated, attach, reply),
+            } => self.connect(now, request, peer, attach, reply),
+            Command::Checked {
+                incoming,
+                verdict,
+                attach,
+                reply,
+            } => self.checked(now, incoming, verdict, attach, reply),
             Command::Inbound { token, conn, data } => {
                 if self.owns(&token, conn) {
                     if let Some(mut s) = self.registry.session_mut(&token) {
@@ -486,7 +524,7 @@ impl Hub {
         &mut self,
         now: Instant,
         request: Result<ConnectionRequest, Violation>,
-        authenticated: bool,
+        peer: IpAddr,
         attach: Attach,
         reply: oneshot::Sender<Connected>,
     ) {
@@ -496,49 +534,133 @@ impl Hub {
             .ok()
             .and_then(|r| r.reconnect)
             .and_then(|rc| rc.token);
-        let transport = match attach {
-            Attach::WebSocket(_) => ConnectionType::WebSocket,
-            Attach::Http => ConnectionType::HttpPolling,
+        match self.registry.handle_connect(now, request) {
+            Connect::Answered(outcome) => self.answer(now, outcome, principal, attach, reply),
+            Connect::Incoming(incoming) => self.decide(now, incoming, peer, attach, reply),
+        }
+        // A refused reconnection (118) closes the session it named.
+        if let Some(t) = reconnecting {
+            self.process(t);
+        }
+    }
+
+    /// The first phase of a new session: accepted at once without a users
+    /// file, refused when anonymous, else its password goes to the bounded
+    /// checks and the hub carries on; [`checked`](Self::checked) ends it.
+    fn decide(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        peer: IpAddr,
+        attach: Attach,
+        reply: oneshot::Sender<Connected>,
+    ) {
+        let principal = incoming.request().principal.clone();
+        if self.stopping {
+            let outcome = self.registry.refuse(incoming, Refuse::NotReady);
+            return self.answer(now, outcome, principal, attach, reply);
+        }
+        let Some((checks, hub)) = &self.passwords else {
+            return self.admit(now, incoming, principal, attach, reply);
         };
+        let Some(claimed) = principal.clone() else {
+            let outcome = self.registry.refuse(incoming, Refuse::BadCredentials);
+            return self.answer(now, outcome, principal, attach, reply);
+        };
+        let password = match &incoming.request().credentials {
+            Credentials::Text(t) => t.as_bytes().to_vec(),
+            Credentials::Binary(b) => b.clone(),
+            _ => Vec::new(),
+        };
+        let (checks, hub) = (Arc::clone(checks), hub.clone());
+        let mut reply = reply;
+        tokio::spawn(async move {
+            let verdict = tokio::select! {
+                v = checks.check(peer, claimed, password) => v,
+                // The client went away: the check is dropped, which gives
+                // its address's place back.
+                () = reply.closed() => return,
+            };
+            if let Some(hub) = hub.upgrade() {
+                let checked = Command::Checked {
+                    incoming,
+                    verdict,
+                    attach,
+                    reply,
+                };
+                let _ = hub.send(checked).await;
+            }
+        });
+    }
+
+    /// The second phase: the password check's verdict ends in accept or
+    /// refuse (a check that could not run is the layer's `Refuse::Busy`).
+    fn checked(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        verdict: Verdict,
+        attach: Attach,
+        reply: oneshot::Sender<Connected>,
+    ) {
+        let principal = incoming.request().principal.clone();
+        let why = match verdict {
+            _ if self.stopping => Refuse::NotReady,
+            Verdict::Accepted => return self.admit(now, incoming, principal, attach, reply),
+            Verdict::Refused => Refuse::BadCredentials,
+            Verdict::Busy => Refuse::Busy,
+        };
+        let outcome = self.registry.refuse(incoming, why);
+        self.answer(now, outcome, principal, attach, reply);
+    }
+
+    /// Opens the session for `principal`.
+    fn admit(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        principal: Option<String>,
+        attach: Attach,
+        reply: oneshot::Sender<Connected>,
+    ) {
         // With principal takeover on, the principal's sessions may close.
         let prior: Vec<SessionToken> = principal
             .as_deref()
             .map(|p| self.registry.sessions_of(p).collect())
             .unwrap_or_default();
-        if let Some(token) = reconnecting {
-            // A reconnection carrying the session's token is the client
-            // saying its old connection is gone, whether or not the server
-            // noticed: HTTP polling connections cannot be seen to drop, and a
-            // WebSocket may be half open (the client moved networks). Without
-            // this the session, connected as far as it knows, would refuse
-            // (115) and the real client would give up (HANDSHAKE_REJECTED).
-            let connected = self
-                .registry
-                .session(&token)
-                .is_some_and(|s| s.state() == SessionState::Connected);
-            if connected {
-                if let Some(mut s) = self.registry.session_mut(&token) {
-                    s.handle_event(now, SessionEvent::TransportLost);
-                }
-                self.process(token);
-            }
+        let outcome = self.registry.accept(now, incoming, principal.clone());
+        self.answer(now, outcome, principal, attach, reply);
+        for p in prior {
+            self.process(p);
         }
-        // The password was checked before the request reached the hub (off
-        // its loop); the decision ends here, in accept or refuse.
-        let outcome = match self.registry.handle_connect(now, request) {
-            Connect::Answered(outcome) => outcome,
-            Connect::Incoming(incoming) if self.stopping => {
-                self.registry.refuse(incoming, Refuse::NotReady)
-            }
-            Connect::Incoming(incoming) if authenticated => {
-                let principal = incoming.request().principal.clone();
-                self.registry.accept(now, incoming, principal)
-            }
-            Connect::Incoming(incoming) => self.registry.refuse(incoming, Refuse::BadCredentials),
+    }
+
+    /// Sends the registry's answer to a connection attempt, attaches the
+    /// session it opened or resumed, and logs it.
+    fn answer(
+        &mut self,
+        now: Instant,
+        outcome: ConnectOutcome,
+        principal: Option<String>,
+        attach: Attach,
+        reply: oneshot::Sender<Connected>,
+    ) {
+        let transport = match attach {
+            Attach::WebSocket(_) => ConnectionType::WebSocket,
+            Attach::Http => ConnectionType::HttpPolling,
         };
         let response = outcome.response.to_bytes();
         match (outcome.session, outcome.refused) {
             (Some(token), None) => {
+                if outcome.displaced {
+                    // The old transport goes first, before this one attaches.
+                    if let (Some(mut s), Some(e)) = (
+                        self.registry.session_mut(&token),
+                        self.entries.get_mut(&token),
+                    ) {
+                        handle_events(now, &mut s, e, &mut self.events);
+                    }
+                }
                 let reconnected = self.entries.contains_key(&token);
                 let Some(session) = self.registry.session(&token) else {
                     let _ = reply.send(Connected {
@@ -601,14 +723,6 @@ impl Hub {
                 });
             }
         }
-        // A new session may have taken over an identity, and a refused
-        // reconnection (118) closes the session it named.
-        for p in prior {
-            self.process(p);
-        }
-        if let Some(t) = reconnecting {
-            self.process(t);
-        }
     }
 
     /// Drives one session's outputs: application events, transmits, the
@@ -625,47 +739,7 @@ impl Hub {
             return;
         };
         let id = session.id();
-        while let Some(event) = session.poll_event() {
-            match event {
-                Event::Message(Message::ServiceRequest(req)) => {
-                    // Section 3: every service but the pings (which the
-                    // session answers) is unknown here.
-                    if req.conversation != 0 {
-                        session.send(
-                            now,
-                            Message::ServiceError(ServiceError {
-                                conversation: req.conversation,
-                                message: "unknown service".into(),
-                                code: UNKNOWN_SERVICE_ERROR,
-                            }),
-                        );
-                    }
-                }
-                Event::Message(m) => {
-                    tracing::debug!(session = %id, kind = ?m.message_type(), "message ignored");
-                }
-                Event::Disconnected {
-                    reason, violation, ..
-                } => {
-                    self.events.record(&Record {
-                        event: "disconnected",
-                        session: Some(id),
-                        principal: session.principal(),
-                        transport: Some(session.transport()),
-                        reason: Some(reason),
-                        violation,
-                        ..Record::default()
-                    });
-                    // Drop the transport; the session waits for a reconnection.
-                    if let Some(c) = entry.conn.take() {
-                        c.close(None, false);
-                    }
-                    let polls = std::mem::take(&mut entry.polls);
-                    let sends = std::mem::take(&mut entry.sends);
-                    answer_all(polls, sends, HttpAnswer::Reconnect, HttpAnswer::Reconnect);
-                }
-            }
-        }
+        handle_events(now, &mut session, entry, &mut self.events);
         // A close comes first: its transmits (the ABORT) must be the last
         // thing written, not drained as an ordinary message.
         if let Some(close) = session.poll_close() {
@@ -749,6 +823,59 @@ impl Hub {
                 s.handle_event(now, SessionEvent::Shutdown);
             }
             self.process(token);
+        }
+    }
+}
+
+/// Hands a session's events to the application: messages (the pings are
+/// the session's own; other service requests are unknown here), and a lost
+/// transport, which is dropped while the session waits for a reconnection.
+fn handle_events(
+    now: Instant,
+    session: &mut sessionwire::session::Session,
+    entry: &mut Entry,
+    events: &mut EventLog,
+) {
+    let id = session.id();
+    while let Some(event) = session.poll_event() {
+        match event {
+            Event::Message(Message::ServiceRequest(req)) => {
+                // Section 3: every service but the pings (which the
+                // session answers) is unknown here.
+                if req.conversation != 0 {
+                    session.send(
+                        now,
+                        Message::ServiceError(ServiceError {
+                            conversation: req.conversation,
+                            message: "unknown service".into(),
+                            code: UNKNOWN_SERVICE_ERROR,
+                        }),
+                    );
+                }
+            }
+            Event::Message(m) => {
+                tracing::debug!(session = %id, kind = ?m.message_type(), "message ignored");
+            }
+            Event::Disconnected {
+                reason, violation, ..
+            } => {
+                events.record(&Record {
+                    event: "disconnected",
+                    session: Some(id),
+                    principal: session.principal(),
+                    transport: Some(session.transport()),
+                    reason: Some(reason),
+                    violation,
+                    ..Record::default()
+                });
+                // Drop the transport; the session waits for a reconnection.
+                if let Some(c) = entry.conn.take() {
+                    c.close(None, false);
+                }
+                let polls = std::mem::take(&mut entry.polls);
+                let sends = std::mem::take(&mut entry.sends);
+                answer_all(polls, sends, HttpAnswer::Reconnect, HttpAnswer::Reconnect);
+            }
         }
     }
 }
@@ -839,7 +966,7 @@ mod tests {
         });
         hub.send(Command::Connect {
             request: ConnectionRequest::from_query("/diffusion?ty=WB&v=29&ca=8&r=0"),
-            authenticated: true,
+            peer: IpAddr::from([127, 0, 0, 1]),
             attach,
             reply,
         })
@@ -975,7 +1102,7 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         hub.send(Command::Connect {
             request: ConnectionRequest::from_query("ty=WB&v=29&ca=8&r=5000"),
-            authenticated: true,
+            peer: IpAddr::from([127, 0, 0, 1]),
             attach: first,
             reply,
         })
@@ -988,7 +1115,7 @@ mod tests {
         let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=0", token.as_str());
         hub.send(Command::Connect {
             request: ConnectionRequest::from_query(&q),
-            authenticated: false,
+            peer: IpAddr::from([127, 0, 0, 1]),
             attach: second,
             reply,
         })
@@ -1011,7 +1138,7 @@ mod tests {
             ConnectionRequest::from_headers([("ty", "B"), ("v", "29"), ("ca", "8"), ("r", "0")]);
         hub.send(Command::Connect {
             request,
-            authenticated: true,
+            peer: IpAddr::from([127, 0, 0, 1]),
             attach: Attach::Http,
             reply,
         })

@@ -49,18 +49,15 @@ pub mod users;
 mod ws;
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use hyper::header::HeaderValue;
-use sessionwire::session::handshake::{
-    ConnectionRequest, ConnectionResponse, Credentials, ResponseCode,
-};
 use sessionwire::session::SessionConfig;
-use sessionwire::{Limits, Violation};
+use sessionwire::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -68,7 +65,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use self::control::ControlToken;
 use self::events::EventLog;
 use self::hub::{Command, Hub};
-use self::passwords::{PasswordChecks, Verdict};
+use self::passwords::PasswordChecks;
 use self::slots::{Pending, SOURCE_PENDING};
 use self::users::Users;
 
@@ -173,10 +170,6 @@ pub(crate) struct Shared {
     pub limits: Limits,
     /// Per-connection WebSocket settings.
     pub ws_config: WebSocketConfig,
-    /// The users file, when one was given.
-    pub users: Option<Arc<Users>>,
-    /// The password checking pool (with a users file).
-    pub passwords: Option<PasswordChecks>,
     /// `--allow-origin` values.
     pub allow_origins: Vec<HeaderValue>,
     /// Connections waiting for a request head, per source address.
@@ -198,89 +191,6 @@ impl Shared {
     /// A fresh connection number.
     pub fn next_conn(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Decides the credentials of a new session before it reaches the hub
-    /// (Argon2 is slow: it runs in the bounded pool of [`passwords`]).
-    /// `Err(Busy)`: not checked (the pool is saturated or `peer` is over
-    /// its limits); the attempt is refused with 113 without reaching the hub.
-    pub async fn authenticate(
-        &self,
-        request: &Result<ConnectionRequest, Violation>,
-        peer: IpAddr,
-    ) -> Result<bool, Busy> {
-        let (principal, password) = match credentials_check(self.users.as_ref(), request) {
-            Check::Allow => return Ok(true),
-            Check::Deny => return Ok(false),
-            Check::Verify {
-                principal,
-                password,
-            } => (principal, password),
-        };
-        let Some(passwords) = &self.passwords else {
-            return Ok(false);
-        };
-        match passwords.check(peer, principal, password).await {
-            Verdict::Accepted => Ok(true),
-            Verdict::Refused => Ok(false),
-            Verdict::Busy => Err(Busy),
-        }
-    }
-}
-
-/// A connection attempt refused without a password check (113).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Busy;
-
-impl Busy {
-    /// The connection response telling the client the server is busy.
-    pub fn response(self) -> bytes::Bytes {
-        ConnectionResponse::rejection(ResponseCode::ClientLimit).to_bytes()
-    }
-}
-
-/// What a connection request's credentials need.
-#[derive(Debug)]
-enum Check {
-    /// Nothing to check.
-    Allow,
-    /// Refused without a check.
-    Deny,
-    /// A password to verify against the users file.
-    Verify {
-        principal: String,
-        password: Vec<u8>,
-    },
-}
-
-/// Without a users file anyone connects; with one, a new session needs a
-/// listed principal and its password (anonymous ones are refused).
-/// Reconnections (the session token is their credential) and faulty
-/// requests pass: the registry decides those.
-fn credentials_check(
-    users: Option<&Arc<Users>>,
-    request: &Result<ConnectionRequest, Violation>,
-) -> Check {
-    if users.is_none() {
-        return Check::Allow;
-    }
-    let Ok(request) = request else {
-        return Check::Allow;
-    };
-    if request.reconnect.is_some() {
-        return Check::Allow;
-    }
-    let Some(principal) = request.principal.clone() else {
-        return Check::Deny;
-    };
-    let password = match &request.credentials {
-        Credentials::Text(t) => t.as_bytes().to_vec(),
-        Credentials::Binary(b) => b.clone(),
-        _ => Vec::new(),
-    };
-    Check::Verify {
-        principal,
-        password,
     }
 }
 
@@ -386,8 +296,6 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         hub: hub_tx,
         limits: limits.clone(),
         ws_config,
-        users,
-        passwords,
         allow_origins: args.allow_origins.clone(),
         pending: Pending::new(SOURCE_PENDING, Arc::clone(&connections), http_connections),
         ws_slots: Arc::new(Semaphore::new(
@@ -398,7 +306,10 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         ws_tasks: AtomicUsize::new(0),
         stop: stop_rx.clone(),
     });
-    let hub = Hub::new(limits, args.session.clone(), events);
+    let mut hub = Hub::new(limits, args.session.clone(), events);
+    if let Some(checks) = passwords {
+        hub = hub.with_passwords(Arc::new(checks), &shared.hub);
+    }
     let hub = tokio::spawn(hub.run(hub_rx));
     tokio::spawn(http::accept_loop(listener, Arc::clone(&shared)));
 
@@ -497,59 +408,6 @@ pub async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(q: &str) -> Result<ConnectionRequest, Violation> {
-        ConnectionRequest::from_query(q)
-    }
-
-    #[test]
-    fn section_2_without_a_users_file_anyone_connects() {
-        for q in [
-            "ty=WB&v=29&ca=8&r=0",
-            "ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D",
-        ] {
-            assert!(matches!(credentials_check(None, &request(q)), Check::Allow));
-        }
-    }
-
-    #[test]
-    fn section_2_with_a_users_file_anonymous_is_refused_and_principals_are_checked() {
-        let users = Arc::new(Users::default());
-        let anonymous = request("ty=WB&v=29&ca=8&r=0");
-        assert!(matches!(
-            credentials_check(Some(&users), &anonymous),
-            Check::Deny
-        ));
-        let alice = request("ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D");
-        match credentials_check(Some(&users), &alice) {
-            Check::Verify {
-                principal,
-                password,
-                ..
-            } => assert_eq!(
-                (principal.as_str(), &password[..]),
-                ("alice", &b"s3cret"[..])
-            ),
-            other => panic!("{other:?}"),
-        }
-        let no_password = request("ty=WB&v=29&ca=8&r=0&username=alice");
-        match credentials_check(Some(&users), &no_password) {
-            Check::Verify { password, .. } => assert!(password.is_empty()),
-            other => panic!("{other:?}"),
-        }
-        // The token is a reconnection's credential; a faulty request is
-        // refused by the registry with its own code.
-        let reconnect = request("ty=WB&v=29&ca=8&r=0&c=AAAAAAAAAAAAAAAAAAAAAAAA&cs=1&ss=0");
-        assert!(matches!(
-            credentials_check(Some(&users), &reconnect),
-            Check::Allow
-        ));
-        let faulty = request("ty=WB&v=28&ca=8&r=0");
-        assert!(matches!(
-            credentials_check(Some(&users), &faulty),
-            Check::Allow
-        ));
-    }
 
     #[test]
     fn cors_allow_origin_takes_serialized_origins_only() {

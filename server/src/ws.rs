@@ -221,23 +221,13 @@ async fn run(
     shared: &Shared,
     peer: SocketAddr,
 ) {
-    let authenticated = match shared.authenticate(&request, peer.ip()).await {
-        Ok(a) => a,
-        Err(busy) => {
-            tracing::debug!(%peer, "password checks saturated: 113");
-            if ws.send(WsMessage::Binary(busy.response())).await.is_ok() {
-                finish(ws, CloseOrder::frame_only()).await;
-            }
-            return;
-        }
-    };
     let conn = shared.next_conn();
     let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
     let signal = Arc::new(ConnSignal::default());
     let (reply_tx, reply_rx) = oneshot::channel::<Connected>();
     let command = Command::Connect {
         request,
-        authenticated,
+        peer: peer.ip(),
         attach: Attach::WebSocket(WsConn {
             conn,
             tx,

@@ -67,6 +67,13 @@ pub struct ConnectOutcome {
     pub session: Option<SessionToken>,
     /// The attempt was refused: close the connection after the response.
     pub refused: Option<Refusal>,
+    /// A reconnection found its session still attached to an earlier
+    /// transport (a polling client's drop is invisible, a WebSocket may be
+    /// half open: docs/protocol.md section 9 (c)). The session treated that
+    /// transport as lost first (its `Event::Disconnected` is queued): the
+    /// server drains the session's events, dropping the old transport,
+    /// before it attaches this one.
+    pub displaced: bool,
 }
 
 impl ConnectOutcome {
@@ -75,6 +82,7 @@ impl ConnectOutcome {
             response: ConnectionResponse::rejection(code),
             session: None,
             refused: Some(Refusal { reason, violation }),
+            displaced: false,
         }
     }
 }
@@ -87,6 +95,10 @@ pub enum Refuse {
     /// The server cannot take sessions now (it is stopping, or its own
     /// resources ran out): 119, the attempt closes INTERNAL_ERROR.
     NotReady,
+    /// The server could not check the credentials in time (its checks are
+    /// saturated, or the client's address made too many attempts): 113,
+    /// the attempt closes CONNECTION_LOST, as at the client limit.
+    Busy,
 }
 
 /// A request for a new session that passed every check the registry can make
@@ -306,6 +318,13 @@ impl<R: RandomSource> Registry<R> {
         };
         // Bring the session up to date first: its reconnection wait may be over.
         session.handle_timeout(now);
+        // A reconnection naming a session that is still connected is the
+        // client saying its old connection is gone (docs/protocol.md
+        // section 9 (c)): that transport is lost, then the session resumes.
+        let displaced = session.state() == SessionState::Connected;
+        if displaced {
+            session.handle_event(now, SessionEvent::TransportLost);
+        }
         match session.state() {
             SessionState::Closed(_) => {
                 ConnectOutcome::refuse(ResponseCode::UnknownSession, CloseReason::Aborted, None)
@@ -324,12 +343,14 @@ impl<R: RandomSource> Registry<R> {
                             reason: CloseReason::LostMessages,
                             violation: session.close_decision().and_then(|c| c.violation),
                         }),
+                        displaced,
                     }
                 }
                 Some(response) => ConnectOutcome {
                     response,
                     session: Some(token),
                     refused: None,
+                    displaced,
                 },
                 None => ConnectOutcome::refuse(
                     ResponseCode::ProtocolError,
@@ -404,6 +425,7 @@ impl<R: RandomSource> Registry<R> {
             response,
             session: Some(token),
             refused: None,
+            displaced: false,
         }
     }
 
@@ -421,6 +443,9 @@ impl<R: RandomSource> Registry<R> {
                 CloseReason::InternalError,
                 None,
             ),
+            Refuse::Busy => {
+                ConnectOutcome::refuse(ResponseCode::ClientLimit, CloseReason::ConnectionLost, None)
+            }
         }
     }
 
@@ -680,31 +705,6 @@ mod tests {
     }
 
     #[test]
-    fn section_1_connect_from_a_client_already_connected_is_connection_lost() {
-        let mut r = registry(10);
-        let t0 = Instant::now();
-        let token = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=5000")
-            .session
-            .unwrap();
-        let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=0", token.as_str());
-        assert_eq!(
-            refused(&connect(&mut r, t0, &q)),
-            (115, CloseReason::ConnectionLost)
-        );
-        assert!(
-            !r.session(&token).unwrap().is_closed(),
-            "the session is untouched"
-        );
-        // Once the transport is lost, the same request reconnects.
-        r.session_mut(&token)
-            .unwrap()
-            .handle_event(t0, SessionEvent::TransportLost);
-        let o = connect(&mut r, t0 + Duration::from_millis(10), &q);
-        assert_eq!(o.response.code, ResponseCode::Reconnected);
-        assert_eq!(o.session, Some(token));
-    }
-
-    #[test]
     fn section_1_wrong_credentials_answer_116_connection_lost() {
         let mut r = registry(10);
         let t0 = Instant::now();
@@ -906,13 +906,14 @@ mod tests {
     }
 
     #[test]
-    fn refuse_answers_116_or_119() {
+    fn section_2_refuse_answers_116_119_or_113_when_busy() {
         let mut r = registry(10);
         let t0 = Instant::now();
         let q = "ty=WB&v=29&ca=8&r=0";
         for (why, code, reason) in [
             (Refuse::BadCredentials, 116, CloseReason::ConnectionLost),
             (Refuse::NotReady, 119, CloseReason::InternalError),
+            (Refuse::Busy, 113, CloseReason::ConnectionLost),
         ] {
             let Connect::Incoming(i) = r.handle_connect(t0, parse(q)) else {
                 panic!("a new session is the server's to decide");
@@ -924,6 +925,41 @@ mod tests {
             );
         }
         assert_eq!(r.live_sessions(), 0);
+    }
+
+    #[test]
+    fn section_6_reconnect_while_still_connected_loses_the_old_transport_then_resumes() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let first = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=5000");
+        assert!(!first.displaced);
+        let token = first.session.unwrap();
+        let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=0", token.as_str());
+        let again = connect(&mut r, t0, &q);
+        assert_eq!(again.response.code, ResponseCode::Reconnected);
+        assert_eq!(
+            (again.session, again.refused, again.displaced),
+            (Some(token), None, true)
+        );
+        let mut s = r.session_mut(&token).unwrap();
+        assert_eq!(s.state(), SessionState::Connected);
+        assert!(matches!(
+            s.poll_event(),
+            Some(crate::session::state::Event::Disconnected {
+                reason: CloseReason::ConnectionLost,
+                ..
+            })
+        ));
+        drop(s);
+        // A session that is not connected is simply resumed.
+        let mut s = r.session_mut(&token).unwrap();
+        s.handle_event(t0, SessionEvent::TransportLost);
+        drop(s);
+        let later = connect(&mut r, t0, &q);
+        assert_eq!(
+            (later.response.code, later.displaced),
+            (ResponseCode::Reconnected, false)
+        );
     }
 
     #[test]
