@@ -463,11 +463,10 @@ pub fn session(data: &[u8], origin: std::time::Instant) -> Outcome {
 }
 
 /// Target `sp`: the strict reader of the `sp` connection field
-/// ([`crate::session::properties`]), `data` as the URL-decoded field text.
+/// (`session::properties`, private), `data` as the URL-decoded field text.
 ///
-/// Properties: no panic; an accepted object written back with
-/// [`properties::encode`](crate::session::properties::encode) reads back to
-/// the same properties; a refusal's offset lies inside the text (at its end
+/// Properties: no panic; an accepted object written back with its encoder
+/// reads back to the same properties; a refusal's offset lies inside the text (at its end
 /// only when the text ran out); the same text sent as `sp` in a connection
 /// request is accepted or refused alike, the refusal closing ABORTED.
 ///

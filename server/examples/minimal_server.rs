@@ -5,11 +5,8 @@
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use sessionwire::session::handshake::ConnectionRequest;
-use sessionwire::session::ids::RandomSourceFailed;
-use sessionwire::session::{Connect, Event, Registry, SessionConfig, SessionEvent};
-use sessionwire::session::{RandomSource, SessionToken, Transmit};
-use sessionwire::Limits;
+use sessionwire::{Connect, ConnectionRequest, Event, Limits, RandomSource, RandomSourceFailed};
+use sessionwire::{Registry, SessionConfig, SessionEvent, SessionToken, Transmit};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};

@@ -11,13 +11,13 @@
 //!
 //! - [`handshake`]: the connection request (query string or HTTP headers)
 //!   and the connection response of every section 2 code;
-//! - [`properties`]: the strict reader of the `sp` field;
+//! - `properties` (private): the strict reader of the `sp` field;
 //! - [`ids`]: session ids and tokens from a random source the caller injects;
 //! - [`registry`]: connection attempts the server accepts or refuses,
 //!   reconnection, the id/token/principal index, the client limit, the timers
 //!   of every session, the close decisions;
 //! - [`state`]: one session: counting, pings, polls, closes, recovery;
-//! - [`queue`], [`reorder`], [`recovery`]: the bounded buffers it holds;
+//! - `queue`, `reorder`, `recovery` (private): the bounded buffers it holds;
 //! - `fuzz` (feature `fuzzing`): the `session` fuzz target body.
 //!
 //! ```
@@ -78,19 +78,19 @@
 
 pub mod handshake;
 pub mod ids;
-pub mod properties;
-pub mod queue;
-pub mod recovery;
+pub(crate) mod properties;
+mod queue;
+mod recovery;
 pub mod registry;
-pub mod reorder;
+mod reorder;
 pub mod state;
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 
 pub use handshake::{ConnectionRequest, ConnectionResponse, ResponseCode};
-pub use ids::{RandomSource, SeededRandom, SessionId, SessionToken};
-pub use registry::{Connect, ConnectOutcome, Incoming, Refuse, Registry, SessionMut};
+pub use ids::{RandomSource, RandomSourceFailed, SeededRandom, SessionId, SessionToken};
+pub use registry::{Connect, ConnectOutcome, Incoming, Refusal, Refuse, Registry, SessionMut};
 pub use state::{
     Close, Event, HttpClose, Session, SessionConfig, SessionEvent, SessionState, Transmit,
 };

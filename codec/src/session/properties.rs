@@ -30,14 +30,6 @@ pub struct PropertiesError {
 
 /// Parses `sp`: a flat JSON object of string values. See the
 /// [module documentation](self) for what is accepted.
-///
-/// ```
-/// use sessionwire::session::properties::parse;
-/// let p = parse(r#"{"room": "7", "name": "caf\u00e9"}"#).unwrap();
-/// assert_eq!(p["name"], "café");
-/// assert!(parse(r#"{"room": 7}"#).is_err());
-/// assert!(parse(r#"{"a": "1", "a": "2"}"#).is_err());
-/// ```
 pub fn parse(text: &str) -> Result<BTreeMap<String, String>, PropertiesError> {
     let mut p = Parser {
         bytes: text.as_bytes(),
@@ -81,14 +73,6 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, PropertiesError> {
 
 /// Writes properties as the JSON object [`parse`] reads back: `"` and `\\`
 /// escaped, control characters as `\uXXXX`, everything else as is.
-///
-/// ```
-/// use std::collections::BTreeMap;
-/// use sessionwire::session::properties::{encode, parse};
-/// let p = BTreeMap::from([("room".to_owned(), "7 \"b\"".to_owned())]);
-/// assert_eq!(encode(&p), r#"{"room":"7 \"b\""}"#);
-/// assert_eq!(parse(&encode(&p)).unwrap(), p);
-/// ```
 pub fn encode(properties: &BTreeMap<String, String>) -> String {
     let mut out = String::from("{");
     for (i, (k, v)) in properties.iter().enumerate() {
@@ -335,5 +319,27 @@ mod tests {
         for end in 0..text.len() {
             assert!(parse(&text[..end]).is_err(), "prefix {end}");
         }
+    }
+}
+
+/// The examples this module showed in its documentation, kept as tests.
+#[cfg(test)]
+mod examples {
+    use super::*;
+
+    #[test]
+    fn section_2_sp_is_a_flat_object_of_strings() {
+        let p = parse(r#"{"room": "7", "name": "caf\u00e9"}"#).unwrap();
+        assert_eq!(p["name"], "café");
+        assert!(parse(r#"{"room": 7}"#).is_err());
+        assert!(parse(r#"{"a": "1", "a": "2"}"#).is_err());
+    }
+
+    #[test]
+    fn section_2_sp_encodes_back_to_what_it_parses() {
+        use std::collections::BTreeMap;
+        let p = BTreeMap::from([("room".to_owned(), "7 \"b\"".to_owned())]);
+        assert_eq!(encode(&p), r#"{"room":"7 \"b\""}"#);
+        assert_eq!(parse(&encode(&p)).unwrap(), p);
     }
 }
