@@ -1131,6 +1131,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn section_2_with_a_users_file_anonymous_and_unknown_principals_get_116() {
+        let (tx, rx) = mpsc::channel(16);
+        let users = Arc::new(crate::users::Users::default());
+        let checks = Arc::new(PasswordChecks::start(users).unwrap());
+        let hub = Hub::new(Limits::default(), quiet(), EventLog::open(None).unwrap());
+        tokio::spawn(hub.with_passwords(checks, &tx).run(rx));
+        // Anonymous: refused without a check; alice: refused by the check.
+        for q in [
+            "ty=WB&v=29&ca=8&r=0",
+            "ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D",
+        ] {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Command::Connect {
+                request: ConnectionRequest::from_query(q),
+                peer: IpAddr::from([127, 0, 0, 1]),
+                attach: Attach::Http,
+                reply,
+            })
+            .await
+            .unwrap();
+            let connected = answer.await.unwrap();
+            assert_eq!(connected.response[2], 116, "{q}");
+            assert!(connected.token.is_none());
+        }
+    }
+
+    #[tokio::test]
     async fn section_6_http_poll_is_answered_by_a_send() {
         let hub = start(quiet());
         let (reply, answer) = oneshot::channel();
