@@ -8,11 +8,11 @@
 //! use sessionwire_check::{closes, scenario};
 //!
 //! let text = "connect ws ty=WB&v=29&ca=8&r=0\nws 1d   # closes CLOSED_BY_CLIENT\n";
-//! let outcome = scenario::run(text, &Limits::default()).unwrap();
+//! let outcome = scenario::run(text, &Limits::default(), std::time::Instant::now()).unwrap();
 //! assert_eq!(closes::check(text, &outcome), Ok(()));
 //!
 //! let wrong = "connect ws ty=WB&v=29&ca=8&r=0\nws 1d   # closes ABORTED\n";
-//! let outcome = scenario::run(wrong, &Limits::default()).unwrap();
+//! let outcome = scenario::run(wrong, &Limits::default(), std::time::Instant::now()).unwrap();
 //! assert!(closes::check(wrong, &outcome).is_err());
 //! ```
 
@@ -152,7 +152,8 @@ mod tests {
     use sessionwire::Limits;
 
     fn run(text: &str) -> Result<(), Mismatch> {
-        let outcome = crate::scenario::run(text, &Limits::default()).expect("a scenario");
+        let outcome = crate::scenario::run(text, &Limits::default(), std::time::Instant::now())
+            .expect("a scenario");
         check_complete(text, &outcome)
     }
 
@@ -182,7 +183,8 @@ mod tests {
     #[test]
     fn closes_comment_missing_or_naming_no_reason_fails() {
         let missing = "connect ws ty=WB&v=29&ca=8&r=0\nws 1d\n";
-        let outcome = crate::scenario::run(missing, &Limits::default()).unwrap();
+        let outcome =
+            crate::scenario::run(missing, &Limits::default(), std::time::Instant::now()).unwrap();
         assert_eq!(
             check(missing, &outcome),
             Ok(()),

@@ -47,6 +47,10 @@ use crate::scenario::{self, ScenarioError, ScenarioOutcome};
 /// The name of the expected-verdict file in a corpus directory.
 pub const EXPECTED_FILE: &str = "expected.tsv";
 
+/// Corpus directories that neither `check` nor a fuzz target runs: the
+/// real-client MQTT captures, read by `bench/` until the codec decodes MQTT.
+pub const OTHER_INPUTS: &[&str] = &["mqtt-capture"];
+
 /// What a corpus file holds, and so which decoder runs on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -177,7 +181,10 @@ pub fn scenario_outcome(bytes: &[u8], limits: &Limits) -> Result<ScenarioOutcome
     let text = std::str::from_utf8(bytes).map_err(|e| InputError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
-    let outcome = scenario::run(text, limits).map_err(InputError::Scenario)?;
+    // The harness supplies the origin of virtual time; the session layer
+    // never reads the clock.
+    let outcome =
+        scenario::run(text, limits, std::time::Instant::now()).map_err(InputError::Scenario)?;
     closes::check(text, &outcome).map_err(InputError::Closes)?;
     Ok(outcome)
 }

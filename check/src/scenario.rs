@@ -10,7 +10,7 @@
 //! | line | meaning |
 //! |---|---|
 //! | `limits KEY=VALUE ...` | override limits (before the first `connect`): `max_message_size`, `max_batch_size`, `queue_messages`, `queue_bytes`, `reorder_window`, `reorder_wait_ms`, `recovery_buffer`, `max_clients` |
-//! | `config KEY=VALUE ...` | session settings (before the first `connect`): `ping_ms` (0: no pings), `poll_timeout_ms`, `poll_gap_ms`, `test_reconnect` and `allow_loss` (`on`/`off`), `server_id` |
+//! | `config KEY=VALUE ...` | session settings (before the first `connect`): `ping_ms` (0: no pings), `poll_timeout_ms`, `poll_gap_ms`, `test_reconnect`, `allow_loss` and `principal_takeover` (`on`/`off`), `server_id` |
 //! | `auth PRINCIPAL PASSWORD` | accept this principal with this text password; once any `auth` line is given, nothing else is accepted (anonymous included) |
 //! | `connect ws TARGET` | a WebSocket connect: `TARGET` is the request target (`/diffusion?ty=WB&...`) or its query string |
 //! | `connect http NAME=VALUE ...` | an HTTP polling connect (`m=0`) with these headers |
@@ -38,7 +38,8 @@
 //! ws 003801            # USER_PING, conversation 1: answered, not delivered
 //! ws 1d                # CLOSE_REQUEST
 //! ";
-//! let outcome = scenario::run(text, &Limits::default()).unwrap();
+//! let origin = std::time::Instant::now(); // the caller's clock
+//! let outcome = scenario::run(text, &Limits::default(), origin).unwrap();
 //! assert_eq!(outcome.verdict, Some(CloseReason::ClosedByClient));
 //! assert_eq!(outcome.close_line, Some(3));
 //! assert_eq!(outcome.delivered, 0);
@@ -53,8 +54,8 @@ use sessionwire::message::Message;
 use sessionwire::session::handshake::{
     ConnectionRequest, ConnectionResponse, Credentials, ResponseCode,
 };
-use sessionwire::session::ids::SessionToken;
-use sessionwire::session::registry::{Authenticator, Refusal, Registry};
+use sessionwire::session::ids::{SeededRandom, SessionToken};
+use sessionwire::session::registry::{Connect, Refusal, Refuse, Registry};
 use sessionwire::session::state::{Close, Event, SessionConfig, SessionEvent, Transmit};
 use sessionwire::{CloseReason, Limits, MessageType};
 
@@ -227,7 +228,8 @@ impl ScenarioOutcome {
     /// ```
     /// use sessionwire_check::scenario;
     /// use sessionwire::Limits;
-    /// let o = scenario::run("connect ws ty=WB&v=29&ca=8&r=0\nws 1d\n", &Limits::default()).unwrap();
+    /// let t0 = std::time::Instant::now();
+    /// let o = scenario::run("connect ws ty=WB&v=29&ca=8&r=0\nws 1d\n", &Limits::default(), t0).unwrap();
     /// assert_eq!(o.corpus_verdict().to_string(), "close CLOSED_BY_CLIENT (4) at offset 2, 0 messages");
     /// ```
     pub fn corpus_verdict(&self) -> sessionwire::Verdict {
@@ -257,24 +259,24 @@ impl fmt::Display for ScenarioOutcome {
     }
 }
 
-/// Checks text credentials against the `auth` lines.
-struct ScenarioAuth {
-    accounts: Vec<(String, String)>,
-}
-
-impl Authenticator for ScenarioAuth {
-    fn authenticate(&mut self, principal: Option<&str>, credentials: &Credentials) -> bool {
-        if self.accounts.is_empty() {
-            return true;
-        }
-        match (principal, credentials) {
-            (Some(p), Credentials::Text(pw)) => {
-                self.accounts.iter().any(|(a, b)| a == p && b == pw)
-            }
-            _ => false,
-        }
+/// Checks text credentials against the `auth` lines (none: everyone in).
+fn authenticate(
+    accounts: &[(String, String)],
+    principal: Option<&str>,
+    credentials: &Credentials,
+) -> bool {
+    if accounts.is_empty() {
+        return true;
+    }
+    match (principal, credentials) {
+        (Some(p), Credentials::Text(pw)) => accounts.iter().any(|(a, b)| a == p && b == pw),
+        _ => false,
     }
 }
+
+/// The seed of the scenario runner's random source: every run mints the
+/// same ids and tokens.
+const SEED: u64 = 0x5e55_1017;
 
 struct Runner {
     base: Instant,
@@ -282,27 +284,17 @@ struct Runner {
     limits: Limits,
     config: SessionConfig,
     accounts: Vec<(String, String)>,
-    registry: Option<Registry<ScenarioAuth>>,
+    registry: Option<Registry<SeededRandom>>,
     sessions: Vec<SessionToken>,
     current: Option<usize>,
     writable: bool,
     outcome: ScenarioOutcome,
 }
 
-/// Runs a scenario with `limits` as the starting limits. Virtual time starts
-/// at an arbitrary origin; only durations from it matter.
-pub fn run(text: &str, limits: &Limits) -> Result<ScenarioOutcome, ScenarioError> {
-    // The one clock read: an origin for virtual time. The session layer
-    // itself never reads the clock.
-    run_at(text, limits, Instant::now())
-}
-
-/// Runs a scenario with virtual time starting at `origin`.
-pub fn run_at(
-    text: &str,
-    limits: &Limits,
-    origin: Instant,
-) -> Result<ScenarioOutcome, ScenarioError> {
+/// Runs a scenario with `limits` as the starting limits and virtual time
+/// starting at `origin` (any instant: only durations from it matter; the
+/// session layer never reads the clock).
+pub fn run(text: &str, limits: &Limits, origin: Instant) -> Result<ScenarioOutcome, ScenarioError> {
     let mut r = Runner {
         base: origin,
         now: origin,
@@ -382,16 +374,10 @@ impl Runner {
         self.now.saturating_duration_since(self.base)
     }
 
-    fn registry(&mut self) -> &mut Registry<ScenarioAuth> {
-        let (limits, config, accounts) = (&self.limits, &self.config, &self.accounts);
+    fn registry(&mut self) -> &mut Registry<SeededRandom> {
+        let (limits, config) = (&self.limits, &self.config);
         self.registry.get_or_insert_with(|| {
-            Registry::new(
-                limits.clone(),
-                config.clone(),
-                ScenarioAuth {
-                    accounts: accounts.clone(),
-                },
-            )
+            Registry::new(limits.clone(), config.clone(), SeededRandom::new(SEED))
         })
     }
 
@@ -474,7 +460,19 @@ impl Runner {
                     _ => return Err(ScenarioErrorKind::BadTransport),
                 };
                 let now = self.now;
-                let outcome = self.registry().connect(now, request);
+                let outcome = match self.registry().handle_connect(now, request) {
+                    Connect::Answered(o) => o,
+                    Connect::Incoming(incoming) => {
+                        let req = incoming.request();
+                        let principal = req.principal.clone();
+                        if authenticate(&self.accounts, req.principal.as_deref(), &req.credentials)
+                        {
+                            self.registry().accept(now, incoming, principal)
+                        } else {
+                            self.registry().refuse(incoming, Refuse::BadCredentials)
+                        }
+                    }
+                };
                 let number = match outcome.session {
                     Some(t) => match self.sessions.iter().position(|s| *s == t) {
                         Some(i) => i + 1,
@@ -508,7 +506,7 @@ impl Runner {
                 at_most(1)?;
                 let data = parse_hex(arg(0)?)?;
                 let (t, now) = (self.current()?, self.now);
-                if let Some(s) = self.registry().session_mut(&t) {
+                if let Some(mut s) = self.registry().session_mut(&t) {
                     s.handle_websocket(now, data);
                 }
                 Ok(())
@@ -521,7 +519,7 @@ impl Runner {
                     b => Bytes::copy_from_slice(b.as_bytes()),
                 };
                 let (t, now) = (self.current()?, self.now);
-                if let Some(session) = self.registry().session_mut(&t) {
+                if let Some(mut session) = self.registry().session_mut(&t) {
                     session.handle_http_send(now, s, body);
                 }
                 Ok(())
@@ -530,7 +528,7 @@ impl Runner {
                 at_most(1)?;
                 let s = arg(0)?;
                 let (t, now) = (self.current()?, self.now);
-                if let Some(session) = self.registry().session_mut(&t) {
+                if let Some(mut session) = self.registry().session_mut(&t) {
                     session.handle_http_poll(now, s);
                 }
                 Ok(())
@@ -550,11 +548,11 @@ impl Runner {
                     }
                     self.now = t.max(self.now);
                     let now = self.now;
-                    self.registry().handle_timeout(now);
+                    let _woken = self.registry().handle_timeout(now); // every session is drained after each line
                     self.drain(line);
                 }
                 self.now = target;
-                self.registry().handle_timeout(target);
+                let _woken = self.registry().handle_timeout(target);
                 Ok(())
             }
             "event" => {
@@ -570,7 +568,7 @@ impl Runner {
                     _ => return Err(ScenarioErrorKind::UnknownEvent),
                 };
                 let (t, now) = (self.current()?, self.now);
-                if let Some(s) = self.registry().session_mut(&t) {
+                if let Some(mut s) = self.registry().session_mut(&t) {
                     s.handle_event(now, event);
                 }
                 Ok(())
@@ -581,7 +579,7 @@ impl Runner {
                 let message = Message::decode(&bytes, &Limits::default())
                     .map_err(|_| ScenarioErrorKind::BadMessage)?;
                 let (t, now) = (self.current()?, self.now);
-                if let Some(s) = self.registry().session_mut(&t) {
+                if let Some(mut s) = self.registry().session_mut(&t) {
                     s.send(now, message);
                 }
                 Ok(())
@@ -648,6 +646,7 @@ impl Runner {
                 "poll_gap_ms" => self.config.poll_gap = Duration::from_millis(parse_u64(v)?),
                 "test_reconnect" => self.config.test_reconnect = on_off(v)?,
                 "allow_loss" => self.config.allow_message_loss = on_off(v)?,
+                "principal_takeover" => self.config.principal_takeover = on_off(v)?,
                 "server_id" => {
                     self.config.server_id =
                         i64::try_from(parse_u64(v)?).map_err(|_| ScenarioErrorKind::BadNumber)?
@@ -666,11 +665,15 @@ impl Runner {
         };
         let mut entries = Vec::new();
         let mut closes = Vec::new();
-        for (token, session) in registry.sessions_mut() {
+        let tokens: Vec<SessionToken> = registry.tokens().collect();
+        for token in tokens {
+            let Some(mut session) = registry.session_mut(&token) else {
+                continue;
+            };
             let number = self
                 .sessions
                 .iter()
-                .position(|t| t == token)
+                .position(|t| *t == token)
                 .map_or(0, |i| i + 1);
             let http =
                 session.transport() == sessionwire::session::handshake::ConnectionType::HttpPolling;
@@ -713,7 +716,7 @@ mod tests {
     use super::*;
 
     fn error(text: &str) -> ScenarioError {
-        run(text, &Limits::default()).unwrap_err()
+        run(text, &Limits::default(), Instant::now()).unwrap_err()
     }
 
     #[test]
@@ -771,7 +774,7 @@ mod tests {
         let text = "config ping_ms=1\nconnect ws ty=WB&v=29&ca=8&r=0\nadvance 1000000000\n";
         // Pings every ms are answered by nobody: the session closes at the
         // second ping, so the bound is not even reached.
-        let o = run(text, &Limits::default()).unwrap();
+        let o = run(text, &Limits::default(), Instant::now()).unwrap();
         assert_eq!(o.verdict, Some(CloseReason::ClientUnresponsive));
         let busy = "config ping_ms=1\nconnect http ty=B v=29 ca=8 r=0\npoll 0\nadvance 1000000\n";
         // Pings queued for a client that never polls again, under a queue
@@ -784,7 +787,7 @@ mod tests {
     #[test]
     fn scenario_transcript_shows_time_line_session_and_verdict() {
         let text = "config ping_ms=1000\nconnect ws ty=WB&v=29&ca=8&r=0\nadvance 1000\nws 1d\n";
-        let o = run(text, &Limits::default()).unwrap();
+        let o = run(text, &Limits::default(), Instant::now()).unwrap();
         let shown = o.to_string();
         assert!(
             shown.contains("response 100 CONNECTED, ping 1000 ms"),
@@ -808,7 +811,7 @@ connect ws ty=WB&v=29&ca=8&r=0&username=b
 session 1
 event revoke
 ";
-        let o = run(text, &Limits::default()).unwrap();
+        let o = run(text, &Limits::default(), Instant::now()).unwrap();
         assert_eq!(
             (o.verdict, o.close_line),
             (Some(CloseReason::Revoked), Some(4))

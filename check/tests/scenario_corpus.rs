@@ -28,7 +28,7 @@ fn section_1_every_scenario_replays_to_its_expected_verdict() {
     for case in &corpus.cases {
         assert!(case.name.ends_with(".scn"), "{}: not a scenario", case.name);
         let text = std::fs::read_to_string(&case.path).unwrap();
-        let outcome = match scenario::run(&text, &Limits::default()) {
+        let outcome = match scenario::run(&text, &Limits::default(), std::time::Instant::now()) {
             Ok(o) => o,
             Err(e) => {
                 failures.push(format!("{}: {e}", case.name));
@@ -70,7 +70,7 @@ fn section_1_every_close_reason_is_produced_by_its_scenario_when_replayed() {
     let mut seen = Vec::new();
     for case in &corpus.cases {
         let text = std::fs::read_to_string(&case.path).unwrap();
-        if let Ok(o) = scenario::run(&text, &Limits::default()) {
+        if let Ok(o) = scenario::run(&text, &Limits::default(), std::time::Instant::now()) {
             seen.extend(o.verdict);
         }
     }

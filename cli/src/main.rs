@@ -419,6 +419,8 @@ fn bundled_jobs(args: &CheckArgs, summary: &mut Summary) -> Vec<Job> {
             // A fuzz target's own corpus (`session`) is replayed by its
             // test, not decoded here: nothing to say about it.
             Err(_) if fuzz_targets::find(name).is_some() => continue,
+            // Inputs of another tool (bench/), not of `check`.
+            Err(_) if corpus::OTHER_INPUTS.contains(&name) => continue,
             Err(e) => {
                 eprintln!("note: skipping {}: {e}", shown(&dir).display());
                 continue;

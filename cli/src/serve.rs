@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use sessionwire::session::SessionConfig;
 use sessionwire::Limits;
-use sessionwire_server::{Server, ServerConfig};
+use sessionwire_server::{parse_origin, HeaderValue, Server, ServerConfig};
 
 /// Arguments of `sessionwire serve`.
 #[derive(Debug, Args)]
@@ -67,6 +67,16 @@ pub struct ServeArgs {
     /// HTTP polling: how long a client may go without an open poll, in ms.
     #[arg(long, value_name = "MS", default_value_t = 15_000)]
     pub poll_gap: u64,
+    /// A new session of a principal closes that principal's older sessions
+    /// (SESSION_TAKEN_OVER). Off by default: sessions of one principal
+    /// coexist, as on the real server.
+    #[arg(long)]
+    pub principal_takeover: bool,
+    /// HTTP polling: a browser origin (`https://app.example`) whose pages
+    /// may read the answers, credentials included (repeatable). None by
+    /// default: no CORS headers at all.
+    #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    pub allow_origins: Vec<HeaderValue>,
 }
 
 impl ServeArgs {
@@ -92,6 +102,7 @@ impl ServeArgs {
             control_token_file: self.control_token_file.clone(),
             users: self.users.clone(),
             events: self.events.clone(),
+            allow_origins: self.allow_origins.clone(),
             limits: self.limits()?,
             session: self.session_config(),
         })
@@ -102,6 +113,7 @@ impl ServeArgs {
             ping_period: (self.ping_period > 0).then(|| Duration::from_millis(self.ping_period)),
             poll_timeout: Duration::from_millis(self.poll_timeout),
             poll_gap: Duration::from_millis(self.poll_gap),
+            principal_takeover: self.principal_takeover,
             ..SessionConfig::default()
         }
     }
@@ -199,5 +211,28 @@ mod tests {
         assert_eq!(cli.serve.listen.to_string(), "127.0.0.1:8080");
         let cli = Cli::parse_from(["serve", "--max-clients", "0"]);
         assert!(cli.serve.limits().is_err());
+    }
+
+    /// `serve` arguments as clap parses them.
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        Cli::parse_from(std::iter::once("serve").chain(args.iter().copied())).serve
+    }
+
+    #[test]
+    fn cors_allow_origin_is_repeatable_and_off_by_default() {
+        let args = serve_args(&[
+            "--allow-origin",
+            "https://a.example",
+            "--allow-origin",
+            "https://b.example",
+        ]);
+        assert_eq!(args.allow_origins.len(), 2);
+        assert!(serve_args(&[]).allow_origins.is_empty());
     }
 }

@@ -139,13 +139,7 @@ impl HttpClient {
         addr: SocketAddr,
         options: &ConnectOptions,
     ) -> Result<HttpClient, ClientError> {
-        let mut fields = options.fields("B");
-        for (k, v) in &mut fields {
-            if k == "sp" {
-                // Headers are ASCII: send the properties percent-encoded.
-                *v = form_urlencoded::byte_serialize(v.as_bytes()).collect();
-            }
-        }
+        let mut fields = options.http_headers();
         fields.push(("m".to_owned(), "0".to_owned()));
         let headers: Vec<(&str, &str)> = fields
             .iter()

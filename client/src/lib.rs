@@ -35,7 +35,7 @@ use std::fmt;
 use std::time::Duration;
 
 use sessionwire::session::handshake::{
-    ConnectionResponse, Credentials, Reconnect, PROTOCOL_VERSION,
+    ConnectionRequest, ConnectionResponse, ConnectionType, Credentials, Reconnect, PROTOCOL_VERSION,
 };
 use sessionwire::Violation;
 
@@ -112,47 +112,64 @@ impl ConnectOptions {
         self
     }
 
-    /// The request fields in the order the real client sends them, for the
-    /// transport `ty` (`WB` or `B`), before URL encoding.
-    pub fn fields(&self, ty: &str) -> Vec<(String, String)> {
-        let mut f = vec![
-            ("ty".to_owned(), ty.to_owned()),
-            ("v".to_owned(), self.version.to_string()),
-            ("ca".to_owned(), self.capabilities.to_string()),
-            (
-                "r".to_owned(),
-                self.reconnect_timeout.as_millis().to_string(),
-            ),
-        ];
-        if !self.properties.is_empty() {
-            // A map of strings always serializes.
-            let sp = serde_json::to_string(&self.properties).unwrap_or_default();
-            f.push(("sp".to_owned(), sp));
+    /// The connection request these options describe, for `transport`.
+    pub fn request(&self, transport: ConnectionType) -> ConnectionRequest {
+        ConnectionRequest {
+            connection_type: transport,
+            version: PROTOCOL_VERSION,
+            capabilities: self.capabilities,
+            reconnect_timeout: self.reconnect_timeout,
+            properties: self.properties.clone(),
+            principal: self.principal.clone(),
+            credentials: self.credentials.clone(),
+            reconnect: self.reconnect,
         }
-        if let Some(p) = &self.principal {
-            f.push(("username".to_owned(), p.clone()));
-        }
-        if let Some(pw) = self.credentials.encode() {
-            f.push(("password".to_owned(), pw));
-        }
-        if let Some(rc) = &self.reconnect {
-            if let Some(token) = &rc.token {
-                f.push(("c".to_owned(), token.as_str().to_owned()));
-            }
-            f.push(("cs".to_owned(), rc.client_oldest.to_string()));
-            f.push(("ss".to_owned(), rc.server_last.to_string()));
-        }
-        f.extend(self.extra.iter().cloned());
-        f
     }
 
-    /// The WebSocket request target: path and URL-encoded query.
-    pub fn ws_target(&self) -> String {
-        let mut q = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in self.fields("WB") {
-            q.append_pair(&k, &v);
+    /// The `v` value to send: the codec's encoders write the version they
+    /// speak, a test may ask for another.
+    fn version_field(&self, field: (&'static str, String)) -> (String, String) {
+        match field {
+            ("v", _) => ("v".to_owned(), self.version.to_string()),
+            (k, v) => (k.to_owned(), v),
         }
-        format!("{}?{}", self.path, q.finish())
+    }
+
+    /// The HTTP polling connect headers (without `m`), as the codec encodes
+    /// them, then the extra fields.
+    pub fn http_headers(&self) -> Vec<(String, String)> {
+        let mut h: Vec<(String, String)> = self
+            .request(ConnectionType::HttpPolling)
+            .to_headers()
+            .into_iter()
+            .map(|f| self.version_field(f))
+            .collect();
+        h.extend(self.extra.iter().cloned());
+        h
+    }
+
+    /// The WebSocket request target: path and query, as the codec encodes
+    /// it, then the extra fields.
+    pub fn ws_target(&self) -> String {
+        let mut q = self.request(ConnectionType::WebSocket).to_query();
+        if self.version != u32::from(PROTOCOL_VERSION) {
+            // The query always starts `ty=WB&v=29&`.
+            q = q.replacen(
+                &format!("&v={PROTOCOL_VERSION}&"),
+                &format!("&v={}&", self.version),
+                1,
+            );
+        }
+        let mut extra = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.extra {
+            extra.append_pair(k, v);
+        }
+        let extra = extra.finish();
+        if !extra.is_empty() {
+            q.push('&');
+            q.push_str(&extra);
+        }
+        format!("{}?{}", self.path, q)
     }
 }
 
@@ -229,9 +246,22 @@ mod tests {
     }
 
     #[test]
+    fn section_2_unsupported_version_and_extra_fields_are_sent_as_asked() {
+        let o = ConnectOptions {
+            version: 102,
+            extra: vec![("v".into(), "29".into())],
+            ..ConnectOptions::default()
+        };
+        assert_eq!(o.ws_target(), "/diffusion?ty=WB&v=102&ca=8&r=0&v=29");
+        let h = o.http_headers();
+        assert_eq!(h[1], ("v".to_owned(), "102".to_owned()));
+        assert_eq!(h.last(), Some(&("v".to_owned(), "29".to_owned())));
+    }
+
+    #[test]
     fn section_6_http_fields_parse_as_headers() {
         let o = ConnectOptions::default().with_user("bob", "pw");
-        let fields = o.fields("B");
+        let fields = o.http_headers();
         let req =
             ConnectionRequest::from_headers(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .unwrap();

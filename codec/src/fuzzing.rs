@@ -450,9 +450,10 @@ fn check_tighter(tight: &Batch, loose: &Batch) {
 ///
 /// The verdict records what the input did: `accept` when no session closed,
 /// else the first close reason, with the index of the event that led to it as
-/// the offset.
-pub fn session(data: &[u8]) -> Outcome {
-    let verdict = match crate::session::fuzz::session(data) {
+/// the offset. Virtual time starts at `origin`: the caller's clock, read
+/// once (the codec never reads it).
+pub fn session(data: &[u8], origin: std::time::Instant) -> Outcome {
+    let verdict = match crate::session::fuzz::session(data, origin) {
         None => Verdict::accept(0),
         Some((reason, step)) => Verdict {
             reason: Some(reason),
@@ -463,6 +464,58 @@ pub fn session(data: &[u8]) -> Outcome {
     Outcome {
         verdict,
         violation: None,
+    }
+}
+
+/// Target `sp`: the strict reader of the `sp` connection field
+/// (`session::properties`, private), `data` as the URL-decoded field text.
+///
+/// Properties: no panic; an accepted object written back with its encoder
+/// reads back to the same properties; a refusal's offset lies inside the text (at its end
+/// only when the text ran out); the same text sent as `sp` in a connection
+/// request is accepted or refused alike, the refusal closing ABORTED.
+///
+/// Returns the number of properties, or the offset of the refusal.
+pub fn sp(data: &[u8]) -> Result<usize, usize> {
+    use crate::session::handshake::ConnectionRequest;
+    use crate::session::properties;
+
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Err(0);
+    };
+    let parsed = properties::parse(text);
+    let mut query = String::from("ty=WB&v=29&ca=8&r=0&sp=");
+    for b in text.bytes() {
+        query.push_str(&format!("%{b:02X}"));
+    }
+    let request = ConnectionRequest::from_query(&query);
+    match parsed {
+        Ok(p) => {
+            assert_eq!(
+                properties::parse(&properties::encode(&p)).as_ref(),
+                Ok(&p),
+                "encode then parse changed the properties"
+            );
+            if let Ok(r) = &request {
+                assert_eq!(r.properties, p, "the request read sp differently");
+            }
+            Ok(p.len())
+        }
+        Err(e) => {
+            assert!(e.offset <= text.len(), "offset past the end");
+            match request {
+                Err(v) => assert!(
+                    matches!(
+                        v.kind(),
+                        ViolationKind::MalformedSessionProperties
+                            | ViolationKind::MessageTooLarge { .. }
+                    ),
+                    "sp refused as {v}"
+                ),
+                Ok(_) => panic!("the request accepted an sp the reader refuses"),
+            }
+            Err(e.offset)
+        }
     }
 }
 

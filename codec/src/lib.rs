@@ -25,7 +25,7 @@ pub mod mqtt;
 mod parse;
 pub mod polling;
 pub mod session;
-pub mod varint;
+mod varint;
 pub mod verdict;
 pub mod violation;
 
@@ -34,8 +34,9 @@ pub use direction::Direction;
 pub use limits::{Limits, LimitsBuilder};
 pub use message::{Message, MessageType};
 pub use session::{
-    ConnectionRequest, ConnectionResponse, Registry, ResponseCode, Session, SessionConfig,
-    SessionToken, Transmit,
+    Close, Connect, ConnectOutcome, ConnectionRequest, ConnectionResponse, Event, HttpClose,
+    Incoming, RandomSource, RandomSourceFailed, Refuse, Registry, ResponseCode, Session,
+    SessionConfig, SessionEvent, SessionId, SessionMut, SessionState, SessionToken, Transmit,
 };
 pub use verdict::{Outcome, Verdict};
 pub use violation::{Field, Violation, ViolationKind, ZlibFault};

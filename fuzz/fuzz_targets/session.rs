@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    sessionwire::fuzzing::session(data);
+    sessionwire::fuzzing::session(data, std::time::Instant::now());
 });

@@ -15,6 +15,11 @@
 //! A session waiting for a reconnection answers with an empty 200 and
 //! `diffusion-connection: reconnect`; an unknown (or aborted) session with a
 //! batch holding ABORT; a session closed without ABORT drops the connection.
+//!
+//! Against hostile clients (SECURITY.md): a request head over [`MAX_HEAD`]
+//! gets 431, a 503 or 431 closes the connection, connections waiting for a
+//! head are capped per source address ([`slots`](super::slots)), and CORS
+//! headers go only to the `--allow-origin` origins.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,8 +31,8 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{
     HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
     ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS,
-    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
-    VARY,
+    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, CONNECTION, CONTENT_LENGTH,
+    CONTENT_TYPE, ORIGIN, VARY,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -41,14 +46,16 @@ use tokio::sync::oneshot;
 
 use super::hub::{Attach, Command, Connected, HttpAnswer};
 use super::response::respond;
+use super::slots::ConnSlot;
 use super::Shared;
 
 /// How long a client may take to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a send's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest request head hyper buffers.
-const MAX_HEAD: usize = 64 * 1024;
+/// Largest request head accepted (hyper's read buffer is bounded by it too;
+/// a larger head is refused with 431).
+pub const MAX_HEAD: usize = 64 * 1024;
 
 /// The header that tells an HTTP polling client to reconnect.
 pub const RECONNECT_HEADER: &str = "diffusion-connection";
@@ -69,6 +76,7 @@ impl std::error::Error for DropConnection {}
 /// Accepts connections until shutdown.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut stop = shared.stop.clone();
+    let mut dropped = Dropped::default();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -83,16 +91,39 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             _ = stop.changed() => return,
         };
         let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
-            tracing::warn!(%peer, "too many connections: dropped");
+            dropped.note(peer, "too many connections");
             continue;
         };
+        let Some(slot) = shared.pending.take(peer.ip()) else {
+            dropped.note(
+                peer,
+                "too many connections waiting for a request from this address",
+            );
+            continue;
+        };
+        let slot = Arc::new(ConnSlot::new(Arc::clone(&shared.pending), peer.ip(), slot));
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
-                async move { handle(req, shared, peer).await }
+                let slot = Arc::clone(&slot);
+                async move {
+                    slot.head_received();
+                    let mut r = handle(req, shared, peer).await?;
+                    // A refusal ends the connection (a client told 503 has
+                    // no reason to keep it open); so does an address
+                    // holding too many idle connections.
+                    let upgraded = r.status() == StatusCode::SWITCHING_PROTOCOLS;
+                    let refused = r.status() == StatusCode::SERVICE_UNAVAILABLE
+                        || r.status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+                    if !upgraded && (refused || !slot.wait_again()) {
+                        r.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, DropConnection>(r)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -107,6 +138,31 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
+/// Connections dropped at the accept: one warning a second at most (a flood
+/// must not flood the log), with the count since the last one.
+#[derive(Default)]
+struct Dropped {
+    since_warning: u64,
+    last_warning: Option<tokio::time::Instant>,
+}
+
+impl Dropped {
+    fn note(&mut self, peer: SocketAddr, why: &str) {
+        self.since_warning = self.since_warning.saturating_add(1);
+        let now = tokio::time::Instant::now();
+        if self
+            .last_warning
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            tracing::warn!(%peer, dropped = self.since_warning, "{why}: connection dropped");
+            self.since_warning = 0;
+            self.last_warning = Some(now);
+        } else {
+            tracing::debug!(%peer, "{why}: connection dropped");
+        }
+    }
+}
+
 fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -116,13 +172,24 @@ async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, DropConnection> {
+    if head_size(&req) > MAX_HEAD {
+        tracing::debug!(%peer, "request head over {MAX_HEAD} bytes: refused");
+        return Ok(respond(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large\n",
+        ));
+    }
     if !req.uri().path().ends_with("/diffusion") {
         return Ok(respond(StatusCode::NOT_FOUND, "not found\n"));
     }
     if super::ws::is_upgrade(&req) {
         return Ok(super::ws::upgrade(req, shared, peer));
     }
-    let origin = req.headers().get(ORIGIN).cloned();
+    let origin = req
+        .headers()
+        .get(ORIGIN)
+        .filter(|o| shared.allow_origins.contains(o))
+        .cloned();
     if req.method() == Method::OPTIONS {
         return Ok(with_cors(preflight(&req), origin));
     }
@@ -130,7 +197,7 @@ async fn handle(
         return Ok(respond(StatusCode::METHOD_NOT_ALLOWED, ""));
     }
     let r = match header(&req, "m") {
-        Some("0") => Ok(connect(req, &shared).await),
+        Some("0") => Ok(connect(req, &shared, peer).await),
         Some("1") => poll(req, &shared).await,
         Some("2") => send(req, &shared).await,
         _ => Ok(respond(StatusCode::BAD_REQUEST, "m must be 0, 1 or 2\n")),
@@ -158,31 +225,47 @@ fn preflight<B>(req: &Request<B>) -> Response<Full<Bytes>> {
     r
 }
 
+/// The size of a request head as it came: request line and header lines,
+/// each with its CRLF, and the empty line. hyper bounds its read buffer, but
+/// a head that arrives in one segment can get past that bound; this is the
+/// exact check.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line =
+        req.method().as_str().len() + req.uri().to_string().len() + " HTTP/1.1\r\n".len() + 1;
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + ": \r\n".len() + v.len())
+        .fold(line + 2, usize::saturating_add)
+}
+
 /// Lets a browser page from `origin` read the answer (HTTP polling is the
-/// browsers' transport), including the reconnect header.
+/// browsers' transport), including the reconnect header. `origin` is the
+/// request's `Origin` when it is one of the `--allow-origin` values, `None`
+/// otherwise: then no CORS header is given and the browser keeps the answer
+/// from the page.
 fn with_cors(mut r: Response<Full<Bytes>>, origin: Option<HeaderValue>) -> Response<Full<Bytes>> {
     let h = r.headers_mut();
-    match origin {
-        Some(o) => {
-            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, o);
-            h.insert(
-                ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-            h.insert(VARY, HeaderValue::from_static("Origin"));
-        }
-        None => {
-            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        }
+    // The answer depends on the Origin: caches must not share it.
+    h.insert(VARY, HeaderValue::from_static("Origin"));
+    if let Some(o) = origin {
+        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(
+            ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        h.insert(
+            ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(RECONNECT_HEADER),
+        );
     }
-    h.insert(
-        ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(RECONNECT_HEADER),
-    );
     r
 }
 
-async fn connect(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn connect(
+    req: Request<Incoming>,
+    shared: &Shared,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     // Header values that are not visible ASCII cannot be fields: skipped.
     let request = ConnectionRequest::from_headers(
         req.headers()
@@ -190,11 +273,10 @@ async fn connect(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
     );
     drop(req);
-    let authenticated = shared.authenticate(&request).await;
     let (tx, rx) = oneshot::channel::<Connected>();
     let command = Command::Connect {
         request,
-        authenticated,
+        peer: peer.ip(),
         attach: Attach::Http,
         reply: tx,
     };
@@ -202,16 +284,19 @@ async fn connect(req: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes
         return respond(StatusCode::SERVICE_UNAVAILABLE, "");
     }
     match rx.await {
-        Ok(c) => {
-            let mut r = respond(StatusCode::OK, c.response);
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            r
-        }
+        Ok(c) => connection_response(c.response),
         Err(_) => respond(StatusCode::SERVICE_UNAVAILABLE, ""),
     }
+}
+
+/// The answer to a connect: the connection response's bytes.
+fn connection_response(response: Bytes) -> Response<Full<Bytes>> {
+    let mut r = respond(StatusCode::OK, response);
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
 }
 
 fn token_of<B>(req: &Request<B>) -> Option<SessionToken> {
@@ -380,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn section_6_browser_pages_may_read_polling_answers() {
+    fn cors_allowed_origin_is_reflected_with_credentials() {
         let req = Request::builder()
             .method(Method::OPTIONS)
             .header(ACCESS_CONTROL_REQUEST_HEADERS, "m, c, s")
@@ -393,9 +478,34 @@ mod tests {
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], "http://app");
         assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_HEADERS], "m, c, s");
-        let r = with_cors(answer(HttpAnswer::Reconnect).unwrap(), None);
-        assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert_eq!(r.headers()[ACCESS_CONTROL_EXPOSE_HEADERS], RECONNECT_HEADER);
+        assert_eq!(r.headers()[VARY], "Origin");
+    }
+
+    #[test]
+    fn cors_other_origins_get_no_cors_headers() {
+        let r = with_cors(answer(HttpAnswer::Reconnect).unwrap(), None);
+        for h in [
+            ACCESS_CONTROL_ALLOW_ORIGIN,
+            ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            ACCESS_CONTROL_EXPOSE_HEADERS,
+        ] {
+            assert!(r.headers().get(&h).is_none(), "{h}");
+        }
+        assert_eq!(r.headers()[VARY], "Origin");
+    }
+
+    #[test]
+    fn http_head_size_counts_every_line_as_sent() {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/diffusion")
+            .header("m", "1")
+            .body(())
+            .unwrap();
+        // "POST /diffusion HTTP/1.1\r\n" "m: 1\r\n" "\r\n"
+        assert_eq!(head_size(&req), 26 + 6 + 2);
     }
 
     #[test]

@@ -7,12 +7,13 @@
 //! outbound queue fills up instead, up to its limit), and the connection
 //! says [`Command::Writable`] when it has room again.
 //!
-//! Timers: one binary heap of (deadline, session), refreshed after each
-//! session is driven; stale entries are skipped. The hub sleeps until the
-//! earliest deadline or the next command.
+//! The registry holds every session's state, its index and its timers; the
+//! hub holds only the transport side of each session (its WebSocket channel,
+//! its waiting HTTP requests) and does what the registry hands out. It sleeps
+//! until the registry's earliest deadline or the next command.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,23 +21,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sessionwire::message::service::UNKNOWN_SERVICE_ERROR;
 use sessionwire::message::ServiceError;
-use sessionwire::session::handshake::{ConnectionRequest, ConnectionType, Credentials};
-use sessionwire::session::state::sends_abort;
+use sessionwire::session::handshake::Credentials;
+use sessionwire::session::handshake::{ConnectionRequest, ConnectionType};
+use sessionwire::session::ids::RandomSourceFailed;
 use sessionwire::session::{
-    Authenticator, Event, Registry, SessionConfig, SessionEvent, SessionId, SessionState,
-    SessionToken, Transmit,
+    Connect, ConnectOutcome, Event, HttpClose, Incoming, RandomSource, Refuse, Registry,
+    SessionConfig, SessionEvent, SessionId, SessionState, SessionToken, Transmit,
 };
-use sessionwire::{CloseReason, Limits, Message, Violation};
+use sessionwire::{Limits, Message, Violation};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::events::{transport_name, EventLog, Record};
+use super::passwords::{PasswordChecks, Verdict};
 
 /// Capacity of the channel from the hub to one WebSocket connection. One
 /// slot is always left free for the final [`Out::Close`].
 pub const CONN_QUEUE: usize = 16;
-
-/// Most timers fired in one go before the hub looks at its commands again.
-const TIMER_BUDGET: usize = 4096;
 
 /// How often finished sessions are forgotten.
 const REAP_EVERY: Duration = Duration::from_secs(1);
@@ -44,12 +44,25 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 /// What a connection asks of the hub.
 #[derive(Debug)]
 pub enum Command {
-    /// A (re)connection request, with its credentials already decided.
+    /// A (re)connection request. The registry answers it, or it becomes
+    /// an [`Incoming`] whose password, when the server has a users file, is
+    /// checked off the hub's loop ([`Command::Checked`] brings the verdict).
     Connect {
         /// The parsed request, or its fault.
         request: Result<ConnectionRequest, Violation>,
-        /// Whether the credentials were accepted.
-        authenticated: bool,
+        /// The client's address (password checks are bounded per address).
+        peer: IpAddr,
+        /// The transport asking.
+        attach: Attach,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Connected>,
+    },
+    /// The password check of an [`Incoming`] is over.
+    Checked {
+        /// The attempt, to accept or refuse.
+        incoming: Incoming,
+        /// What the check found.
+        verdict: Verdict,
         /// The transport asking.
         attach: Attach,
         /// Where the answer goes.
@@ -233,59 +246,104 @@ pub struct SessionInfo {
     pub queue_depth: usize,
 }
 
-/// The credentials decision taken before the request reached the hub.
-#[derive(Debug, Default)]
-pub struct Decided(bool);
+/// The operating system's secure random source: session tokens are the keys
+/// to sessions and must be unguessable.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsRandom;
 
-impl Authenticator for Decided {
-    fn authenticate(&mut self, _: Option<&str>, _: &Credentials) -> bool {
-        self.0
+impl RandomSource for OsRandom {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), RandomSourceFailed> {
+        getrandom::fill(buf).map_err(|_| RandomSourceFailed)
     }
 }
 
-/// The hub's view of one session.
+/// The transport side of one session: the registry holds the rest.
 struct Entry {
-    id: SessionId,
-    principal: Option<String>,
     opened: Instant,
     conn: Option<WsConn>,
     polls: Vec<(Option<u64>, oneshot::Sender<HttpAnswer>)>,
     sends: Vec<(Option<u64>, oneshot::Sender<HttpAnswer>)>,
-    scheduled: Option<Instant>,
+}
+
+impl From<HttpClose> for HttpAnswer {
+    fn from(c: HttpClose) -> HttpAnswer {
+        match c {
+            HttpClose::Abort => HttpAnswer::Abort,
+            HttpClose::Reconnect => HttpAnswer::Reconnect,
+            HttpClose::Drop => HttpAnswer::Drop,
+        }
+    }
+}
+
+/// A session id as the control API lists it (`server-value` in hex).
+fn parse_id(text: &str) -> Option<SessionId> {
+    let (server, value) = text.split_once('-')?;
+    let part = |t: &str| {
+        (t.len() == 16)
+            .then(|| u64::from_str_radix(t, 16).ok())
+            .flatten()
+            .map(|v| v as i64)
+    };
+    Some(SessionId {
+        server: part(server)?,
+        value: part(value)?,
+    })
 }
 
 /// The hub. See the [module documentation](self).
 pub struct Hub {
-    registry: Registry<Decided>,
+    registry: Registry<OsRandom>,
     entries: HashMap<SessionToken, Entry>,
-    by_principal: HashMap<String, SessionToken>,
-    timers: BinaryHeap<Reverse<(Instant, SessionToken)>>,
+    /// When the timers last ran: a deadline not past it waits a millisecond,
+    /// so the hub never spins on one that did not move.
+    last_timers: Option<Instant>,
     events: EventLog,
     last_reap: Instant,
     closed_since_reap: usize,
     stopping: bool,
+    /// The password checks (with a users file) and the way back into the
+    /// hub for their verdicts.
+    passwords: Option<(Arc<PasswordChecks>, mpsc::WeakSender<Command>)>,
 }
 
 impl Hub {
     /// A hub with no session.
     pub fn new(limits: Limits, config: SessionConfig, events: EventLog) -> Hub {
         Hub {
-            registry: Registry::new(limits, config, Decided(false)),
+            registry: Registry::new(limits, config, OsRandom),
             entries: HashMap::new(),
-            by_principal: HashMap::new(),
-            timers: BinaryHeap::new(),
+            last_timers: None,
             events,
             last_reap: Instant::now(),
             closed_since_reap: 0,
             stopping: false,
+            passwords: None,
         }
+    }
+
+    /// Checks the password of every new session with `checks` (a server
+    /// with a users file: anonymous sessions are refused); `hub` is the
+    /// sender of the channel this hub will [`run`](Self::run) on.
+    pub fn with_passwords(
+        mut self,
+        checks: Arc<PasswordChecks>,
+        hub: &mpsc::Sender<Command>,
+    ) -> Hub {
+        self.passwords = Some((checks, hub.downgrade()));
+        self
     }
 
     /// Runs until [`Command::Shutdown`] (or every sender is gone); returns
     /// the event log for the caller to flush.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> EventLog {
         loop {
-            let deadline = self.timers.peek().map(|Reverse((t, _))| *t);
+            let deadline = self
+                .registry
+                .poll_timeout()
+                .map(|t| match self.last_timers {
+                    Some(last) if t <= last => last + Duration::from_millis(1),
+                    _ => t,
+                });
             let command = tokio::select! {
                 c = rx.recv() => c,
                 () = sleep_until(deadline) => {
@@ -316,13 +374,19 @@ impl Hub {
         match command {
             Command::Connect {
                 request,
-                authenticated,
+                peer,
                 attach,
                 reply,
-            } => self.connect(now, request, authenticated, attach, reply),
+            } => self.connect(now, request, peer, attach, reply),
+            Command::Checked {
+                incoming,
+                verdict,
+                attach,
+                reply,
+            } => self.checked(now, incoming, verdict, attach, reply),
             Command::Inbound { token, conn, data } => {
                 if self.owns(&token, conn) {
-                    if let Some(s) = self.registry.session_mut(&token) {
+                    if let Some(mut s) = self.registry.session_mut(&token) {
                         s.handle_websocket(now, data);
                     }
                     self.process(token);
@@ -334,7 +398,7 @@ impl Hub {
                 violation,
             } => {
                 if self.owns(&token, conn) {
-                    if let Some(s) = self.registry.session_mut(&token) {
+                    if let Some(mut s) = self.registry.session_mut(&token) {
                         s.handle_transport_violation(now, violation);
                     }
                     self.process(token);
@@ -355,7 +419,7 @@ impl Hub {
                     } else {
                         SessionEvent::TransportLost
                     };
-                    if let Some(s) = self.registry.session_mut(&token) {
+                    if let Some(mut s) = self.registry.session_mut(&token) {
                         s.handle_event(now, event);
                     }
                     self.process(token);
@@ -372,12 +436,12 @@ impl Hub {
                 reply,
             } => {
                 if let Some(reply) = self.http_gate(&token, reply) {
-                    let parsed = sessionwire::session::reorder::parse_sequence(&sequence).ok();
+                    let parsed = self
+                        .registry
+                        .session_mut(&token)
+                        .and_then(|mut s| s.handle_http_poll(now, &sequence));
                     if let Some(e) = self.entries.get_mut(&token) {
                         e.polls.push((parsed, reply));
-                    }
-                    if let Some(s) = self.registry.session_mut(&token) {
-                        s.handle_http_poll(now, &sequence);
                     }
                     self.process(token);
                 }
@@ -389,12 +453,12 @@ impl Hub {
                 reply,
             } => {
                 if let Some(reply) = self.http_gate(&token, reply) {
-                    let parsed = sessionwire::session::reorder::parse_sequence(&sequence).ok();
+                    let parsed = self
+                        .registry
+                        .session_mut(&token)
+                        .and_then(|mut s| s.handle_http_send(now, &sequence, body));
                     if let Some(e) = self.entries.get_mut(&token) {
                         e.sends.push((parsed, reply));
-                    }
-                    if let Some(s) = self.registry.session_mut(&token) {
-                        s.handle_http_send(now, &sequence, body);
                     }
                     self.process(token);
                 }
@@ -404,15 +468,8 @@ impl Hub {
                     if let Some(e) = self.entries.get_mut(&token) {
                         e.sends.push((None, reply));
                     }
-                    let limits = self.registry.limits();
-                    let v = Violation::new(
-                        sessionwire::ViolationKind::BatchTooLarge {
-                            limit: limits.max_batch_size(),
-                        },
-                        limits.max_batch_text(),
-                    );
-                    if let Some(s) = self.registry.session_mut(&token) {
-                        s.handle_transport_violation(now, v);
+                    if let Some(mut s) = self.registry.session_mut(&token) {
+                        s.handle_http_send_too_large(now);
                     }
                     self.process(token);
                 }
@@ -421,13 +478,11 @@ impl Hub {
                 let _ = reply.send(self.list(now));
             }
             Command::Act { id, event, reply } => {
-                let found = self
-                    .entries
-                    .iter()
-                    .find(|(_, e)| e.id.to_string() == id)
-                    .map(|(t, _)| *t);
+                let found = parse_id(&id)
+                    .and_then(|id| self.registry.token_of(id))
+                    .filter(|t| self.entries.contains_key(t));
                 if let Some(token) = found {
-                    if let Some(s) = self.registry.session_mut(&token) {
+                    if let Some(mut s) = self.registry.session_mut(&token) {
                         s.handle_event(now, event);
                     }
                     self.process(token);
@@ -456,19 +511,10 @@ impl Hub {
         token: &SessionToken,
         reply: oneshot::Sender<HttpAnswer>,
     ) -> Option<oneshot::Sender<HttpAnswer>> {
-        let answer = match self.registry.session(token) {
-            // Unknown (or forgotten) session: the client used an unknown id.
-            None => HttpAnswer::Abort,
-            Some(s) => match s.state() {
-                SessionState::Closed(reason) if sends_abort(reason) => HttpAnswer::Abort,
-                SessionState::Closed(_) => HttpAnswer::Drop,
-                SessionState::Disconnected { .. } => HttpAnswer::Reconnect,
-                SessionState::Connected if s.transport() != ConnectionType::HttpPolling => {
-                    HttpAnswer::Drop
-                }
-                SessionState::Connected if self.entries.contains_key(token) => return Some(reply),
-                SessionState::Connected => HttpAnswer::Drop,
-            },
+        let answer = match self.registry.http_gate(token) {
+            Some(close) => HttpAnswer::from(close),
+            None if self.entries.contains_key(token) => return Some(reply),
+            None => HttpAnswer::Drop,
         };
         let _ = reply.send(answer);
         None
@@ -478,7 +524,7 @@ impl Hub {
         &mut self,
         now: Instant,
         request: Result<ConnectionRequest, Violation>,
-        authenticated: bool,
+        peer: IpAddr,
         attach: Attach,
         reply: oneshot::Sender<Connected>,
     ) {
@@ -488,37 +534,133 @@ impl Hub {
             .ok()
             .and_then(|r| r.reconnect)
             .and_then(|rc| rc.token);
+        match self.registry.handle_connect(now, request) {
+            Connect::Answered(outcome) => self.answer(now, outcome, principal, attach, reply),
+            Connect::Incoming(incoming) => self.decide(now, incoming, peer, attach, reply),
+        }
+        // A refused reconnection (118) closes the session it named.
+        if let Some(t) = reconnecting {
+            self.process(t);
+        }
+    }
+
+    /// The first phase of a new session: accepted at once without a users
+    /// file, refused when anonymous, else its password goes to the bounded
+    /// checks and the hub carries on; [`checked`](Self::checked) ends it.
+    fn decide(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        peer: IpAddr,
+        attach: Attach,
+        reply: oneshot::Sender<Connected>,
+    ) {
+        let principal = incoming.request().principal.clone();
+        if self.stopping {
+            let outcome = self.registry.refuse(incoming, Refuse::NotReady);
+            return self.answer(now, outcome, principal, attach, reply);
+        }
+        let Some((checks, hub)) = &self.passwords else {
+            return self.admit(now, incoming, principal, attach, reply);
+        };
+        let Some(claimed) = principal.clone() else {
+            let outcome = self.registry.refuse(incoming, Refuse::BadCredentials);
+            return self.answer(now, outcome, principal, attach, reply);
+        };
+        let password = match &incoming.request().credentials {
+            Credentials::Text(t) => t.as_bytes().to_vec(),
+            Credentials::Binary(b) => b.clone(),
+            _ => Vec::new(),
+        };
+        let (checks, hub) = (Arc::clone(checks), hub.clone());
+        let mut reply = reply;
+        tokio::spawn(async move {
+            let verdict = tokio::select! {
+                v = checks.check(peer, claimed, password) => v,
+                // The client went away: the check is dropped, which gives
+                // its address's place back.
+                () = reply.closed() => return,
+            };
+            if let Some(hub) = hub.upgrade() {
+                let checked = Command::Checked {
+                    incoming,
+                    verdict,
+                    attach,
+                    reply,
+                };
+                let _ = hub.send(checked).await;
+            }
+        });
+    }
+
+    /// The second phase: the password check's verdict ends in accept or
+    /// refuse (a check that could not run is the layer's `Refuse::Busy`).
+    fn checked(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        verdict: Verdict,
+        attach: Attach,
+        reply: oneshot::Sender<Connected>,
+    ) {
+        let principal = incoming.request().principal.clone();
+        let why = match verdict {
+            _ if self.stopping => Refuse::NotReady,
+            Verdict::Accepted => return self.admit(now, incoming, principal, attach, reply),
+            Verdict::Refused => Refuse::BadCredentials,
+            Verdict::Busy => Refuse::Busy,
+        };
+        let outcome = self.registry.refuse(incoming, why);
+        self.answer(now, outcome, principal, attach, reply);
+    }
+
+    /// Opens the session for `principal`.
+    fn admit(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        principal: Option<String>,
+        attach: Attach,
+        reply: oneshot::Sender<Connected>,
+    ) {
+        // With principal takeover on, the principal's sessions may close.
+        let prior: Vec<SessionToken> = principal
+            .as_deref()
+            .map(|p| self.registry.sessions_of(p).collect())
+            .unwrap_or_default();
+        let outcome = self.registry.accept(now, incoming, principal.clone());
+        self.answer(now, outcome, principal, attach, reply);
+        for p in prior {
+            self.process(p);
+        }
+    }
+
+    /// Sends the registry's answer to a connection attempt, attaches the
+    /// session it opened or resumed, and logs it.
+    fn answer(
+        &mut self,
+        now: Instant,
+        outcome: ConnectOutcome,
+        principal: Option<String>,
+        attach: Attach,
+        reply: oneshot::Sender<Connected>,
+    ) {
         let transport = match attach {
             Attach::WebSocket(_) => ConnectionType::WebSocket,
             Attach::Http => ConnectionType::HttpPolling,
         };
-        let prior = principal
-            .as_ref()
-            .and_then(|p| self.by_principal.get(p))
-            .copied();
-        if let Some(token) = reconnecting {
-            // A reconnection carrying the session's token is the client
-            // saying its old connection is gone, whether or not the server
-            // noticed: HTTP polling connections cannot be seen to drop, and a
-            // WebSocket may be half open (the client moved networks). Without
-            // this the session, connected as far as it knows, would refuse
-            // (115) and the real client would give up (HANDSHAKE_REJECTED).
-            let connected = self
-                .registry
-                .session(&token)
-                .is_some_and(|s| s.state() == SessionState::Connected);
-            if connected {
-                if let Some(s) = self.registry.session_mut(&token) {
-                    s.handle_event(now, SessionEvent::TransportLost);
-                }
-                self.process(token);
-            }
-        }
-        self.registry.authenticator_mut().0 = authenticated && !self.stopping;
-        let outcome = self.registry.connect(now, request);
         let response = outcome.response.to_bytes();
         match (outcome.session, outcome.refused) {
             (Some(token), None) => {
+                if outcome.displaced {
+                    // The old transport goes first, before this one attaches.
+                    if let (Some(mut s), Some(e)) = (
+                        self.registry.session_mut(&token),
+                        self.entries.get_mut(&token),
+                    ) {
+                        handle_events(now, &mut s, e, &mut self.events);
+                    }
+                }
                 let reconnected = self.entries.contains_key(&token);
                 let Some(session) = self.registry.session(&token) else {
                     let _ = reply.send(Connected {
@@ -528,15 +670,11 @@ impl Hub {
                     return;
                 };
                 let id = session.id();
-                let session_principal = session.principal().map(str::to_owned);
                 let entry = self.entries.entry(token).or_insert_with(|| Entry {
-                    id,
-                    principal: session_principal,
                     opened: now,
                     conn: None,
                     polls: Vec::new(),
                     sends: Vec::new(),
-                    scheduled: None,
                 });
                 entry.conn = match attach {
                     Attach::WebSocket(c) => Some(c),
@@ -545,18 +683,13 @@ impl Hub {
                 let record = Record {
                     event: if reconnected { "reconnected" } else { "opened" },
                     session: Some(id),
-                    principal: entry.principal.as_deref(),
+                    principal: session.principal(),
                     transport: Some(transport),
                     code: Some(outcome.response.code.code()),
                     ..Record::default()
                 };
                 self.events.record(&record);
                 tracing::debug!(session = %id, transport = transport_name(transport), reconnected, "session attached");
-                if !reconnected {
-                    if let Some(p) = principal {
-                        self.by_principal.insert(p, token);
-                    }
-                }
                 if reply
                     .send(Connected {
                         response,
@@ -565,7 +698,7 @@ impl Hub {
                     .is_err()
                 {
                     // The connection went away while we decided.
-                    if let Some(s) = self.registry.session_mut(&token) {
+                    if let Some(mut s) = self.registry.session_mut(&token) {
                         s.handle_event(now, SessionEvent::TransportLost);
                     }
                 }
@@ -590,21 +723,13 @@ impl Hub {
                 });
             }
         }
-        // A new session may have taken over an identity, and a refused
-        // reconnection (118) closes the session it named.
-        if let Some(p) = prior {
-            self.process(p);
-        }
-        if let Some(t) = reconnecting {
-            self.process(t);
-        }
     }
 
     /// Drives one session's outputs: application events, transmits, the
     /// close decision, and its next timer.
     fn process(&mut self, token: SessionToken) {
         let now = Instant::now();
-        let Some(session) = self.registry.session_mut(&token) else {
+        let Some(mut session) = self.registry.session_mut(&token) else {
             if let Some(e) = self.entries.remove(&token) {
                 answer_all(e.polls, e.sends, HttpAnswer::Abort, HttpAnswer::Drop);
             }
@@ -613,47 +738,8 @@ impl Hub {
         let Some(entry) = self.entries.get_mut(&token) else {
             return;
         };
-        while let Some(event) = session.poll_event() {
-            match event {
-                Event::Message(Message::ServiceRequest(req)) => {
-                    // Section 3: every service but the pings (which the
-                    // session answers) is unknown here.
-                    if req.conversation != 0 {
-                        session.send(
-                            now,
-                            Message::ServiceError(ServiceError {
-                                conversation: req.conversation,
-                                message: "unknown service".into(),
-                                code: UNKNOWN_SERVICE_ERROR,
-                            }),
-                        );
-                    }
-                }
-                Event::Message(m) => {
-                    tracing::debug!(session = %entry.id, kind = ?m.message_type(), "message ignored");
-                }
-                Event::Disconnected {
-                    reason, violation, ..
-                } => {
-                    self.events.record(&Record {
-                        event: "disconnected",
-                        session: Some(entry.id),
-                        principal: entry.principal.as_deref(),
-                        transport: Some(session.transport()),
-                        reason: Some(reason),
-                        violation,
-                        ..Record::default()
-                    });
-                    // Drop the transport; the session waits for a reconnection.
-                    if let Some(c) = entry.conn.take() {
-                        c.close(None, false);
-                    }
-                    let polls = std::mem::take(&mut entry.polls);
-                    let sends = std::mem::take(&mut entry.sends);
-                    answer_all(polls, sends, HttpAnswer::Reconnect, HttpAnswer::Reconnect);
-                }
-            }
-        }
+        let id = session.id();
+        handle_events(now, &mut session, entry, &mut self.events);
         // A close comes first: its transmits (the ABORT) must be the last
         // thing written, not drained as an ordinary message.
         if let Some(close) = session.poll_close() {
@@ -661,15 +747,15 @@ impl Hub {
             let transport = session.transport();
             self.events.record(&Record {
                 event: "closed",
-                session: Some(entry.id),
-                principal: entry.principal.as_deref(),
+                session: Some(id),
+                principal: session.principal(),
                 transport: Some(transport),
                 reason: Some(close.reason),
                 violation: close.violation,
                 abort_sent: Some(close.abort_sent),
                 ..Record::default()
             });
-            tracing::debug!(session = %entry.id, reason = %close, "session closed");
+            tracing::debug!(session = %id, reason = %close, "session closed");
             let mut last = None;
             while let Some(t) = session.poll_transmit() {
                 match t {
@@ -682,67 +768,22 @@ impl Hub {
                 }
             }
             if let Some(c) = entry.conn.take() {
-                // Recoverable reasons and failover just drop the socket;
-                // the others end the WebSocket properly.
-                let frame =
-                    !close.reason.is_recoverable() && close.reason != CloseReason::FailedOver;
-                c.close(last, frame);
+                c.close(last, close.sends_close_frame());
             }
             if let Some(e) = self.entries.remove(&token) {
-                let poll_answer = if sends_abort(close.reason) {
-                    HttpAnswer::Abort
-                } else {
-                    HttpAnswer::Drop
-                };
+                let poll_answer = HttpAnswer::from(close.http_answer());
                 answer_all(e.polls, e.sends, poll_answer, HttpAnswer::Drop);
-                if let Some(p) = &e.principal {
-                    if self.by_principal.get(p) == Some(&token) {
-                        self.by_principal.remove(p);
-                    }
-                }
             }
             self.closed_since_reap += 1;
             return;
         }
-        drain_transmits(session, entry);
-        if let Some(t) = session.poll_timeout() {
-            if entry.scheduled.is_none_or(|s| t < s) {
-                entry.scheduled = Some(t);
-                self.timers.push(Reverse((t, token)));
-            }
-        }
+        drain_transmits(&mut session, entry);
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        for _ in 0..TIMER_BUDGET {
-            let Some(Reverse((t, token))) = self.timers.peek().copied() else {
-                return;
-            };
-            if t > now {
-                return;
-            }
-            self.timers.pop();
-            let Some(entry) = self.entries.get_mut(&token) else {
-                continue;
-            };
-            if entry.scheduled == Some(t) {
-                entry.scheduled = None;
-            } else {
-                // A stale entry: a later deadline that was superseded.
-                continue;
-            }
-            if let Some(s) = self.registry.session_mut(&token) {
-                s.handle_timeout(now);
-            }
+        self.last_timers = Some(now);
+        for token in self.registry.handle_timeout(now) {
             self.process(token);
-            // Never spin on a deadline that did not move.
-            if let Some(e) = self.entries.get_mut(&token) {
-                if e.scheduled.is_some_and(|s| s <= now) {
-                    let later = now + Duration::from_millis(1);
-                    e.scheduled = Some(later);
-                    self.timers.push(Reverse((later, token)));
-                }
-            }
         }
     }
 
@@ -758,8 +799,8 @@ impl Hub {
                     SessionState::Closed(_) => return None,
                 };
                 Some(SessionInfo {
-                    id: e.id.to_string(),
-                    principal: e.principal.clone(),
+                    id: s.id().to_string(),
+                    principal: s.principal().map(str::to_owned),
                     transport: transport_name(s.transport()),
                     state,
                     age_ms: u64::try_from(now.saturating_duration_since(e.opened).as_millis())
@@ -778,10 +819,63 @@ impl Hub {
         let tokens: Vec<SessionToken> = self.entries.keys().copied().collect();
         tracing::info!(sessions = tokens.len(), "aborting open sessions");
         for token in tokens {
-            if let Some(s) = self.registry.session_mut(&token) {
+            if let Some(mut s) = self.registry.session_mut(&token) {
                 s.handle_event(now, SessionEvent::Shutdown);
             }
             self.process(token);
+        }
+    }
+}
+
+/// Hands a session's events to the application: messages (the pings are
+/// the session's own; other service requests are unknown here), and a lost
+/// transport, which is dropped while the session waits for a reconnection.
+fn handle_events(
+    now: Instant,
+    session: &mut sessionwire::session::Session,
+    entry: &mut Entry,
+    events: &mut EventLog,
+) {
+    let id = session.id();
+    while let Some(event) = session.poll_event() {
+        match event {
+            Event::Message(Message::ServiceRequest(req)) => {
+                // Section 3: every service but the pings (which the
+                // session answers) is unknown here.
+                if req.conversation != 0 {
+                    session.send(
+                        now,
+                        Message::ServiceError(ServiceError {
+                            conversation: req.conversation,
+                            message: "unknown service".into(),
+                            code: UNKNOWN_SERVICE_ERROR,
+                        }),
+                    );
+                }
+            }
+            Event::Message(m) => {
+                tracing::debug!(session = %id, kind = ?m.message_type(), "message ignored");
+            }
+            Event::Disconnected {
+                reason, violation, ..
+            } => {
+                events.record(&Record {
+                    event: "disconnected",
+                    session: Some(id),
+                    principal: session.principal(),
+                    transport: Some(session.transport()),
+                    reason: Some(reason),
+                    violation,
+                    ..Record::default()
+                });
+                // Drop the transport; the session waits for a reconnection.
+                if let Some(c) = entry.conn.take() {
+                    c.close(None, false);
+                }
+                let polls = std::mem::take(&mut entry.polls);
+                let sends = std::mem::take(&mut entry.sends);
+                answer_all(polls, sends, HttpAnswer::Reconnect, HttpAnswer::Reconnect);
+            }
         }
     }
 }
@@ -872,7 +966,7 @@ mod tests {
         });
         hub.send(Command::Connect {
             request: ConnectionRequest::from_query("/diffusion?ty=WB&v=29&ca=8&r=0"),
-            authenticated: true,
+            peer: IpAddr::from([127, 0, 0, 1]),
             attach,
             reply,
         })
@@ -1008,7 +1102,7 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         hub.send(Command::Connect {
             request: ConnectionRequest::from_query("ty=WB&v=29&ca=8&r=5000"),
-            authenticated: true,
+            peer: IpAddr::from([127, 0, 0, 1]),
             attach: first,
             reply,
         })
@@ -1021,7 +1115,7 @@ mod tests {
         let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=0", token.as_str());
         hub.send(Command::Connect {
             request: ConnectionRequest::from_query(&q),
-            authenticated: false,
+            peer: IpAddr::from([127, 0, 0, 1]),
             attach: second,
             reply,
         })
@@ -1037,6 +1131,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn section_2_with_a_users_file_anonymous_and_unknown_principals_get_116() {
+        let (tx, rx) = mpsc::channel(16);
+        let users = Arc::new(crate::users::Users::default());
+        let checks = Arc::new(PasswordChecks::start(users).unwrap());
+        let hub = Hub::new(Limits::default(), quiet(), EventLog::open(None).unwrap());
+        tokio::spawn(hub.with_passwords(checks, &tx).run(rx));
+        // Anonymous: refused without a check; alice: refused by the check.
+        for q in [
+            "ty=WB&v=29&ca=8&r=0",
+            "ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D",
+        ] {
+            let (reply, answer) = oneshot::channel();
+            tx.send(Command::Connect {
+                request: ConnectionRequest::from_query(q),
+                peer: IpAddr::from([127, 0, 0, 1]),
+                attach: Attach::Http,
+                reply,
+            })
+            .await
+            .unwrap();
+            let connected = answer.await.unwrap();
+            assert_eq!(connected.response[2], 116, "{q}");
+            assert!(connected.token.is_none());
+        }
+    }
+
+    #[tokio::test]
     async fn section_6_http_poll_is_answered_by_a_send() {
         let hub = start(quiet());
         let (reply, answer) = oneshot::channel();
@@ -1044,7 +1165,7 @@ mod tests {
             ConnectionRequest::from_headers([("ty", "B"), ("v", "29"), ("ca", "8"), ("r", "0")]);
         hub.send(Command::Connect {
             request,
-            authenticated: true,
+            peer: IpAddr::from([127, 0, 0, 1]),
             attach: Attach::Http,
             reply,
         })

@@ -25,6 +25,10 @@
 //!   and every session; connections talk to it over bounded channels;
 //! - `control`: the control API on its own listener, behind a bearer token;
 //! - `events`: the JSON-lines event log;
+//! - `passwords`: the pool that checks passwords, bounded in memory, in
+//!   waiting and per source address;
+//! - `slots`: per-source-address bounds on connections that have not sent
+//!   a request head;
 //! - [`users`]: the users file (principal and Argon2 password hash) and
 //!   [`users::add_user`], behind `sessionwire add-user`.
 //!
@@ -38,7 +42,9 @@ mod control;
 mod events;
 mod http;
 mod hub;
+mod passwords;
 mod response;
+mod slots;
 pub mod users;
 mod ws;
 
@@ -49,9 +55,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessionwire::session::handshake::{ConnectionRequest, Credentials};
+pub use hyper::header::HeaderValue;
 use sessionwire::session::SessionConfig;
-use sessionwire::{Limits, Violation};
+use sessionwire::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -59,6 +65,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use self::control::ControlToken;
 use self::events::EventLog;
 use self::hub::{Command, Hub};
+use self::passwords::PasswordChecks;
+use self::slots::{Pending, SOURCE_PENDING};
 use self::users::Users;
 
 /// How long shutdown may take, from the signal to the exit.
@@ -67,9 +75,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Capacity of the channel into the hub: connections wait (and stop
 /// reading) when it is full.
 const HUB_QUEUE: usize = 4096;
-
-/// Password checks running at once (each Argon2 check takes tens of MiB).
-const CONCURRENT_PASSWORD_CHECKS: usize = 2;
 
 /// WebSocket read buffer: eagerly allocated per connection, so small.
 const WS_READ_BUFFER: usize = 4 * 1024;
@@ -96,6 +101,30 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Per-session settings (pings, poll timeouts).
     pub session: SessionConfig,
+    /// HTTP polling: the browser origins (`https://app.example`, see
+    /// [`parse_origin`]) whose pages may read the answers, credentials
+    /// included. None by default: no CORS headers at all.
+    pub allow_origins: Vec<HeaderValue>,
+}
+
+/// An allowed origin: a serialized origin, compared byte for byte with the
+/// request's `Origin` (`null` is refused: any sandboxed page sends it).
+///
+/// ```
+/// assert!(sessionwire_server::parse_origin("https://app.example/").is_ok());
+/// assert!(sessionwire_server::parse_origin("null").is_err());
+/// ```
+pub fn parse_origin(s: &str) -> Result<HeaderValue, String> {
+    let origin = s.trim_end_matches('/');
+    let scheme_ok = origin.split_once("://").is_some_and(|(scheme, host)| {
+        matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+    });
+    if !scheme_ok {
+        return Err(format!(
+            "{s:?} is not an origin (scheme://host[:port], e.g. https://app.example)"
+        ));
+    }
+    HeaderValue::from_str(origin).map_err(|e| format!("{s:?}: {e}"))
 }
 
 impl Default for ServerConfig {
@@ -109,6 +138,7 @@ impl Default for ServerConfig {
             control_token_file: None,
             users: None,
             events: None,
+            allow_origins: Vec::new(),
             limits: Limits::default(),
             session: SessionConfig {
                 ping_period: Some(Duration::from_secs(30)),
@@ -140,10 +170,13 @@ pub(crate) struct Shared {
     pub limits: Limits,
     /// Per-connection WebSocket settings.
     pub ws_config: WebSocketConfig,
-    /// The users file, when one was given.
-    pub users: Option<Arc<Users>>,
-    /// Bounds the password checks running at once.
-    pub password_checks: Semaphore,
+    /// `--allow-origin` values.
+    pub allow_origins: Vec<HeaderValue>,
+    /// Connections waiting for a request head, per source address.
+    pub pending: Arc<Pending>,
+    /// WebSocket connections: taken before the 101, held until the task
+    /// ends.
+    pub ws_slots: Arc<Semaphore>,
     /// Bounds the HTTP connections open at once.
     pub connections: Arc<Semaphore>,
     /// Connection numbers.
@@ -158,73 +191,6 @@ impl Shared {
     /// A fresh connection number.
     pub fn next_conn(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Decides the credentials of a new session before it reaches the hub
-    /// (Argon2 is slow: it runs on the blocking pool, a few at a time).
-    pub async fn authenticate(&self, request: &Result<ConnectionRequest, Violation>) -> bool {
-        let (users, principal, password) = match credentials_check(self.users.as_ref(), request) {
-            Check::Allow => return true,
-            Check::Deny => return false,
-            Check::Verify {
-                users,
-                principal,
-                password,
-            } => (users, principal, password),
-        };
-        let Ok(_permit) = self.password_checks.acquire().await else {
-            return false;
-        };
-        tokio::task::spawn_blocking(move || users.verify(&principal, &password))
-            .await
-            .unwrap_or(false)
-    }
-}
-
-/// What a connection request's credentials need.
-#[derive(Debug)]
-enum Check {
-    /// Nothing to check.
-    Allow,
-    /// Refused without a check.
-    Deny,
-    /// A password to verify against the users file.
-    Verify {
-        users: Arc<Users>,
-        principal: String,
-        password: Vec<u8>,
-    },
-}
-
-/// Without a users file anyone connects; with one, a new session needs a
-/// listed principal and its password (anonymous ones are refused).
-/// Reconnections (the session token is their credential) and faulty
-/// requests pass: the registry decides those.
-fn credentials_check(
-    users: Option<&Arc<Users>>,
-    request: &Result<ConnectionRequest, Violation>,
-) -> Check {
-    let Some(users) = users else {
-        return Check::Allow;
-    };
-    let Ok(request) = request else {
-        return Check::Allow;
-    };
-    if request.reconnect.is_some() {
-        return Check::Allow;
-    }
-    let Some(principal) = request.principal.clone() else {
-        return Check::Deny;
-    };
-    let password = match &request.credentials {
-        Credentials::Text(t) => t.as_bytes().to_vec(),
-        Credentials::Binary(b) => b.clone(),
-        _ => Vec::new(),
-    };
-    Check::Verify {
-        users: Arc::clone(users),
-        principal,
-        password,
     }
 }
 
@@ -285,6 +251,13 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         }
         None => None,
     };
+    let passwords = match &users {
+        Some(u) => Some(
+            PasswordChecks::start(Arc::clone(u))
+                .map_err(|e| format!("cannot start the password checks: {e}"))?,
+        ),
+        None => None,
+    };
     let events = EventLog::open(args.events.as_deref()).map_err(|e| format!("--events: {e}"))?;
     let listener = TcpListener::bind(args.listen)
         .await
@@ -318,18 +291,25 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
     let http_connections = limits.max_clients().saturating_mul(2).saturating_add(64);
+    let connections = Arc::new(Semaphore::new(http_connections));
     let shared = Arc::new(Shared {
         hub: hub_tx,
         limits: limits.clone(),
         ws_config,
-        users,
-        password_checks: Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
-        connections: Arc::new(Semaphore::new(http_connections)),
+        allow_origins: args.allow_origins.clone(),
+        pending: Pending::new(SOURCE_PENDING, Arc::clone(&connections), http_connections),
+        ws_slots: Arc::new(Semaphore::new(
+            limits.max_clients().saturating_add(ws::WS_SLACK),
+        )),
+        connections,
         next_conn: AtomicU64::new(1),
         ws_tasks: AtomicUsize::new(0),
         stop: stop_rx.clone(),
     });
-    let hub = Hub::new(limits, args.session.clone(), events);
+    let mut hub = Hub::new(limits, args.session.clone(), events);
+    if let Some(checks) = passwords {
+        hub = hub.with_passwords(Arc::new(checks), &shared.hub);
+    }
     let hub = tokio::spawn(hub.run(hub_rx));
     tokio::spawn(http::accept_loop(listener, Arc::clone(&shared)));
 
@@ -429,56 +409,25 @@ pub async fn wait_for_signal() {
 mod tests {
     use super::*;
 
-    fn request(q: &str) -> Result<ConnectionRequest, Violation> {
-        ConnectionRequest::from_query(q)
-    }
-
     #[test]
-    fn section_2_without_a_users_file_anyone_connects() {
-        for q in [
-            "ty=WB&v=29&ca=8&r=0",
-            "ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D",
+    fn cors_allow_origin_takes_serialized_origins_only() {
+        assert_eq!(
+            parse_origin("https://app.example/").unwrap(),
+            "https://app.example"
+        );
+        assert_eq!(
+            parse_origin("http://127.0.0.1:8000").unwrap(),
+            "http://127.0.0.1:8000"
+        );
+        for bad in [
+            "null",
+            "*",
+            "app.example",
+            "https://",
+            "https://a/path",
+            "ftp://a",
         ] {
-            assert!(matches!(credentials_check(None, &request(q)), Check::Allow));
+            assert!(parse_origin(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn section_2_with_a_users_file_anonymous_is_refused_and_principals_are_checked() {
-        let users = Arc::new(Users::default());
-        let anonymous = request("ty=WB&v=29&ca=8&r=0");
-        assert!(matches!(
-            credentials_check(Some(&users), &anonymous),
-            Check::Deny
-        ));
-        let alice = request("ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D");
-        match credentials_check(Some(&users), &alice) {
-            Check::Verify {
-                principal,
-                password,
-                ..
-            } => assert_eq!(
-                (principal.as_str(), &password[..]),
-                ("alice", &b"s3cret"[..])
-            ),
-            other => panic!("{other:?}"),
-        }
-        let no_password = request("ty=WB&v=29&ca=8&r=0&username=alice");
-        match credentials_check(Some(&users), &no_password) {
-            Check::Verify { password, .. } => assert!(password.is_empty()),
-            other => panic!("{other:?}"),
-        }
-        // The token is a reconnection's credential; a faulty request is
-        // refused by the registry with its own code.
-        let reconnect = request("ty=WB&v=29&ca=8&r=0&c=AAAAAAAAAAAAAAAAAAAAAAAA&cs=1&ss=0");
-        assert!(matches!(
-            credentials_check(Some(&users), &reconnect),
-            Check::Allow
-        ));
-        let faulty = request("ty=WB&v=28&ca=8&r=0");
-        assert!(matches!(
-            credentials_check(Some(&users), &faulty),
-            Check::Allow
-        ));
     }
 }

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 /// The longest principal accepted.
 pub const MAX_PRINCIPAL: usize = 256;
@@ -128,21 +128,81 @@ impl Users {
     /// Whether `password` is `principal`'s. An unknown principal costs as
     /// much as a known one (a dummy hash is checked), so timing does not
     /// tell which principals exist.
+    #[cfg(test)]
     pub fn verify(&self, principal: &str, password: &[u8]) -> bool {
+        let mut blocks = vec![Block::default(); self.max_blocks()];
+        self.verify_in(principal, password, &mut blocks)
+    }
+
+    /// Checks `password` like `verify` (tests only), with the Argon2 working memory
+    /// supplied by the caller (at least [`max_blocks`](Self::max_blocks)
+    /// blocks): a checking thread reuses one buffer instead of allocating
+    /// (and leaving resident) a fresh one per check. A hash needing more
+    /// blocks than given fails.
+    pub fn verify_in(&self, principal: &str, password: &[u8], blocks: &mut [Block]) -> bool {
         match self.hashes.get(principal) {
-            Some(hash) => check(hash, password),
+            Some(hash) => check_in(hash, password, blocks),
             None => {
-                let _ = check(dummy_hash(), password);
+                let _ = check_in(dummy_hash(), password, blocks);
                 false
             }
         }
     }
+
+    /// The most Argon2 blocks (1 KiB each) one check of this file needs,
+    /// the unknown-principal check included.
+    pub fn max_blocks(&self) -> usize {
+        self.hashes
+            .values()
+            .map(String::as_str)
+            .chain([dummy_hash()])
+            .filter_map(|h| PasswordHash::new(h).ok())
+            .filter_map(|h| Params::try_from(&h).ok())
+            .map(|p| p.block_count())
+            .max()
+            .unwrap_or(0)
+    }
 }
 
-fn check(hash: &str, password: &[u8]) -> bool {
-    PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password, &h).is_ok())
-        .unwrap_or(false)
+/// Verifies `password` against the PHC string `hash`, computing in `blocks`.
+fn check_in(hash: &str, password: &[u8], blocks: &mut [Block]) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let (Ok(params), Some(salt), Some(expected)) =
+        (Params::try_from(&parsed), parsed.salt, parsed.hash)
+    else {
+        return false;
+    };
+    let needed = params.block_count();
+    let Some(memory) = blocks.get_mut(..needed) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = [0u8; 64];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let argon = Argon2::new(algorithm, version, params);
+    if argon
+        .hash_password_into_with_memory(password, salt, out, memory)
+        .is_err()
+    {
+        return false;
+    }
+    // `Output` compares in constant time.
+    Output::new(out).is_ok_and(|computed| computed == expected)
 }
 
 fn dummy_hash() -> &'static str {

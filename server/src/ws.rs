@@ -8,6 +8,12 @@
 //! message over `--max-message-size` is refused by the WebSocket layer
 //! before it is buffered (MESSAGE_TOO_LARGE).
 //!
+//! RFC 6455: the upgrade needs a `Sec-WebSocket-Key` that is base64 of 16
+//! bytes (else 400) and a free WebSocket slot, taken before the 101 (else
+//! 503); a client's close frame is answered with a close frame; one with a
+//! code that must not be sent, a 1-byte payload or a reason that is not
+//! UTF-8 closes the session INVALID_INBOUND_MESSAGE.
+//!
 //! On the hub's [`Out::Close`] the task writes the ABORT it carries (if any)
 //! and then ends the WebSocket with a close frame, or just drops the socket
 //! (recoverable reasons, so that the client reconnects).
@@ -30,7 +36,8 @@ use tokio::io::AsyncReadExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
@@ -39,7 +46,7 @@ use super::Shared;
 
 /// WebSocket connections allowed beyond --max-clients (closing ones, refused
 /// ones being answered).
-const WS_SLACK: usize = 256;
+pub(crate) const WS_SLACK: usize = 256;
 
 /// How long the hub's close order may take to arrive once signalled.
 const FINAL_WRITE: Duration = Duration::from_secs(1);
@@ -67,12 +74,6 @@ pub fn upgrade<B>(
     shared: Arc<Shared>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    // Every session has at most one WebSocket; a few more may be closing.
-    let most = shared.limits.max_clients().saturating_add(WS_SLACK);
-    if shared.ws_tasks.load(Ordering::Acquire) >= most {
-        tracing::warn!(%peer, "too many WebSocket connections: upgrade refused");
-        return super::response::respond(StatusCode::SERVICE_UNAVAILABLE, "busy\n");
-    }
     let version_ok = req
         .headers()
         .get("sec-websocket-version")
@@ -86,6 +87,20 @@ pub fn upgrade<B>(
             .insert("sec-websocket-version", HeaderValue::from_static("13"));
         return r;
     }
+    if !valid_key(key.as_bytes()) {
+        return super::response::respond(
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be base64 of 16 bytes\n",
+        );
+    }
+    // Every session has at most one WebSocket; a few more may be closing.
+    // The slot is taken here, before the 101, and held by the connection
+    // task: a burst of upgrades cannot get more 101s than there are slots.
+    let Ok(slot) = Arc::clone(&shared.ws_slots).try_acquire_owned() else {
+        // Debug, not warn: a burst would flood the log with one line each.
+        tracing::debug!(%peer, "too many WebSocket connections: upgrade refused");
+        return super::response::respond(StatusCode::SERVICE_UNAVAILABLE, "busy\n");
+    };
     let target = req
         .uri()
         .path_and_query()
@@ -96,6 +111,7 @@ pub fn upgrade<B>(
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     tokio::spawn(async move {
+        let _slot = slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 shared.ws_tasks.fetch_add(1, Ordering::AcqRel);
@@ -105,7 +121,7 @@ pub fn upgrade<B>(
                     Some(shared.ws_config),
                 )
                 .await;
-                run(ws, request, &shared).await;
+                run(ws, request, &shared, peer).await;
                 shared.ws_tasks.fetch_sub(1, Ordering::AcqRel);
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
@@ -166,17 +182,52 @@ fn frame_fault() -> Violation {
     )
 }
 
+/// Whether a client's close frame carried a code RFC 6455 section 7.4 does
+/// not allow on the wire (below 1000, 1004 to 1006, 1015, 1016 to 2999,
+/// 5000 and up). tungstenite hands such a frame on with the code replaced
+/// by 1002 and this reason (and answers it with that 1002 itself), so that
+/// pair is what an invalid code looks like from here.
+fn replaced_close_code(frame: &CloseFrame) -> bool {
+    frame.code == CloseCode::Protocol && frame.reason.as_str() == TUNGSTENITE_REPLACED_REASON
+}
+
+/// The reason tungstenite puts in place of an invalid close code's frame.
+const TUNGSTENITE_REPLACED_REASON: &str = "Protocol violation";
+
+/// A close frame with a code that must not be sent.
+fn close_code_fault() -> Violation {
+    Violation::new(
+        ViolationKind::MalformedField(Field::Named("websocket close code")),
+        0,
+    )
+}
+
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-async fn run(mut ws: Ws, request: Result<ConnectionRequest, Violation>, shared: &Shared) {
-    let authenticated = shared.authenticate(&request).await;
+/// Whether a `Sec-WebSocket-Key` is what RFC 6455 section 4.1 asks: the
+/// base64 of 16 bytes (so 24 characters, padding included).
+fn valid_key(key: &[u8]) -> bool {
+    use base64::Engine as _;
+    let mut out = [0u8; 18];
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode_slice(key, &mut out)
+            .is_ok_and(|n| n == 16)
+}
+
+async fn run(
+    mut ws: Ws,
+    request: Result<ConnectionRequest, Violation>,
+    shared: &Shared,
+    peer: SocketAddr,
+) {
     let conn = shared.next_conn();
     let (tx, mut rx) = mpsc::channel(CONN_QUEUE);
     let signal = Arc::new(ConnSignal::default());
     let (reply_tx, reply_rx) = oneshot::channel::<Connected>();
     let command = Command::Connect {
         request,
-        authenticated,
+        peer: peer.ip(),
         attach: Attach::WebSocket(WsConn {
             conn,
             tx,
@@ -194,15 +245,7 @@ async fn run(mut ws: Ws, request: Result<ConnectionRequest, Violation>, shared: 
     let sent = ws.send(WsMessage::Binary(connected.response)).await;
     let Some(token) = connected.token else {
         // Refused: close after the response.
-        finish(
-            ws,
-            CloseOrder {
-                before: Vec::new(),
-                last: None,
-                frame: true,
-            },
-        )
-        .await;
+        finish(ws, CloseOrder::frame_only()).await;
         return;
     };
     if sent.is_err() {
@@ -262,7 +305,22 @@ async fn run(mut ws: Ws, request: Result<ConnectionRequest, Violation>, shared: 
                     },
                     // Control frames: tungstenite answers pings itself.
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
-                    Some(Ok(WsMessage::Close(_))) | None => {
+                    Some(Ok(WsMessage::Close(Some(frame)))) if replaced_close_code(&frame) => {
+                        Command::Fault {
+                            token,
+                            conn,
+                            violation: close_code_fault(),
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(_))) => {
+                        // RFC 6455 section 5.5.1: answer with a close frame
+                        // before the socket goes (tungstenite queued it,
+                        // echoing the code; flushing writes it).
+                        let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
+                        lost(shared, token, conn, false).await;
+                        return;
+                    }
+                    None => {
                         lost(shared, token, conn, false).await;
                         return;
                     }
@@ -297,6 +355,17 @@ struct CloseOrder {
     before: Vec<Bytes>,
     last: Option<Bytes>,
     frame: bool,
+}
+
+impl CloseOrder {
+    /// Nothing more to write but the close frame.
+    fn frame_only() -> CloseOrder {
+        CloseOrder {
+            before: Vec::new(),
+            last: None,
+            frame: true,
+        }
+    }
 }
 
 /// Waits (bounded) for the hub's close order.

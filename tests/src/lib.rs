@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+pub mod attack;
 pub mod server;
 
 /// The workspace root.

@@ -711,8 +711,22 @@ fn add_user(users: &std::path::Path, principal: &str, password: &str) {
 }
 
 #[tokio::test]
-async fn section_8_same_principal_again_closes_session_taken_over() {
-    let server = Server::start_with(&["--ping-period", "0"], |dir| {
+async fn section_1_row_15_sessions_of_one_principal_coexist_by_default() {
+    let server = Server::start(&["--ping-period", "0"]);
+    let alice = ConnectOptions::default().with_user("alice", "s3cret");
+    let mut first = ws_connect(&server, &alice).await;
+    let mut second = ws_connect(&server, &alice).await;
+    let third = http_connect(&server, &alice).await;
+    assert_ne!(session_id(first.response()), session_id(second.response()));
+    within("first", first.user_ping()).await.unwrap();
+    within("second", second.user_ping()).await.unwrap();
+    within("third", third.user_ping()).await.unwrap();
+    within("first again", first.user_ping()).await.unwrap();
+}
+
+#[tokio::test]
+async fn section_8_principal_takeover_when_enabled_closes_session_taken_over() {
+    let server = Server::start_with(&["--ping-period", "0", "--principal-takeover"], |dir| {
         let users = dir.join("users");
         add_user(&users, "alice", "s3cret");
         vec!["--users".to_owned(), users.display().to_string()]

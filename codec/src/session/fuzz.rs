@@ -18,8 +18,8 @@ use bytes::Bytes;
 
 use crate::message::{Message, TopicMessage};
 use crate::session::handshake::{ConnectionRequest, ConnectionType};
-use crate::session::ids::SessionToken;
-use crate::session::registry::{AllowAll, Registry};
+use crate::session::ids::{SeededRandom, SessionToken};
+use crate::session::registry::{Connect, ConnectOutcome, Registry};
 use crate::session::state::{Session, SessionConfig, SessionEvent, SessionState, Transmit};
 use crate::{CloseReason, Limits};
 
@@ -95,7 +95,9 @@ struct Watch {
 ///
 /// Returns the first close decision of any session and the index of the step
 /// that led to it, so that a corpus can record what each input does.
-pub fn session(data: &[u8]) -> Option<(CloseReason, usize)> {
+/// Virtual time starts at `origin` (any instant: only durations from it
+/// matter).
+pub fn session(data: &[u8], origin: Instant) -> Option<(CloseReason, usize)> {
     let mut u = Unstructured::new(data);
     let Ok(setup) = Setup::arbitrary(&mut u) else {
         return None;
@@ -123,14 +125,14 @@ pub fn session(data: &[u8]) -> Option<(CloseReason, usize)> {
         poll_gap: Duration::from_millis(u64::from(setup.poll_gap_ms % 3000)),
         test_reconnect: setup.test_reconnect,
         allow_message_loss: setup.allow_loss,
+        // The second connect of the same principal exercises the takeover.
+        principal_takeover: true,
     };
-    // An origin for virtual time; the session layer never reads the clock.
-    let origin = Instant::now();
     let mut now = origin;
-    let mut registry = Registry::new(limits.clone(), config, AllowAll);
+    let mut registry = Registry::new(limits.clone(), config, SeededRandom::new(1));
     let r = setup.reconnect_ms % 4000;
     let first = request(setup.http, r, "alice", None);
-    let outcome = registry.connect(now, Ok(first));
+    let outcome = connect(&mut registry, now, Ok(first));
     let mut current = outcome.session?;
     let mut tokens = vec![current];
     let mut watches: HashMap<SessionToken, Watch> = HashMap::new();
@@ -165,30 +167,30 @@ pub fn session(data: &[u8]) -> Option<(CloseReason, usize)> {
                         break;
                     }
                     now = now.max(t);
-                    registry.handle_timeout(now);
+                    let _woken = registry.handle_timeout(now);
                     check(&mut registry, &mut watches, &limits, writable);
                     note_first(&watches, &mut first, index);
                 }
                 now = target;
-                registry.handle_timeout(now);
+                let _woken = registry.handle_timeout(now);
             }
             Step::Rewind(ms) => {
                 // Feed an earlier time once; `now` itself stays.
                 let earlier = now
                     .checked_sub(Duration::from_millis(u64::from(ms)))
                     .unwrap_or(now);
-                if let Some(s) = registry.session_mut(&current) {
+                if let Some(mut s) = registry.session_mut(&current) {
                     s.handle_timeout(earlier);
                 }
             }
             Step::WebSocket(bytes) => {
-                if let Some(s) = registry.session_mut(&current) {
+                if let Some(mut s) = registry.session_mut(&current) {
                     s.handle_websocket(now, Bytes::from(bytes));
                 }
             }
             Step::Send { sequence, body } => {
                 let s = seq(&sequence, &mut next_send);
-                if let Some(session) = registry.session_mut(&current) {
+                if let Some(mut session) = registry.session_mut(&current) {
                     session.handle_http_send(now, &s, Bytes::from(body));
                 }
             }
@@ -199,14 +201,14 @@ pub fn session(data: &[u8]) -> Option<(CloseReason, usize)> {
                     .filter_map(|m| Message::decode(&Bytes::copy_from_slice(m), &limits).ok())
                     .collect();
                 if let Ok(body) = crate::polling::encode_body(&decoded) {
-                    if let Some(session) = registry.session_mut(&current) {
+                    if let Some(mut session) = registry.session_mut(&current) {
                         session.handle_http_send(now, &s, Bytes::from(body));
                     }
                 }
             }
             Step::Poll(sequence) => {
                 let s = seq(&sequence, &mut next_poll);
-                if let Some(session) = registry.session_mut(&current) {
+                if let Some(mut session) = registry.session_mut(&current) {
                     session.handle_http_poll(now, &s);
                 }
             }
@@ -221,7 +223,7 @@ pub fn session(data: &[u8]) -> Option<(CloseReason, usize)> {
                     6 => SessionEvent::TakenOver,
                     _ => SessionEvent::ResourceFailure,
                 };
-                if let Some(s) = registry.session_mut(&current) {
+                if let Some(mut s) = registry.session_mut(&current) {
                     s.handle_event(now, event);
                 }
             }
@@ -231,14 +233,14 @@ pub fn session(data: &[u8]) -> Option<(CloseReason, usize)> {
                     compressed: false,
                     data: Bytes::from(data),
                 });
-                if let Some(s) = registry.session_mut(&current) {
+                if let Some(mut s) = registry.session_mut(&current) {
                     s.send(now, m);
                 }
             }
             Step::Reconnect { cs, ss, http } => {
                 let rc = Some((current, u32::from(cs), u32::from(ss)));
                 let req = request(http, r, "alice", rc);
-                let outcome = registry.connect(now, Ok(req));
+                let outcome = connect(&mut registry, now, Ok(req));
                 if outcome.session.is_some() {
                     next_send = 0;
                     next_poll = 0;
@@ -246,7 +248,7 @@ pub fn session(data: &[u8]) -> Option<(CloseReason, usize)> {
             }
             Step::SecondConnect { same_identity } => {
                 let who = if same_identity { "alice" } else { "bob" };
-                let outcome = registry.connect(now, Ok(request(setup.http, r, who, None)));
+                let outcome = connect(&mut registry, now, Ok(request(setup.http, r, who, None)));
                 if let Some(t) = outcome.session {
                     tokens.push(t);
                 }
@@ -302,14 +304,33 @@ fn request(
     }
 }
 
+/// Everyone gets in as the principal they claim.
+fn connect(
+    registry: &mut Registry<SeededRandom>,
+    now: Instant,
+    request: Result<ConnectionRequest, crate::Violation>,
+) -> ConnectOutcome {
+    match registry.handle_connect(now, request) {
+        Connect::Answered(o) => o,
+        Connect::Incoming(incoming) => {
+            let principal = incoming.request().principal.clone();
+            registry.accept(now, incoming, principal)
+        }
+    }
+}
+
 fn check(
-    registry: &mut Registry<AllowAll>,
+    registry: &mut Registry<SeededRandom>,
     watches: &mut HashMap<SessionToken, Watch>,
     limits: &Limits,
     writable: bool,
 ) {
-    for (token, s) in registry.sessions_mut() {
-        let w = watches.entry(*token).or_default();
+    let tokens: Vec<SessionToken> = registry.tokens().collect();
+    for token in tokens {
+        let Some(mut s) = registry.session_mut(&token) else {
+            continue;
+        };
+        let w = watches.entry(token).or_default();
         let drain = writable || s.transport() == ConnectionType::HttpPolling || s.is_closed();
         let mut sent_something = false;
         if drain {
@@ -341,7 +362,7 @@ fn check(
             assert!(s.now() >= prev, "time went backwards inside");
         }
         w.now = Some(s.now());
-        check_memory(s, limits);
+        check_memory(&s, limits);
     }
 }
 
@@ -381,7 +402,7 @@ mod tests {
             ],
         ];
         for input in fixed {
-            session(input);
+            session(input, Instant::now());
         }
     }
 
@@ -391,7 +412,7 @@ mod tests {
         fn fuzz_session_random_inputs_keep_the_invariants(
             data in proptest::collection::vec(any::<u8>(), 0..2048)
         ) {
-            session(&data);
+            session(&data, Instant::now());
         }
     }
 }

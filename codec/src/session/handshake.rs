@@ -1,4 +1,4 @@
-//! The handshake of PROTOCOL.md section 2: the connection request (a WebSocket
+//! The handshake of docs/protocol.md section 2: the connection request (a WebSocket
 //! URL query string or HTTP polling headers) and the connection response.
 //!
 //! Parsing is strict: a missing, repeated or malformed field is a typed
@@ -348,7 +348,7 @@ impl ConnectionRequest {
             Duration::from_millis(decimal(&r, i64::MAX as u64).ok_or(malformed("r", at))?);
         let properties = match raw.take("sp") {
             None => BTreeMap::new(),
-            Some((sp, at)) => serde_json::from_str::<BTreeMap<String, String>>(&sp)
+            Some((sp, at)) => crate::session::properties::parse(&sp)
                 .map_err(|_| Violation::new(ViolationKind::MalformedSessionProperties, at))?,
         };
         let principal = match raw.take("username") {
@@ -640,9 +640,103 @@ impl ConnectionResponse {
     }
 }
 
+/// Percent-encodes `text` for a query component or a header value: every
+/// byte but the URL-unreserved ones (`A-Z a-z 0-9 - . _ ~`) becomes `%XX`.
+fn percent_encode(text: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+}
+
+impl ConnectionRequest {
+    /// The request's fields before any URL encoding, in the order the real
+    /// client sends them: `ty`, `v`, `ca`, `r`, then `sp`, `username`,
+    /// `password`, `c`, `cs`, `ss` when present.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let ty = match self.connection_type {
+            ConnectionType::WebSocket => "WB",
+            ConnectionType::HttpPolling => "B",
+        };
+        let mut f = vec![
+            ("ty", ty.to_owned()),
+            ("v", self.version.to_string()),
+            ("ca", self.capabilities.to_string()),
+            ("r", self.reconnect_timeout.as_millis().to_string()),
+        ];
+        if !self.properties.is_empty() {
+            f.push(("sp", crate::session::properties::encode(&self.properties)));
+        }
+        if let Some(p) = &self.principal {
+            f.push(("username", p.clone()));
+        }
+        if let Some(pw) = self.credentials.encode() {
+            f.push(("password", pw));
+        }
+        if let Some(rc) = &self.reconnect {
+            if let Some(token) = &rc.token {
+                f.push(("c", token.as_str().to_owned()));
+            }
+            f.push(("cs", rc.client_oldest.to_string()));
+            f.push(("ss", rc.server_last.to_string()));
+        }
+        f
+    }
+
+    /// The query string of a WebSocket connect (without the `?`), which
+    /// [`from_query`](Self::from_query) reads back to this request. Prefix
+    /// it with the path, e.g. `/diffusion?`.
+    ///
+    /// ```
+    /// use sessionwire::session::handshake::{ConnectionRequest, Credentials};
+    /// let mut req = ConnectionRequest::from_query("ty=WB&v=29&ca=8&r=0").unwrap();
+    /// req.principal = Some("alice".into());
+    /// req.credentials = Credentials::Text("s3cret".into());
+    /// let q = req.to_query();
+    /// assert_eq!(q, "ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D");
+    /// assert_eq!(ConnectionRequest::from_query(&q), Ok(req));
+    /// ```
+    pub fn to_query(&self) -> String {
+        let mut q = String::new();
+        for (i, (k, v)) in self.fields().into_iter().enumerate() {
+            if i > 0 {
+                q.push('&');
+            }
+            q.push_str(k);
+            q.push('=');
+            percent_encode(&v, &mut q);
+        }
+        q
+    }
+
+    /// The headers of an HTTP polling connect (without `m: 0`), which
+    /// [`from_headers`](Self::from_headers) reads back to this request.
+    /// Every value is ASCII: `sp` and `username` are percent-encoded.
+    pub fn to_headers(&self) -> Vec<(&'static str, String)> {
+        self.fields()
+            .into_iter()
+            .map(|(k, v)| match k {
+                "sp" | "username" => {
+                    let mut e = String::new();
+                    percent_encode(&v, &mut e);
+                    (k, e)
+                }
+                _ => (k, v),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const OBSERVED: &str = "/diffusion?ty=WB&v=29&ca=10&r=0&sp=%7B%22room%22%3A%227%22%2C%22%24Environment%22%3A%22NODE_linux_20.20.2%22%7D&username=alice&password=AQZzM2NyZXQ%3D";
 
@@ -963,5 +1057,68 @@ mod tests {
             ConnectionResponse::decode(&b).unwrap_err().kind(),
             ViolationKind::MalformedField(Field::Named("session token"))
         );
+    }
+
+    fn any_request(connection_type: ConnectionType) -> impl Strategy<Value = ConnectionRequest> {
+        let token = proptest::collection::vec(0x21u8..=0x7e, SessionToken::LEN)
+            .prop_map(|b| SessionToken::from_bytes(&b).expect("printable"));
+        let reconnect = (
+            proptest::option::of(token),
+            0..=i32::MAX as u32,
+            0..=i32::MAX as u32,
+        )
+            .prop_map(|(token, client_oldest, server_last)| Reconnect {
+                token,
+                client_oldest,
+                server_last,
+            });
+        let credentials = prop_oneof![
+            Just(Credentials::None),
+            ".*".prop_map(Credentials::Text),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(Credentials::Binary),
+        ];
+        (
+            any::<u8>(),
+            0..=i64::MAX as u64,
+            proptest::collection::btree_map(".*", ".*", 0..4),
+            proptest::option::of(".+"),
+            credentials,
+            proptest::option::of(reconnect),
+        )
+            .prop_map(
+                move |(capabilities, r, properties, principal, credentials, reconnect)| {
+                    ConnectionRequest {
+                        connection_type,
+                        version: PROTOCOL_VERSION,
+                        capabilities,
+                        reconnect_timeout: Duration::from_millis(r),
+                        properties,
+                        principal,
+                        credentials,
+                        reconnect,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn section_2_to_query_then_from_query_is_the_identity(
+            req in any_request(ConnectionType::WebSocket)
+        ) {
+            let q = req.to_query();
+            prop_assert_eq!(ConnectionRequest::from_query(&q), Ok(req.clone()));
+            prop_assert_eq!(ConnectionRequest::from_query(&format!("/diffusion?{q}")), Ok(req));
+        }
+
+        #[test]
+        fn section_2_to_headers_then_from_headers_is_the_identity(
+            req in any_request(ConnectionType::HttpPolling)
+        ) {
+            let headers = req.to_headers();
+            prop_assert!(headers.iter().all(|(_, v)| v.bytes().all(|b| (0x20..0x7f).contains(&b))));
+            let parsed = ConnectionRequest::from_headers(headers.iter().map(|(k, v)| (*k, v.as_str())));
+            prop_assert_eq!(parsed, Ok(req));
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! Session ids and session tokens, drawn from a cryptographically secure
-//! random source (the operating system's, through `getrandom`).
+//! Session ids and session tokens, drawn from a random source the caller
+//! injects: a server passes a cryptographically secure one (the operating
+//! system's); tests, scenarios and fuzzing pass a [`SeededRandom`] so that
+//! every run mints the same ids.
 
 use std::fmt;
 
@@ -16,8 +18,65 @@ impl fmt::Display for RandomSourceFailed {
 
 impl std::error::Error for RandomSourceFailed {}
 
-fn fill(buf: &mut [u8]) -> Result<(), RandomSourceFailed> {
-    getrandom::fill(buf).map_err(|_| RandomSourceFailed)
+/// Where session ids and tokens come from. A token is the key to a session,
+/// so a server must pass a cryptographically secure source.
+///
+/// Any `FnMut(&mut [u8]) -> Result<(), RandomSourceFailed>` is one:
+///
+/// ```
+/// use sessionwire::session::ids::{RandomSource, RandomSourceFailed, SessionToken};
+/// let mut zeros = |buf: &mut [u8]| -> Result<(), RandomSourceFailed> {
+///     buf.fill(0);
+///     Ok(())
+/// };
+/// let token = SessionToken::generate(&mut zeros).unwrap();
+/// assert_eq!(token.as_str(), "AAAAAAAAAAAAAAAAAAAAAAAA");
+/// ```
+pub trait RandomSource {
+    /// Fills `buf` with random bytes, or says the source failed.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), RandomSourceFailed>;
+}
+
+impl<F> RandomSource for F
+where
+    F: FnMut(&mut [u8]) -> Result<(), RandomSourceFailed>,
+{
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), RandomSourceFailed> {
+        self(buf)
+    }
+}
+
+/// A deterministic source (SplitMix64) for tests, scenarios and fuzzing:
+/// the same seed gives the same ids and tokens. Predictable, so never for a
+/// server facing clients.
+#[derive(Clone, Debug)]
+pub struct SeededRandom {
+    state: u64,
+}
+
+impl SeededRandom {
+    /// A source that starts from `seed`.
+    pub fn new(seed: u64) -> SeededRandom {
+        SeededRandom { state: seed }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl RandomSource for SeededRandom {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), RandomSourceFailed> {
+        for chunk in buf.chunks_mut(8) {
+            let word = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        Ok(())
+    }
 }
 
 /// A session id as the handshake carries it: a server part and a value part,
@@ -31,10 +90,13 @@ pub struct SessionId {
 }
 
 impl SessionId {
-    /// A fresh id for `server` with a random value part.
-    pub fn generate(server: i64) -> Result<SessionId, RandomSourceFailed> {
+    /// A fresh id for `server` with a value part drawn from `random`.
+    pub fn generate(
+        server: i64,
+        random: &mut impl RandomSource,
+    ) -> Result<SessionId, RandomSourceFailed> {
         let mut b = [0u8; 8];
-        fill(&mut b)?;
+        random.fill(&mut b)?;
         Ok(SessionId {
             server,
             value: i64::from_be_bytes(b),
@@ -65,10 +127,10 @@ impl SessionToken {
     const ALPHABET: &'static [u8; 64] =
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-    /// A fresh random token.
-    pub fn generate() -> Result<SessionToken, RandomSourceFailed> {
+    /// A fresh token drawn from `random`.
+    pub fn generate(random: &mut impl RandomSource) -> Result<SessionToken, RandomSourceFailed> {
         let mut b = [0u8; Self::LEN];
-        fill(&mut b)?;
+        random.fill(&mut b)?;
         for byte in &mut b {
             // 64 divides 256: masking keeps every character equally likely.
             *byte = Self::ALPHABET[usize::from(*byte & 63)];
@@ -116,11 +178,14 @@ mod tests {
 
     #[test]
     fn section_2_token_is_24_printable_bytes_and_random() {
-        let a = SessionToken::generate().unwrap();
-        let b = SessionToken::generate().unwrap();
+        let mut rng = SeededRandom::new(1);
+        let a = SessionToken::generate(&mut rng).unwrap();
+        let b = SessionToken::generate(&mut rng).unwrap();
         assert_eq!(a.as_bytes().len(), 24);
         assert!(a.as_bytes().iter().all(|c| (0x21..=0x7e).contains(c)));
-        assert_ne!(a, b, "two tokens from a CSPRNG are different");
+        assert_ne!(a, b, "two draws from one source are different");
+        let again = SessionToken::generate(&mut SeededRandom::new(1)).unwrap();
+        assert_eq!(a, again, "the same seed mints the same token");
         assert_eq!(SessionToken::from_bytes(a.as_bytes()), Some(a));
         assert!(!format!("{a:?}").contains(a.as_str()));
     }
@@ -140,10 +205,19 @@ mod tests {
 
     #[test]
     fn section_2_session_ids_differ_in_their_value_part() {
-        let a = SessionId::generate(7).unwrap();
-        let b = SessionId::generate(7).unwrap();
+        let mut rng = SeededRandom::new(7);
+        let a = SessionId::generate(7, &mut rng).unwrap();
+        let b = SessionId::generate(7, &mut rng).unwrap();
         assert_eq!(a.server, 7);
         assert_ne!(a.value, b.value);
         assert_eq!(a.to_string().len(), 33);
+    }
+
+    #[test]
+    fn section_2_a_failed_random_source_mints_nothing() {
+        let mut broken =
+            |_: &mut [u8]| -> Result<(), RandomSourceFailed> { Err(RandomSourceFailed) };
+        assert_eq!(SessionToken::generate(&mut broken), Err(RandomSourceFailed));
+        assert_eq!(SessionId::generate(1, &mut broken), Err(RandomSourceFailed));
     }
 }

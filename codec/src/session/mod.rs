@@ -11,31 +11,40 @@
 //!
 //! - [`handshake`]: the connection request (query string or HTTP headers)
 //!   and the connection response of every section 2 code;
-//! - [`ids`]: session ids and tokens from a secure random source;
-//! - [`registry`]: connect, reconnect, lookup by token, client limit, identity
-//!   takeover;
+//! - `properties` (private): the strict reader of the `sp` field;
+//! - [`ids`]: session ids and tokens from a random source the caller injects;
+//! - [`registry`]: connection attempts the server accepts or refuses,
+//!   reconnection, the id/token/principal index, the client limit, the timers
+//!   of every session, the close decisions;
 //! - [`state`]: one session: counting, pings, polls, closes, recovery;
-//! - [`queue`], [`reorder`], [`recovery`]: the bounded buffers it holds;
+//! - `queue`, `reorder`, `recovery` (private): the bounded buffers it holds;
 //! - `fuzz` (feature `fuzzing`): the `session` fuzz target body.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use bytes::Bytes;
-//! use sessionwire::session::{handshake::ConnectionRequest, AllowAll, Registry, SessionConfig, Transmit};
+//! use sessionwire::session::{handshake::ConnectionRequest, Connect, Registry, SessionConfig, Transmit};
+//! use sessionwire::session::ids::SeededRandom;
 //! use sessionwire::{CloseReason, Limits};
 //!
 //! let t0 = Instant::now(); // the server's clock, not the library's
-//! let mut registry = Registry::new(Limits::default(), SessionConfig::default(), AllowAll);
-//! let outcome = registry.connect(t0, ConnectionRequest::from_query("/diffusion?ty=WB&v=29&ca=8&r=0"));
+//! // A server passes a secure random source; a test a seeded one.
+//! let mut registry = Registry::new(Limits::default(), SessionConfig::default(), SeededRandom::new(1));
+//! let request = ConnectionRequest::from_query("/diffusion?ty=WB&v=29&ca=8&r=0");
+//! let Connect::Incoming(incoming) = registry.handle_connect(t0, request) else { unreachable!() };
+//! // ... the server checks the credentials, then:
+//! let outcome = registry.accept(t0, incoming, None);
 //! let first_ws_message = outcome.response.to_bytes(); // 0x23 29 100 ...
 //! assert_eq!(&first_ws_message[..3], &[0x23, 29, 100]);
 //!
 //! let token = outcome.session.unwrap();
-//! let session = registry.session_mut(&token).unwrap();
+//! let mut session = registry.session_mut(&token).unwrap();
 //! session.handle_websocket(t0, Bytes::from_static(&[0x00, 0x38, 0x01])); // USER_PING
 //! assert_eq!(session.poll_transmit(), Some(Transmit::WebSocket(Bytes::from_static(&[0x06, 0x01]))));
 //! session.handle_websocket(t0 + Duration::from_millis(5), Bytes::from_static(&[0x1d])); // CLOSE_REQUEST
-//! assert_eq!(session.poll_close().unwrap().reason, CloseReason::ClosedByClient);
+//! drop(session);
+//! let (closed, close) = registry.poll_close().unwrap();
+//! assert_eq!((closed, close.reason), (token, CloseReason::ClosedByClient));
 //! ```
 //!
 //! # Readings of the protocol
@@ -69,16 +78,19 @@
 
 pub mod handshake;
 pub mod ids;
-pub mod queue;
-pub mod recovery;
+pub(crate) mod properties;
+mod queue;
+mod recovery;
 pub mod registry;
-pub mod reorder;
+mod reorder;
 pub mod state;
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 
 pub use handshake::{ConnectionRequest, ConnectionResponse, ResponseCode};
-pub use ids::{SessionId, SessionToken};
-pub use registry::{AllowAll, Authenticator, ConnectOutcome, Registry};
-pub use state::{Close, Event, Session, SessionConfig, SessionEvent, SessionState, Transmit};
+pub use ids::{RandomSource, RandomSourceFailed, SeededRandom, SessionId, SessionToken};
+pub use registry::{Connect, ConnectOutcome, Incoming, Refusal, Refuse, Registry, SessionMut};
+pub use state::{
+    Close, Event, HttpClose, Session, SessionConfig, SessionEvent, SessionState, Transmit,
+};

@@ -17,17 +17,6 @@ pub struct QueueLimitReached {
 }
 
 /// A FIFO of outbound items with their encoded sizes.
-///
-/// ```
-/// use sessionwire::session::queue::OutboundQueue;
-/// use sessionwire::Limits;
-/// let limits = Limits::builder().max_queue_messages(2).build().unwrap();
-/// let mut q = OutboundQueue::new(&limits);
-/// q.push("a", 1).unwrap();
-/// q.push("b", 1).unwrap();
-/// assert!(q.push("c", 1).is_err());
-/// assert!(q.is_empty(), "the queue is discarded");
-/// ```
 #[derive(Clone, Debug)]
 pub struct OutboundQueue<T> {
     items: VecDeque<(T, usize)>,
@@ -144,5 +133,22 @@ mod tests {
         assert_eq!(q.pop(), Some(2));
         assert_eq!(q.pop(), Some(3));
         assert_eq!(q.bytes(), 0);
+    }
+}
+
+/// The examples this module showed in its documentation, kept as tests.
+#[cfg(test)]
+mod examples {
+    use super::*;
+
+    #[test]
+    fn outbound_queue_refuses_past_its_message_limit_and_is_discarded() {
+        use crate::Limits;
+        let limits = Limits::builder().max_queue_messages(2).build().unwrap();
+        let mut q = OutboundQueue::new(&limits);
+        q.push("a", 1).unwrap();
+        q.push("b", 1).unwrap();
+        assert!(q.push("c", 1).is_err());
+        assert!(q.is_empty(), "the queue is discarded");
     }
 }

@@ -29,20 +29,6 @@ pub enum RecoveryDecision {
 }
 
 /// The last messages sent, numbered, kept to resend after a reconnection.
-///
-/// ```
-/// use sessionwire::session::recovery::{RecoveryBuffer, RecoveryDecision};
-/// let mut b = RecoveryBuffer::new(2);
-/// for m in ["a", "b", "c"] {
-///     b.record(m).unwrap();
-/// }
-/// // The client saw message 1; the server kept 2 and 3.
-/// assert_eq!(
-///     b.decide(1, 1, 0, false),
-///     RecoveryDecision::Resume { next_client: 1, resend_from: 2 }
-/// );
-/// assert_eq!(b.resend_from(2).collect::<Vec<_>>(), [&"b", &"c"]);
-/// ```
 #[derive(Clone, Debug)]
 pub struct RecoveryBuffer<T> {
     items: VecDeque<T>,
@@ -96,11 +82,6 @@ impl<T> RecoveryBuffer<T> {
     /// Messages kept.
     pub fn len(&self) -> usize {
         self.items.len()
-    }
-
-    /// Whether no message is kept.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
     }
 
     /// Forgets every kept message (after a 106 the client starts afresh).
@@ -267,5 +248,28 @@ mod tests {
         let mut full = RecoveryBuffer::new(1);
         full.sent = MAX_MESSAGE_NUMBER;
         assert_eq!(full.record(0), None);
+    }
+}
+
+/// The examples this module showed in its documentation, kept as tests.
+#[cfg(test)]
+mod examples {
+    use super::*;
+
+    #[test]
+    fn section_6_recovery_resumes_after_what_the_client_saw() {
+        let mut b = RecoveryBuffer::new(2);
+        for m in ["a", "b", "c"] {
+            b.record(m).unwrap();
+        }
+        // The client saw message 1; the server kept 2 and 3.
+        assert_eq!(
+            b.decide(1, 1, 0, false),
+            RecoveryDecision::Resume {
+                next_client: 1,
+                resend_from: 2
+            }
+        );
+        assert_eq!(b.resend_from(2).collect::<Vec<_>>(), [&"b", &"c"]);
     }
 }

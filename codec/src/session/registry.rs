@@ -1,56 +1,51 @@
-//! The session registry (sans-IO, owned by the server): connect, reconnect,
-//! lookup by token, the client limit and identity takeover.
+//! The session registry (sans-IO, owned by the server): connection attempts,
+//! reconnection, the id, token and principal index, the client limit, the
+//! timers of every session and the queue of close decisions.
 //!
-//! Its decisions on a connection request, with the response code of section 2
-//! and the close reason of section 1 for the refused attempt:
+//! It has the shape of quinn-proto's `Endpoint`. A connection request goes to
+//! [`Registry::handle_connect`], which either answers it at once
+//! ([`Connect::Answered`]) or hands back an [`Incoming`]: a new session the
+//! server may [`accept`](Registry::accept), once it has checked the
+//! credentials (possibly asynchronously, off its event loop), or
+//! [`refuse`](Registry::refuse). The registry never checks a password.
 //!
-//! | request | response | attempt closes |
-//! |---|---|---|
-//! | missing or malformed field, bad credentials encoding, bad `sp` | 115 | ABORTED |
-//! | unsupported version | 102 | ABORTED |
-//! | reconnect with an unknown or already-closed token | 117 | ABORTED |
-//! | reconnect (`cs`/`ss`) without a token | 115 | CONNECTION_LOST |
-//! | (re)connect for a session that is still connected | 115 | CONNECTION_LOST |
-//! | wrong credentials (the [`Authenticator`] says no) | 116 | CONNECTION_LOST |
-//! | client limit reached | 113 | CONNECTION_LOST |
-//! | the secure random source failed | 119 | INTERNAL_ERROR |
-//! | reconnect whose gap cannot be covered | 118 | LOST_MESSAGES (the session too) |
+//! Its decisions, with the response code of section 2 and the close reason of
+//! section 1 for the refused attempt:
 //!
-//! A new session that claims the principal of a session still held (connected
-//! or waiting for a reconnection) makes the old one close SESSION_TAKEN_OVER.
+//! | request | decided by | response | attempt closes |
+//! |---|---|---|---|
+//! | missing or malformed field, bad credentials encoding, bad `sp` | `handle_connect` | 115 | ABORTED |
+//! | unsupported version | `handle_connect` | 102 | ABORTED |
+//! | reconnect with an unknown or already-closed token | `handle_connect` | 117 | ABORTED |
+//! | reconnect (`cs`/`ss`) without a token | `handle_connect` | 115 | CONNECTION_LOST |
+//! | (re)connect for a session that is still connected | `handle_connect` | 115 | CONNECTION_LOST |
+//! | reconnect whose gap cannot be covered | `handle_connect` | 118 | LOST_MESSAGES (the session too) |
+//! | client limit reached | `handle_connect`, again at `accept` | 113 | CONNECTION_LOST |
+//! | the injected random source failed | `accept` | 119 | INTERNAL_ERROR |
+//! | the server refuses ([`Refuse`]) | `refuse` | 116 or 119 | CONNECTION_LOST or INTERNAL_ERROR |
+//!
+//! Sessions of one principal coexist. With
+//! [`SessionConfig::principal_takeover`] on, an accepted session closes the
+//! other live sessions of its principal SESSION_TAKEN_OVER.
+//!
+//! Every change to a session goes through a [`SessionMut`] (from
+//! [`Registry::session_mut`]); when it is dropped the registry files the
+//! session's next deadline in its timer heap and, once, its close decision,
+//! so [`poll_timeout`](Registry::poll_timeout) and
+//! [`poll_close`](Registry::poll_close) never scan the sessions.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::ops::{Deref, DerefMut};
 use std::time::Instant;
 
-use crate::session::handshake::{ConnectionRequest, ConnectionResponse, Credentials, ResponseCode};
-use crate::session::ids::{SessionId, SessionToken};
-use crate::session::state::{Close, Session, SessionConfig, SessionEvent, SessionState};
+use crate::session::handshake::ConnectionType;
+use crate::session::handshake::{ConnectionRequest, ConnectionResponse, ResponseCode};
+use crate::session::ids::{RandomSource, SessionId, SessionToken};
+use crate::session::state::{
+    sends_abort, Close, HttpClose, Session, SessionConfig, SessionEvent, SessionState,
+};
 use crate::{CloseReason, Limits, Violation};
-
-/// The server's hook that checks a principal's credentials.
-pub trait Authenticator {
-    /// Whether `principal` (`None`: anonymous) may connect with `credentials`.
-    fn authenticate(&mut self, principal: Option<&str>, credentials: &Credentials) -> bool;
-}
-
-impl<F> Authenticator for F
-where
-    F: FnMut(Option<&str>, &Credentials) -> bool,
-{
-    fn authenticate(&mut self, principal: Option<&str>, credentials: &Credentials) -> bool {
-        self(principal, credentials)
-    }
-}
-
-/// An authenticator that lets everyone in.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AllowAll;
-
-impl Authenticator for AllowAll {
-    fn authenticate(&mut self, _: Option<&str>, _: &Credentials) -> bool {
-        true
-    }
-}
 
 /// A connection attempt that was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +58,7 @@ pub struct Refusal {
 
 /// What the registry decided on a connection request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "the response must be sent, and a refused attempt closed"]
 pub struct ConnectOutcome {
     /// The response to send: the first WebSocket message, or the body of the
     /// answer to the HTTP connect.
@@ -71,6 +67,13 @@ pub struct ConnectOutcome {
     pub session: Option<SessionToken>,
     /// The attempt was refused: close the connection after the response.
     pub refused: Option<Refusal>,
+    /// A reconnection found its session still attached to an earlier
+    /// transport (a polling client's drop is invisible, a WebSocket may be
+    /// half open: docs/protocol.md section 9 (c)). The session treated that
+    /// transport as lost first (its `Event::Disconnected` is queued): the
+    /// server drains the session's events, dropping the old transport,
+    /// before it attaches this one.
+    pub displaced: bool,
 }
 
 impl ConnectOutcome {
@@ -79,37 +82,153 @@ impl ConnectOutcome {
             response: ConnectionResponse::rejection(code),
             session: None,
             refused: Some(Refusal { reason, violation }),
+            displaced: false,
         }
     }
 }
 
-/// All sessions of one server. See the [module documentation](self).
-pub struct Registry<A> {
-    limits: Limits,
-    config: SessionConfig,
-    authenticator: A,
-    sessions: HashMap<SessionToken, Session>,
-    identities: HashMap<String, SessionToken>,
+/// Why the server refuses an [`Incoming`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refuse {
+    /// The credentials are wrong: 116, the attempt closes CONNECTION_LOST.
+    BadCredentials,
+    /// The server cannot take sessions now (it is stopping, or its own
+    /// resources ran out): 119, the attempt closes INTERNAL_ERROR.
+    NotReady,
+    /// The server could not check the credentials in time (its checks are
+    /// saturated, or the client's address made too many attempts): 113,
+    /// the attempt closes CONNECTION_LOST, as at the client limit.
+    Busy,
 }
 
-impl<A> std::fmt::Debug for Registry<A> {
+/// A request for a new session that passed every check the registry can make
+/// on its own. Hand it back to [`Registry::accept`] or [`Registry::refuse`].
+#[derive(Debug)]
+#[must_use = "an Incoming must be accepted or refused"]
+pub struct Incoming {
+    request: ConnectionRequest,
+}
+
+impl Incoming {
+    /// The parsed request: the claimed principal, the credentials to check,
+    /// the session properties.
+    pub fn request(&self) -> &ConnectionRequest {
+        &self.request
+    }
+}
+
+/// The registry's first answer to a connection request.
+#[derive(Debug)]
+#[must_use = "an Incoming must be accepted or refused, an answer sent"]
+pub enum Connect {
+    /// A new session the server decides on.
+    Incoming(Incoming),
+    /// Decided by the registry: a fault, a reconnection, the client limit.
+    Answered(ConnectOutcome),
+}
+
+struct Slot {
+    session: Session,
+    /// The deadline filed in the timer heap for this session.
+    deadline: Option<Instant>,
+    /// Not closed yet: counted in `live`, close not yet queued.
+    live: bool,
+}
+
+/// The registry's books a [`SessionMut`] updates when dropped.
+#[derive(Default)]
+struct Books {
+    timers: BinaryHeap<Reverse<(Instant, SessionToken)>>,
+    closing: VecDeque<SessionToken>,
+    live: usize,
+}
+
+impl Books {
+    /// Files the session's deadline and, once, its close.
+    fn refresh(&mut self, token: SessionToken, slot: &mut Slot) {
+        let deadline = slot.session.poll_timeout();
+        if deadline != slot.deadline {
+            slot.deadline = deadline;
+            if let Some(t) = deadline {
+                // The old entry stays in the heap and is skipped when popped.
+                self.timers.push(Reverse((t, token)));
+            }
+        }
+        if slot.live && slot.session.is_closed() {
+            slot.live = false;
+            self.live = self.live.saturating_sub(1);
+            self.closing.push_back(token);
+        }
+    }
+}
+
+/// A session borrowed from the registry to drive it. Dereferences to
+/// [`Session`]; when dropped, the registry takes note of the session's next
+/// deadline and of its close decision.
+pub struct SessionMut<'a> {
+    token: SessionToken,
+    slot: &'a mut Slot,
+    books: &'a mut Books,
+}
+
+impl Deref for SessionMut<'_> {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.slot.session
+    }
+}
+
+impl DerefMut for SessionMut<'_> {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.slot.session
+    }
+}
+
+impl Drop for SessionMut<'_> {
+    fn drop(&mut self) {
+        self.books.refresh(self.token, self.slot);
+    }
+}
+
+impl std::fmt::Debug for SessionMut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SessionMut").field(&self.token).finish()
+    }
+}
+
+/// All sessions of one server. See the [module documentation](self).
+pub struct Registry<R> {
+    limits: Limits,
+    config: SessionConfig,
+    random: R,
+    sessions: HashMap<SessionToken, Slot>,
+    by_id: HashMap<SessionId, SessionToken>,
+    by_principal: HashMap<String, BTreeSet<SessionToken>>,
+    books: Books,
+}
+
+impl<R> std::fmt::Debug for Registry<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
             .field("sessions", &self.sessions.len())
-            .field("identities", &self.identities.len())
+            .field("live", &self.books.live)
+            .field("principals", &self.by_principal.len())
             .finish_non_exhaustive()
     }
 }
 
-impl<A: Authenticator> Registry<A> {
-    /// An empty registry.
-    pub fn new(limits: Limits, config: SessionConfig, authenticator: A) -> Self {
+impl<R: RandomSource> Registry<R> {
+    /// An empty registry that mints ids and tokens from `random` (a server
+    /// passes the operating system's secure source).
+    pub fn new(limits: Limits, config: SessionConfig, random: R) -> Self {
         Registry {
             limits,
             config,
-            authenticator,
+            random,
             sessions: HashMap::new(),
-            identities: HashMap::new(),
+            by_id: HashMap::new(),
+            by_principal: HashMap::new(),
+            books: Books::default(),
         }
     }
 
@@ -118,36 +237,70 @@ impl<A: Authenticator> Registry<A> {
         &self.limits
     }
 
-    /// Decides a connection request, as parsed by
+    /// The settings sessions are created with.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Takes a connection request, as parsed by
     /// [`ConnectionRequest::from_query`] or
     /// [`ConnectionRequest::from_headers`] (a parse fault is answered too).
-    pub fn connect(
+    /// A reconnection is decided here; a new session comes back as an
+    /// [`Incoming`] for the server to accept or refuse.
+    pub fn handle_connect(
         &mut self,
         now: Instant,
         request: Result<ConnectionRequest, Violation>,
-    ) -> ConnectOutcome {
+    ) -> Connect {
         self.reap();
         let request = match request {
             Ok(r) => r,
             Err(v) => {
-                return ConnectOutcome::refuse(
+                return Connect::Answered(ConnectOutcome::refuse(
                     ResponseCode::for_violation(&v),
                     v.close_reason(),
                     Some(v),
-                )
+                ))
             }
         };
         match request.reconnect {
-            Some(rc) => match rc.token {
+            Some(rc) => Connect::Answered(match rc.token {
                 None => ConnectOutcome::refuse(
                     ResponseCode::ProtocolError,
                     CloseReason::ConnectionLost,
                     None,
                 ),
                 Some(token) => self.reconnect(now, token, &request),
-            },
-            None => self.connect_new(now, &request),
+            }),
+            None if self.at_limit(request.principal.as_deref()) => {
+                Connect::Answered(ConnectOutcome::refuse(
+                    ResponseCode::ClientLimit,
+                    CloseReason::ConnectionLost,
+                    None,
+                ))
+            }
+            None => Connect::Incoming(Incoming { request }),
         }
+    }
+
+    /// Whether a new session of `principal` would exceed the client limit
+    /// (a takeover frees the slots it closes).
+    fn at_limit(&self, principal: Option<&str>) -> bool {
+        let freed = if self.config.principal_takeover {
+            principal.map_or(0, |p| self.live_of(p).count())
+        } else {
+            0
+        };
+        self.books.live.saturating_sub(freed) >= self.limits.max_clients()
+    }
+
+    fn live_of<'a>(&'a self, principal: &str) -> impl Iterator<Item = SessionToken> + 'a {
+        self.by_principal
+            .get(principal)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|t| self.sessions.get(t).is_some_and(|s| s.live))
     }
 
     fn reconnect(
@@ -156,7 +309,7 @@ impl<A: Authenticator> Registry<A> {
         token: SessionToken,
         request: &ConnectionRequest,
     ) -> ConnectOutcome {
-        let Some(session) = self.sessions.get_mut(&token) else {
+        let Some(mut session) = self.session_mut(&token) else {
             return ConnectOutcome::refuse(
                 ResponseCode::UnknownSession,
                 CloseReason::Aborted,
@@ -165,6 +318,13 @@ impl<A: Authenticator> Registry<A> {
         };
         // Bring the session up to date first: its reconnection wait may be over.
         session.handle_timeout(now);
+        // A reconnection naming a session that is still connected is the
+        // client saying its old connection is gone (docs/protocol.md
+        // section 9 (c)): that transport is lost, then the session resumes.
+        let displaced = session.state() == SessionState::Connected;
+        if displaced {
+            session.handle_event(now, SessionEvent::TransportLost);
+        }
         match session.state() {
             SessionState::Closed(_) => {
                 ConnectOutcome::refuse(ResponseCode::UnknownSession, CloseReason::Aborted, None)
@@ -183,12 +343,14 @@ impl<A: Authenticator> Registry<A> {
                             reason: CloseReason::LostMessages,
                             violation: session.close_decision().and_then(|c| c.violation),
                         }),
+                        displaced,
                     }
                 }
                 Some(response) => ConnectOutcome {
                     response,
                     session: Some(token),
                     refused: None,
+                    displaced,
                 },
                 None => ConnectOutcome::refuse(
                     ResponseCode::ProtocolError,
@@ -199,34 +361,27 @@ impl<A: Authenticator> Registry<A> {
         }
     }
 
-    fn connect_new(&mut self, now: Instant, request: &ConnectionRequest) -> ConnectOutcome {
-        if !self
-            .authenticator
-            .authenticate(request.principal.as_deref(), &request.credentials)
-        {
-            return ConnectOutcome::refuse(
-                ResponseCode::AuthenticationFailed,
-                CloseReason::ConnectionLost,
-                None,
-            );
-        }
-        let taken_over = request
-            .principal
-            .as_ref()
-            .and_then(|p| self.identities.get(p))
-            .copied()
-            .filter(|t| self.sessions.get(t).is_some_and(|s| !s.is_closed()));
-        let live = self.sessions.values().filter(|s| !s.is_closed()).count();
-        let after_takeover = live - usize::from(taken_over.is_some());
-        if after_takeover >= self.limits.max_clients() {
+    /// Opens the session `incoming` asked for, for `principal` (the one the
+    /// server authenticated; `None`: anonymous). The client limit is checked
+    /// again: other sessions may have opened while the server decided.
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+        principal: Option<String>,
+    ) -> ConnectOutcome {
+        self.reap();
+        let mut request = incoming.request;
+        request.principal = principal;
+        if self.at_limit(request.principal.as_deref()) {
             return ConnectOutcome::refuse(
                 ResponseCode::ClientLimit,
                 CloseReason::ConnectionLost,
                 None,
             );
         }
-        let minted = SessionId::generate(self.config.server_id)
-            .and_then(|id| SessionToken::generate().map(|t| (id, t)));
+        let minted = SessionId::generate(self.config.server_id, &mut self.random)
+            .and_then(|id| SessionToken::generate(&mut self.random).map(|t| (id, t)));
         let Ok((id, token)) = minted else {
             return ConnectOutcome::refuse(
                 ResponseCode::ServerNotReady,
@@ -234,7 +389,7 @@ impl<A: Authenticator> Registry<A> {
                 None,
             );
         };
-        if self.sessions.contains_key(&token) {
+        if self.sessions.contains_key(&token) || self.by_id.contains_key(&id) {
             // 144 random bits collided: treat as a failed random source.
             return ConnectOutcome::refuse(
                 ResponseCode::ServerNotReady,
@@ -242,88 +397,203 @@ impl<A: Authenticator> Registry<A> {
                 None,
             );
         }
-        if let Some(old) = taken_over.and_then(|t| self.sessions.get_mut(&t)) {
-            old.handle_event(now, SessionEvent::TakenOver);
+        if self.config.principal_takeover {
+            if let Some(p) = &request.principal {
+                let old: Vec<SessionToken> = self.live_of(p).collect();
+                for t in old {
+                    if let Some(mut s) = self.session_mut(&t) {
+                        s.handle_event(now, SessionEvent::TakenOver);
+                    }
+                }
+            }
         }
-        let session = Session::new(now, id, token, request, &self.limits, &self.config);
+        let session = Session::new(now, id, token, &request, &self.limits, &self.config);
         let response = session.connected_response();
-        if let Some(p) = &request.principal {
-            self.identities.insert(p.clone(), token);
+        if let Some(p) = request.principal {
+            self.by_principal.entry(p).or_default().insert(token);
         }
-        self.sessions.insert(token, session);
+        self.by_id.insert(id, token);
+        let mut slot = Slot {
+            session,
+            deadline: None,
+            live: true,
+        };
+        self.books.live += 1;
+        self.books.refresh(token, &mut slot);
+        self.sessions.insert(token, slot);
         ConnectOutcome {
             response,
             session: Some(token),
             refused: None,
+            displaced: false,
+        }
+    }
+
+    /// Refuses the session `incoming` asked for.
+    pub fn refuse(&mut self, incoming: Incoming, why: Refuse) -> ConnectOutcome {
+        drop(incoming);
+        match why {
+            Refuse::BadCredentials => ConnectOutcome::refuse(
+                ResponseCode::AuthenticationFailed,
+                CloseReason::ConnectionLost,
+                None,
+            ),
+            Refuse::NotReady => ConnectOutcome::refuse(
+                ResponseCode::ServerNotReady,
+                CloseReason::InternalError,
+                None,
+            ),
+            Refuse::Busy => {
+                ConnectOutcome::refuse(ResponseCode::ClientLimit, CloseReason::ConnectionLost, None)
+            }
         }
     }
 
     /// The session with this token (closed ones stay until drained).
     pub fn session(&self, token: &SessionToken) -> Option<&Session> {
-        self.sessions.get(token)
+        self.sessions.get(token).map(|s| &s.session)
     }
 
     /// The session with this token, to drive it.
-    pub fn session_mut(&mut self, token: &SessionToken) -> Option<&mut Session> {
-        self.sessions.get_mut(token)
+    pub fn session_mut(&mut self, token: &SessionToken) -> Option<SessionMut<'_>> {
+        let slot = self.sessions.get_mut(token)?;
+        Some(SessionMut {
+            token: *token,
+            slot,
+            books: &mut self.books,
+        })
+    }
+
+    /// How to answer an HTTP polling request (a poll or a send) for the
+    /// session `token`: `None` when the session takes it, else the answer
+    /// for a session that is unknown or forgotten (ABORT: the client used an
+    /// unknown id), closed, waiting for a reconnection, or not on HTTP.
+    pub fn http_gate(&self, token: &SessionToken) -> Option<HttpClose> {
+        let Some(s) = self.session(token) else {
+            return Some(HttpClose::Abort);
+        };
+        match s.state() {
+            SessionState::Closed(reason) if sends_abort(reason) => Some(HttpClose::Abort),
+            SessionState::Closed(_) => Some(HttpClose::Drop),
+            SessionState::Disconnected { .. } => Some(HttpClose::Reconnect),
+            SessionState::Connected if s.transport() != ConnectionType::HttpPolling => {
+                Some(HttpClose::Drop)
+            }
+            SessionState::Connected => None,
+        }
+    }
+
+    /// The token of the session with this id.
+    pub fn token_of(&self, id: SessionId) -> Option<SessionToken> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// The sessions held for `principal` (closed ones until they are drained).
+    pub fn sessions_of(&self, principal: &str) -> impl Iterator<Item = SessionToken> + '_ {
+        self.by_principal
+            .get(principal)
+            .into_iter()
+            .flatten()
+            .copied()
+    }
+
+    /// The tokens of every session held (closed ones until they are drained).
+    pub fn tokens(&self) -> impl Iterator<Item = SessionToken> + '_ {
+        self.sessions.keys().copied()
     }
 
     /// Sessions not closed for good.
     pub fn live_sessions(&self) -> usize {
-        self.sessions.values().filter(|s| !s.is_closed()).count()
+        self.books.live
     }
 
-    /// Every session held, with its token.
-    pub fn sessions_mut(&mut self) -> impl Iterator<Item = (&SessionToken, &mut Session)> {
-        self.sessions.iter_mut()
-    }
-
-    /// The earliest time any session needs waking.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions
-            .values()
-            .filter_map(Session::poll_timeout)
-            .min()
-    }
-
-    /// Runs every session's timers due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.reap();
-        for s in self.sessions.values_mut() {
-            if s.poll_timeout().is_some_and(|t| t <= now) {
-                s.handle_timeout(now);
+    /// The earliest time any session needs waking: call
+    /// [`handle_timeout`](Self::handle_timeout) then. O(log n): stale heap
+    /// entries are dropped here.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((t, token))) = self.books.timers.peek() {
+            if self
+                .sessions
+                .get(&token)
+                .is_some_and(|s| s.deadline == Some(t))
+            {
+                return Some(t);
             }
+            self.books.timers.pop();
         }
+        None
+    }
+
+    /// Runs the timers due at `now` and returns the sessions they woke:
+    /// drain their transmits (a ping, a poll answer, the ABORT) and events,
+    /// then take the closes from [`poll_close`](Self::poll_close).
+    #[must_use = "the woken sessions have transmits to drain"]
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<SessionToken> {
+        let mut woken = Vec::new();
+        let mut due = Vec::new();
+        while let Some(&Reverse((t, token))) = self.books.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.books.timers.pop();
+            due.push((t, token));
+        }
+        // A deadline a session files again at or before `now` waits for the
+        // next call: it never runs twice in this one.
+        for (t, token) in due {
+            let Some(slot) = self.sessions.get_mut(&token) else {
+                continue;
+            };
+            if slot.deadline != Some(t) {
+                continue; // superseded
+            }
+            slot.deadline = None;
+            slot.session.handle_timeout(now);
+            self.books.refresh(token, slot);
+            woken.push(token);
+        }
+        // Keep the heap within a bound of the number of sessions.
+        if self.books.timers.len() > 2 * self.sessions.len() + 64 {
+            let sessions = &self.sessions;
+            self.books.timers.retain(|Reverse((t, token))| {
+                sessions.get(token).is_some_and(|s| s.deadline == Some(*t))
+            });
+        }
+        woken
     }
 
     /// The next session that closed for good, with its decision (each once).
     /// Drain its transmits (the ABORT) before dropping the transport.
+    #[must_use = "the close decision is handed out once"]
     pub fn poll_close(&mut self) -> Option<(SessionToken, Close)> {
-        self.sessions
-            .iter_mut()
-            .find_map(|(t, s)| s.poll_close().map(|c| (*t, c)))
-    }
-
-    /// The authenticator, for a server that decides credentials before it
-    /// hands the request to [`connect`](Self::connect) (e.g. off its event
-    /// loop, because checking a password hash is slow).
-    pub fn authenticator_mut(&mut self) -> &mut A {
-        &mut self.authenticator
+        while let Some(token) = self.books.closing.pop_front() {
+            if let Some(c) = self
+                .sessions
+                .get_mut(&token)
+                .and_then(|s| s.session.poll_close())
+            {
+                return Some((token, c));
+            }
+        }
+        None
     }
 
     /// Forgets sessions whose close was taken and whose transmits are
-    /// drained. [`connect`](Self::connect) and
-    /// [`handle_timeout`](Self::handle_timeout) do it too; a server that
-    /// drives sessions one by one calls it now and then.
+    /// drained. [`handle_connect`](Self::handle_connect) and
+    /// [`accept`](Self::accept) do it too; a server calls it now and then.
     pub fn reap(&mut self) {
-        let identities = &mut self.identities;
+        let (by_id, by_principal) = (&mut self.by_id, &mut self.by_principal);
         self.sessions.retain(|token, s| {
-            if !s.is_finished() {
+            if !s.session.is_finished() {
                 return true;
             }
-            if let Some(p) = s.principal() {
-                if identities.get(p) == Some(token) {
-                    identities.remove(p);
+            by_id.remove(&s.session.id());
+            if let Some(p) = s.session.principal() {
+                if let Some(set) = by_principal.get_mut(p) {
+                    set.remove(token);
+                    if set.is_empty() {
+                        by_principal.remove(p);
+                    }
                 }
             }
             false
@@ -334,6 +604,8 @@ impl<A: Authenticator> Registry<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::handshake::Credentials;
+    use crate::session::ids::SeededRandom;
     use crate::session::state::Transmit;
     use crate::ViolationKind;
     use std::time::Duration;
@@ -342,13 +614,32 @@ mod tests {
         ConnectionRequest::from_query(q)
     }
 
-    fn registry(max_clients: usize) -> Registry<impl Authenticator> {
+    type R = Registry<SeededRandom>;
+
+    fn registry(max_clients: usize) -> R {
         let limits = Limits::builder().max_clients(max_clients).build().unwrap();
-        let auth = |p: Option<&str>, c: &Credentials| match p {
-            Some("alice") => *c == Credentials::Text("s3cret".into()),
-            _ => true,
-        };
-        Registry::new(limits, SessionConfig::default(), auth)
+        Registry::new(limits, SessionConfig::default(), SeededRandom::new(7))
+    }
+
+    /// What a server with one account does: alice's password is `s3cret`,
+    /// everyone else gets in as who they claim to be.
+    fn connect(r: &mut R, now: Instant, q: &str) -> ConnectOutcome {
+        match r.handle_connect(now, parse(q)) {
+            Connect::Answered(o) => o,
+            Connect::Incoming(incoming) => {
+                let req = incoming.request();
+                let ok = match req.principal.as_deref() {
+                    Some("alice") => req.credentials == Credentials::Text("s3cret".into()),
+                    _ => true,
+                };
+                let principal = req.principal.clone();
+                if ok {
+                    r.accept(now, incoming, principal)
+                } else {
+                    r.refuse(incoming, Refuse::BadCredentials)
+                }
+            }
+        }
     }
 
     fn refused(o: &ConnectOutcome) -> (u8, CloseReason) {
@@ -359,8 +650,8 @@ mod tests {
     fn section_2_connect_answers_100_with_a_fresh_token() {
         let mut r = registry(10);
         let t0 = Instant::now();
-        let a = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0"));
-        let b = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0"));
+        let a = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0");
+        let b = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0");
         assert_eq!(a.response.code, ResponseCode::Connected);
         let d = a.response.session.unwrap();
         assert_eq!(d.value, 32 * 1024, "100 carries the maximum message size");
@@ -374,9 +665,10 @@ mod tests {
     #[test]
     fn section_1_reconnect_with_unknown_token_answers_117_aborted() {
         let mut r = registry(10);
-        let o = r.connect(
+        let o = connect(
+            &mut r,
             Instant::now(),
-            parse("ty=WB&v=29&ca=8&r=0&c=AAAAAAAAAAAAAAAAAAAAAAAA&cs=1&ss=0"),
+            "ty=WB&v=29&ca=8&r=0&c=AAAAAAAAAAAAAAAAAAAAAAAA&cs=1&ss=0",
         );
         assert_eq!(refused(&o), (117, CloseReason::Aborted));
     }
@@ -385,21 +677,21 @@ mod tests {
     fn section_1_reconnect_with_closed_token_answers_117_aborted() {
         let mut r = registry(10);
         let t0 = Instant::now();
-        let token = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0")).session.unwrap();
+        let token = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0").session.unwrap();
         r.session_mut(&token)
             .unwrap()
             .handle_event(t0, SessionEvent::ClosedByController);
         let q = format!("ty=WB&v=29&ca=8&r=0&c={}&cs=1&ss=0", token.as_str());
         // Before and after the closed session is drained and forgotten.
         assert_eq!(
-            refused(&r.connect(t0, parse(&q))),
+            refused(&connect(&mut r, t0, &q)),
             (117, CloseReason::Aborted)
         );
         let (t, c) = r.poll_close().unwrap();
         assert_eq!((t, c.reason), (token, CloseReason::ClosedByController));
         while r.session_mut(&token).unwrap().poll_transmit().is_some() {}
         assert_eq!(
-            refused(&r.connect(t0, parse(&q))),
+            refused(&connect(&mut r, t0, &q)),
             (117, CloseReason::Aborted)
         );
         assert!(r.session(&token).is_none());
@@ -408,34 +700,8 @@ mod tests {
     #[test]
     fn section_1_reconnect_without_token_is_connection_lost() {
         let mut r = registry(10);
-        let o = r.connect(Instant::now(), parse("ty=WB&v=29&ca=8&r=0&cs=1&ss=0"));
+        let o = connect(&mut r, Instant::now(), "ty=WB&v=29&ca=8&r=0&cs=1&ss=0");
         assert_eq!(refused(&o), (115, CloseReason::ConnectionLost));
-    }
-
-    #[test]
-    fn section_1_connect_from_a_client_already_connected_is_connection_lost() {
-        let mut r = registry(10);
-        let t0 = Instant::now();
-        let token = r
-            .connect(t0, parse("ty=WB&v=29&ca=8&r=5000"))
-            .session
-            .unwrap();
-        let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=0", token.as_str());
-        assert_eq!(
-            refused(&r.connect(t0, parse(&q))),
-            (115, CloseReason::ConnectionLost)
-        );
-        assert!(
-            !r.session(&token).unwrap().is_closed(),
-            "the session is untouched"
-        );
-        // Once the transport is lost, the same request reconnects.
-        r.session_mut(&token)
-            .unwrap()
-            .handle_event(t0, SessionEvent::TransportLost);
-        let o = r.connect(t0 + Duration::from_millis(10), parse(&q));
-        assert_eq!(o.response.code, ResponseCode::Reconnected);
-        assert_eq!(o.session, Some(token));
     }
 
     #[test]
@@ -445,12 +711,12 @@ mod tests {
         let wrong = Credentials::Text("guess".into()).encode().unwrap();
         let q = format!("ty=WB&v=29&ca=8&r=0&username=alice&password={wrong}");
         assert_eq!(
-            refused(&r.connect(t0, parse(&q))),
+            refused(&connect(&mut r, t0, &q)),
             (116, CloseReason::ConnectionLost)
         );
         let ok = "ty=WB&v=29&ca=8&r=0&username=alice&password=AQZzM2NyZXQ%3D";
         assert_eq!(
-            r.connect(t0, parse(ok)).response.code,
+            connect(&mut r, t0, ok).response.code,
             ResponseCode::Connected
         );
     }
@@ -459,46 +725,125 @@ mod tests {
     fn section_1_client_limit_answers_113_connection_lost() {
         let mut r = registry(1);
         let t0 = Instant::now();
-        r.connect(t0, parse("ty=WB&v=29&ca=8&r=0&username=bob"))
+        connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0&username=bob")
             .session
             .unwrap();
-        let o = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0&username=carol"));
+        let o = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0&username=carol");
         assert_eq!(refused(&o), (113, CloseReason::ConnectionLost));
-        // Taking over an identity frees its slot.
-        let o = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0&username=bob"));
+        // Sessions of one principal coexist, so bob's second one is over too.
+        let o = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0&username=bob");
+        assert_eq!(refused(&o), (113, CloseReason::ConnectionLost));
+        // With takeover on, taking over an identity frees its slot.
+        r.config.principal_takeover = true;
+        let o = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0&username=bob");
         assert_eq!(o.response.code, ResponseCode::Connected);
     }
 
     #[test]
-    fn section_1_same_identity_takes_over_the_old_session() {
+    fn section_1_client_limit_is_checked_again_at_accept() {
+        let mut r = registry(1);
+        let t0 = Instant::now();
+        let q = "ty=WB&v=29&ca=8&r=0";
+        let Connect::Incoming(first) = r.handle_connect(t0, parse(q)) else {
+            panic!("a new session is the server's to decide");
+        };
+        let Connect::Incoming(second) = r.handle_connect(t0, parse(q)) else {
+            panic!("nothing is open yet");
+        };
+        assert!(r.accept(t0, first, None).session.is_some());
+        let o = r.accept(t0, second, None);
+        assert_eq!(refused(&o), (113, CloseReason::ConnectionLost));
+        assert_eq!(r.live_sessions(), 1);
+    }
+
+    #[test]
+    fn section_1_row_15_sessions_of_one_principal_coexist_by_default() {
         let mut r = registry(10);
         let t0 = Instant::now();
         let q = "ty=WB&v=29&ca=8&r=0&username=bob";
-        let old = r.connect(t0, parse(q)).session.unwrap();
-        let new = r.connect(t0, parse(q)).session.unwrap();
+        let old = connect(&mut r, t0, q).session.unwrap();
+        let new = connect(&mut r, t0, q).session.unwrap();
         assert_ne!(old, new);
-        let s = r.session_mut(&old).unwrap();
+        assert!(!r.session(&old).unwrap().is_closed());
+        assert!(!r.session(&new).unwrap().is_closed());
+        let mut held: Vec<_> = r.sessions_of("bob").collect();
+        let mut both = vec![old, new];
+        held.sort();
+        both.sort();
+        assert_eq!(held, both);
+        assert_eq!(r.poll_close(), None);
+    }
+
+    #[test]
+    fn principal_takeover_when_opted_in_closes_the_old_session() {
+        let limits = Limits::default();
+        let config = SessionConfig {
+            principal_takeover: true,
+            ..SessionConfig::default()
+        };
+        let mut r = Registry::new(limits, config, SeededRandom::new(3));
+        let t0 = Instant::now();
+        let q = "ty=WB&v=29&ca=8&r=0&username=bob";
+        let old = connect(&mut r, t0, q).session.unwrap();
+        let new = connect(&mut r, t0, q).session.unwrap();
+        assert_ne!(old, new);
+        let (t, c) = r.poll_close().unwrap();
+        assert_eq!((t, c.reason), (old, CloseReason::SessionTakenOver));
+        assert!(c.abort_sent);
+        let mut s = r.session_mut(&old).unwrap();
         assert_eq!(
             s.poll_transmit(),
             Some(Transmit::WebSocket(bytes::Bytes::from_static(&[0x1c])))
         );
-        let c = s.poll_close().unwrap();
-        assert_eq!(c.reason, CloseReason::SessionTakenOver);
-        assert!(c.abort_sent);
+        drop(s);
         assert!(!r.session(&new).unwrap().is_closed());
         // Anonymous sessions never take each other over.
-        let a = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0")).session.unwrap();
-        r.connect(t0, parse("ty=WB&v=29&ca=8&r=0")).session.unwrap();
+        let a = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0").session.unwrap();
+        connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0").session.unwrap();
         assert!(!r.session(&a).unwrap().is_closed());
+        assert_eq!(r.poll_close(), None);
+    }
+
+    #[test]
+    fn accept_uses_the_principal_the_server_authenticated() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let Connect::Incoming(i) = r.handle_connect(t0, parse("ty=WB&v=29&ca=8&r=0&username=eve"))
+        else {
+            panic!("a new session is the server's to decide");
+        };
+        assert_eq!(i.request().principal.as_deref(), Some("eve"));
+        let token = r.accept(t0, i, Some("mallory".into())).session.unwrap();
+        assert_eq!(r.session(&token).unwrap().principal(), Some("mallory"));
+        assert_eq!(r.sessions_of("eve").count(), 0);
+        let id = r.session(&token).unwrap().id();
+        assert_eq!(r.token_of(id), Some(token));
+    }
+
+    #[test]
+    fn a_failed_random_source_answers_119_internal_error() {
+        let broken = |_: &mut [u8]| -> Result<(), crate::session::ids::RandomSourceFailed> {
+            Err(crate::session::ids::RandomSourceFailed)
+        };
+        let mut r = Registry::new(Limits::default(), SessionConfig::default(), broken);
+        let t0 = Instant::now();
+        let Connect::Incoming(i) = r.handle_connect(t0, parse("ty=WB&v=29&ca=8&r=0")) else {
+            panic!("a new session is the server's to decide");
+        };
+        let o = r.accept(t0, i, None);
+        assert_eq!(
+            (o.response.code.code(), o.refused.unwrap().reason),
+            (119, CloseReason::InternalError)
+        );
     }
 
     #[test]
     fn section_2_request_faults_answer_115_or_102_and_abort() {
         let mut r = registry(10);
         let t0 = Instant::now();
-        let o = r.connect(t0, parse("ty=WB&v=28&ca=8&r=0"));
+        let o = connect(&mut r, t0, "ty=WB&v=28&ca=8&r=0");
         assert_eq!(refused(&o), (102, CloseReason::Aborted));
-        let o = r.connect(t0, parse("ty=WB&ca=8&r=0"));
+        let o = connect(&mut r, t0, "ty=WB&ca=8&r=0");
         assert_eq!(refused(&o), (115, CloseReason::Aborted));
         assert!(matches!(
             o.refused.unwrap().violation.unwrap().kind(),
@@ -509,13 +854,12 @@ mod tests {
     #[test]
     fn section_6_reconnect_with_uncoverable_gap_answers_118_lost_messages() {
         let limits = Limits::builder().recovery_buffer(1).build().unwrap();
-        let mut r = Registry::new(limits, SessionConfig::default(), AllowAll);
+        let mut r = Registry::new(limits, SessionConfig::default(), SeededRandom::new(1));
         let t0 = Instant::now();
-        let token = r
-            .connect(t0, parse("ty=WB&v=29&ca=8&r=5000"))
+        let token = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=5000")
             .session
             .unwrap();
-        let s = r.session_mut(&token).unwrap();
+        let mut s = r.session_mut(&token).unwrap();
         for _ in 0..3 {
             assert!(s.send(
                 t0,
@@ -527,8 +871,9 @@ mod tests {
         }
         while s.poll_transmit().is_some() {}
         s.handle_event(t0, SessionEvent::TransportLost);
+        drop(s);
         let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=1", token.as_str());
-        let o = r.connect(t0, parse(&q));
+        let o = connect(&mut r, t0, &q);
         assert_eq!(refused(&o), (118, CloseReason::LostMessages));
         assert_eq!(
             o.refused.unwrap().violation.unwrap().kind(),
@@ -544,14 +889,14 @@ mod tests {
     fn reap_forgets_finished_sessions_only() {
         let mut r = registry(10);
         let t0 = Instant::now();
-        let a = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0")).session.unwrap();
-        let b = r.connect(t0, parse("ty=WB&v=29&ca=8&r=0")).session.unwrap();
-        let s = r.session_mut(&a).unwrap();
-        s.handle_event(t0, SessionEvent::ClosedByController);
+        let a = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0").session.unwrap();
+        let b = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0").session.unwrap();
+        r.session_mut(&a)
+            .unwrap()
+            .handle_event(t0, SessionEvent::ClosedByController);
         r.reap();
         assert!(r.session(&a).is_some(), "close not taken yet");
-        let s = r.session_mut(&a).unwrap();
-        assert!(s.poll_close().is_some());
+        assert!(r.poll_close().is_some());
         r.reap();
         assert!(r.session(&a).is_some(), "the ABORT is not drained yet");
         while r.session_mut(&a).unwrap().poll_transmit().is_some() {}
@@ -561,23 +906,59 @@ mod tests {
     }
 
     #[test]
-    fn authenticator_mut_reaches_the_servers_hook() {
-        struct Verdict(bool);
-        impl Authenticator for Verdict {
-            fn authenticate(&mut self, _: Option<&str>, _: &Credentials) -> bool {
-                self.0
-            }
-        }
-        let mut r = Registry::new(Limits::default(), SessionConfig::default(), Verdict(false));
+    fn section_2_refuse_answers_116_119_or_113_when_busy() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
         let q = "ty=WB&v=29&ca=8&r=0";
+        for (why, code, reason) in [
+            (Refuse::BadCredentials, 116, CloseReason::ConnectionLost),
+            (Refuse::NotReady, 119, CloseReason::InternalError),
+            (Refuse::Busy, 113, CloseReason::ConnectionLost),
+        ] {
+            let Connect::Incoming(i) = r.handle_connect(t0, parse(q)) else {
+                panic!("a new session is the server's to decide");
+            };
+            let o = r.refuse(i, why);
+            assert_eq!(
+                (o.response.code.code(), o.refused.unwrap().reason),
+                (code, reason)
+            );
+        }
+        assert_eq!(r.live_sessions(), 0);
+    }
+
+    #[test]
+    fn section_6_reconnect_while_still_connected_loses_the_old_transport_then_resumes() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let first = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=5000");
+        assert!(!first.displaced);
+        let token = first.session.unwrap();
+        let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=0", token.as_str());
+        let again = connect(&mut r, t0, &q);
+        assert_eq!(again.response.code, ResponseCode::Reconnected);
         assert_eq!(
-            r.connect(Instant::now(), parse(q)).response.code,
-            ResponseCode::AuthenticationFailed
+            (again.session, again.refused, again.displaced),
+            (Some(token), None, true)
         );
-        r.authenticator_mut().0 = true;
+        let mut s = r.session_mut(&token).unwrap();
+        assert_eq!(s.state(), SessionState::Connected);
+        assert!(matches!(
+            s.poll_event(),
+            Some(crate::session::state::Event::Disconnected {
+                reason: CloseReason::ConnectionLost,
+                ..
+            })
+        ));
+        drop(s);
+        // A session that is not connected is simply resumed.
+        let mut s = r.session_mut(&token).unwrap();
+        s.handle_event(t0, SessionEvent::TransportLost);
+        drop(s);
+        let later = connect(&mut r, t0, &q);
         assert_eq!(
-            r.connect(Instant::now(), parse(q)).response.code,
-            ResponseCode::Connected
+            (later.response.code, later.displaced),
+            (ResponseCode::Reconnected, false)
         );
     }
 
@@ -585,9 +966,75 @@ mod tests {
     fn registry_wakes_at_the_earliest_session_timer() {
         let mut r = registry(10);
         let t0 = Instant::now();
-        r.connect(t0, parse("ty=WB&v=29&ca=8&r=0"));
+        connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0").session.unwrap();
         assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(90)));
-        r.handle_timeout(t0 + Duration::from_secs(90));
+        assert_eq!(r.handle_timeout(t0 + Duration::from_secs(90)).len(), 1);
         assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(180)));
+    }
+
+    #[test]
+    fn section_4_unanswered_ping_closes_through_the_registry_timers() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let a = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0").session.unwrap();
+        let b = connect(&mut r, t0 + Duration::from_secs(1), "ty=WB&v=29&ca=8&r=0")
+            .session
+            .unwrap();
+        // A session driven out of band refiles its own deadline.
+        r.session_mut(&b).unwrap().handle_websocket(
+            t0 + Duration::from_secs(2),
+            bytes::Bytes::from_static(&[0x1d]),
+        );
+        assert_eq!(
+            r.poll_close().map(|(t, c)| (t, c.reason)),
+            Some((b, CloseReason::ClosedByClient))
+        );
+        let mut now = t0;
+        for _ in 0..8 {
+            let Some(t) = r.poll_timeout() else { break };
+            now = t;
+            assert_eq!(r.handle_timeout(now), vec![a]);
+            while r.session_mut(&a).unwrap().poll_transmit().is_some() {}
+            if let Some((t, c)) = r.poll_close() {
+                assert_eq!((t, c.reason), (a, CloseReason::ClientUnresponsive));
+                assert_eq!(now, t0 + Duration::from_secs(180));
+                assert_eq!(r.poll_timeout(), None);
+                return;
+            }
+        }
+        panic!("no close by {now:?}");
+    }
+
+    #[test]
+    fn the_timer_heap_stays_within_a_bound_of_the_sessions_held() {
+        let mut r = registry(1000);
+        let t0 = Instant::now();
+        for round in 0..5u64 {
+            let now = t0 + Duration::from_millis(round);
+            let tokens: Vec<_> = (0..200)
+                .map(|_| connect(&mut r, now, "ty=WB&v=29&ca=8&r=0").session.unwrap())
+                .collect();
+            for t in &tokens {
+                let mut s = r.session_mut(t).unwrap();
+                s.handle_websocket(now, bytes::Bytes::from_static(&[0x1d]));
+            }
+            while let Some((t, _)) = r.poll_close() {
+                while r.session_mut(&t).unwrap().poll_transmit().is_some() {}
+            }
+            r.reap();
+            assert!(r.handle_timeout(now).is_empty());
+            assert!(
+                r.books.timers.len() <= 2 * r.sessions.len() + 64,
+                "{} entries for {} sessions",
+                r.books.timers.len(),
+                r.sessions.len()
+            );
+        }
+        assert_eq!(r.live_sessions(), 0);
+        assert_eq!(r.poll_timeout(), None);
+        assert!(
+            r.books.timers.is_empty(),
+            "poll_timeout drops stale entries"
+        );
     }
 }

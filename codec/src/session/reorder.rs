@@ -17,13 +17,6 @@ use crate::{Limits, Violation, ViolationKind};
 
 /// Parses a sequence number header: a decimal number with no sign, no
 /// spaces and no leading zero (`0` itself excepted).
-///
-/// ```
-/// use sessionwire::session::reorder::parse_sequence;
-/// assert_eq!(parse_sequence("17"), Ok(17));
-/// assert!(parse_sequence("017").is_err());
-/// assert!(parse_sequence("-1").is_err());
-/// ```
 pub fn parse_sequence(text: &str) -> Result<u64, Violation> {
     let malformed = Violation::new(ViolationKind::SequenceMalformed, 0);
     let bytes = text.as_bytes();
@@ -44,20 +37,6 @@ struct Held<T> {
 }
 
 /// Holds out-of-order items until their turn.
-///
-/// ```
-/// use std::time::{Duration, Instant};
-/// use sessionwire::session::reorder::ReorderBuffer;
-/// use sessionwire::Limits;
-/// let now = Instant::now();
-/// let mut r = ReorderBuffer::new(&Limits::default());
-/// r.insert(now, 1, "second").unwrap();
-/// assert_eq!(r.pop_ready(), None);
-/// r.insert(now, 0, "first").unwrap();
-/// assert_eq!(r.pop_ready(), Some("first"));
-/// assert_eq!(r.pop_ready(), Some("second"));
-/// assert!(r.insert(now, 1, "again").is_err());
-/// ```
 #[derive(Clone, Debug)]
 pub struct ReorderBuffer<T> {
     next: u64,
@@ -75,11 +54,6 @@ impl<T> ReorderBuffer<T> {
             wait: limits.reorder_wait(),
             held: BTreeMap::new(),
         }
-    }
-
-    /// The next sequence number expected.
-    pub fn next_expected(&self) -> u64 {
-        self.next
     }
 
     /// How many items are held (out of order, or in order and not yet popped).
@@ -346,5 +320,32 @@ mod tests {
                 prop_assert_eq!(v.close_reason(), crate::CloseReason::LostMessages);
             }
         }
+    }
+}
+
+/// The examples this module showed in its documentation, kept as tests.
+#[cfg(test)]
+mod examples {
+    use super::*;
+
+    #[test]
+    fn section_6_s_is_a_decimal_without_leading_zeros() {
+        assert_eq!(parse_sequence("17"), Ok(17));
+        assert!(parse_sequence("017").is_err());
+        assert!(parse_sequence("-1").is_err());
+    }
+
+    #[test]
+    fn section_6_sends_are_released_in_order_and_duplicates_refused() {
+        use crate::Limits;
+        use std::time::Instant;
+        let now = Instant::now();
+        let mut r = ReorderBuffer::new(&Limits::default());
+        r.insert(now, 1, "second").unwrap();
+        assert_eq!(r.pop_ready(), None);
+        r.insert(now, 0, "first").unwrap();
+        assert_eq!(r.pop_ready(), Some("first"));
+        assert_eq!(r.pop_ready(), Some("second"));
+        assert!(r.insert(now, 1, "again").is_err());
     }
 }

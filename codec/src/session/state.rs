@@ -52,11 +52,16 @@ pub struct SessionConfig {
     /// On a reconnection whose gap cannot be covered, answer 106 (resume with
     /// message loss) instead of 118 and LOST_MESSAGES. Off by default.
     pub allow_message_loss: bool,
+    /// A new session of a principal closes that principal's older sessions
+    /// SESSION_TAKEN_OVER. Off by default: the protocol gives session
+    /// clients no identity to take over (docs/protocol.md section 9 (d)),
+    /// so one principal may hold many sessions at once.
+    pub principal_takeover: bool,
 }
 
 impl Default for SessionConfig {
     /// Server id 0, a ping every 90 s, polls held 25 s, 15 s allowed between
-    /// polls, test-reconnect and message loss off.
+    /// polls, test-reconnect, message loss and principal takeover off.
     fn default() -> Self {
         SessionConfig {
             server_id: 0,
@@ -65,6 +70,7 @@ impl Default for SessionConfig {
             poll_gap: Duration::from_secs(15),
             test_reconnect: false,
             allow_message_loss: false,
+            principal_takeover: false,
         }
     }
 }
@@ -171,6 +177,38 @@ pub struct Close {
     pub abort_sent: bool,
     /// When the decision was taken.
     pub at: Instant,
+}
+
+/// The answer to an HTTP polling request a session cannot take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpClose {
+    /// 200 with a batch holding only ABORT: the client must not come back.
+    Abort,
+    /// The `diffusion-connection: reconnect` answer: the session waits for a
+    /// reconnection.
+    Reconnect,
+    /// No answer: drop the connection.
+    Drop,
+}
+
+impl Close {
+    /// WebSocket: after the last transmit (the ABORT, when one was queued),
+    /// end with a close frame (`true`) or just drop the socket (`false`: a
+    /// recoverable reason, or a failover, after which the client should
+    /// reconnect).
+    pub const fn sends_close_frame(&self) -> bool {
+        !self.reason.is_recoverable() && !matches!(self.reason, CloseReason::FailedOver)
+    }
+
+    /// HTTP polling: the answer to the polls (and any later request) still
+    /// waiting once the session closed. Pending sends are dropped.
+    pub const fn http_answer(&self) -> HttpClose {
+        if sends_abort(self.reason) {
+            HttpClose::Abort
+        } else {
+            HttpClose::Drop
+        }
+    }
 }
 
 impl fmt::Display for Close {
@@ -400,6 +438,7 @@ impl Session {
 
     /// The next thing to send. Over WebSocket, call it whenever the socket
     /// can take a message: the outbound queue drains through it.
+    #[must_use = "a transmit taken must be sent"]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         if let Some(t) = self.transmits.pop_front() {
             return Some(t);
@@ -421,11 +460,13 @@ impl Session {
     }
 
     /// The next event for the application.
+    #[must_use = "an event taken must be handled"]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// The decision to close for good: `Some` exactly once.
+    #[must_use = "the close decision is handed out once"]
     pub fn poll_close(&mut self) -> Option<Close> {
         if self.close_taken {
             return None;
@@ -573,7 +614,16 @@ impl Session {
 
     /// Feeds an HTTP polling send (`m=2`): its `s` header as received and its
     /// base64 body. Answered with [`Transmit::SendAck`] once accepted.
-    pub fn handle_http_send(&mut self, now: Instant, sequence: &str, body: Bytes) {
+    ///
+    /// Returns the `s` value as the session read it, to match the answer
+    /// with the waiting request (`None`: a malformed `s`).
+    pub fn handle_http_send(&mut self, now: Instant, sequence: &str, body: Bytes) -> Option<u64> {
+        let s = parse_sequence(sequence).ok();
+        self.http_send(now, sequence, body);
+        s
+    }
+
+    fn http_send(&mut self, now: Instant, sequence: &str, body: Bytes) {
         let now = self.tick(now);
         self.handle_timeout(now);
         if self.state != SessionState::Connected || self.transport != ConnectionType::HttpPolling {
@@ -585,13 +635,7 @@ impl Session {
         };
         if body.len() > self.limits.max_batch_text() {
             // Refused before it is held: memory stays within the limits.
-            let v = Violation::new(
-                ViolationKind::BatchTooLarge {
-                    limit: self.limits.max_batch_size(),
-                },
-                self.limits.max_batch_text(),
-            );
-            return self.close_violation(now, v);
+            return self.close_violation(now, self.batch_too_large());
         }
         if let Err(v) = self.sends.insert(now, s, body) {
             return self.close_violation(now, v);
@@ -615,10 +659,40 @@ impl Session {
         self.flush_poll(now);
     }
 
+    /// Feeds an HTTP polling send whose body the server stopped reading
+    /// because it ran over [`Limits::max_batch_text`]: the session closes
+    /// MESSAGE_TOO_LARGE, as it would for the whole body.
+    pub fn handle_http_send_too_large(&mut self, now: Instant) {
+        let now = self.tick(now);
+        self.handle_timeout(now);
+        if self.state != SessionState::Connected || self.transport != ConnectionType::HttpPolling {
+            return;
+        }
+        self.close_violation(now, self.batch_too_large());
+    }
+
+    fn batch_too_large(&self) -> Violation {
+        Violation::new(
+            ViolationKind::BatchTooLarge {
+                limit: self.limits.max_batch_size(),
+            },
+            self.limits.max_batch_text(),
+        )
+    }
+
     /// Feeds an HTTP poll (`m=1`) with its `s` header as received. The poll
     /// is answered at once when messages are waiting, else when one is
     /// queued or the poll timeout passes.
-    pub fn handle_http_poll(&mut self, now: Instant, sequence: &str) {
+    ///
+    /// Returns the `s` value as the session read it, to match the answer
+    /// with the waiting request (`None`: a malformed `s`).
+    pub fn handle_http_poll(&mut self, now: Instant, sequence: &str) -> Option<u64> {
+        let s = parse_sequence(sequence).ok();
+        self.http_poll(now, sequence);
+        s
+    }
+
+    fn http_poll(&mut self, now: Instant, sequence: &str) {
         let now = self.tick(now);
         self.handle_timeout(now);
         if self.state != SessionState::Connected || self.transport != ConnectionType::HttpPolling {
