@@ -157,22 +157,27 @@ const WILDCARD: u8 = 4;
 
 /// One pass over `s`: whether it has bytes above 0x7f, a NUL byte, a `+` or
 /// a `#`. Multi-byte UTF-8 sequences never hold bytes below 0x80, so the
-/// ASCII findings hold for the decoded characters too. Eight bytes at a
-/// time: a word has a zero byte exactly when `(w - 0x01..) & !w & 0x80..`
-/// is non-zero, and a byte equal to `c` is a zero byte of `w ^ c..`.
+/// ASCII findings hold for the decoded characters too.
+///
+/// Eight bytes at a time, with one test for all three special bytes: a word
+/// has a zero byte exactly when `(w - 0x01..) & !w & 0x80..` is non-zero;
+/// `+` (0x2b) and `#` (0x23) differ only in bit 3, so both, and only they,
+/// become zero bytes of `(w | 0x08..) ^ 0x2b..`. Only a string holding one of
+/// them (rare outside topic filters) is looked at again to tell which.
 #[inline]
 fn scan(s: &[u8]) -> u8 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
+    /// High bit set in each zero byte (and possibly above one): non-zero
+    /// exactly when `w` has a zero byte, once masked with `HIGHS`.
     #[inline(always)]
-    fn zero_byte(w: u64) -> u64 {
-        w.wrapping_sub(ONES) & !w & HIGHS
+    fn zeros(w: u64) -> u64 {
+        w.wrapping_sub(ONES) & !w
     }
-    let (mut high, mut nul, mut wild) = (0u64, 0u64, 0u64);
+    let (mut high, mut special) = (0u64, 0u64);
     let mut add = |w: u64| {
         high |= w;
-        nul |= zero_byte(w);
-        wild |= zero_byte(w ^ (ONES * u64::from(b'+'))) | zero_byte(w ^ (ONES * u64::from(b'#')));
+        special |= zeros(w) | zeros((w | (ONES * 0x08)) ^ (ONES * u64::from(b'+')));
     };
     let word = |b: &[u8]| {
         let mut w = [0u8; 8];
@@ -192,9 +197,17 @@ fn scan(s: &[u8]) -> u8 {
         w[..s.len()].copy_from_slice(s);
         add(u64::from_le_bytes(w));
     }
-    (u8::from(high & HIGHS != 0) * NON_ASCII)
-        | (u8::from(nul != 0) * NUL)
-        | (u8::from(wild != 0) * WILDCARD)
+    let mut bits = u8::from(high & HIGHS != 0) * NON_ASCII;
+    if special & HIGHS != 0 {
+        for &b in s {
+            bits |= match b {
+                0 => NUL,
+                b'+' | b'#' => WILDCARD,
+                _ => 0,
+            };
+        }
+    }
+    bits
 }
 
 /// Checks the string rules (well-formed UTF-8, which excludes surrogates and
@@ -630,6 +643,23 @@ mod tests {
         }
         // Neighbours of the searched bytes are not mistaken for them.
         assert_eq!(scan(b"\x01\x01\x01\x01\x01\x01\x01\x01*,\"$"), 0);
+    }
+
+    #[test]
+    fn scan_tells_every_byte_value_apart() {
+        for byte in 0..=255u8 {
+            let want = match byte {
+                0 => NUL,
+                b'+' | b'#' => WILDCARD,
+                0x80.. => NON_ASCII,
+                _ => 0,
+            };
+            for len in [1, 7, 8, 9, 29] {
+                let mut s = vec![b'a'; len];
+                s[len / 2] = byte;
+                assert_eq!(scan(&s), want, "{byte:#04x} in {len} bytes");
+            }
+        }
     }
 
     #[test]
