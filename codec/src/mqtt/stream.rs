@@ -278,8 +278,20 @@ impl Decoder {
             Err(v) => return Err(self.fail(v)),
         };
         let packet = buf.split_to(total).freeze();
+        self.decode_framed(&packet, header, total)
+    }
+
+    /// Decodes `packet`, one whole packet framed by [`framing`] (`header`
+    /// and `total` bytes), and moves past it.
+    #[inline]
+    fn decode_framed(
+        &mut self,
+        packet: &Bytes,
+        header: usize,
+        total: usize,
+    ) -> Result<Option<Packet>, Violation> {
         let decoded = Packet::decode_body(
-            &packet,
+            packet,
             0,
             header,
             total,
@@ -314,6 +326,31 @@ impl Decoder {
         buf: &mut BytesMut,
         input: &mut &[u8],
     ) -> Result<Option<Packet>, Violation> {
+        if buf.is_empty() && self.failed.is_none() {
+            // A packet starts at `input`: its fixed header is read there, so
+            // the size is checked before a byte is kept, and a packet that
+            // `input` holds whole is copied in one go and framed only once.
+            match framing(input, self.version, self.from, self.order, self.max) {
+                Ok(Framing::Complete(header, total)) => {
+                    buf.extend_from_slice(&input[..total]);
+                    *input = &input[total..];
+                    let packet = buf.split_to(total).freeze();
+                    return self.decode_framed(&packet, header, total);
+                }
+                Ok(Framing::Incomplete(Some(total))) => {
+                    // All of `input` belongs to this packet, whose size
+                    // was checked.
+                    buf.reserve(total);
+                    buf.extend_from_slice(input);
+                    *input = &[];
+                    return Ok(None);
+                }
+                // `input` holds at most part of a fixed header: read below,
+                // one byte at a time.
+                Ok(Framing::Incomplete(None)) => {}
+                Err(v) => return Err(self.fail(v)),
+            }
+        }
         loop {
             if let Some(v) = self.failed {
                 return Err(v);
