@@ -228,8 +228,8 @@ fn which_special(s: &[u8], non_ascii: bool, special: bool) -> u8 {
 #[inline]
 fn scan(s: &[u8]) -> u8 {
     use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8, _mm_setzero_si128,
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_setzero_si128,
     };
     let mut high = 0;
     let mut special = 0;
@@ -476,10 +476,32 @@ impl<'a> Reader<'a> {
     /// A string, checked: UTF-8 without U+0000. Returns the scan bits too.
     #[inline]
     fn string_bits(&mut self, field: &'static str) -> Result<(Str, u8), Violation> {
+        let (at, n, bits) = self.string_span(field)?;
+        Ok((Str(self.whole.slice(at..at + n)), bits))
+    }
+
+    /// A string, checked as [`string`](Self::string) does, without taking a
+    /// view: where its bytes start in the buffer, how many there are, and
+    /// the scan bits.
+    #[inline]
+    fn string_span(&mut self, field: &'static str) -> Result<(usize, usize, u8), Violation> {
         let n = usize::from(self.u16(field)?);
         let at = self.take(n, field)?;
         let bits = check_utf8(&self.whole[at..at + n], at - self.base, field)?;
-        Ok((Str(self.whole.slice(at..at + n)), bits))
+        Ok((at, n, bits))
+    }
+
+    /// Steps over a string, checked as [`string`](Self::string) does.
+    #[inline]
+    pub(crate) fn skip_string(&mut self, field: &'static str) -> Result<(), Violation> {
+        self.string_span(field).map(drop)
+    }
+
+    /// Steps over binary data (a two-byte length, then that many bytes).
+    #[inline]
+    pub(crate) fn skip_binary(&mut self, field: &'static str) -> Result<(), Violation> {
+        let n = self.u16(field)?;
+        self.take(usize::from(n), field).map(drop)
     }
 
     /// A string, checked: UTF-8 without U+0000.
