@@ -461,7 +461,23 @@ impl Properties {
 
     /// Reads and checks a property block for `packet` (in `scope`), sent by
     /// `from`.
+    #[inline]
     pub(crate) fn read(
+        r: &mut Reader<'_>,
+        scope: Scope,
+        packet: PacketType,
+        from: Sender,
+    ) -> Result<(Properties, Summary), Violation> {
+        // Most blocks are empty: a one-byte length of 0, nothing to check.
+        if r.peek() == Some(0) {
+            r.u8("property length")?;
+            return Ok((Properties::new(), Summary::default()));
+        }
+        Properties::read_block(r, scope, packet, from)
+    }
+
+    /// [`read`](Self::read) for a block that is not known to be empty.
+    fn read_block(
         r: &mut Reader<'_>,
         scope: Scope,
         packet: PacketType,

@@ -410,6 +410,16 @@ impl<'a> Reader<'a> {
         Ok(at)
     }
 
+    /// The next byte, without reading it.
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<u8> {
+        if self.is_empty() {
+            None
+        } else {
+            Some(self.whole[self.pos])
+        }
+    }
+
     /// One byte.
     #[inline]
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, Violation> {
