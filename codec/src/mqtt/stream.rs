@@ -34,7 +34,7 @@ pub(crate) enum Framing {
 /// soon as it is there, then the remaining length (at most four bytes, in
 /// its shortest form) and the total size against `max` before any of the
 /// body is needed. Offsets count from `input`'s start.
-#[inline]
+#[inline(always)]
 pub(crate) fn framing(
     input: &[u8],
     version: Option<Version>,
@@ -332,6 +332,11 @@ impl Decoder {
             // `input` holds whole is copied in one go and framed only once.
             match framing(input, self.version, self.from, self.order, self.max) {
                 Ok(Framing::Complete(header, total)) => {
+                    // Room for the packets that follow in `input` too (at
+                    // most the size limit), so that the buffer is not
+                    // grown again for each of them: it only ever holds
+                    // one packet.
+                    buf.reserve(input.len().min(self.max));
                     buf.extend_from_slice(&input[..total]);
                     *input = &input[total..];
                     let packet = buf.split_to(total).freeze();
