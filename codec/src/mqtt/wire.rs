@@ -300,14 +300,17 @@ pub(crate) fn check_utf8(s: &[u8], offset: usize, field: &'static str) -> Result
     Ok(bits)
 }
 
+/// What a shared subscription's topic filter starts with (5.0).
+const SHARE: &[u8] = b"$share/";
+
 /// Checks a topic filter's wildcard placement and, in MQTT 5.0, the shape of
 /// a shared subscription; returns whether it is a shared subscription.
 pub(crate) fn check_filter(s: &[u8], offset: usize, v5: bool) -> Result<bool, Violation> {
     let mut start = 0;
     let mut shared = false;
-    if v5 && s.starts_with(b"$share/") {
+    if v5 && s.starts_with(SHARE) {
         shared = true;
-        let name_start = 7;
+        let name_start = SHARE.len();
         let name_end = s[name_start..]
             .iter()
             .position(|&b| b == b'/')
@@ -573,17 +576,21 @@ impl<'a> Reader<'a> {
         (self.whole.slice(from..self.end), skip)
     }
 
-    /// A topic filter: a non-empty string whose wildcards fill their levels.
-    /// Returns the filter and whether it is a shared subscription.
-    pub(crate) fn topic_filter(&mut self, v5: bool) -> Result<(Str, bool), Violation> {
+    /// Steps over a topic filter: a non-empty string whose wildcards fill
+    /// their levels. Returns whether it is a shared subscription.
+    pub(crate) fn topic_filter(&mut self, v5: bool) -> Result<bool, Violation> {
         const FIELD: &str = "topic filter";
         let start = self.pos();
-        let (s, _) = self.string_bits(FIELD)?;
-        if s.0.is_empty() {
+        let (at, n, bits) = self.string_span(FIELD)?;
+        if n == 0 {
             return Err(fault(MqttFault::EmptyTopic(Field::Named(FIELD)), start));
         }
-        let shared = check_filter(&s.0, start + 2, v5)?;
-        Ok((s, shared))
+        let s = &self.whole[at..at + n];
+        // Without a wildcard, only a shared subscription has a shape to check.
+        if bits & WILDCARD == 0 && !(v5 && s.starts_with(SHARE)) {
+            return Ok(false);
+        }
+        check_filter(s, start + 2, v5)
     }
 }
 
