@@ -315,18 +315,7 @@ impl Decoder {
     /// still needs, and returns the packet once it is whole. `Ok(None)`
     /// means `input` was used up; call again while `input` is not empty.
     pub fn feed(&mut self, input: &mut &[u8]) -> Result<Option<Packet>, Violation> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let out = self.feed_into(&mut buf, input);
-        self.buf = buf;
-        out
-    }
-
-    fn feed_into(
-        &mut self,
-        buf: &mut BytesMut,
-        input: &mut &[u8],
-    ) -> Result<Option<Packet>, Violation> {
-        if buf.is_empty() && self.failed.is_none() {
+        if self.buf.is_empty() && self.failed.is_none() {
             // A packet starts at `input`: its fixed header is read there, so
             // the size is checked before a byte is kept, and a packet that
             // `input` holds whole is copied in one go and framed only once.
@@ -336,17 +325,17 @@ impl Decoder {
                     // most the size limit), so that the buffer is not
                     // grown again for each of them: it only ever holds
                     // one packet.
-                    buf.reserve(input.len().min(self.max));
-                    buf.extend_from_slice(&input[..total]);
+                    self.buf.reserve(input.len().min(self.max));
+                    self.buf.extend_from_slice(&input[..total]);
                     *input = &input[total..];
-                    let packet = buf.split_to(total).freeze();
+                    let packet = self.buf.split_to(total).freeze();
                     return self.decode_framed(&packet, header, total);
                 }
                 Ok(Framing::Incomplete(Some(total))) => {
                     // All of `input` belongs to this packet, whose size
                     // was checked.
-                    buf.reserve(total);
-                    buf.extend_from_slice(input);
+                    self.buf.reserve(total);
+                    self.buf.extend_from_slice(input);
                     *input = &[];
                     return Ok(None);
                 }
@@ -360,9 +349,13 @@ impl Decoder {
             if let Some(v) = self.failed {
                 return Err(v);
             }
-            let need = match framing(buf, self.version, self.from, self.order, self.max) {
-                Ok(Framing::Complete(..)) => return self.decode(buf),
-                Ok(Framing::Incomplete(Some(total))) => total - buf.len(),
+            let framed = framing(&self.buf, self.version, self.from, self.order, self.max);
+            let need = match framed {
+                Ok(Framing::Complete(header, total)) => {
+                    let packet = self.buf.split_to(total).freeze();
+                    return self.decode_framed(&packet, header, total);
+                }
+                Ok(Framing::Incomplete(Some(total))) => total - self.buf.len(),
                 // The fixed header is read one byte at a time, so that
                 // nothing past it is kept before the size is checked.
                 Ok(Framing::Incomplete(None)) => 1,
@@ -372,7 +365,7 @@ impl Decoder {
                 return Ok(None);
             }
             let take = need.min(input.len());
-            buf.extend_from_slice(&input[..take]);
+            self.buf.extend_from_slice(&input[..take]);
             *input = &input[take..];
         }
     }
