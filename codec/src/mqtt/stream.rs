@@ -194,6 +194,10 @@ impl Iterator for Packets<'_> {
 /// included) before it keeps a byte of the body. After a violation it
 /// answers with that violation forever. Offsets count from the start of the
 /// stream.
+///
+/// When a chunk holds whole packets, room for the chunk (bounded by the size
+/// limit) is reserved once and each packet is split off that buffer, so a
+/// decoded packet may keep the buffer alive until it is dropped.
 #[derive(Debug)]
 pub struct Decoder {
     version: Option<Version>,
