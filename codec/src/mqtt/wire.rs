@@ -446,6 +446,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A variable byte integer: at most four bytes, in its shortest form.
+    #[inline]
     pub(crate) fn var_int(&mut self, field: &'static str) -> Result<u32, Violation> {
         match read_var_int(&self.whole[self.pos..self.end]) {
             VarInt::Value(v, n) => {
