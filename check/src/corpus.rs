@@ -55,13 +55,13 @@ pub const OTHER_INPUTS: &[&str] = &["mqtt-capture"];
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Target {
-    /// One raw binary WebSocket message ([`Message::decode`]).
+    /// One raw binary WebSocket message ([`Message::decode`](sessionwire::message::Message::decode)).
     Message,
     /// An HTTP polling POST body, base64 text as received
-    /// ([`polling::decode_body`]).
+    /// ([`polling::decode_body`](sessionwire::polling::decode_body)).
     HttpBody,
     /// Fuzz-only: chunk sizes, then an HTTP polling POST body fed to
-    /// [`polling::BodyDecoder`] in those chunks (layout: [`split_incremental`]).
+    /// [`polling::BodyDecoder`](sessionwire::polling::BodyDecoder) in those chunks (layout: [`split_incremental`]).
     /// The verdict is the one-shot [`Target::HttpBody`] verdict of the body.
     Incremental,
     /// Fuzz-only: bytes from which `arbitrary` builds one valid message that

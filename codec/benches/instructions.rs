@@ -10,21 +10,23 @@
 //!
 //! Each path is a pair of functions named `<path>_floor` and
 //! `<path>_validated` with the same bench ids; the check pairs them by name.
-//! To add a path (the MQTT packets, for one), add such a pair and its group
-//! below, then list the group in `main!`.
+//! To add a path, add such a pair and its group below, then list the group in
+//! `main!`.
 //!
 //! Run: `cargo bench -p sessionwire --bench instructions` (needs valgrind and
 //! `gungraun-runner` at the version of the `gungraun` dev-dependency).
 
 mod common;
+mod mqtt_inputs;
 
 use std::hint::black_box;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use common::Kind;
 use gungraun::{library_benchmark, library_benchmark_group, main};
+use sessionwire::mqtt::{self, Decoder, Packet, QoS, Sender, Version};
 use sessionwire::polling::{self, BodyDecoder};
 use sessionwire::{Limits, Message};
 
@@ -183,6 +185,119 @@ library_benchmark_group!(
         body_decoder_validated
 );
 
-// The MQTT packets go here next: a group of `mqtt_floor` / `mqtt_validated`
-// pairs (one bench id per packet type), listed after `polling_body`.
-main!(library_benchmark_groups = websocket, polling_body);
+/// The MQTT streams: PUBLISH of 90 bytes at QoS 1 in both versions and at
+/// QoS 0, and a client's session mixing every packet it sends.
+#[derive(Clone, Copy, Debug)]
+enum MqttStream {
+    PublishQos1V311,
+    PublishQos1V5,
+    PublishQos0V311,
+    SessionV311,
+    SessionV5,
+}
+
+/// What an MQTT benchmark takes and gives back: [`MESSAGES`] packets of one
+/// stream in an already shared buffer, their version and the default limits.
+type MqttInput = (Bytes, Version, Limits);
+
+/// [`MESSAGES`] packets of `which`, checked to decode whole.
+fn mqtt_input(which: MqttStream) -> MqttInput {
+    let (version, list) = match which {
+        MqttStream::PublishQos1V311 => (Version::V311, publishes(Version::V311, QoS::AtLeastOnce)),
+        MqttStream::PublishQos1V5 => (Version::V5, publishes(Version::V5, QoS::AtLeastOnce)),
+        MqttStream::PublishQos0V311 => (Version::V311, publishes(Version::V311, QoS::AtMostOnce)),
+        MqttStream::SessionV311 => (Version::V311, mqtt_inputs::session(Version::V311)),
+        MqttStream::SessionV5 => (Version::V5, mqtt_inputs::session(Version::V5)),
+    };
+    let list: Vec<Packet> = list.iter().cycle().take(MESSAGES).cloned().collect();
+    let stream = Bytes::from(mqtt_inputs::stream(&list, version));
+    drop(stream.clone());
+    let limits = Limits::default();
+    let decoded = mqtt::packets(&stream, Some(version), Sender::Client, &limits)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("decodes");
+    assert_eq!(decoded, list);
+    assert_eq!(mqtt_inputs::split(&stream, drop), stream.len());
+    (stream, version, limits)
+}
+
+/// [`MESSAGES`] PUBLISH packets of 90 bytes at `qos`.
+fn publishes(version: Version, qos: QoS) -> Vec<Packet> {
+    (1..=MESSAGES as u16)
+        .map(|id| mqtt_inputs::publish(version, qos, id))
+        .collect()
+}
+
+/// Declares an MQTT benchmark function with one bench per stream, so that
+/// the floor and the validated side have the same ids.
+macro_rules! for_each_mqtt_stream {
+    (fn $name:ident($input:ident) $body:block) => {
+        #[library_benchmark]
+        #[bench::publish_qos1_311(args = (MqttStream::PublishQos1V311), setup = mqtt_input)]
+        #[bench::publish_qos1_5(args = (MqttStream::PublishQos1V5), setup = mqtt_input)]
+        #[bench::publish_qos0_311(args = (MqttStream::PublishQos0V311), setup = mqtt_input)]
+        #[bench::session_311(args = (MqttStream::SessionV311), setup = mqtt_input)]
+        #[bench::session_5(args = (MqttStream::SessionV5), setup = mqtt_input)]
+        fn $name($input: MqttInput) -> MqttInput $body
+    };
+}
+
+for_each_mqtt_stream! {
+    fn mqtt_floor(input) {
+        mqtt_inputs::split(black_box(&input.0), |p| {
+            black_box(p);
+        });
+        input
+    }
+}
+
+for_each_mqtt_stream! {
+    fn mqtt_validated(input) {
+        for p in mqtt::packets(black_box(&input.0), Some(input.1), Sender::Client, &input.2) {
+            black_box(p.ok());
+        }
+        input
+    }
+}
+
+/// MQTT bytes per chunk fed to the streaming decoders: packet boundaries
+/// fall inside chunks and some packets span two.
+const MQTT_CHUNK: usize = 1000;
+
+for_each_mqtt_stream! {
+    fn mqtt_decoder_floor(input) {
+        let mut buf = BytesMut::new();
+        for chunk in black_box(&input.0[..]).chunks(MQTT_CHUNK) {
+            buf.extend_from_slice(chunk);
+            while let Some(n) = mqtt_inputs::whole_len(&buf) {
+                black_box(buf.split_to(n).freeze());
+            }
+        }
+        black_box(buf);
+        input
+    }
+}
+
+for_each_mqtt_stream! {
+    fn mqtt_decoder_validated(input) {
+        let mut decoder = Decoder::new(input.1, Sender::Client, &input.2);
+        for mut chunk in black_box(&input.0[..]).chunks(MQTT_CHUNK) {
+            while !chunk.is_empty() {
+                black_box(decoder.feed(&mut chunk).ok());
+            }
+        }
+        black_box(decoder);
+        input
+    }
+}
+
+library_benchmark_group!(
+    name = mqtt_packets;
+    benchmarks = mqtt_floor, mqtt_validated, mqtt_decoder_floor, mqtt_decoder_validated
+);
+
+main!(
+    library_benchmark_groups = websocket,
+    polling_body,
+    mqtt_packets
+);

@@ -336,6 +336,34 @@ impl Property {
         Ok((id, value))
     }
 
+    /// Reads one identifier and checks its value's encoding as
+    /// [`read_parts`](Self::read_parts) does, without taking views: the
+    /// identifier and, for a numeric value, the number (0 for strings and
+    /// binary data), still without range checks.
+    #[inline]
+    fn check_parts(r: &mut Reader<'_>) -> Result<(PropertyId, u32), Violation> {
+        let at = r.pos();
+        let byte = r.u8("property identifier")?;
+        let id = PropertyId::from_u8(byte).ok_or(fault(MqttFault::UnknownProperty(byte), at))?;
+        const F: &str = "property";
+        let value = match id.value_type() {
+            ValueType::Byte => u32::from(r.u8(F)?),
+            ValueType::U16 => u32::from(r.u16(F)?),
+            ValueType::U32 => r.u32(F)?,
+            ValueType::VarInt => r.var_int(F)?,
+            ValueType::Str if id == PropertyId::ResponseTopic => {
+                r.topic_name_span("response topic", false).map(|_| 0)?
+            }
+            ValueType::Str => r.skip_string(F).map(|()| 0)?,
+            ValueType::Binary => r.skip_binary(F).map(|()| 0)?,
+            ValueType::Pair => {
+                r.skip_string("user property name")?;
+                r.skip_string("user property value").map(|()| 0)?
+            }
+        };
+        Ok((id, value))
+    }
+
     /// Bytes on the wire, identifier included.
     fn wire_len(&self) -> Result<usize, EncodeError> {
         Ok(1 + match self.clone().into_parts().1 {
@@ -433,7 +461,23 @@ impl Properties {
 
     /// Reads and checks a property block for `packet` (in `scope`), sent by
     /// `from`.
+    #[inline]
     pub(crate) fn read(
+        r: &mut Reader<'_>,
+        scope: Scope,
+        packet: PacketType,
+        from: Sender,
+    ) -> Result<(Properties, Summary), Violation> {
+        // Most blocks are empty: a one-byte length of 0, nothing to check.
+        if r.peek() == Some(0) {
+            r.u8("property length")?;
+            return Ok((Properties::new(), Summary::default()));
+        }
+        Properties::read_block(r, scope, packet, from)
+    }
+
+    /// [`read`](Self::read) for a block that is not known to be empty.
+    fn read_block(
         r: &mut Reader<'_>,
         scope: Scope,
         packet: PacketType,
@@ -455,7 +499,7 @@ impl Properties {
         let mut auth_data_at = None;
         while !inner.is_empty() {
             let at = inner.pos();
-            let (id, value) = Property::read_parts(&mut inner).map_err(|v| v.shifted(start))?;
+            let (id, value) = Property::check_parts(&mut inner).map_err(|v| v.shifted(start))?;
             let bad = |f: MqttFault| Err(fault(f, start + at));
             if !id.scope().has(scope) {
                 return bad(MqttFault::PropertyNotAllowed {
@@ -470,27 +514,27 @@ impl Properties {
                 return bad(MqttFault::DuplicateProperty(id as u8));
             }
             seen |= bit;
-            match (id, value) {
+            match id {
                 // Every one-byte property is a flag: 0 or 1.
-                (_, Value::Byte(v)) if v > 1 => return bad(MqttFault::PropertyValue(id as u8)),
-                (PropertyId::PayloadFormatIndicator, Value::Byte(v)) => {
-                    summary.payload_is_utf8 = v == 1
+                _ if id.value_type() == ValueType::Byte && value > 1 => {
+                    return bad(MqttFault::PropertyValue(id as u8))
                 }
-                (PropertyId::ReceiveMaximum, Value::U16(0))
-                | (PropertyId::MaximumPacketSize, Value::U32(0)) => {
+                PropertyId::PayloadFormatIndicator => summary.payload_is_utf8 = value == 1,
+                PropertyId::ReceiveMaximum | PropertyId::MaximumPacketSize if value == 0 => {
                     return bad(MqttFault::PropertyValue(id as u8));
                 }
-                (PropertyId::SubscriptionIdentifier, Value::VarInt(v)) => {
+                PropertyId::SubscriptionIdentifier => {
                     if scope == Scope::PUBLISH && from == Sender::Client {
                         return bad(MqttFault::SubscriptionIdFromClient);
                     }
-                    if v == 0 {
+                    if value == 0 {
                         return bad(MqttFault::PropertyValue(id as u8));
                     }
                 }
-                (PropertyId::TopicAlias, Value::U16(0)) => return bad(MqttFault::TopicAliasZero),
-                (PropertyId::TopicAlias, Value::U16(v)) => summary.topic_alias = Some(v),
-                (PropertyId::SessionExpiryInterval, _)
+                PropertyId::TopicAlias if value == 0 => return bad(MqttFault::TopicAliasZero),
+                // A two-byte value: it fits.
+                PropertyId::TopicAlias => summary.topic_alias = Some(value as u16),
+                PropertyId::SessionExpiryInterval
                     if scope == Scope::DISCONNECT && from == Sender::Server =>
                 {
                     return bad(MqttFault::PropertyNotAllowed {
@@ -498,8 +542,8 @@ impl Properties {
                         packet,
                     });
                 }
-                (PropertyId::AuthenticationMethod, _) => summary.auth_method = true,
-                (PropertyId::AuthenticationData, _) => auth_data_at = Some(start + at),
+                PropertyId::AuthenticationMethod => summary.auth_method = true,
+                PropertyId::AuthenticationData => auth_data_at = Some(start + at),
                 _ => {}
             }
         }

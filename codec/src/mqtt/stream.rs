@@ -34,7 +34,7 @@ pub(crate) enum Framing {
 /// soon as it is there, then the remaining length (at most four bytes, in
 /// its shortest form) and the total size against `max` before any of the
 /// body is needed. Offsets count from `input`'s start.
-#[inline]
+#[inline(always)]
 pub(crate) fn framing(
     input: &[u8],
     version: Option<Version>,
@@ -194,6 +194,10 @@ impl Iterator for Packets<'_> {
 /// included) before it keeps a byte of the body. After a violation it
 /// answers with that violation forever. Offsets count from the start of the
 /// stream.
+///
+/// When a chunk holds whole packets, room for the chunk (bounded by the size
+/// limit) is reserved once and each packet is split off that buffer, so a
+/// decoded packet may keep the buffer alive until it is dropped.
 #[derive(Debug)]
 pub struct Decoder {
     version: Option<Version>,
@@ -278,8 +282,20 @@ impl Decoder {
             Err(v) => return Err(self.fail(v)),
         };
         let packet = buf.split_to(total).freeze();
+        self.decode_framed(&packet, header, total)
+    }
+
+    /// Decodes `packet`, one whole packet framed by [`framing`] (`header`
+    /// and `total` bytes), and moves past it.
+    #[inline]
+    fn decode_framed(
+        &mut self,
+        packet: &Bytes,
+        header: usize,
+        total: usize,
+    ) -> Result<Option<Packet>, Violation> {
         let decoded = Packet::decode_body(
-            &packet,
+            packet,
             0,
             header,
             total,
@@ -303,24 +319,47 @@ impl Decoder {
     /// still needs, and returns the packet once it is whole. `Ok(None)`
     /// means `input` was used up; call again while `input` is not empty.
     pub fn feed(&mut self, input: &mut &[u8]) -> Result<Option<Packet>, Violation> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let out = self.feed_into(&mut buf, input);
-        self.buf = buf;
-        out
-    }
-
-    fn feed_into(
-        &mut self,
-        buf: &mut BytesMut,
-        input: &mut &[u8],
-    ) -> Result<Option<Packet>, Violation> {
+        if self.buf.is_empty() && self.failed.is_none() {
+            // A packet starts at `input`: its fixed header is read there, so
+            // the size is checked before a byte is kept, and a packet that
+            // `input` holds whole is copied in one go and framed only once.
+            match framing(input, self.version, self.from, self.order, self.max) {
+                Ok(Framing::Complete(header, total)) => {
+                    // Room for the packets that follow in `input` too (at
+                    // most the size limit), so that the buffer is not
+                    // grown again for each of them: it only ever holds
+                    // one packet.
+                    self.buf.reserve(input.len().min(self.max));
+                    self.buf.extend_from_slice(&input[..total]);
+                    *input = &input[total..];
+                    let packet = self.buf.split_to(total).freeze();
+                    return self.decode_framed(&packet, header, total);
+                }
+                Ok(Framing::Incomplete(Some(total))) => {
+                    // All of `input` belongs to this packet, whose size
+                    // was checked.
+                    self.buf.reserve(total);
+                    self.buf.extend_from_slice(input);
+                    *input = &[];
+                    return Ok(None);
+                }
+                // `input` holds at most part of a fixed header: read below,
+                // one byte at a time.
+                Ok(Framing::Incomplete(None)) => {}
+                Err(v) => return Err(self.fail(v)),
+            }
+        }
         loop {
             if let Some(v) = self.failed {
                 return Err(v);
             }
-            let need = match framing(buf, self.version, self.from, self.order, self.max) {
-                Ok(Framing::Complete(..)) => return self.decode(buf),
-                Ok(Framing::Incomplete(Some(total))) => total - buf.len(),
+            let framed = framing(&self.buf, self.version, self.from, self.order, self.max);
+            let need = match framed {
+                Ok(Framing::Complete(header, total)) => {
+                    let packet = self.buf.split_to(total).freeze();
+                    return self.decode_framed(&packet, header, total);
+                }
+                Ok(Framing::Incomplete(Some(total))) => total - self.buf.len(),
                 // The fixed header is read one byte at a time, so that
                 // nothing past it is kept before the size is checked.
                 Ok(Framing::Incomplete(None)) => 1,
@@ -330,7 +369,7 @@ impl Decoder {
                 return Ok(None);
             }
             let take = need.min(input.len());
-            buf.extend_from_slice(&input[..take]);
+            self.buf.extend_from_slice(&input[..take]);
             *input = &input[take..];
         }
     }

@@ -222,7 +222,7 @@ impl Subscribe {
             PacketType::Subscribe,
             MqttFault::NoSubscriptions,
             |list| {
-                let (_, shared) = list.topic_filter(version == Version::V5)?;
+                let shared = list.topic_filter(version == Version::V5)?;
                 read_options(list, version, shared).map(drop)
             },
         )?;

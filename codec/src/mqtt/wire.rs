@@ -157,22 +157,28 @@ const WILDCARD: u8 = 4;
 
 /// One pass over `s`: whether it has bytes above 0x7f, a NUL byte, a `+` or
 /// a `#`. Multi-byte UTF-8 sequences never hold bytes below 0x80, so the
-/// ASCII findings hold for the decoded characters too. Eight bytes at a
-/// time: a word has a zero byte exactly when `(w - 0x01..) & !w & 0x80..`
-/// is non-zero, and a byte equal to `c` is a zero byte of `w ^ c..`.
+/// ASCII findings hold for the decoded characters too.
+///
+/// Eight bytes at a time, with one test for all three special bytes: a word
+/// has a zero byte exactly when `(w - 0x01..) & !w & 0x80..` is non-zero;
+/// `+` (0x2b) and `#` (0x23) differ only in bit 3, so both, and only they,
+/// become zero bytes of `(w | 0x08..) ^ 0x2b..`. Only a string holding one of
+/// them (rare outside topic filters) is looked at again to tell which.
+#[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
 #[inline]
-fn scan(s: &[u8]) -> u8 {
+fn scan_words(s: &[u8]) -> u8 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
+    /// High bit set in each zero byte (and possibly above one): non-zero
+    /// exactly when `w` has a zero byte, once masked with `HIGHS`.
     #[inline(always)]
-    fn zero_byte(w: u64) -> u64 {
-        w.wrapping_sub(ONES) & !w & HIGHS
+    fn zeros(w: u64) -> u64 {
+        w.wrapping_sub(ONES) & !w
     }
-    let (mut high, mut nul, mut wild) = (0u64, 0u64, 0u64);
+    let (mut high, mut special) = (0u64, 0u64);
     let mut add = |w: u64| {
         high |= w;
-        nul |= zero_byte(w);
-        wild |= zero_byte(w ^ (ONES * u64::from(b'+'))) | zero_byte(w ^ (ONES * u64::from(b'#')));
+        special |= zeros(w) | zeros((w | (ONES * 0x08)) ^ (ONES * u64::from(b'+')));
     };
     let word = |b: &[u8]| {
         let mut w = [0u8; 8];
@@ -192,9 +198,82 @@ fn scan(s: &[u8]) -> u8 {
         w[..s.len()].copy_from_slice(s);
         add(u64::from_le_bytes(w));
     }
-    (u8::from(high & HIGHS != 0) * NON_ASCII)
-        | (u8::from(nul != 0) * NUL)
-        | (u8::from(wild != 0) * WILDCARD)
+    which_special(s, high & HIGHS != 0, special & HIGHS != 0)
+}
+
+/// The scan bits of `s` once a fast pass found whether it has bytes above
+/// 0x7f and whether it has a NUL, `+` or `#`: only then is it read again,
+/// byte by byte, to tell which.
+#[inline]
+fn which_special(s: &[u8], non_ascii: bool, special: bool) -> u8 {
+    let mut bits = u8::from(non_ascii) * NON_ASCII;
+    if special {
+        for &b in s {
+            bits |= match b {
+                0 => NUL,
+                b'+' | b'#' => WILDCARD,
+                _ => 0,
+            };
+        }
+    }
+    bits
+}
+
+/// [`scan_words`] sixteen bytes at a time with SSE2, which every x86-64
+/// processor has: one compare per special byte, and the high bits taken
+/// directly. Strings of 16 bytes or more are read in 16-byte blocks, the
+/// last one overlapping the one before; shorter ones are copied into a
+/// block padded with `a`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn scan(s: &[u8]) -> u8 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_setzero_si128,
+    };
+    let mut high = 0;
+    let mut special = 0;
+    let mut add = |block: &[u8; 16]| {
+        // SAFETY: SSE2 is part of the x86-64 baseline, so these intrinsics
+        // are available on every processor this code runs on; the load
+        // reads the 16 bytes of `block`, a valid reference, and
+        // `_mm_loadu_si128` needs no alignment.
+        unsafe {
+            let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+            let hits = _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_setzero_si128()),
+                _mm_or_si128(
+                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'+' as i8)),
+                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'#' as i8)),
+                ),
+            );
+            high |= _mm_movemask_epi8(v);
+            special |= _mm_movemask_epi8(hits);
+        }
+    };
+    if let Some(last) = s.last_chunk::<16>() {
+        for block in s.chunks_exact(16) {
+            // Always 16 bytes: the conversion cannot fail.
+            if let Ok(block) = <&[u8; 16]>::try_from(block) {
+                add(block);
+            }
+        }
+        // Reading a byte twice changes nothing: the findings are about
+        // presence only.
+        add(last);
+    } else {
+        let mut block = [b'a'; 16];
+        block[..s.len()].copy_from_slice(s);
+        add(&block);
+    }
+    which_special(s, high != 0, special != 0)
+}
+
+/// Without SSE2 at hand, eight bytes at a time in a `u64`.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn scan(s: &[u8]) -> u8 {
+    scan_words(s)
 }
 
 /// Checks the string rules (well-formed UTF-8, which excludes surrogates and
@@ -221,14 +300,17 @@ pub(crate) fn check_utf8(s: &[u8], offset: usize, field: &'static str) -> Result
     Ok(bits)
 }
 
+/// What a shared subscription's topic filter starts with (5.0).
+const SHARE: &[u8] = b"$share/";
+
 /// Checks a topic filter's wildcard placement and, in MQTT 5.0, the shape of
 /// a shared subscription; returns whether it is a shared subscription.
 pub(crate) fn check_filter(s: &[u8], offset: usize, v5: bool) -> Result<bool, Violation> {
     let mut start = 0;
     let mut shared = false;
-    if v5 && s.starts_with(b"$share/") {
+    if v5 && s.starts_with(SHARE) {
         shared = true;
-        let name_start = 7;
+        let name_start = SHARE.len();
         let name_end = s[name_start..]
             .iter()
             .position(|&b| b == b'/')
@@ -331,6 +413,16 @@ impl<'a> Reader<'a> {
         Ok(at)
     }
 
+    /// The next byte, without reading it.
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<u8> {
+        if self.is_empty() {
+            None
+        } else {
+            Some(self.whole[self.pos])
+        }
+    }
+
     /// One byte.
     #[inline]
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, Violation> {
@@ -354,6 +446,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A variable byte integer: at most four bytes, in its shortest form.
+    #[inline]
     pub(crate) fn var_int(&mut self, field: &'static str) -> Result<u32, Violation> {
         match read_var_int(&self.whole[self.pos..self.end]) {
             VarInt::Value(v, n) => {
@@ -397,10 +490,32 @@ impl<'a> Reader<'a> {
     /// A string, checked: UTF-8 without U+0000. Returns the scan bits too.
     #[inline]
     fn string_bits(&mut self, field: &'static str) -> Result<(Str, u8), Violation> {
+        let (at, n, bits) = self.string_span(field)?;
+        Ok((Str(self.whole.slice(at..at + n)), bits))
+    }
+
+    /// A string, checked as [`string`](Self::string) does, without taking a
+    /// view: where its bytes start in the buffer, how many there are, and
+    /// the scan bits.
+    #[inline]
+    fn string_span(&mut self, field: &'static str) -> Result<(usize, usize, u8), Violation> {
         let n = usize::from(self.u16(field)?);
         let at = self.take(n, field)?;
         let bits = check_utf8(&self.whole[at..at + n], at - self.base, field)?;
-        Ok((Str(self.whole.slice(at..at + n)), bits))
+        Ok((at, n, bits))
+    }
+
+    /// Steps over a string, checked as [`string`](Self::string) does.
+    #[inline]
+    pub(crate) fn skip_string(&mut self, field: &'static str) -> Result<(), Violation> {
+        self.string_span(field).map(drop)
+    }
+
+    /// Steps over binary data (a two-byte length, then that many bytes).
+    #[inline]
+    pub(crate) fn skip_binary(&mut self, field: &'static str) -> Result<(), Violation> {
+        let n = self.u16(field)?;
+        self.take(usize::from(n), field).map(drop)
     }
 
     /// A string, checked: UTF-8 without U+0000.
@@ -462,17 +577,21 @@ impl<'a> Reader<'a> {
         (self.whole.slice(from..self.end), skip)
     }
 
-    /// A topic filter: a non-empty string whose wildcards fill their levels.
-    /// Returns the filter and whether it is a shared subscription.
-    pub(crate) fn topic_filter(&mut self, v5: bool) -> Result<(Str, bool), Violation> {
+    /// Steps over a topic filter: a non-empty string whose wildcards fill
+    /// their levels. Returns whether it is a shared subscription.
+    pub(crate) fn topic_filter(&mut self, v5: bool) -> Result<bool, Violation> {
         const FIELD: &str = "topic filter";
         let start = self.pos();
-        let (s, _) = self.string_bits(FIELD)?;
-        if s.0.is_empty() {
+        let (at, n, bits) = self.string_span(FIELD)?;
+        if n == 0 {
             return Err(fault(MqttFault::EmptyTopic(Field::Named(FIELD)), start));
         }
-        let shared = check_filter(&s.0, start + 2, v5)?;
-        Ok((s, shared))
+        let s = &self.whole[at..at + n];
+        // Without a wildcard, only a shared subscription has a shape to check.
+        if bits & WILDCARD == 0 && !(v5 && s.starts_with(SHARE)) {
+            return Ok(false);
+        }
+        check_filter(s, start + 2, v5)
     }
 }
 
@@ -630,6 +749,26 @@ mod tests {
         }
         // Neighbours of the searched bytes are not mistaken for them.
         assert_eq!(scan(b"\x01\x01\x01\x01\x01\x01\x01\x01*,\"$"), 0);
+    }
+
+    #[test]
+    fn scan_tells_every_byte_value_apart() {
+        for byte in 0..=255u8 {
+            let want = match byte {
+                0 => NUL,
+                b'+' | b'#' => WILDCARD,
+                0x80.. => NON_ASCII,
+                _ => 0,
+            };
+            for len in [1, 7, 8, 9, 15, 16, 17, 29, 33] {
+                for at in [0, len / 2, len - 1] {
+                    let mut s = vec![b'a'; len];
+                    s[at] = byte;
+                    assert_eq!(scan(&s), want, "{byte:#04x} at {at} of {len} bytes");
+                    assert_eq!(scan_words(&s), want, "{byte:#04x} at {at} of {len}");
+                }
+            }
+        }
     }
 
     #[test]
