@@ -239,6 +239,22 @@ mod tests {
     }
 
     #[test]
+    fn reconnection_wait_and_held_data_bounds_reach_the_session_config() {
+        let defaults = serve_args(&[]).session_config();
+        assert_eq!(defaults.max_reconnect_wait, Duration::from_secs(60));
+        assert_eq!(defaults.max_buffered_bytes, 64 << 20);
+        let set = serve_args(&[
+            "--max-reconnect-wait",
+            "2500",
+            "--max-buffered-bytes",
+            "4096",
+        ])
+        .session_config();
+        assert_eq!(set.max_reconnect_wait, Duration::from_millis(2500));
+        assert_eq!(set.max_buffered_bytes, 4096);
+    }
+
+    #[test]
     fn cors_allow_origin_is_repeatable_and_off_by_default() {
         let args = serve_args(&[
             "--allow-origin",
