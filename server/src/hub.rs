@@ -29,6 +29,7 @@ use sessionwire::session::{
     SessionConfig, SessionEvent, SessionId, SessionState, SessionToken, Transmit,
 };
 use sessionwire::{Limits, Message, Violation};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::events::{transport_name, EventLog, Record};
@@ -120,6 +121,10 @@ pub enum Command {
         sequence: String,
         /// The base64 body.
         body: Bytes,
+        /// The body's place in the server's budget for bodies being read,
+        /// given back once the session has taken the body (and counts it,
+        /// if it holds it).
+        reading: Option<OwnedSemaphorePermit>,
         /// Where the answer goes.
         reply: oneshot::Sender<HttpAnswer>,
     },
@@ -451,12 +456,14 @@ impl Hub {
                 sequence,
                 body,
                 reply,
+                reading,
             } => {
                 if let Some(reply) = self.http_gate(&token, reply) {
                     let parsed = self
                         .registry
                         .session_mut(&token)
                         .and_then(|mut s| s.handle_http_send(now, &sequence, body));
+                    drop(reading);
                     if let Some(e) = self.entries.get_mut(&token) {
                         e.sends.push((parsed, reply));
                     }
@@ -629,8 +636,10 @@ impl Hub {
             .map(|p| self.registry.sessions_of(p).collect())
             .unwrap_or_default();
         let outcome = self.registry.accept(now, incoming, principal.clone());
+        // A session whose reconnection wait ended to make room closes now.
+        let ended = outcome.ended_wait;
         self.answer(now, outcome, principal, attach, reply);
-        for p in prior {
+        for p in prior.into_iter().chain(ended) {
             self.process(p);
         }
     }
@@ -777,7 +786,15 @@ impl Hub {
             self.closed_since_reap += 1;
             return;
         }
+        let closed_before = session.is_closed();
         drain_transmits(&mut session, entry);
+        drop(session);
+        // Messages kept for a reconnection as they were written may have
+        // taken the session past the held-data budget: its close is
+        // decided when it is given back to the registry, so take it now.
+        if !closed_before && self.registry.session(&token).is_some_and(|s| s.is_closed()) {
+            self.process(token);
+        }
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -1186,6 +1203,7 @@ mod tests {
             token,
             sequence: "0".into(),
             body: Bytes::from_static(b"AAAAAgA4AQ=="),
+            reading: None,
             reply,
         })
         .await

@@ -179,6 +179,10 @@ pub(crate) struct Shared {
     pub ws_slots: Arc<Semaphore>,
     /// Bounds the HTTP connections open at once.
     pub connections: Arc<Semaphore>,
+    /// Bytes of HTTP send bodies read and not yet taken by their session
+    /// ([`http::read_budget`]): one permit per byte, taken before it is
+    /// buffered.
+    pub reading: Arc<Semaphore>,
     /// Connection numbers.
     next_conn: AtomicU64,
     /// WebSocket connection tasks alive (shutdown waits for them).
@@ -302,6 +306,7 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
             limits.max_clients().saturating_add(ws::WS_SLACK),
         )),
         connections,
+        reading: Arc::new(Semaphore::new(http::read_budget(&limits))),
         next_conn: AtomicU64::new(1),
         ws_tasks: AtomicUsize::new(0),
         stop: stop_rx.clone(),
