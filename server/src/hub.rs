@@ -1036,19 +1036,19 @@ mod tests {
     }
 
     async fn inbound(hub: &mpsc::Sender<Command>, token: SessionToken, bytes: &'static [u8]) {
-        let data = vec![Bytes::from_static(bytes)];
-        hub.send(Command::Inbound {
-            token,
-            conn: 7,
-            data,
-        })
-        .await
-        .unwrap();
+        inbound_batch(hub, token, &[bytes]).await;
+    }
+
+    /// The next thing the hub tells the connection (within 5 s).
+    async fn next_out(rx: &mut mpsc::Receiver<Out>) -> Option<Out> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the hub answers")
     }
 
     async fn next_message(rx: &mut mpsc::Receiver<Out>) -> Message {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Some(Out::Messages(b))) if b.len() == 1 => {
+        match next_out(rx).await {
+            Some(Out::Messages(b)) if b.len() == 1 => {
                 Message::decode(&b[0], &Limits::default()).unwrap()
             }
             other => panic!("{other:?}"),
@@ -1076,6 +1076,82 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    async fn inbound_batch(
+        hub: &mpsc::Sender<Command>,
+        token: SessionToken,
+        batch: &[&'static [u8]],
+    ) {
+        let data = batch.iter().map(|b| Bytes::from_static(b)).collect();
+        hub.send(Command::Inbound {
+            token,
+            conn: 7,
+            data,
+        })
+        .await
+        .unwrap();
+    }
+
+    fn conversation(m: &Message) -> (&'static str, u64) {
+        match m {
+            Message::ServiceResponse(r) => ("response", r.conversation),
+            Message::ServiceError(e) => ("error", e.conversation),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn section_3_pipelined_requests_are_answered_in_order_in_one_batch() {
+        let hub = start(quiet());
+        let (token, mut rx) = ws_connect(&hub).await;
+        // USER_PING 1, service 3 (unknown) 2, USER_PING 3, read together.
+        inbound_batch(
+            &hub,
+            token,
+            &[
+                &[0x00, 0x38, 0x01],
+                &[0x00, 0x03, 0x02],
+                &[0x00, 0x38, 0x03],
+            ],
+        )
+        .await;
+        let batch = match next_out(&mut rx).await {
+            Some(Out::Messages(b)) => b,
+            other => panic!("{other:?}"),
+        };
+        let answers: Vec<(&str, u64)> = batch
+            .iter()
+            .map(|b| conversation(&Message::decode(b, &Limits::default()).unwrap()))
+            .collect();
+        assert_eq!(answers, [("response", 1), ("error", 2), ("response", 3)]);
+        assert!(rx.try_recv().is_err(), "one batch for the three");
+    }
+
+    #[tokio::test]
+    async fn section_1_a_fault_in_a_batch_closes_after_what_came_before_it() {
+        let hub = start(quiet());
+        let (token, mut rx) = ws_connect(&hub).await;
+        // USER_PING 1, then a message of no known type, then USER_PING 3.
+        inbound_batch(
+            &hub,
+            token,
+            &[&[0x00, 0x38, 0x01], &[0xff], &[0x00, 0x38, 0x03]],
+        )
+        .await;
+        let mut seen = Vec::new();
+        loop {
+            match next_out(&mut rx).await {
+                Some(Out::Messages(b)) => seen.extend(b),
+                Some(Out::Close { .. }) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        // The first is answered; nothing after the fault is.
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let m = Message::decode(&seen[0], &Limits::default()).unwrap();
+        assert_eq!(conversation(&m), ("response", 1));
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]
