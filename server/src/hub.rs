@@ -39,6 +39,10 @@ use super::passwords::{PasswordChecks, Verdict};
 /// slot is always left free for the final [`Out::Close`].
 pub const CONN_QUEUE: usize = 16;
 
+/// Most commands handled on one wake of the hub before its timers are
+/// looked at again.
+const HUB_BATCH: usize = 64;
+
 /// How often finished sessions are forgotten.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 
@@ -361,13 +365,26 @@ impl Hub {
                     continue;
                 }
             };
-            let Some(command) = command else { break };
-            if let Command::Shutdown { done } = command {
-                self.shutdown();
-                let _ = done.send(());
-                break;
+            let Some(mut command) = command else { break };
+            // The commands already waiting are handled on this wake, up to
+            // HUB_BATCH, before the timers are looked at again.
+            let mut handled = 0;
+            loop {
+                if let Command::Shutdown { done } = command {
+                    self.shutdown();
+                    let _ = done.send(());
+                    return self.events;
+                }
+                self.handle(command);
+                handled += 1;
+                if handled >= HUB_BATCH {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(c) => command = c,
+                    Err(_) => break,
+                }
             }
-            self.handle(command);
             if self.closed_since_reap > 0 && self.last_reap.elapsed() >= REAP_EVERY {
                 self.registry.reap();
                 self.closed_since_reap = 0;
