@@ -2,8 +2,9 @@
 //!
 //! Connection tasks send it [`Command`]s over one bounded channel; it answers
 //! HTTP requests over oneshot channels and feeds WebSocket connections over a
-//! small bounded channel each ([`Out`]). It never waits on a connection: a
-//! WebSocket whose channel is full stops being drained (the session's own
+//! small bounded channel each ([`Out`], what one command answered in one
+//! batch). It never waits on a connection: a WebSocket with [`CONN_QUEUE`]
+//! less one messages waiting stops being drained (the session's own
 //! outbound queue fills up instead, up to its limit), and the connection
 //! says [`Command::Writable`] when it has room again.
 //!

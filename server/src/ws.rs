@@ -490,7 +490,8 @@ async fn close_order(rx: &mut mpsc::Receiver<Out>) -> Option<CloseOrder> {
         let mut before = Vec::new();
         loop {
             match rx.recv().await {
-                // At most CONN_QUEUE messages in all.
+                // What was queued before the close: at most CONN_QUEUE
+                // messages and what the session still had queued.
                 Some(Out::Messages(b)) => before.extend(b),
                 Some(Out::Close { last, frame }) => {
                     return Some(CloseOrder {
