@@ -13,7 +13,8 @@
 //!
 //! `verdict` is `accept` or `close`; `reason` a close reason name or `-`;
 //! `offset` the byte offset of the violation or `-`; `messages` the number of
-//! messages accepted before the verdict.
+//! messages accepted before the verdict. A sixth column, `code`, is optional
+//! (MQTT directories): the MQTT 5.0 reason code of the fault (`0x81`), or `-`.
 //!
 //! ```
 //! use sessionwire_check::corpus::{verdict, Target};
@@ -37,8 +38,9 @@ use std::str::FromStr;
 use bytes::Bytes;
 
 use sessionwire::message::Message;
+use sessionwire::mqtt::{Packet, Sender, Version};
 use sessionwire::polling;
-pub use sessionwire::verdict::{split_incremental, Outcome, Verdict};
+pub use sessionwire::verdict::{split_incremental, split_mqtt_stream, Outcome, Verdict};
 use sessionwire::{CloseReason, Limits};
 
 use crate::closes;
@@ -68,14 +70,36 @@ pub enum Target {
     /// verdict's offset is the 1-based line whose event closed the session and
     /// its message count is the number of messages delivered.
     Scenario,
+    /// The byte stream an MQTT client sends, usually starting with its
+    /// CONNECT, as raw bytes or hex text ([`crate::mqtt::read_input`]);
+    /// messages count the packets decoded. Its directories are `mqtt/` and
+    /// `mqtt-capture/`.
+    Mqtt,
+    /// Fuzz corpus: one packet a client sends after its MQTT 3.1.1 CONNECT
+    /// ([`Packet::decode`]).
+    MqttV311,
+    /// Fuzz corpus: one packet a client sends after its MQTT 5.0 CONNECT.
+    MqttV5,
+    /// Fuzz corpus: a version and chunk sizes, then a client's MQTT stream
+    /// (layout: [`split_mqtt_stream`]); the verdict is the one-shot verdict
+    /// of the stream.
+    MqttStream,
+    /// Fuzz corpus: bytes from which `arbitrary` builds one valid MQTT packet
+    /// that must round-trip: always accepted as one packet.
+    MqttRoundtrip,
 }
 
 impl Target {
     /// Every target this version knows, in directory-name order.
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 10] = [
         Target::HttpBody,
         Target::Incremental,
         Target::Message,
+        Target::Mqtt,
+        Target::MqttRoundtrip,
+        Target::MqttStream,
+        Target::MqttV311,
+        Target::MqttV5,
         Target::Roundtrip,
         Target::Scenario,
     ];
@@ -88,6 +112,28 @@ impl Target {
             Target::Incremental => "incremental",
             Target::Roundtrip => "roundtrip",
             Target::Scenario => "scenario",
+            Target::Mqtt => "mqtt",
+            Target::MqttV311 => "mqtt-v311",
+            Target::MqttV5 => "mqtt-v5",
+            Target::MqttStream => "mqtt-stream",
+            Target::MqttRoundtrip => "mqtt-roundtrip",
+        }
+    }
+
+    /// The target whose inputs a corpus directory named `dir` holds: the
+    /// target of that name, and [`Target::Mqtt`] for `mqtt-capture` (streams
+    /// recorded from real clients).
+    ///
+    /// ```
+    /// use sessionwire_check::corpus::Target;
+    /// assert_eq!(Target::of_dir("mqtt-capture"), Some(Target::Mqtt));
+    /// assert_eq!(Target::of_dir("http-body"), Some(Target::HttpBody));
+    /// assert_eq!(Target::of_dir("other"), None);
+    /// ```
+    pub fn of_dir(dir: &str) -> Option<Target> {
+        match dir {
+            "mqtt-capture" => Some(Target::Mqtt),
+            _ => dir.parse().ok(),
         }
     }
 
@@ -105,7 +151,7 @@ impl Target {
     pub fn of_path(path: &Path) -> Option<Target> {
         let parts: Vec<_> = path.components().map(|c| c.as_os_str()).collect();
         let at = parts.iter().rposition(|c| *c == "corpus")?;
-        parts.get(at + 1)?.to_str()?.parse().ok()
+        Target::of_dir(parts.get(at + 1)?.to_str()?)
     }
 }
 
@@ -132,7 +178,7 @@ impl std::error::Error for UnknownTarget {}
 impl FromStr for Target {
     type Err = UnknownTarget;
 
-    /// `message`, `http-body`, `incremental`, `roundtrip` or `scenario`.
+    /// A target's [name](Target::name): `message`, `http-body`, `mqtt`, ...
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Target::ALL
             .into_iter()
@@ -200,6 +246,24 @@ pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Result<Outcome,
             verdict: scenario_outcome(bytes, limits)?.corpus_verdict(),
             violation: None,
         },
+        Target::Mqtt => crate::mqtt::outcome(&crate::mqtt::read_input(bytes), None, limits),
+        Target::MqttV311 | Target::MqttV5 => {
+            let version = if target == Target::MqttV5 {
+                Version::V5
+            } else {
+                Version::V311
+            };
+            let packet = Packet::decode(&Bytes::copy_from_slice(bytes), version, Sender::Client);
+            Outcome::of_mqtt_packet(&packet)
+        }
+        Target::MqttStream => {
+            let (version, _, stream) = split_mqtt_stream(bytes);
+            Outcome::of_mqtt_stream(&Bytes::copy_from_slice(stream), version, limits)
+        }
+        Target::MqttRoundtrip => Outcome {
+            verdict: Verdict::accept(1),
+            violation: None,
+        },
     })
 }
 
@@ -216,6 +280,8 @@ pub struct ExpectedRow {
     pub file: String,
     /// The verdict the file must get.
     pub verdict: Verdict,
+    /// The MQTT 5.0 reason code of the fault, when the row gives one.
+    pub code: Option<u8>,
 }
 
 /// The expected verdicts of one corpus directory: the contents of its
@@ -237,7 +303,7 @@ pub struct Expected {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ExpectedErrorKind {
-    /// Not five tab-separated fields.
+    /// Not five or six tab-separated fields.
     FieldCount(usize),
     /// An empty file name, or one naming another directory.
     BadFileName(String),
@@ -255,13 +321,17 @@ pub enum ExpectedErrorKind {
     AcceptWithReason,
     /// `close` without a reason or without an offset.
     CloseWithoutReason,
+    /// A code that is neither `-` nor `0x` and two hex digits.
+    BadCode(String),
+    /// `accept` with a reason code.
+    AcceptWithCode,
 }
 
 impl fmt::Display for ExpectedErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExpectedErrorKind::FieldCount(n) => {
-                write!(f, "{n} tab-separated fields, expected 5 (file, verdict, reason, offset, messages)")
+                write!(f, "{n} tab-separated fields, expected 5 (file, verdict, reason, offset, messages) or 6 (then code)")
             }
             ExpectedErrorKind::BadFileName(s) => write!(f, "bad file name `{s}`"),
             ExpectedErrorKind::DuplicateFile(s) => write!(f, "file `{s}` listed twice"),
@@ -279,6 +349,10 @@ impl fmt::Display for ExpectedErrorKind {
             ExpectedErrorKind::CloseWithoutReason => {
                 f.write_str("`close` needs a reason and an offset")
             }
+            ExpectedErrorKind::BadCode(s) => {
+                write!(f, "code `{s}` is neither `-` nor `0x` and two hex digits")
+            }
+            ExpectedErrorKind::AcceptWithCode => f.write_str("`accept` must have `-` as code"),
         }
     }
 }
@@ -302,8 +376,12 @@ impl std::error::Error for ExpectedError {}
 
 fn parse_row(line: &str) -> Result<ExpectedRow, ExpectedErrorKind> {
     let fields: Vec<&str> = line.split('\t').collect();
-    let [file, word, reason, offset, messages] = fields[..] else {
-        return Err(ExpectedErrorKind::FieldCount(fields.len()));
+    let (file, word, reason, offset, messages, code) = match fields[..] {
+        [file, word, reason, offset, messages] => (file, word, reason, offset, messages, "-"),
+        [file, word, reason, offset, messages, code] => {
+            (file, word, reason, offset, messages, code)
+        }
+        _ => return Err(ExpectedErrorKind::FieldCount(fields.len())),
     };
     if file.is_empty() || file.contains(['/', '\\']) || file == "." || file == ".." {
         return Err(ExpectedErrorKind::BadFileName(file.to_owned()));
@@ -326,10 +404,17 @@ fn parse_row(line: &str) -> Result<ExpectedRow, ExpectedErrorKind> {
     };
     let messages = parse_decimal(messages)
         .ok_or_else(|| ExpectedErrorKind::BadMessages(messages.to_owned()))?;
+    let code = match code {
+        "-" => None,
+        c => Some(parse_code(c).ok_or_else(|| ExpectedErrorKind::BadCode(c.to_owned()))?),
+    };
     match (accept, reason.is_some(), offset.is_some()) {
         (true, false, false) | (false, true, true) => {}
         (true, _, _) => return Err(ExpectedErrorKind::AcceptWithReason),
         (false, _, _) => return Err(ExpectedErrorKind::CloseWithoutReason),
+    }
+    if accept && code.is_some() {
+        return Err(ExpectedErrorKind::AcceptWithCode);
     }
     Ok(ExpectedRow {
         file: file.to_owned(),
@@ -338,7 +423,17 @@ fn parse_row(line: &str) -> Result<ExpectedRow, ExpectedErrorKind> {
             offset,
             messages,
         },
+        code,
     })
+}
+
+/// `0x` and exactly two hex digits.
+fn parse_code(s: &str) -> Option<u8> {
+    let hex = s.strip_prefix("0x")?;
+    if hex.len() != 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
 }
 
 /// ASCII digits only (no sign, no spaces), within `usize`.
@@ -357,6 +452,16 @@ impl Expected {
 
     /// Adds a row; a file already listed is an error.
     pub fn insert(&mut self, file: &str, verdict: Verdict) -> Result<(), ExpectedErrorKind> {
+        self.insert_with_code(file, verdict, None)
+    }
+
+    /// Adds a row with an MQTT reason code; a file already listed is an error.
+    pub fn insert_with_code(
+        &mut self,
+        file: &str,
+        verdict: Verdict,
+        code: Option<u8>,
+    ) -> Result<(), ExpectedErrorKind> {
         if self.index.contains_key(file) {
             return Err(ExpectedErrorKind::DuplicateFile(file.to_owned()));
         }
@@ -364,6 +469,7 @@ impl Expected {
         self.rows.push(ExpectedRow {
             file: file.to_owned(),
             verdict,
+            code,
         });
         Ok(())
     }
@@ -371,6 +477,11 @@ impl Expected {
     /// The expected verdict of `file`.
     pub fn get(&self, file: &str) -> Option<&Verdict> {
         self.index.get(file).map(|&i| &self.rows[i].verdict)
+    }
+
+    /// The expected MQTT reason code of `file`, when its row gives one.
+    pub fn code(&self, file: &str) -> Option<u8> {
+        self.index.get(file).and_then(|&i| self.rows[i].code)
     }
 
     /// The rows, in file order.
@@ -403,16 +514,21 @@ impl FromStr for Expected {
             }
             let err = |kind| ExpectedError { line: i + 1, kind };
             let row = parse_row(line).map_err(err)?;
-            expected.insert(&row.file, row.verdict).map_err(err)?;
+            expected
+                .insert_with_code(&row.file, row.verdict, row.code)
+                .map_err(err)?;
         }
         Ok(expected)
     }
 }
 
 impl fmt::Display for Expected {
-    /// Writes `expected.tsv`: a header comment, then one row per file.
+    /// Writes `expected.tsv`: a header comment, then one row per file; with
+    /// the `code` column when a row has a code.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "# file\tverdict\treason\toffset\tmessages")?;
+        let coded = self.rows.iter().any(|r| r.code.is_some());
+        let column = if coded { "\tcode" } else { "" };
+        writeln!(f, "# file\tverdict\treason\toffset\tmessages{column}")?;
         for row in &self.rows {
             let v = &row.verdict;
             let reason = v.reason.map_or("-", CloseReason::name);
@@ -421,7 +537,12 @@ impl fmt::Display for Expected {
                 Some(o) => write!(f, "{o}")?,
                 None => f.write_str("-")?,
             }
-            writeln!(f, "\t{}", v.messages)?;
+            write!(f, "\t{}", v.messages)?;
+            match (coded, row.code) {
+                (true, Some(c)) => writeln!(f, "\t0x{c:02x}")?,
+                (true, None) => writeln!(f, "\t-")?,
+                (false, _) => writeln!(f)?,
+            }
         }
         Ok(())
     }
@@ -442,6 +563,8 @@ pub struct Case {
     pub name: String,
     /// The verdict it must get.
     pub expected: Verdict,
+    /// The MQTT reason code it must get, when `expected.tsv` gives one.
+    pub code: Option<u8>,
 }
 
 /// A loaded corpus directory: every input file with its expected verdict.
@@ -555,10 +678,12 @@ pub fn load_dir(dir: &Path) -> Result<CorpusDir, LoadError> {
         let Some(&verdict) = expected.get(&name) else {
             return Err(LoadError::Unlisted { path });
         };
+        let code = expected.code(&name);
         cases.push(Case {
             path,
             name,
             expected: verdict,
+            code,
         });
     }
     if let Some(row) = expected.rows().iter().find(|r| {
@@ -606,6 +731,25 @@ mod tests {
     }
 
     #[test]
+    fn expected_code_column_is_optional_and_round_trips() {
+        let text =
+            "a\taccept\t-\t-\t1\nb\tclose\tABORTED\t8\t0\t0x84\nc\tclose\tABORTED\t8\t0\t-\n";
+        let e: Expected = text.parse().unwrap();
+        assert_eq!(
+            (e.code("a"), e.code("b"), e.code("c")),
+            (None, Some(0x84), None)
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "# file\tverdict\treason\toffset\tmessages\tcode\na\taccept\t-\t-\t1\t-\n{}",
+                &text[15..]
+            )
+        );
+        assert_eq!(e.to_string().parse::<Expected>(), Ok(e));
+    }
+
+    #[test]
     fn expected_round_trips_through_its_text() {
         let mut e = Expected::new();
         e.insert("x", Verdict::accept(0)).unwrap();
@@ -631,9 +775,9 @@ mod tests {
         let cases: [(&str, usize, ExpectedErrorKind); 12] = [
             ("a\taccept\t-\t-", 1, ExpectedErrorKind::FieldCount(4)),
             (
-                "#c\na\taccept\t-\t-\t1\t",
+                "#c\na\taccept\t-\t-\t1\t-\t",
                 2,
-                ExpectedErrorKind::FieldCount(6),
+                ExpectedErrorKind::FieldCount(7),
             ),
             ("a accept - - 1", 1, ExpectedErrorKind::FieldCount(1)),
             (
@@ -692,6 +836,14 @@ mod tests {
         assert_eq!(
             err("a\tclose\t-\t0\t1").kind,
             ExpectedErrorKind::CloseWithoutReason
+        );
+        assert_eq!(
+            err("a\tclose\tABORTED\t0\t0\t84").kind,
+            ExpectedErrorKind::BadCode("84".into())
+        );
+        assert_eq!(
+            err("a\taccept\t-\t-\t1\t0x81").kind,
+            ExpectedErrorKind::AcceptWithCode
         );
         assert_eq!(
             err("a\taccept\t-\t-\t1x").to_string(),

@@ -16,6 +16,7 @@ use std::panic;
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
+use sessionwire::mqtt::Version;
 use sessionwire::{fuzzing, Message, MessageType};
 use sessionwire_check::corpus::{self, Expected, Outcome, Target};
 use sessionwire_check::fuzz_targets;
@@ -37,6 +38,10 @@ fn body(name: &str) -> Option<fn(&[u8]) -> Outcome> {
         "incremental" => fuzzing::incremental,
         "roundtrip" => fuzzing::roundtrip,
         "session" => fuzzing::session,
+        "mqtt_v311" => fuzzing::mqtt_v311,
+        "mqtt_v5" => fuzzing::mqtt_v5,
+        "mqtt_stream" => fuzzing::mqtt_stream,
+        "mqtt_roundtrip" => fuzzing::mqtt_roundtrip,
         _ => return None,
     })
 }
@@ -84,8 +89,10 @@ fn record_unlisted(t: &FuzzTarget, dir: &Path) {
     let mut rows = Expected::new();
     for name in &names {
         let bytes = std::fs::read(dir.join(name)).expect("a readable corpus file");
-        let verdict = (t.run)(&bytes).verdict;
-        rows.insert(name, verdict).expect("names are unique");
+        let outcome = (t.run)(&bytes);
+        let code = outcome.violation.and_then(|v| v.kind().reason_code());
+        rows.insert_with_code(name, outcome.verdict, code)
+            .expect("names are unique");
     }
     if rows.is_empty() {
         return;
@@ -97,7 +104,7 @@ fn record_unlisted(t: &FuzzTarget, dir: &Path) {
         .expect("expected.tsv opens for appending");
     let mut add = String::new();
     if text.is_empty() {
-        add.push_str("# file\tverdict\treason\toffset\tmessages\n");
+        add.push_str("# file\tverdict\treason\toffset\tmessages\tcode\n");
     } else if !text.ends_with('\n') {
         add.push('\n');
     }
@@ -142,10 +149,16 @@ fn replay(dir_name: &str) -> Vec<Vec<u8>> {
                 let library = t.target.map(|target| {
                     corpus::verdict(target, &bytes, &limits).expect("fuzz targets take any bytes")
                 });
+                let code = outcome.violation.and_then(|v| v.kind().reason_code());
                 if outcome.verdict != case.expected {
                     failures.push(format!(
                         "{shown}: verdict `{}`, expected.tsv says `{}`",
                         outcome.verdict, case.expected
+                    ));
+                } else if case.code.is_some_and(|c| Some(c) != code) {
+                    failures.push(format!(
+                        "{shown}: reason code {code:02x?}, expected.tsv says {:02x?}",
+                        case.code
                     ));
                 } else if let Some(library) = library.filter(|l| *l != outcome.verdict) {
                     failures.push(format!(
@@ -216,6 +229,7 @@ fn section_3_roundtrip_corpus_builds_every_message_type() {
 fn every_fuzz_target_has_a_corpus_and_a_verdict_target() {
     for t in &targets() {
         assert_eq!(t.target.map_or("session", |t| t.name()), t.dir);
+        assert_eq!(t.target, Target::of_dir(t.dir));
         assert!(
             corpus_dir(t.dir).join(corpus::EXPECTED_FILE).is_file(),
             "{}",
@@ -291,7 +305,68 @@ fn fuzz_target_list_matches_the_cargo_fuzz_bins_and_bodies() {
     dirs.sort();
     for dir in dirs {
         let is_fuzzed = fuzz_targets::find(&dir).is_some();
-        let is_checked = dir.parse::<Target>().is_ok();
+        let is_checked = Target::of_dir(&dir).is_some();
         assert!(is_fuzzed || is_checked, "corpus/{dir} belongs to no target");
     }
+}
+
+#[test]
+fn mqtt_v311_corpus_keeps_its_verdicts_and_round_trips() {
+    let inputs = replay("mqtt-v311");
+    assert!(inputs
+        .iter()
+        .any(|i| fuzzing::mqtt_v311(i).verdict.is_accept()));
+    assert!(inputs
+        .iter()
+        .any(|i| !fuzzing::mqtt_v311(i).verdict.is_accept()));
+}
+
+#[test]
+fn mqtt_v5_corpus_keeps_its_verdicts_and_round_trips() {
+    let inputs = replay("mqtt-v5");
+    assert!(inputs
+        .iter()
+        .any(|i| fuzzing::mqtt_v5(i).verdict.is_accept()));
+    assert!(inputs
+        .iter()
+        .any(|i| !fuzzing::mqtt_v5(i).verdict.is_accept()));
+}
+
+#[test]
+fn mqtt_stream_corpus_decodes_in_chunks_like_in_one_piece() {
+    let inputs = replay("mqtt-stream");
+    // The seeds hold whole sessions of both versions, chunked and not.
+    let versions: BTreeSet<_> = inputs
+        .iter()
+        .filter(|i| fuzzing::mqtt_stream(i).verdict.is_accept())
+        .filter_map(|i| {
+            let (_, _, stream) = corpus::split_mqtt_stream(i);
+            stream.get(8).copied()
+        })
+        .collect();
+    assert!(
+        versions.is_superset(&BTreeSet::from([4, 5])),
+        "{versions:?}"
+    );
+}
+
+#[test]
+fn mqtt_roundtrip_corpus_builds_every_packet_type() {
+    let inputs = replay("mqtt-roundtrip");
+    let built: BTreeSet<(bool, u8)> = inputs
+        .iter()
+        .map(|i| {
+            let mut u = Unstructured::new(i);
+            let v5 = bool::arbitrary(&mut u).unwrap_or(false);
+            let version = if v5 { Version::V5 } else { Version::V311 };
+            let (p, _) = fuzzing::mqtt::arbitrary_packet(&mut u, version);
+            (v5, p.packet_type() as u8)
+        })
+        .collect();
+    // 14 packet types in 3.1.1, 15 in 5.0.
+    assert_eq!(
+        built.len(),
+        29,
+        "the seeds build every packet type: {built:?}"
+    );
 }
