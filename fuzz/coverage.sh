@@ -7,7 +7,7 @@
 # unit tests. Needs `cargo install cargo-llvm-cov --locked` and
 # `rustup component add llvm-tools-preview` (both are installed if missing).
 # Prints the per-file table and the line coverage of the decoding modules
-# (message/, polling.rs, varint.rs, parse.rs).
+# (message/, polling.rs, varint.rs, parse.rs) and of the MQTT codec (mqtt/).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +27,14 @@ awk '
     END {
         if (lines > 0)
             printf "decoding modules (message/, polling.rs, varint.rs, parse.rs): %d of %d lines, %.2f%%\n",
+                lines - missed, lines, 100 * (lines - missed) / lines
+    }
+' "$report"
+awk '
+    /^(codec\/src\/)?mqtt\// { lines += $8; missed += $9 }
+    END {
+        if (lines > 0)
+            printf "MQTT codec (mqtt/): %d of %d lines, %.2f%%\n",
                 lines - missed, lines, 100 * (lines - missed) / lines
     }
 ' "$report"
