@@ -346,10 +346,11 @@ fn views(p: &Packet) -> Vec<Bytes> {
 }
 
 /// Properties of a violation found in `len` bytes of MQTT: a reason code, a
-/// close reason a bad packet may have, and an offset inside the input (at
+/// description, a close reason a bad packet may have, and an offset inside the input (at
 /// its end for a packet cut short or a field found missing at the end).
 fn check_violation(v: &Violation, len: usize) {
     assert!(v.kind().reason_code().is_some(), "{v}: no reason code");
+    assert!(!v.kind().to_string().is_empty(), "{v:?}: no description");
     assert!(
         matches!(
             v.close_reason(),
