@@ -17,6 +17,7 @@
 
 pub mod close;
 pub mod direction;
+mod field;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod limits;

@@ -6,8 +6,8 @@ use bytes::{BufMut, Bytes};
 
 use super::fault::MqttFault;
 use super::property::{check_payload_utf8, Properties, Scope};
+use super::types::{EncodeError, PacketType, QoS, Sender, Version};
 use super::wire::{binary_len, fault, put_binary, Reader, Str};
-use super::{EncodeError, PacketType, QoS, Sender, Version};
 use crate::violation::Violation;
 
 /// A client's request to connect. Its protocol level decides the version of

@@ -4,8 +4,8 @@ use bytes::BufMut;
 
 use super::fault::MqttFault;
 use super::property::{Properties, Scope};
+use super::types::{PacketType, Sender, Version};
 use super::wire::{fault, Reader};
-use super::{PacketType, Sender, Version};
 use crate::violation::Violation;
 
 /// The last packet of a connection, from either side (from the server only

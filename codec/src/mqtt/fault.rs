@@ -10,8 +10,8 @@
 
 use std::fmt;
 
-use super::PacketType;
-use crate::violation::Field;
+use super::types::PacketType;
+use crate::field::Field;
 
 /// A rule of MQTT 3.1.1 or 5.0 broken by the bytes of one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

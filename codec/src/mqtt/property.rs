@@ -5,8 +5,8 @@
 use bytes::{BufMut, Bytes};
 
 use super::fault::MqttFault;
+use super::types::{EncodeError, PacketType, Sender};
 use super::wire::{self, fault, put_binary, put_var_int, Reader, Str};
-use super::{EncodeError, PacketType, Sender};
 use crate::violation::Violation;
 
 /// The packets (and the will) a property block belongs to, as bits.

@@ -8,8 +8,8 @@ use bytes::{BufMut, Bytes};
 
 use super::fault::MqttFault;
 use super::property::{check_payload_utf8, Properties, Scope};
+use super::types::{PacketType, QoS, Sender, Version};
 use super::wire::{fault, Reader, Str};
-use super::{PacketType, QoS, Sender, Version};
 use crate::violation::Violation;
 
 /// An application message.

@@ -8,8 +8,8 @@ use bytes::{BufMut, Bytes};
 
 use super::fault::MqttFault;
 use super::property::{Properties, Scope};
+use super::types::{EncodeError, PacketType, QoS, Sender, Version};
 use super::wire::{fault, Reader, Str};
-use super::{EncodeError, PacketType, QoS, Sender, Version};
 use crate::violation::Violation;
 
 /// The options of one subscription. In 3.1.1 only the QoS exists.

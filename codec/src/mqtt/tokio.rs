@@ -8,7 +8,9 @@ use std::io;
 
 use bytes::BytesMut;
 
-use super::{Decoder, EncodeError, Packet, Sender, Version};
+use super::packet::Packet;
+use super::stream::Decoder;
+use super::types::{EncodeError, Sender, Version};
 use crate::limits::Limits;
 use crate::violation::Violation;
 

@@ -11,7 +11,7 @@ use std::ops::Deref;
 use bytes::{BufMut, Bytes};
 
 use super::fault::MqttFault;
-use super::EncodeError;
+use super::types::EncodeError;
 use crate::violation::{Field, Violation, ViolationKind};
 
 /// The largest remaining length a variable byte integer can carry.
