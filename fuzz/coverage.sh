@@ -4,10 +4,10 @@
 #
 # Runs only the stable replay test (check/tests/fuzz_replay.rs) under
 # cargo-llvm-cov, so the figure is what the corpus alone exercises, not the
-# unit tests. Needs `cargo install cargo-llvm-cov --locked` and
+# unit tests; `-p sessionwire` puts the codec's files in the report. Needs `cargo install cargo-llvm-cov --locked` and
 # `rustup component add llvm-tools-preview` (both are installed if missing).
 # Prints the per-file table and the line coverage of the decoding modules
-# (message/, polling.rs, varint.rs, parse.rs).
+# (message/, polling.rs, varint.rs, parse.rs) and of the MQTT codec (mqtt/).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +18,7 @@ rustup component list --installed 2>/dev/null | grep -q '^llvm-tools' ||
     rustup component add llvm-tools-preview
 
 report="$(mktemp)"
-cargo llvm-cov -p sessionwire-check --test fuzz_replay --summary-only "$@" |
+cargo llvm-cov -p sessionwire-check -p sessionwire --test fuzz_replay --summary-only "$@" |
     tee "$report"
 
 # Lines columns of the summary table: Filename ... Lines Missed-Lines Cover ...
@@ -27,6 +27,14 @@ awk '
     END {
         if (lines > 0)
             printf "decoding modules (message/, polling.rs, varint.rs, parse.rs): %d of %d lines, %.2f%%\n",
+                lines - missed, lines, 100 * (lines - missed) / lines
+    }
+' "$report"
+awk '
+    /^(codec\/src\/)?mqtt\// { lines += $8; missed += $9 }
+    END {
+        if (lines > 0)
+            printf "MQTT codec (mqtt/): %d of %d lines, %.2f%%\n",
                 lines - missed, lines, 100 * (lines - missed) / lines
     }
 ' "$report"

@@ -18,7 +18,13 @@ const PUBLISHES: usize = 100_000;
 const SESSIONS: usize = 1_000;
 
 const VERSIONS: [Version; 2] = [Version::V311, Version::V5];
-const ALL: [Peer; 4] = [Peer::Floor, Peer::Mqttrs, Peer::Mqttbytes, Peer::Rumqttc];
+const ALL: [Peer; 5] = [
+    Peer::Floor,
+    Peer::Sessionwire,
+    Peer::Mqttrs,
+    Peer::Mqttbytes,
+    Peer::Rumqttc,
+];
 
 fn inputs(version: Version) -> [(&'static str, Vec<u8>, usize); 2] {
     [

@@ -42,6 +42,8 @@ pub enum Packets<'a> {
     RumqttcV4(Vec<rumqttc::mqttbytes::v4::Packet>),
     /// rumqttc 5.0 packets.
     RumqttcV5(Vec<rumqttc::v5::mqttbytes::v5::Packet>),
+    /// Our packets, views of the stream, and the version to write them in.
+    Sessionwire(Vec<sessionwire::mqtt::Packet>, sessionwire::mqtt::Version),
 }
 
 fn all<P, E: std::fmt::Debug>(
@@ -115,6 +117,10 @@ impl<'a> Packets<'a> {
             (Peer::Rumqttc, Version::V5) => Packets::RumqttcV5(all(stream, |s| {
                 rumqttc::v5::mqttbytes::v5::Packet::read(s, Some(MAX_PACKET as u32))
             })?),
+            (Peer::Sessionwire, _) => Packets::Sessionwire(
+                all(stream, |s| crate::ours::read(s, version))?,
+                crate::ours::version(version),
+            ),
         })
     }
 
@@ -127,6 +133,7 @@ impl<'a> Packets<'a> {
             Packets::MqttbytesV5(v) => v.len(),
             Packets::RumqttcV4(v) => v.len(),
             Packets::RumqttcV5(v) => v.len(),
+            Packets::Sessionwire(v, _) => v.len(),
         }
     }
 
@@ -183,6 +190,11 @@ impl<'a> Packets<'a> {
                     packet
                         .write(out, Some(MAX_PACKET as u32))
                         .map_err(|e| err(&e))?;
+                }
+            }
+            Packets::Sessionwire(packets, version) => {
+                for packet in packets {
+                    packet.encode(*version, out).map_err(|e| err(&e))?;
                 }
             }
         }

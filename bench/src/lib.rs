@@ -2,8 +2,8 @@
 //! strictness checks.
 //!
 //! The codec crate never depends on this package: the peers (mqttrs 0.4,
-//! mqttbytes 0.6, rumqttc 0.25) are linked here only to be measured against
-//! a split-only floor and, once it lands, against our own MQTT codec.
+//! mqttbytes 0.6, rumqttc 0.25) are linked here only to be measured, with
+//! our own codec (`sessionwire::mqtt`), against a split-only floor.
 //!
 //! [`floor`] is the echo server the reference server's throughput is
 //! measured against (`echo-floor`, `bench/server-vs-floor.sh`).
@@ -60,6 +60,8 @@ pub enum Peer {
     Mqttbytes,
     /// rumqttc 0.25's codecs (`mqttbytes::v4` and `v5::mqttbytes::v5`).
     Rumqttc,
+    /// Our codec, `sessionwire::mqtt`, with every check on.
+    Sessionwire,
 }
 
 /// Why a peer did not decode a whole stream.
@@ -72,8 +74,13 @@ pub struct Rejected {
 }
 
 impl Peer {
-    /// The three peer codecs, without the floor.
-    pub const CODECS: [Peer; 3] = [Peer::Mqttrs, Peer::Mqttbytes, Peer::Rumqttc];
+    /// The codecs compared, ours first, without the floor.
+    pub const CODECS: [Peer; 4] = [
+        Peer::Sessionwire,
+        Peer::Mqttrs,
+        Peer::Mqttbytes,
+        Peer::Rumqttc,
+    ];
 
     /// Short name used in benchmark ids and tables.
     pub fn name(self) -> &'static str {
@@ -82,6 +89,7 @@ impl Peer {
             Peer::Mqttrs => "mqttrs",
             Peer::Mqttbytes => "mqttbytes",
             Peer::Rumqttc => "rumqttc",
+            Peer::Sessionwire => "sessionwire",
         }
     }
 
@@ -113,6 +121,7 @@ impl Peer {
             (Peer::Rumqttc, Version::V5) => split_loop(stream, |s| {
                 rumqttc::v5::mqttbytes::v5::Packet::read(s, Some(MAX_PACKET as u32))
             }),
+            (Peer::Sessionwire, _) => split_loop(stream, |s| ours::read(s, version)),
         }
     }
 
@@ -123,7 +132,12 @@ impl Peer {
             return Verdict::Unsupported;
         }
         let mut stream = BytesMut::from(bytes);
-        match catch_unwind(AssertUnwindSafe(|| self.decode_all(&mut stream, version))) {
+        let decode = || match self {
+            // A server's decoder: the CONNECT first, then what a client sends.
+            Peer::Sessionwire => ours::client_stream(&stream.clone().freeze()),
+            _ => self.decode_all(&mut stream, version),
+        };
+        match catch_unwind(AssertUnwindSafe(decode)) {
             Ok(Ok(_)) => Verdict::Accept,
             Ok(Err(rejected)) => Verdict::Reject(rejected),
             Err(_) => Verdict::Panic,
@@ -153,6 +167,81 @@ impl Verdict {
             Verdict::Panic => "PANIC",
             Verdict::Unsupported => "n/a",
         }
+    }
+}
+
+/// Our codec behind the peers' interface.
+pub mod ours {
+    use bytes::{Bytes, BytesMut};
+    use sessionwire::mqtt::{self, Packet, PacketType, Sender};
+    use sessionwire::{Limits, Violation};
+
+    use crate::{frame_len, Rejected, Version, MAX_PACKET};
+
+    /// The limits the peers get: packets up to [`MAX_PACKET`].
+    pub fn limits() -> Limits {
+        Limits::builder()
+            .max_message_size(MAX_PACKET)
+            .build()
+            .expect("a positive size")
+    }
+
+    /// Our version type.
+    pub fn version(v: Version) -> mqtt::Version {
+        match v {
+            Version::V311 => mqtt::Version::V311,
+            Version::V5 => mqtt::Version::V5,
+        }
+    }
+
+    /// Who sends a packet of the bench streams, which hold both directions
+    /// of a session: the types only a server sends come from the server.
+    pub fn sender(first: u8) -> Sender {
+        match PacketType::from_u8(first >> 4) {
+            Some(t) if !t.sent_by(Sender::Client) => Sender::Server,
+            _ => Sender::Client,
+        }
+    }
+
+    /// Splits the packet at the front of `buf` off and decodes it, fully
+    /// checked, as sent by [`sender`]: what mqttbytes' `read` does. A packet
+    /// not yet whole leaves `buf` alone.
+    pub fn read(buf: &mut BytesMut, v: Version) -> Result<Packet, String> {
+        let len = match frame_len(buf) {
+            Ok(Some(len)) if len <= MAX_PACKET => len,
+            Ok(Some(len)) => return Err(format!("packet of {len} bytes")),
+            Ok(None) => return Err("stream ends inside a packet".into()),
+            Err(e) => return Err(e.into()),
+        };
+        let from = sender(buf[0]);
+        let frame = buf.split_to(len).freeze();
+        Packet::decode(&frame, version(v), from).map_err(|e| describe(&e))
+    }
+
+    /// A violation as a table cell shows it: its name and reason code.
+    pub fn describe(v: &Violation) -> String {
+        match v.kind().reason_code() {
+            Some(code) => format!("{} 0x{code:02x}", v.kind().name()),
+            None => v.kind().name().to_owned(),
+        }
+    }
+
+    /// A client's stream as a server decodes it ([`mqtt::packets`]: the
+    /// CONNECT first, whose level sets the version): the packets decoded.
+    pub fn client_stream(stream: &Bytes) -> Result<usize, Rejected> {
+        let mut packets = 0;
+        for step in mqtt::packets(stream, None, Sender::Client, &limits()) {
+            match step {
+                Ok(_) => packets += 1,
+                Err(v) => {
+                    return Err(Rejected {
+                        packets,
+                        error: describe(&v),
+                    })
+                }
+            }
+        }
+        Ok(packets)
     }
 }
 

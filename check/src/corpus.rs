@@ -13,9 +13,11 @@
 //!
 //! `verdict` is `accept` or `close`; `reason` a close reason name or `-`;
 //! `offset` the byte offset of the violation or `-`; `messages` the number of
-//! messages accepted before the verdict. An optional sixth column gives the
-//! file limits of its own ([`CaseLimits`], e.g. `max-batch-size=7`), for
-//! cases at an exact limit that the defaults cannot reach with a small file.
+//! messages accepted before the verdict. Two more columns are optional: the
+//! sixth gives the file limits of its own ([`CaseLimits`], e.g.
+//! `max-batch-size=7`, or `-`), for cases at an exact limit that the defaults
+//! cannot reach with a small file; the seventh, for MQTT directories, the
+//! MQTT 5.0 reason code of the fault (`0x81`, or `-`).
 //!
 //! ```
 //! use sessionwire_check::corpus::{verdict, Target};
@@ -38,7 +40,8 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 
-pub use sessionwire::verdict::{split_incremental, Outcome, Verdict};
+use sessionwire::mqtt::{Packet, Sender, Version};
+pub use sessionwire::verdict::{split_incremental, split_mqtt_stream, Outcome, Verdict};
 use sessionwire::{CloseReason, Direction, Limits};
 
 use crate::closes;
@@ -46,10 +49,6 @@ use crate::scenario::{self, ScenarioError, ScenarioOutcome};
 
 /// The name of the expected-verdict file in a corpus directory.
 pub const EXPECTED_FILE: &str = "expected.tsv";
-
-/// Corpus directories that neither `check` nor a fuzz target runs: the
-/// real-client MQTT captures, read by `bench/` until the codec decodes MQTT.
-pub const OTHER_INPUTS: &[&str] = &["mqtt-capture"];
 
 /// What a corpus file holds, and so which decoder runs on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,14 +71,36 @@ pub enum Target {
     /// verdict's offset is the 1-based line whose event closed the session and
     /// its message count is the number of messages delivered.
     Scenario,
+    /// The byte stream an MQTT client sends, usually starting with its
+    /// CONNECT, as raw bytes or hex text ([`crate::mqtt::read_input`]);
+    /// messages count the packets decoded. Its directories are `mqtt/` and
+    /// `mqtt-capture/`.
+    Mqtt,
+    /// Fuzz corpus: one packet a client sends after its MQTT 3.1.1 CONNECT
+    /// ([`Packet::decode`]).
+    MqttV311,
+    /// Fuzz corpus: one packet a client sends after its MQTT 5.0 CONNECT.
+    MqttV5,
+    /// Fuzz corpus: a version and chunk sizes, then a client's MQTT stream
+    /// (layout: [`split_mqtt_stream`]); the verdict is the one-shot verdict
+    /// of the stream.
+    MqttStream,
+    /// Fuzz corpus: bytes from which `arbitrary` builds one valid MQTT packet
+    /// that must round-trip: always accepted as one packet.
+    MqttRoundtrip,
 }
 
 impl Target {
     /// Every target this version knows, in directory-name order.
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 10] = [
         Target::HttpBody,
         Target::Incremental,
         Target::Message,
+        Target::Mqtt,
+        Target::MqttRoundtrip,
+        Target::MqttStream,
+        Target::MqttV311,
+        Target::MqttV5,
         Target::Roundtrip,
         Target::Scenario,
     ];
@@ -92,6 +113,28 @@ impl Target {
             Target::Incremental => "incremental",
             Target::Roundtrip => "roundtrip",
             Target::Scenario => "scenario",
+            Target::Mqtt => "mqtt",
+            Target::MqttV311 => "mqtt-v311",
+            Target::MqttV5 => "mqtt-v5",
+            Target::MqttStream => "mqtt-stream",
+            Target::MqttRoundtrip => "mqtt-roundtrip",
+        }
+    }
+
+    /// The target whose inputs a corpus directory named `dir` holds: the
+    /// target of that name, and [`Target::Mqtt`] for `mqtt-capture` (streams
+    /// recorded from real clients).
+    ///
+    /// ```
+    /// use sessionwire_check::corpus::Target;
+    /// assert_eq!(Target::of_dir("mqtt-capture"), Some(Target::Mqtt));
+    /// assert_eq!(Target::of_dir("http-body"), Some(Target::HttpBody));
+    /// assert_eq!(Target::of_dir("other"), None);
+    /// ```
+    pub fn of_dir(dir: &str) -> Option<Target> {
+        match dir {
+            "mqtt-capture" => Some(Target::Mqtt),
+            _ => dir.parse().ok(),
         }
     }
 
@@ -109,7 +152,7 @@ impl Target {
     pub fn of_path(path: &Path) -> Option<Target> {
         let parts: Vec<_> = path.components().map(|c| c.as_os_str()).collect();
         let at = parts.iter().rposition(|c| *c == "corpus")?;
-        parts.get(at + 1)?.to_str()?.parse().ok()
+        Target::of_dir(parts.get(at + 1)?.to_str()?)
     }
 }
 
@@ -136,7 +179,7 @@ impl std::error::Error for UnknownTarget {}
 impl FromStr for Target {
     type Err = UnknownTarget;
 
-    /// `message`, `http-body`, `incremental`, `roundtrip` or `scenario`.
+    /// A target's [name](Target::name): `message`, `http-body`, `mqtt`, ...
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Target::ALL
             .into_iter()
@@ -207,6 +250,24 @@ pub fn outcome(target: Target, bytes: &[u8], limits: &Limits) -> Result<Outcome,
         },
         Target::Scenario => Outcome {
             verdict: scenario_outcome(bytes, limits)?.corpus_verdict(),
+            violation: None,
+        },
+        Target::Mqtt => crate::mqtt::outcome(&crate::mqtt::read_input(bytes), None, limits),
+        Target::MqttV311 | Target::MqttV5 => {
+            let version = if target == Target::MqttV5 {
+                Version::V5
+            } else {
+                Version::V311
+            };
+            let packet = Packet::decode(&Bytes::copy_from_slice(bytes), version, Sender::Client);
+            Outcome::of_mqtt_packet(&packet)
+        }
+        Target::MqttStream => {
+            let (version, _, stream) = split_mqtt_stream(bytes);
+            Outcome::of_mqtt_stream(&Bytes::copy_from_slice(stream), version, limits)
+        }
+        Target::MqttRoundtrip => Outcome {
+            verdict: Verdict::accept(1),
             violation: None,
         },
     })
@@ -301,6 +362,8 @@ pub struct ExpectedRow {
     pub verdict: Verdict,
     /// Limits of the file's own, if the row sets any (else the defaults).
     pub limits: Option<CaseLimits>,
+    /// The MQTT 5.0 reason code of the fault, when the row gives one.
+    pub code: Option<u8>,
 }
 
 /// The expected verdicts of one corpus directory: the contents of its
@@ -322,9 +385,10 @@ pub struct Expected {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ExpectedErrorKind {
-    /// Not five or six tab-separated fields.
+    /// Not five, six or seven tab-separated fields.
     FieldCount(usize),
-    /// A sixth column that is not a list of limits (see [`CaseLimits`]).
+    /// A sixth column that is neither `-` nor a list of limits (see
+    /// [`CaseLimits`]).
     BadLimits(String),
     /// An empty file name, or one naming another directory.
     BadFileName(String),
@@ -342,13 +406,17 @@ pub enum ExpectedErrorKind {
     AcceptWithReason,
     /// `close` without a reason or without an offset.
     CloseWithoutReason,
+    /// A code that is neither `-` nor `0x` and two hex digits.
+    BadCode(String),
+    /// `accept` with a reason code.
+    AcceptWithCode,
 }
 
 impl fmt::Display for ExpectedErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ExpectedErrorKind::FieldCount(n) => {
-                write!(f, "{n} tab-separated fields, expected 5 (file, verdict, reason, offset, messages) or 6 (limits)")
+                write!(f, "{n} tab-separated fields, expected 5 (file, verdict, reason, offset, messages), 6 (then limits) or 7 (then limits and code)")
             }
             ExpectedErrorKind::BadLimits(s) => write!(
                 f,
@@ -370,6 +438,10 @@ impl fmt::Display for ExpectedErrorKind {
             ExpectedErrorKind::CloseWithoutReason => {
                 f.write_str("`close` needs a reason and an offset")
             }
+            ExpectedErrorKind::BadCode(s) => {
+                write!(f, "code `{s}` is neither `-` nor `0x` and two hex digits")
+            }
+            ExpectedErrorKind::AcceptWithCode => f.write_str("`accept` must have `-` as code"),
         }
     }
 }
@@ -393,10 +465,13 @@ impl std::error::Error for ExpectedError {}
 
 fn parse_row(line: &str) -> Result<ExpectedRow, ExpectedErrorKind> {
     let fields: Vec<&str> = line.split('\t').collect();
-    let (file, word, reason, offset, messages, limits) = match fields[..] {
-        [file, word, reason, offset, messages] => (file, word, reason, offset, messages, None),
+    let (file, word, reason, offset, messages, limits, code) = match fields[..] {
+        [file, word, reason, offset, messages] => (file, word, reason, offset, messages, "-", "-"),
         [file, word, reason, offset, messages, limits] => {
-            (file, word, reason, offset, messages, Some(limits.parse()?))
+            (file, word, reason, offset, messages, limits, "-")
+        }
+        [file, word, reason, offset, messages, limits, code] => {
+            (file, word, reason, offset, messages, limits, code)
         }
         _ => return Err(ExpectedErrorKind::FieldCount(fields.len())),
     };
@@ -421,10 +496,21 @@ fn parse_row(line: &str) -> Result<ExpectedRow, ExpectedErrorKind> {
     };
     let messages = parse_decimal(messages)
         .ok_or_else(|| ExpectedErrorKind::BadMessages(messages.to_owned()))?;
+    let limits = match limits {
+        "-" => None,
+        l => Some(l.parse()?),
+    };
+    let code = match code {
+        "-" => None,
+        c => Some(parse_code(c).ok_or_else(|| ExpectedErrorKind::BadCode(c.to_owned()))?),
+    };
     match (accept, reason.is_some(), offset.is_some()) {
         (true, false, false) | (false, true, true) => {}
         (true, _, _) => return Err(ExpectedErrorKind::AcceptWithReason),
         (false, _, _) => return Err(ExpectedErrorKind::CloseWithoutReason),
+    }
+    if accept && code.is_some() {
+        return Err(ExpectedErrorKind::AcceptWithCode);
     }
     Ok(ExpectedRow {
         file: file.to_owned(),
@@ -434,7 +520,17 @@ fn parse_row(line: &str) -> Result<ExpectedRow, ExpectedErrorKind> {
             messages,
         },
         limits,
+        code,
     })
+}
+
+/// `0x` and exactly two hex digits.
+fn parse_code(s: &str) -> Option<u8> {
+    let hex = s.strip_prefix("0x")?;
+    if hex.len() != 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
 }
 
 /// ASCII digits only (no sign, no spaces), within `usize`.
@@ -453,10 +549,22 @@ impl Expected {
 
     /// Adds a row under the default limits; a file already listed is an error.
     pub fn insert(&mut self, file: &str, verdict: Verdict) -> Result<(), ExpectedErrorKind> {
+        self.insert_with_code(file, verdict, None)
+    }
+
+    /// Adds a row with an MQTT reason code, under the default limits; a file
+    /// already listed is an error.
+    pub fn insert_with_code(
+        &mut self,
+        file: &str,
+        verdict: Verdict,
+        code: Option<u8>,
+    ) -> Result<(), ExpectedErrorKind> {
         self.insert_row(ExpectedRow {
             file: file.to_owned(),
             verdict,
             limits: None,
+            code,
         })
     }
 
@@ -480,6 +588,11 @@ impl Expected {
     /// The expected verdict of `file`.
     pub fn get(&self, file: &str) -> Option<&Verdict> {
         self.index.get(file).map(|&i| &self.rows[i].verdict)
+    }
+
+    /// The expected MQTT reason code of `file`, when its row gives one.
+    pub fn code(&self, file: &str) -> Option<u8> {
+        self.index.get(file).and_then(|&i| self.rows[i].code)
     }
 
     /// The rows, in file order.
@@ -519,9 +632,13 @@ impl FromStr for Expected {
 }
 
 impl fmt::Display for Expected {
-    /// Writes `expected.tsv`: a header comment, then one row per file.
+    /// Writes `expected.tsv`: a header comment, then one row per file; with
+    /// the `limits` and `code` columns on every row when a row has a code,
+    /// else a `limits` column on the rows that set limits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "# file\tverdict\treason\toffset\tmessages")?;
+        let coded = self.rows.iter().any(|r| r.code.is_some());
+        let column = if coded { "\tlimits\tcode" } else { "" };
+        writeln!(f, "# file\tverdict\treason\toffset\tmessages{column}")?;
         for row in &self.rows {
             let v = &row.verdict;
             let reason = v.reason.map_or("-", CloseReason::name);
@@ -531,9 +648,19 @@ impl fmt::Display for Expected {
                 None => f.write_str("-")?,
             }
             write!(f, "\t{}", v.messages)?;
-            match &row.limits {
-                Some(limits) => writeln!(f, "\t{limits}")?,
-                None => writeln!(f)?,
+            match (coded, &row.limits, row.code) {
+                (true, limits, code) => {
+                    match limits {
+                        Some(limits) => write!(f, "\t{limits}")?,
+                        None => f.write_str("\t-")?,
+                    }
+                    match code {
+                        Some(c) => writeln!(f, "\t0x{c:02x}")?,
+                        None => writeln!(f, "\t-")?,
+                    }
+                }
+                (false, Some(limits), _) => writeln!(f, "\t{limits}")?,
+                (false, None, _) => writeln!(f)?,
             }
         }
         Ok(())
@@ -557,6 +684,8 @@ pub struct Case {
     pub expected: Verdict,
     /// The limits to decode it with: its row's, else the defaults.
     pub limits: Limits,
+    /// The MQTT reason code it must get, when `expected.tsv` gives one.
+    pub code: Option<u8>,
 }
 
 /// A loaded corpus directory: every input file with its expected verdict.
@@ -673,11 +802,13 @@ pub fn load_dir(dir: &Path) -> Result<CorpusDir, LoadError> {
         let limits = expected
             .limits(&name)
             .map_or_else(Limits::default, |l| l.limits().clone());
+        let code = expected.code(&name);
         cases.push(Case {
             path,
             name,
             expected: verdict,
             limits,
+            code,
         });
     }
     if let Some(row) = expected.rows().iter().find(|r| {
@@ -722,6 +853,50 @@ mod tests {
         );
         assert_eq!(e.get("c"), None);
         assert_eq!(e.rows()[1].file, "b.txt");
+    }
+
+    #[test]
+    fn expected_code_column_is_optional_and_round_trips() {
+        let text =
+            "a\taccept\t-\t-\t1\nb\tclose\tABORTED\t8\t0\t-\t0x84\nc\tclose\tABORTED\t8\t0\t-\t-\n";
+        let e: Expected = text.parse().unwrap();
+        assert_eq!(
+            (e.code("a"), e.code("b"), e.code("c")),
+            (None, Some(0x84), None)
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "# file\tverdict\treason\toffset\tmessages\tlimits\tcode\na\taccept\t-\t-\t1\t-\t-\n{}",
+                &text[15..]
+            )
+        );
+        assert_eq!(e.to_string().parse::<Expected>(), Ok(e));
+    }
+
+    #[test]
+    fn expected_rows_may_carry_limits_and_a_code_together() {
+        let text = "a\tclose\tMESSAGE_TOO_LARGE\t0\t0\tmax-message-size=16\t0x95\n\
+                    b\taccept\t-\t-\t1\tmax-batch-size=7\t-\n\
+                    c\tclose\tABORTED\t8\t0\n";
+        let e: Expected = text.parse().unwrap();
+        assert_eq!(e.code("a"), Some(0x95));
+        assert_eq!(
+            e.limits("a").map(|l| l.limits().max_message_size()),
+            Some(16)
+        );
+        assert_eq!(e.limits("b").map(|l| l.limits().max_batch_size()), Some(7));
+        assert_eq!(
+            (e.code("b"), e.limits("c"), e.code("c")),
+            (None, None, None)
+        );
+        // Once a row has a code, every row is written with both columns.
+        let written = e.to_string();
+        assert!(
+            written.ends_with("c\tclose\tABORTED\t8\t0\t-\t-\n"),
+            "{written}"
+        );
+        assert_eq!(written.parse::<Expected>(), Ok(e));
     }
 
     #[test]
@@ -770,9 +945,9 @@ mod tests {
     fn expected_errors_name_the_line_and_the_fault() {
         let cases: [(&str, usize, ExpectedErrorKind); 16] = [
             (
-                "a\taccept\t-\t-\t1\tmax-batch-size=7\tx",
+                "a\taccept\t-\t-\t1\tmax-batch-size=7\t-\tx",
                 1,
-                ExpectedErrorKind::FieldCount(7),
+                ExpectedErrorKind::FieldCount(8),
             ),
             (
                 "a\taccept\t-\t-\t1\tmax-batch-size=4",
@@ -791,9 +966,9 @@ mod tests {
             ),
             ("a\taccept\t-\t-", 1, ExpectedErrorKind::FieldCount(4)),
             (
-                "#c\na\taccept\t-\t-\t1\t",
+                "#c\na\taccept\t-\t-\t1\t-\t",
                 2,
-                ExpectedErrorKind::BadLimits(String::new()),
+                ExpectedErrorKind::BadCode(String::new()),
             ),
             ("a accept - - 1", 1, ExpectedErrorKind::FieldCount(1)),
             (
@@ -852,6 +1027,14 @@ mod tests {
         assert_eq!(
             err("a\tclose\t-\t0\t1").kind,
             ExpectedErrorKind::CloseWithoutReason
+        );
+        assert_eq!(
+            err("a\tclose\tABORTED\t0\t0\t-\t84").kind,
+            ExpectedErrorKind::BadCode("84".into())
+        );
+        assert_eq!(
+            err("a\taccept\t-\t-\t1\t-\t0x81").kind,
+            ExpectedErrorKind::AcceptWithCode
         );
         assert_eq!(
             err("a\taccept\t-\t-\t1x").to_string(),

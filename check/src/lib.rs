@@ -9,7 +9,8 @@
 //! - [`closes`]: the `# closes REASON` comments of scenario files, checked
 //!   against what the scenario does;
 //! - [`fuzz_targets`]: the fuzz targets, from their one list
-//!   (`fuzz/targets.txt`).
+//!   (`fuzz/targets.txt`);
+//! - [`mqtt`]: MQTT client streams as `check` reads and reports them.
 //!
 //! The dependency goes one way: [`corpus`] runs scenarios through
 //! [`scenario`], which knows nothing of corpus files.
@@ -18,4 +19,5 @@
 pub mod closes;
 pub mod corpus;
 pub mod fuzz_targets;
+pub mod mqtt;
 pub mod scenario;

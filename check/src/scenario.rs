@@ -10,7 +10,7 @@
 //! | line | meaning |
 //! |---|---|
 //! | `limits KEY=VALUE ...` | override limits (before the first `connect`): `max_message_size`, `max_batch_size`, `queue_messages`, `queue_bytes`, `reorder_window`, `reorder_wait_ms`, `recovery_buffer`, `max_clients` |
-//! | `config KEY=VALUE ...` | session settings (before the first `connect`): `ping_ms` (0: no pings), `poll_timeout_ms`, `poll_gap_ms`, `test_reconnect`, `allow_loss` and `principal_takeover` (`on`/`off`), `server_id` |
+//! | `config KEY=VALUE ...` | session settings (before the first `connect`): `ping_ms` (0: no pings), `poll_timeout_ms`, `poll_gap_ms`, `test_reconnect`, `allow_loss` and `principal_takeover` (`on`/`off`), `server_id`, `max_reconnect_wait_ms` (60000), `max_buffered_bytes` (64 MiB) |
 //! | `auth PRINCIPAL PASSWORD` | accept this principal with this text password; once any `auth` line is given, nothing else is accepted (anonymous included) |
 //! | `connect ws TARGET` | a WebSocket connect: `TARGET` is the request target (`/diffusion?ty=WB&...`) or its query string |
 //! | `connect http NAME=VALUE ...` | an HTTP polling connect (`m=0`) with these headers |
@@ -647,6 +647,13 @@ impl Runner {
                 "test_reconnect" => self.config.test_reconnect = on_off(v)?,
                 "allow_loss" => self.config.allow_message_loss = on_off(v)?,
                 "principal_takeover" => self.config.principal_takeover = on_off(v)?,
+                "max_reconnect_wait_ms" => {
+                    self.config.max_reconnect_wait = Duration::from_millis(parse_u64(v)?)
+                }
+                "max_buffered_bytes" => {
+                    self.config.max_buffered_bytes =
+                        usize::try_from(parse_u64(v)?).map_err(|_| ScenarioErrorKind::BadNumber)?
+                }
                 "server_id" => {
                     self.config.server_id =
                         i64::try_from(parse_u64(v)?).map_err(|_| ScenarioErrorKind::BadNumber)?

@@ -16,6 +16,7 @@ use std::panic;
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
+use sessionwire::mqtt::Version;
 use sessionwire::{fuzzing, Message, MessageType, Verdict, ViolationKind};
 use sessionwire_check::corpus::{self, Expected, Outcome, Target};
 use sessionwire_check::fuzz_targets;
@@ -38,6 +39,10 @@ fn body(name: &str) -> Option<fn(&[u8]) -> Outcome> {
         "roundtrip" => fuzzing::roundtrip,
         "session" => |d| fuzzing::session(d, std::time::Instant::now()),
         "sp" => sp,
+        "mqtt_v311" => fuzzing::mqtt_v311,
+        "mqtt_v5" => fuzzing::mqtt_v5,
+        "mqtt_stream" => fuzzing::mqtt_stream,
+        "mqtt_roundtrip" => fuzzing::mqtt_roundtrip,
         _ => return None,
     })
 }
@@ -103,8 +108,10 @@ fn record_unlisted(t: &FuzzTarget, dir: &Path) {
     let mut rows = Expected::new();
     for name in &names {
         let bytes = std::fs::read(dir.join(name)).expect("a readable corpus file");
-        let verdict = (t.run)(&bytes).verdict;
-        rows.insert(name, verdict).expect("names are unique");
+        let outcome = (t.run)(&bytes);
+        let code = outcome.violation.and_then(|v| v.kind().reason_code());
+        rows.insert_with_code(name, outcome.verdict, code)
+            .expect("names are unique");
     }
     if rows.is_empty() {
         return;
@@ -114,9 +121,12 @@ fn record_unlisted(t: &FuzzTarget, dir: &Path) {
         .append(true)
         .open(&path)
         .expect("expected.tsv opens for appending");
+    // The rows as the corpus writer formats them, its header first.
+    let written = rows.to_string();
     let mut add = String::new();
     if text.is_empty() {
-        add.push_str("# file\tverdict\treason\toffset\tmessages\n");
+        add.push_str(written.lines().next().unwrap_or_default());
+        add.push('\n');
     } else if !text.ends_with('\n') {
         add.push('\n');
     }
@@ -124,8 +134,6 @@ fn record_unlisted(t: &FuzzTarget, dir: &Path) {
         "# Recorded from the fuzz target's verdict by the fuzz replay (SESSIONWIRE_RECORD): \
          a regression baseline, not derived by hand.\n",
     );
-    // The rows as the corpus writer formats them, without its header.
-    let written = rows.to_string();
     for line in written.lines().filter(|l| !l.starts_with('#')) {
         add.push_str(line);
         add.push('\n');
@@ -162,6 +170,7 @@ fn replay(dir_name: &str) -> Vec<Vec<u8>> {
                     corpus::verdict(target, &bytes, &case.limits)
                         .expect("fuzz targets take any bytes")
                 });
+                let code = outcome.violation.and_then(|v| v.kind().reason_code());
                 if case.limits != limits {
                     // A row with limits of its own: the target decodes under
                     // the defaults (its properties still ran), the library
@@ -177,6 +186,11 @@ fn replay(dir_name: &str) -> Vec<Vec<u8>> {
                     failures.push(format!(
                         "{shown}: verdict `{}`, expected.tsv says `{}`",
                         outcome.verdict, case.expected
+                    ));
+                } else if case.code.is_some_and(|c| Some(c) != code) {
+                    failures.push(format!(
+                        "{shown}: reason code {code:02x?}, expected.tsv says {:02x?}",
+                        case.code
                     ));
                 } else if let Some(library) = library.filter(|l| *l != outcome.verdict) {
                     failures.push(format!(
@@ -249,6 +263,7 @@ fn every_fuzz_target_has_a_corpus_and_a_verdict_target() {
         if let Some(target) = t.target {
             assert_eq!(target.name(), t.dir);
         }
+        assert_eq!(t.target, Target::of_dir(t.dir));
         assert!(
             corpus_dir(t.dir).join(corpus::EXPECTED_FILE).is_file(),
             "{}",
@@ -357,13 +372,68 @@ fn fuzz_target_list_matches_the_cargo_fuzz_bins_and_bodies() {
     dirs.sort();
     for dir in dirs {
         let is_fuzzed = fuzz_targets::find(&dir).is_some();
-        let is_checked = dir.parse::<Target>().is_ok();
-        // Real-client MQTT captures, read by bench/ until the codec's MQTT
-        // module brings a target of its own.
-        let is_bench_input = dir == "mqtt-capture";
-        assert!(
-            is_fuzzed || is_checked || is_bench_input,
-            "corpus/{dir} belongs to no target"
-        );
+        let is_checked = Target::of_dir(&dir).is_some();
+        assert!(is_fuzzed || is_checked, "corpus/{dir} belongs to no target");
     }
+}
+
+#[test]
+fn mqtt_v311_corpus_keeps_its_verdicts_and_round_trips() {
+    let inputs = replay("mqtt-v311");
+    assert!(inputs
+        .iter()
+        .any(|i| fuzzing::mqtt_v311(i).verdict.is_accept()));
+    assert!(inputs
+        .iter()
+        .any(|i| !fuzzing::mqtt_v311(i).verdict.is_accept()));
+}
+
+#[test]
+fn mqtt_v5_corpus_keeps_its_verdicts_and_round_trips() {
+    let inputs = replay("mqtt-v5");
+    assert!(inputs
+        .iter()
+        .any(|i| fuzzing::mqtt_v5(i).verdict.is_accept()));
+    assert!(inputs
+        .iter()
+        .any(|i| !fuzzing::mqtt_v5(i).verdict.is_accept()));
+}
+
+#[test]
+fn mqtt_stream_corpus_decodes_in_chunks_like_in_one_piece() {
+    let inputs = replay("mqtt-stream");
+    // The seeds hold whole sessions of both versions, chunked and not.
+    let versions: BTreeSet<_> = inputs
+        .iter()
+        .filter(|i| fuzzing::mqtt_stream(i).verdict.is_accept())
+        .filter_map(|i| {
+            let (_, _, stream) = corpus::split_mqtt_stream(i);
+            stream.get(8).copied()
+        })
+        .collect();
+    assert!(
+        versions.is_superset(&BTreeSet::from([4, 5])),
+        "{versions:?}"
+    );
+}
+
+#[test]
+fn mqtt_roundtrip_corpus_builds_every_packet_type() {
+    let inputs = replay("mqtt-roundtrip");
+    let built: BTreeSet<(bool, u8)> = inputs
+        .iter()
+        .map(|i| {
+            let mut u = Unstructured::new(i);
+            let v5 = bool::arbitrary(&mut u).unwrap_or(false);
+            let version = if v5 { Version::V5 } else { Version::V311 };
+            let (p, _) = fuzzing::mqtt::arbitrary_packet(&mut u, version);
+            (v5, p.packet_type() as u8)
+        })
+        .collect();
+    // 14 packet types in 3.1.1, 15 in 5.0.
+    assert_eq!(
+        built.len(),
+        29,
+        "the seeds build every packet type: {built:?}"
+    );
 }

@@ -16,9 +16,11 @@ mod serve;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use sessionwire::mqtt::Version;
 use sessionwire::{Limits, Outcome, Verdict};
 use sessionwire_check::corpus::{self, CorpusDir, Target};
 use sessionwire_check::fuzz_targets;
+use sessionwire_check::mqtt::{self as mqtt_check, Report};
 use sessionwire_check::scenario::ScenarioOutcome;
 
 /// The corpus bundled with the workspace, as found at build time.
@@ -59,14 +61,24 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// Decoder to run (a corpus target: `message`, `http-body`, ...); by default inferred from a
-    /// path under `corpus/<target>/`. With no PATH, checks only that target.
+    /// Decoder to run (a corpus target: `message`, `http-body`, `mqtt`, ...); by default
+    /// inferred from a path under `corpus/<target>/` (`corpus/mqtt-capture/` is `mqtt`). With no
+    /// PATH, checks only that target.
+    ///
+    /// An `mqtt` file is the byte stream a client sends, as raw bytes or as hex text (only hex
+    /// digits, whitespace and `#` comments, an even number of digits).
     #[arg(long)]
     target: Option<Target>,
+    /// MQTT: the stream continues a connection of this version (`3.1.1` or `5`) whose CONNECT is
+    /// not in the file, and packets are taken as they come. Without it the stream must start
+    /// with its CONNECT, which sets the version.
+    #[arg(long, value_name = "VERSION", value_parser = parse_mqtt_version)]
+    mqtt_version: Option<Version>,
     /// Print one JSON object per file instead of a line of text.
     #[arg(long)]
     json: bool,
-    /// Largest message accepted, type byte included [default: 32768].
+    /// Largest message accepted, type byte included; for MQTT, the whole packet, fixed header
+    /// included [default: 32768].
     #[arg(long, value_name = "BYTES")]
     max_message_size: Option<usize>,
     /// Largest decoded HTTP polling batch accepted [default: 1048576].
@@ -80,6 +92,15 @@ struct CheckArgs {
     /// README files).
     #[arg(value_name = "PATH")]
     paths: Vec<PathBuf>,
+}
+
+/// `3.1.1` (or its protocol level, `4`) or `5`.
+fn parse_mqtt_version(s: &str) -> Result<Version, String> {
+    match s {
+        "3.1.1" | "4" => Ok(Version::V311),
+        "5" | "5.0" => Ok(Version::V5),
+        _ => Err(format!("`{s}` is not an MQTT version: `3.1.1` or `5`")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -219,19 +240,23 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
                 continue;
             }
         };
-        // A directory's records hold for its own target only, not for a
-        // --target that overrides it.
+        // A directory's records hold for its own target only (not for a
+        // --target that overrides it), and for MQTT without --mqtt-version.
         let expected = match inferred_target(&job.path) {
             Some(t) if t != job.target => None,
+            Some(Target::Mqtt) if args.mqtt_version.is_some() => None,
             _ => expected_case(&job.path, &mut dirs, &mut summary),
         };
         // A row's own limits apply unless limits were given here.
         let own = args.max_message_size.is_none() && args.max_batch_size.is_none();
         let (expected, job_limits) = match expected {
-            Some((verdict, case_limits)) if own => (Some(verdict), case_limits),
-            other => (other.map(|(verdict, _)| verdict), limits.clone()),
+            Some((verdict, code, case_limits)) if own => (Some((verdict, code)), case_limits),
+            other => (
+                other.map(|(verdict, code, _)| (verdict, code)),
+                limits.clone(),
+            ),
         };
-        let (outcome, scenario) = match run_job(job.target, &bytes, &job_limits) {
+        let (outcome, scenario, report) = match run_job(job.target, &bytes, &job_limits, args) {
             Ok(done) => done,
             Err(e) => {
                 summary.error(format_args!("{}: {e}", job.shown.display()));
@@ -246,23 +271,33 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
         if expected.is_none() {
             summary.unexpected += 1;
         }
-        let mismatch = expected.filter(|e| *e != outcome.verdict);
+        let code = outcome.violation.and_then(|v| v.kind().reason_code());
+        let mismatch =
+            expected.filter(|(e, c)| *e != outcome.verdict || c.is_some_and(|c| Some(c) != code));
+        let expected = expected.map(|(e, _)| e);
         let printed = if args.json {
             let mut line = json_line(job, &outcome, expected);
             if let (Some(map), Some(sc)) = (line.as_object_mut(), &scenario) {
                 let entries: Vec<String> = sc.transcript.iter().map(|e| e.to_string()).collect();
                 map.insert("transcript".into(), json!(entries));
             }
+            if let (Some(map), Some(r)) = (line.as_object_mut(), &report) {
+                mqtt_json(map, r);
+            }
             writeln!(out, "{line}")
         } else {
-            print_text(&mut out, job, &outcome, scenario.as_ref())
+            print_text(&mut out, job, &outcome, scenario.as_ref(), report.as_ref())
         };
-        if let Some(e) = mismatch {
+        if let Some((e, c)) = mismatch {
             summary.mismatches += 1;
+            let code_of =
+                |c: Option<u8>| c.map(|c| format!(", code 0x{c:02x}")).unwrap_or_default();
             let line = format!(
-                "{}: MISMATCH expected {e} got {}",
+                "{}: MISMATCH expected {e}{} got {}{}",
                 job.shown.display(),
-                outcome.verdict
+                code_of(c),
+                outcome.verdict,
+                code_of(code)
             );
             if args.json {
                 eprintln!("{line}");
@@ -280,22 +315,57 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
     Ok(summary)
 }
 
-/// Runs one input; a scenario also gives its transcript (the responses sent
-/// and when).
+/// What one input gave: the outcome, and a scenario's transcript (the
+/// responses sent and when) or an MQTT stream's report.
+type JobResult = (Outcome, Option<ScenarioOutcome>, Option<Report>);
+
+/// Runs one input.
 fn run_job(
     target: Target,
     bytes: &[u8],
     limits: &Limits,
-) -> Result<(Outcome, Option<ScenarioOutcome>), corpus::InputError> {
-    if target == Target::Scenario {
-        let sc = corpus::scenario_outcome(bytes, limits)?;
-        let outcome = Outcome {
-            verdict: sc.corpus_verdict(),
-            violation: None,
-        };
-        return Ok((outcome, Some(sc)));
+    args: &CheckArgs,
+) -> Result<JobResult, corpus::InputError> {
+    match target {
+        Target::Scenario => {
+            let sc = corpus::scenario_outcome(bytes, limits)?;
+            let outcome = Outcome {
+                verdict: sc.corpus_verdict(),
+                violation: None,
+            };
+            Ok((outcome, Some(sc), None))
+        }
+        Target::Mqtt => {
+            let stream = mqtt_check::read_input(bytes);
+            let report = mqtt_check::report(&stream, args.mqtt_version, limits);
+            Ok((report.outcome.clone(), None, Some(report)))
+        }
+        _ => Ok((corpus::outcome(target, bytes, limits)?, None, None)),
     }
-    Ok((corpus::outcome(target, bytes, limits)?, None))
+}
+
+/// The packets of an MQTT report, as `CONNECT@0 PUBLISH@15`.
+fn packet_list(r: &Report) -> Vec<String> {
+    r.packets
+        .iter()
+        .map(|(at, ty)| format!("{ty}@{at}"))
+        .collect()
+}
+
+/// The MQTT fields of a `--json` line.
+fn mqtt_json(map: &mut serde_json::Map<String, serde_json::Value>, r: &Report) {
+    let version = r.version.map(|v| match v {
+        Version::V311 => "3.1.1",
+        Version::V5 => "5",
+    });
+    map.insert("mqtt_version".into(), json!(version));
+    map.insert("packets".into(), json!(packet_list(r)));
+    map.insert("code".into(), json!(r.code.map(|c| format!("0x{c:02x}"))));
+    let sends = match r.response {
+        mqtt_check::Response::None => None,
+        resp => Some(resp.to_string()),
+    };
+    map.insert("server_sends".into(), json!(sends));
 }
 
 fn print_text(
@@ -303,6 +373,7 @@ fn print_text(
     job: &Job,
     o: &Outcome,
     scenario: Option<&ScenarioOutcome>,
+    report: Option<&Report>,
 ) -> std::io::Result<()> {
     write!(
         out,
@@ -311,9 +382,19 @@ fn print_text(
         job.target,
         o.verdict
     )?;
-    match o.violation {
-        Some(v) => writeln!(out, ": {}", v.kind())?,
-        None => writeln!(out)?,
+    match (o.violation, report) {
+        (Some(v), Some(r)) => {
+            let code = r
+                .code
+                .map(|c| format!(", code 0x{c:02x}"))
+                .unwrap_or_default();
+            writeln!(out, ": {}{code}: {}", v.kind(), r.response)?
+        }
+        (Some(v), None) => writeln!(out, ": {}", v.kind())?,
+        (None, _) => writeln!(out)?,
+    }
+    if let Some(r) = report.filter(|r| !r.packets.is_empty()) {
+        writeln!(out, "    packets: {}", packet_list(r).join(" "))?;
     }
     for entry in scenario.map(|s| &s.transcript[..]).unwrap_or_default() {
         writeln!(out, "    {entry}")?;
@@ -357,14 +438,15 @@ fn json_line(job: &Job, o: &Outcome, expected: Option<Verdict>) -> serde_json::V
     line
 }
 
-/// The expected verdict of the file at `path` and the limits its row sets
-/// (else the defaults), from its directory's `expected.tsv` if there is one.
-/// A directory whose records do not load is reported once, as an error.
+/// The expected verdict of the file at `path`, the MQTT reason code its row
+/// gives (if any) and the limits its row sets (else the defaults), from its
+/// directory's `expected.tsv` if there is one. A directory whose records do
+/// not load is reported once, as an error.
 fn expected_case(
     path: &Path,
     dirs: &mut HashMap<PathBuf, Option<CorpusDir>>,
     summary: &mut Summary,
-) -> Option<(Verdict, Limits)> {
+) -> Option<(Verdict, Option<u8>, Limits)> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -377,7 +459,7 @@ fn expected_case(
     });
     let name = path.file_name()?.to_str()?;
     let case = loaded.as_ref()?.cases.iter().find(|c| c.name == name)?;
-    Some((case.expected, case.limits.clone()))
+    Some((case.expected, case.code, case.limits.clone()))
 }
 
 /// The files of the bundled corpus (or `--corpus DIR`): every directory named
@@ -414,14 +496,13 @@ fn bundled_jobs(args: &CheckArgs, summary: &mut Summary) -> Vec<Job> {
     let mut jobs = Vec::new();
     for dir in dirs {
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let target = match name.parse::<Target>() {
-            Ok(t) => t,
+        let target = match Target::of_dir(name) {
+            Some(t) => t,
             // A fuzz target's own corpus (`session`) is replayed by its
             // test, not decoded here: nothing to say about it.
-            Err(_) if fuzz_targets::find(name).is_some() => continue,
-            // Inputs of another tool (bench/), not of `check`.
-            Err(_) if corpus::OTHER_INPUTS.contains(&name) => continue,
-            Err(e) => {
+            None if fuzz_targets::find(name).is_some() => continue,
+            None => {
+                let e = corpus::UnknownTarget(name.to_owned());
                 eprintln!("note: skipping {}: {e}", shown(&dir).display());
                 continue;
             }

@@ -61,6 +61,18 @@ pub struct ServeArgs {
     /// Sent messages kept per session to resend after a reconnection.
     #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT_RECOVERY_BUFFER)]
     pub recovery_buffer: usize,
+    /// The longest reconnection wait granted, in ms: a client asking for more
+    /// (`r`) is kept this long. A session waiting for a reconnection is
+    /// closed CONNECTION_LOST sooner when the server is full and a new
+    /// client arrives.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    pub max_reconnect_wait: u64,
+    /// Most bytes all sessions may hold at once in reorder buffers (HTTP
+    /// sends waiting for their turn) and recovery buffers (sent messages
+    /// kept for a reconnection); a session growing past it is closed
+    /// MESSAGE_QUEUE_LIMIT_REACHED.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_buffered_bytes: usize,
     /// HTTP polling: how long an empty poll is held open, in ms.
     #[arg(long, value_name = "MS", default_value_t = 25_000)]
     pub poll_timeout: u64,
@@ -114,6 +126,8 @@ impl ServeArgs {
             poll_timeout: Duration::from_millis(self.poll_timeout),
             poll_gap: Duration::from_millis(self.poll_gap),
             principal_takeover: self.principal_takeover,
+            max_reconnect_wait: Duration::from_millis(self.max_reconnect_wait),
+            max_buffered_bytes: self.max_buffered_bytes,
             ..SessionConfig::default()
         }
     }
@@ -222,6 +236,22 @@ mod tests {
             serve: ServeArgs,
         }
         Cli::parse_from(std::iter::once("serve").chain(args.iter().copied())).serve
+    }
+
+    #[test]
+    fn reconnection_wait_and_held_data_bounds_reach_the_session_config() {
+        let defaults = serve_args(&[]).session_config();
+        assert_eq!(defaults.max_reconnect_wait, Duration::from_secs(60));
+        assert_eq!(defaults.max_buffered_bytes, 64 << 20);
+        let set = serve_args(&[
+            "--max-reconnect-wait",
+            "2500",
+            "--max-buffered-bytes",
+            "4096",
+        ])
+        .session_config();
+        assert_eq!(set.max_reconnect_wait, Duration::from_millis(2500));
+        assert_eq!(set.max_buffered_bytes, 4096);
     }
 
     #[test]

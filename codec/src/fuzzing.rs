@@ -40,6 +40,9 @@ use crate::polling::{self, Batch, BodyDecoder, LENGTH_PREFIX};
 use crate::verdict::{split_incremental, Outcome, Verdict};
 use crate::violation::{Violation, ViolationKind, ZlibFault};
 
+pub mod mqtt;
+pub use mqtt::{mqtt_roundtrip, mqtt_stream, mqtt_v311, mqtt_v5};
+
 /// The limits every target decodes with (and the corpus verdicts assume): the
 /// defaults.
 pub fn limits() -> Limits {

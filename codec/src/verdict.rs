@@ -17,8 +17,12 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 use crate::close::CloseReason;
+use crate::limits::Limits;
 use crate::message::Message;
+use crate::mqtt::{self, Packet, Sender, Version};
 use crate::polling;
 use crate::violation::Violation;
 
@@ -97,6 +101,11 @@ pub struct Outcome {
 impl Outcome {
     /// The outcome of decoding one WebSocket message.
     pub fn of_message(decoded: &Result<Message, Violation>) -> Outcome {
+        Outcome::of_one(decoded)
+    }
+
+    /// The outcome of decoding one item: accepted as one, or closed.
+    fn of_one<T>(decoded: &Result<T, Violation>) -> Outcome {
         match decoded {
             Ok(_) => Outcome {
                 verdict: Verdict::accept(1),
@@ -121,6 +130,59 @@ impl Outcome {
             violation: batch.violation,
         }
     }
+}
+
+impl Outcome {
+    /// The outcome of decoding one MQTT packet ([`Packet::decode`]).
+    pub fn of_mqtt_packet(decoded: &Result<Packet, Violation>) -> Outcome {
+        Outcome::of_one(decoded)
+    }
+
+    /// The outcome of a client's MQTT byte stream walked by [`mqtt::packets`]:
+    /// the packets decoded before the first violation. With `version` `None`
+    /// the stream must start with its CONNECT, which sets the version; a
+    /// stream that ends inside a packet is truncated.
+    pub fn of_mqtt_stream(stream: &Bytes, version: Option<Version>, limits: &Limits) -> Outcome {
+        let mut packets = 0;
+        for step in mqtt::packets(stream, version, Sender::Client, limits) {
+            match step {
+                Ok(_) => packets += 1,
+                Err(v) => {
+                    return Outcome {
+                        verdict: Verdict::close(&v, packets),
+                        violation: Some(v),
+                    }
+                }
+            }
+        }
+        Outcome {
+            verdict: Verdict::accept(packets),
+            violation: None,
+        }
+    }
+}
+
+/// Splits an input of the `mqtt_stream` fuzz target: byte 0 is a header whose
+/// low four bits count the chunk-size bytes that follow and whose bits 4-5
+/// give the version (1: 3.1.1, 2: 5.0, else none: the stream starts with its
+/// CONNECT); the rest is the client's byte stream. A chunk-size byte `s`
+/// stands for `s` bytes (0 counts as 1; when every size is 0, the stream is
+/// fed whole). Returns `(version, sizes, stream)`.
+///
+/// ```
+/// use sessionwire::mqtt::Version;
+/// use sessionwire::verdict::split_mqtt_stream;
+/// assert_eq!(split_mqtt_stream(b"\x21\x05\xc0\x00"), (Some(Version::V5), &b"\x05"[..], &b"\xc0\x00"[..]));
+/// assert_eq!(split_mqtt_stream(b""), (None, &b""[..], &b""[..]));
+/// ```
+pub fn split_mqtt_stream(data: &[u8]) -> (Option<Version>, &[u8], &[u8]) {
+    let (header, sizes, stream) = split_incremental(data);
+    let version = match (header >> 4) & 3 {
+        1 => Some(Version::V311),
+        2 => Some(Version::V5),
+        _ => None,
+    };
+    (version, sizes, stream)
 }
 
 /// Splits an input of the `incremental` fuzz target: byte 0 is a header whose low four

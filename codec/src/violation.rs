@@ -169,6 +169,13 @@ pub enum ViolationKind {
         /// The number expected.
         expected: u64,
     },
+    /// Data held for sessions (out-of-order HTTP sends waiting for their
+    /// turn, sent messages kept for a reconnection) would pass the
+    /// server-wide budget; the session whose data grew past it is closed.
+    HeldDataOverBudget {
+        /// The server-wide budget in bytes.
+        limit: usize,
+    },
     /// A rule of MQTT 3.1.1 or 5.0 broken by one packet (faults MQTT shares
     /// with the session protocol use the kinds above).
     Mqtt(MqttFault),
@@ -212,6 +219,10 @@ impl ViolationKind {
             | ViolationKind::SequenceMalformed
             | ViolationKind::SequenceBeyondWindow { .. }
             | ViolationKind::SequenceGap { .. } => CloseReason::LostMessages,
+            // The server's memory for held data ran out: what the session
+            // held is dropped, as when an outbound queue fills
+            // (docs/protocol.md section 6).
+            ViolationKind::HeldDataOverBudget { .. } => CloseReason::MessageQueueLimitReached,
             // MQTT: the reason code decides, as PROTOCOL.md section 8 maps it.
             ViolationKind::Mqtt(_) => match self.reason_code() {
                 // Packet too large.
@@ -260,6 +271,7 @@ impl ViolationKind {
             | ViolationKind::SequenceMalformed
             | ViolationKind::SequenceBeyondWindow { .. }
             | ViolationKind::SequenceGap { .. }
+            | ViolationKind::HeldDataOverBudget { .. }
             | ViolationKind::InflatedTooLarge { .. }
             | ViolationKind::InvalidZlib(_) => return None,
             ViolationKind::Mqtt(fault) => match fault {
@@ -341,6 +353,7 @@ impl ViolationKind {
             ViolationKind::SequenceMalformed => "sequence-malformed",
             ViolationKind::SequenceBeyondWindow { .. } => "sequence-beyond-window",
             ViolationKind::SequenceGap { .. } => "sequence-gap",
+            ViolationKind::HeldDataOverBudget { .. } => "held-data-over-budget",
             ViolationKind::Mqtt(fault) => fault.name(),
         }
     }
@@ -379,6 +392,12 @@ impl fmt::Display for ViolationKind {
             }
             ViolationKind::BatchTooLarge { limit } => {
                 write!(f, "batch goes on past the maximum of {limit} bytes")
+            }
+            ViolationKind::HeldDataOverBudget { limit } => {
+                write!(
+                    f,
+                    "data held for sessions would pass the server's {limit} bytes"
+                )
             }
             ViolationKind::InvalidBase64 => f.write_str("invalid base64"),
             ViolationKind::HandshakeFieldMissing(field) => {

@@ -42,7 +42,7 @@ use sessionwire::session::handshake::ConnectionRequest;
 use sessionwire::session::SessionToken;
 use sessionwire::{polling, Message};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::hub::{Attach, Command, Connected, HttpAnswer};
 use super::response::respond;
@@ -53,6 +53,18 @@ use super::Shared;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a send's body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of send bodies being read at once, over all connections, unless
+/// one body may be larger ([`read_budget`]).
+pub const READ_BUDGET: usize = 16 << 20;
+
+/// The server-wide bound on bytes of send bodies read and not yet taken by
+/// their session: [`READ_BUDGET`], or one body of the largest size when
+/// that is more (so that a body can always be read whole). What a session
+/// holds after that counts against `--max-buffered-bytes`.
+pub fn read_budget(limits: &sessionwire::Limits) -> usize {
+    READ_BUDGET.max(limits.max_batch_text())
+}
+
 /// Largest request head accepted (hyper's read buffer is bounded by it too;
 /// a larger head is refused with 431).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -338,12 +350,16 @@ async fn send(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = declared.is_some_and(|n| n > limit as u64);
-    let body = if too_large {
-        None
+    let (body, reading) = if too_large {
+        (None, None)
     } else {
-        match tokio::time::timeout(BODY_TIMEOUT, read_limited(req.into_body(), limit)).await {
-            Ok(Ok(Some(b))) => Some(b),
-            Ok(Ok(None)) => None,
+        // A place for the whole body, declared or as large as allowed,
+        // taken at once: a reader never waits holding part of the budget.
+        let need = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit));
+        let read = read_within(req.into_body(), limit, Some((&shared.reading, need)));
+        match tokio::time::timeout(BODY_TIMEOUT, read).await {
+            Ok(Ok(Some((b, reading)))) => (Some(b), reading),
+            Ok(Ok(None)) => (None, None),
             // The client went away or stalled: nothing to answer.
             Ok(Err(())) | Err(_) => return Err(DropConnection),
         }
@@ -354,6 +370,7 @@ async fn send(
             token,
             sequence,
             body,
+            reading,
             reply: tx,
         },
         None => Command::SendTooLarge { token, reply: tx },
@@ -363,10 +380,37 @@ async fn send(
 
 /// Reads a body of at most `limit` bytes: `Ok(None)` as soon as it crosses
 /// the limit (the rest is never read), `Err` when the client fails.
-pub async fn read_limited<B>(mut body: B, limit: usize) -> Result<Option<Bytes>, ()>
+#[cfg(test)]
+pub async fn read_limited<B>(body: B, limit: usize) -> Result<Option<Bytes>, ()>
 where
     B: Body<Data = Bytes> + Unpin,
 {
+    Ok(read_within(body, limit, None).await?.map(|(b, _)| b))
+}
+
+/// [`read_limited`], first taking `need` (at least the body's size) permits
+/// from a budget, waiting while it is spent (back-pressure on every
+/// sender); the permits for the bytes read come back with the body.
+async fn read_within<B>(
+    mut body: B,
+    limit: usize,
+    budget: Option<(&Arc<Semaphore>, usize)>,
+) -> Result<Option<(Bytes, Option<OwnedSemaphorePermit>)>, ()>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let mut taken = match budget {
+        Some((budget, need)) => {
+            let n = u32::try_from(need).map_err(|_| ())?;
+            Some(
+                Arc::clone(budget)
+                    .acquire_many_owned(n)
+                    .await
+                    .map_err(|_| ())?,
+            )
+        }
+        None => None,
+    };
     let hint = body.size_hint().lower();
     let start = usize::try_from(hint)
         .unwrap_or(limit)
@@ -376,13 +420,20 @@ where
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| ())?;
         if let Ok(data) = frame.into_data() {
+            // Within `limit`, hence within the places taken: hyper ends a
+            // body at its declared length.
             match buf.len().checked_add(data.len()) {
                 Some(n) if n <= limit => buf.extend_from_slice(&data),
                 _ => return Ok(None),
             }
         }
     }
-    Ok(Some(buf.freeze()))
+    // Give back at once what the body did not use.
+    if let Some(t) = taken.as_mut() {
+        let unused = t.num_permits().saturating_sub(buf.len());
+        drop(t.split(unused));
+    }
+    Ok(Some((buf.freeze(), taken)))
 }
 
 async fn ask(

@@ -2,8 +2,9 @@
 //!
 //! Connection tasks send it [`Command`]s over one bounded channel; it answers
 //! HTTP requests over oneshot channels and feeds WebSocket connections over a
-//! small bounded channel each ([`Out`]). It never waits on a connection: a
-//! WebSocket whose channel is full stops being drained (the session's own
+//! small bounded channel each ([`Out`], what one command answered in one
+//! batch). It never waits on a connection: a WebSocket with [`CONN_QUEUE`]
+//! less one messages waiting stops being drained (the session's own
 //! outbound queue fills up instead, up to its limit), and the connection
 //! says [`Command::Writable`] when it has room again.
 //!
@@ -14,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,14 +30,20 @@ use sessionwire::session::{
     SessionConfig, SessionEvent, SessionId, SessionState, SessionToken, Transmit,
 };
 use sessionwire::{Limits, Message, Violation};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::events::{transport_name, EventLog, Record};
 use super::passwords::{PasswordChecks, Verdict};
 
-/// Capacity of the channel from the hub to one WebSocket connection. One
+/// Most messages handed to one WebSocket connection and not yet taken by
+/// it (and the capacity of its channel: a batch holds at least one). One
 /// slot is always left free for the final [`Out::Close`].
 pub const CONN_QUEUE: usize = 16;
+
+/// Most commands handled on one wake of the hub before its timers are
+/// looked at again.
+const HUB_BATCH: usize = 64;
 
 /// How often finished sessions are forgotten.
 const REAP_EVERY: Duration = Duration::from_secs(1);
@@ -68,14 +75,15 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Connected>,
     },
-    /// One binary WebSocket message from the client.
+    /// Binary WebSocket messages from the client, in the order read: what
+    /// the connection had read when it went to the hub (at least one).
     Inbound {
         /// The session.
         token: SessionToken,
-        /// The connection it came on.
+        /// The connection they came on.
         conn: u64,
-        /// The message.
-        data: Bytes,
+        /// The messages.
+        data: Vec<Bytes>,
     },
     /// A fault the WebSocket transport found (text frame, message too large).
     Fault {
@@ -120,6 +128,10 @@ pub enum Command {
         sequence: String,
         /// The base64 body.
         body: Bytes,
+        /// The body's place in the server's budget for bodies being read,
+        /// given back once the session has taken the body (and counts it,
+        /// if it holds it).
+        reading: Option<OwnedSemaphorePermit>,
         /// Where the answer goes.
         reply: oneshot::Sender<HttpAnswer>,
     },
@@ -174,8 +186,12 @@ pub struct WsConn {
 /// What the hub signals to a WebSocket connection outside its channel.
 #[derive(Debug, Default)]
 pub struct ConnSignal {
-    /// Set by the hub when it stopped draining because the channel was full.
+    /// Set by the hub when it stopped draining because the connection had
+    /// [`CONN_QUEUE`] less one messages waiting.
     pub blocked: AtomicBool,
+    /// Messages in the channel: added by the hub as it sends a batch, taken
+    /// off by the connection as it receives one.
+    pub queued: AtomicUsize,
     /// Notified when an [`Out::Close`] was queued: a connection stuck
     /// writing to a client that does not read stops waiting.
     pub closing: Notify,
@@ -193,8 +209,9 @@ impl WsConn {
 /// What the hub tells a WebSocket connection.
 #[derive(Debug)]
 pub enum Out {
-    /// Write one binary message.
-    Message(Bytes),
+    /// Write these binary messages, in order (at least one), with one
+    /// flush.
+    Messages(Vec<Bytes>),
     /// Write `last` (the ABORT) if any, then close: with a close frame
     /// (`frame`) or by dropping the socket.
     Close {
@@ -261,6 +278,9 @@ impl RandomSource for OsRandom {
 struct Entry {
     opened: Instant,
     conn: Option<WsConn>,
+    /// WebSocket messages drained from the session and not yet sent to the
+    /// connection: sent as one batch once the command is handled.
+    outbox: Vec<Bytes>,
     polls: Vec<(Option<u64>, oneshot::Sender<HttpAnswer>)>,
     sends: Vec<(Option<u64>, oneshot::Sender<HttpAnswer>)>,
 }
@@ -351,13 +371,26 @@ impl Hub {
                     continue;
                 }
             };
-            let Some(command) = command else { break };
-            if let Command::Shutdown { done } = command {
-                self.shutdown();
-                let _ = done.send(());
-                break;
+            let Some(mut command) = command else { break };
+            // The commands already waiting are handled on this wake, up to
+            // HUB_BATCH, before the timers are looked at again.
+            let mut handled = 0;
+            loop {
+                if let Command::Shutdown { done } = command {
+                    self.shutdown();
+                    let _ = done.send(());
+                    return self.events;
+                }
+                self.handle(command);
+                handled += 1;
+                if handled >= HUB_BATCH {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(c) => command = c,
+                    Err(_) => break,
+                }
             }
-            self.handle(command);
             if self.closed_since_reap > 0 && self.last_reap.elapsed() >= REAP_EVERY {
                 self.registry.reap();
                 self.closed_since_reap = 0;
@@ -385,12 +418,20 @@ impl Hub {
                 reply,
             } => self.checked(now, incoming, verdict, attach, reply),
             Command::Inbound { token, conn, data } => {
-                if self.owns(&token, conn) {
+                // Each message as if it came alone: the session's outputs
+                // are drained after each, and once the connection is no
+                // longer the session's the rest is dropped. What they
+                // answered goes to the connection together.
+                for data in data {
+                    if !self.owns(&token, conn) {
+                        break;
+                    }
                     if let Some(mut s) = self.registry.session_mut(&token) {
                         s.handle_websocket(now, data);
                     }
-                    self.process(token);
+                    self.drive(token);
                 }
+                self.send_out(&token);
             }
             Command::Fault {
                 token,
@@ -451,12 +492,14 @@ impl Hub {
                 sequence,
                 body,
                 reply,
+                reading,
             } => {
                 if let Some(reply) = self.http_gate(&token, reply) {
                     let parsed = self
                         .registry
                         .session_mut(&token)
                         .and_then(|mut s| s.handle_http_send(now, &sequence, body));
+                    drop(reading);
                     if let Some(e) = self.entries.get_mut(&token) {
                         e.sends.push((parsed, reply));
                     }
@@ -629,8 +672,10 @@ impl Hub {
             .map(|p| self.registry.sessions_of(p).collect())
             .unwrap_or_default();
         let outcome = self.registry.accept(now, incoming, principal.clone());
+        // A session whose reconnection wait ended to make room closes now.
+        let ended = outcome.ended_wait;
         self.answer(now, outcome, principal, attach, reply);
-        for p in prior {
+        for p in prior.into_iter().chain(ended) {
             self.process(p);
         }
     }
@@ -673,6 +718,7 @@ impl Hub {
                 let entry = self.entries.entry(token).or_insert_with(|| Entry {
                     opened: now,
                     conn: None,
+                    outbox: Vec::new(),
                     polls: Vec::new(),
                     sends: Vec::new(),
                 });
@@ -725,9 +771,37 @@ impl Hub {
         }
     }
 
-    /// Drives one session's outputs: application events, transmits, the
-    /// close decision, and its next timer.
+    /// Drives one session's outputs ([`drive`](Self::drive)) and sends
+    /// what it has for its WebSocket.
     fn process(&mut self, token: SessionToken) {
+        self.drive(token);
+        self.send_out(&token);
+    }
+
+    /// Sends the session's outbox to its WebSocket connection as one batch.
+    fn send_out(&mut self, token: &SessionToken) {
+        let Some(entry) = self.entries.get_mut(token) else {
+            return;
+        };
+        if entry.outbox.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut entry.outbox);
+        if let Some(c) = entry.conn.as_ref() {
+            c.signal.queued.fetch_add(batch.len(), Ordering::AcqRel);
+            if let Err(e) = c.tx.try_send(Out::Messages(batch)) {
+                // Not queued (the connection is gone): not counted.
+                if let Out::Messages(b) = e.into_inner() {
+                    c.signal.queued.fetch_sub(b.len(), Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    /// Drives one session's outputs: application events, transmits (its
+    /// WebSocket messages into the outbox), the close decision, and its
+    /// next timer.
+    fn drive(&mut self, token: SessionToken) {
         let now = Instant::now();
         let Some(mut session) = self.registry.session_mut(&token) else {
             if let Some(e) = self.entries.remove(&token) {
@@ -756,18 +830,22 @@ impl Hub {
                 ..Record::default()
             });
             tracing::debug!(session = %id, reason = %close, "session closed");
+            let mut before = std::mem::take(&mut entry.outbox);
             let mut last = None;
             while let Some(t) = session.poll_transmit() {
                 match t {
                     Transmit::WebSocket(b) => {
-                        if let (Some(prev), Some(c)) = (last.replace(b), entry.conn.as_ref()) {
-                            let _ = c.tx.try_send(Out::Message(prev));
+                        if let Some(prev) = last.replace(b) {
+                            before.push(prev);
                         }
                     }
                     other => answer_http(entry, other),
                 }
             }
             if let Some(c) = entry.conn.take() {
+                if !before.is_empty() {
+                    let _ = c.tx.try_send(Out::Messages(before));
+                }
                 c.close(last, close.sends_close_frame());
             }
             if let Some(e) = self.entries.remove(&token) {
@@ -777,7 +855,15 @@ impl Hub {
             self.closed_since_reap += 1;
             return;
         }
+        let closed_before = session.is_closed();
         drain_transmits(&mut session, entry);
+        drop(session);
+        // Messages kept for a reconnection as they were written may have
+        // taken the session past the held-data budget: its close is
+        // decided when it is given back to the registry, so take it now.
+        if !closed_before && self.registry.session(&token).is_some_and(|s| s.is_closed()) {
+            self.process(token);
+        }
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -869,6 +955,7 @@ fn handle_events(
                     ..Record::default()
                 });
                 // Drop the transport; the session waits for a reconnection.
+                entry.outbox.clear();
                 if let Some(c) = entry.conn.take() {
                     c.close(None, false);
                 }
@@ -880,13 +967,19 @@ fn handle_events(
     }
 }
 
-/// Hands transmits to the transport: WebSocket messages while the
-/// connection's channel has room (one slot is kept for the close), HTTP
-/// answers to their waiting requests.
+/// Hands transmits to the transport: WebSocket messages to the outbox
+/// while the connection has room (fewer than [`CONN_QUEUE`] less one
+/// waiting, one slot kept for the close), HTTP answers to their waiting
+/// requests.
 fn drain_transmits(session: &mut sessionwire::session::Session, entry: &mut Entry) {
     loop {
         if let Some(c) = entry.conn.as_ref() {
-            if c.tx.capacity() <= 1 {
+            let waiting = c
+                .signal
+                .queued
+                .load(Ordering::Acquire)
+                .saturating_add(entry.outbox.len());
+            if waiting >= CONN_QUEUE - 1 {
                 c.signal.blocked.store(true, Ordering::Release);
                 return;
             }
@@ -896,8 +989,8 @@ fn drain_transmits(session: &mut sessionwire::session::Session, entry: &mut Entr
         };
         match t {
             Transmit::WebSocket(b) => {
-                if let Some(c) = entry.conn.as_ref() {
-                    let _ = c.tx.try_send(Out::Message(b));
+                if entry.conn.is_some() {
+                    entry.outbox.push(b);
                 }
             }
             other => answer_http(entry, other),
@@ -978,19 +1071,21 @@ mod tests {
     }
 
     async fn inbound(hub: &mpsc::Sender<Command>, token: SessionToken, bytes: &'static [u8]) {
-        let data = Bytes::from_static(bytes);
-        hub.send(Command::Inbound {
-            token,
-            conn: 7,
-            data,
-        })
-        .await
-        .unwrap();
+        inbound_batch(hub, token, &[bytes]).await;
+    }
+
+    /// The next thing the hub tells the connection (within 5 s).
+    async fn next_out(rx: &mut mpsc::Receiver<Out>) -> Option<Out> {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the hub answers")
     }
 
     async fn next_message(rx: &mut mpsc::Receiver<Out>) -> Message {
-        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-            Ok(Some(Out::Message(b))) => Message::decode(&b, &Limits::default()).unwrap(),
+        match next_out(rx).await {
+            Some(Out::Messages(b)) if b.len() == 1 => {
+                Message::decode(&b[0], &Limits::default()).unwrap()
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -1016,6 +1111,82 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    async fn inbound_batch(
+        hub: &mpsc::Sender<Command>,
+        token: SessionToken,
+        batch: &[&'static [u8]],
+    ) {
+        let data = batch.iter().map(|b| Bytes::from_static(b)).collect();
+        hub.send(Command::Inbound {
+            token,
+            conn: 7,
+            data,
+        })
+        .await
+        .unwrap();
+    }
+
+    fn conversation(m: &Message) -> (&'static str, u64) {
+        match m {
+            Message::ServiceResponse(r) => ("response", r.conversation),
+            Message::ServiceError(e) => ("error", e.conversation),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn section_3_pipelined_requests_are_answered_in_order_in_one_batch() {
+        let hub = start(quiet());
+        let (token, mut rx) = ws_connect(&hub).await;
+        // USER_PING 1, service 3 (unknown) 2, USER_PING 3, read together.
+        inbound_batch(
+            &hub,
+            token,
+            &[
+                &[0x00, 0x38, 0x01],
+                &[0x00, 0x03, 0x02],
+                &[0x00, 0x38, 0x03],
+            ],
+        )
+        .await;
+        let batch = match next_out(&mut rx).await {
+            Some(Out::Messages(b)) => b,
+            other => panic!("{other:?}"),
+        };
+        let answers: Vec<(&str, u64)> = batch
+            .iter()
+            .map(|b| conversation(&Message::decode(b, &Limits::default()).unwrap()))
+            .collect();
+        assert_eq!(answers, [("response", 1), ("error", 2), ("response", 3)]);
+        assert!(rx.try_recv().is_err(), "one batch for the three");
+    }
+
+    #[tokio::test]
+    async fn section_1_a_fault_in_a_batch_closes_after_what_came_before_it() {
+        let hub = start(quiet());
+        let (token, mut rx) = ws_connect(&hub).await;
+        // USER_PING 1, then a message of no known type, then USER_PING 3.
+        inbound_batch(
+            &hub,
+            token,
+            &[&[0x00, 0x38, 0x01], &[0xff], &[0x00, 0x38, 0x03]],
+        )
+        .await;
+        let mut seen = Vec::new();
+        loop {
+            match next_out(&mut rx).await {
+                Some(Out::Messages(b)) => seen.extend(b),
+                Some(Out::Close { .. }) => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        // The first is answered; nothing after the fault is.
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let m = Message::decode(&seen[0], &Limits::default()).unwrap();
+        assert_eq!(conversation(&m), ("response", 1));
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]
@@ -1186,6 +1357,7 @@ mod tests {
             token,
             sequence: "0".into(),
             body: Bytes::from_static(b"AAAAAgA4AQ=="),
+            reading: None,
             reply,
         })
         .await

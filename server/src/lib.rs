@@ -79,6 +79,11 @@ const HUB_QUEUE: usize = 4096;
 /// WebSocket read buffer: eagerly allocated per connection, so small.
 const WS_READ_BUFFER: usize = 4 * 1024;
 
+/// Bytes of WebSocket frames a connection buffers before writing them out
+/// without waiting for its flush: a batch of answers fed together goes out
+/// in one write at the flush (none at all: one write per message).
+const WS_WRITE_BUFFER: usize = 8 * 1024;
+
 /// Everything the reference server is configured with: a plain value, built
 /// by the command line or by whoever embeds the server.
 #[derive(Clone, Debug)]
@@ -179,6 +184,10 @@ pub(crate) struct Shared {
     pub ws_slots: Arc<Semaphore>,
     /// Bounds the HTTP connections open at once.
     pub connections: Arc<Semaphore>,
+    /// Bytes of HTTP send bodies read and not yet taken by their session
+    /// ([`http::read_budget`]): one permit per byte, taken before it is
+    /// buffered.
+    pub reading: Arc<Semaphore>,
     /// Connection numbers.
     next_conn: AtomicU64,
     /// WebSocket connection tasks alive (shutdown waits for them).
@@ -286,7 +295,7 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
     let max_message = limits.max_message_size();
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WS_WRITE_BUFFER)
         .max_write_buffer_size(max_message.saturating_mul(4).max(64 * 1024))
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
@@ -302,6 +311,7 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
             limits.max_clients().saturating_add(ws::WS_SLACK),
         )),
         connections,
+        reading: Arc::new(Semaphore::new(http::read_budget(&limits))),
         next_conn: AtomicU64::new(1),
         ws_tasks: AtomicUsize::new(0),
         stop: stop_rx.clone(),

@@ -253,99 +253,215 @@ async fn run(
         return;
     }
     let limit = shared.limits.max_message_size();
+    // A frame read past the end of a batch, handled before reading again.
+    let mut carried: Option<Option<Result<WsMessage, WsError>>> = None;
     loop {
-        tokio::select! {
-            out = rx.recv() => match out {
-                Some(Out::Message(b)) => {
-                    // `feed` buffers the message (waiting first for room when
-                    // the client is slow); `flush` pushes it out. Either
-                    // wait ends when the session closes meanwhile.
-                    let fed = tokio::select! {
-                        r = ws.feed(WsMessage::Binary(b.clone())) => r.is_ok(),
-                        () = signal.closing.notified() => {
-                            // Not buffered: it goes first in the last writes.
-                            if let Some(mut order) = close_order(&mut rx).await {
-                                order.before.insert(0, b);
+        let msg = match carried.take() {
+            Some(msg) => msg,
+            None => tokio::select! {
+                out = rx.recv() => {
+                    match write_ready(&mut ws, &mut rx, &signal, out).await {
+                        Written::Flushed => {}
+                        Written::Closed(order) => {
+                            if let Some(order) = order {
                                 finish(ws, order).await;
                             }
                             return;
                         }
-                    };
-                    let written = fed && tokio::select! {
-                        r = ws.flush() => r.is_ok(),
-                        () = signal.closing.notified() => {
-                            if let Some(order) = close_order(&mut rx).await {
-                                finish(ws, order).await;
-                            }
+                        Written::Failed => {
+                            lost(shared, token, conn, true).await;
                             return;
                         }
-                    };
-                    if !written {
-                        lost(shared, token, conn, true).await;
-                        return;
                     }
                     if signal.blocked.swap(false, Ordering::AcqRel) {
                         let _ = shared.hub.send(Command::Writable { token, conn }).await;
                     }
+                    continue;
                 }
-                Some(Out::Close { last, frame }) => {
-                    finish(ws, CloseOrder { before: Vec::new(), last, frame }).await;
-                    return;
-                }
-                // The hub is gone (shutdown).
-                None => return,
+                msg = ws.next() => msg,
             },
-            msg = ws.next() => {
-                let command = match msg {
-                    Some(Ok(WsMessage::Binary(data))) => Command::Inbound { token, conn, data },
-                    Some(Ok(WsMessage::Text(_))) => Command::Fault {
-                        token,
-                        conn,
-                        violation: frame_fault(),
-                    },
-                    // Control frames: tungstenite answers pings itself.
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
-                    Some(Ok(WsMessage::Close(Some(frame)))) if replaced_close_code(&frame) => {
-                        Command::Fault {
-                            token,
-                            conn,
-                            violation: close_code_fault(),
-                        }
-                    }
-                    Some(Ok(WsMessage::Close(_))) => {
-                        // RFC 6455 section 5.5.1: answer with a close frame
-                        // before the socket goes (tungstenite queued it,
-                        // echoing the code; flushing writes it).
-                        let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
-                        lost(shared, token, conn, false).await;
-                        return;
-                    }
-                    None => {
-                        lost(shared, token, conn, false).await;
-                        return;
-                    }
-                    Some(Err(e)) => match classify(&e, limit) {
-                        Ok(violation) => Command::Fault { token, conn, violation },
-                        Err(io_error) => {
-                            lost(shared, token, conn, io_error).await;
-                            return;
-                        }
-                    },
-                };
-                let fault = matches!(command, Command::Fault { .. });
-                if shared.hub.send(command).await.is_err() {
-                    return;
-                }
-                if fault {
-                    // The session closes: wait for its last words (ABORT),
-                    // reading nothing more.
-                    if let Some(order) = close_order(&mut rx).await {
-                        finish(ws, order).await;
-                    }
-                    return;
+        };
+        let command = match msg {
+            Some(Ok(WsMessage::Binary(data))) => {
+                let data = read_ready(&mut ws, data, limit, &mut carried).await;
+                Command::Inbound { token, conn, data }
+            }
+            Some(Ok(WsMessage::Text(_))) => Command::Fault {
+                token,
+                conn,
+                violation: frame_fault(),
+            },
+            // Control frames: tungstenite answers pings itself.
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+            Some(Ok(WsMessage::Close(Some(frame)))) if replaced_close_code(&frame) => {
+                Command::Fault {
+                    token,
+                    conn,
+                    violation: close_code_fault(),
                 }
             }
+            Some(Ok(WsMessage::Close(_))) => {
+                // RFC 6455 section 5.5.1: answer with a close frame before
+                // the socket goes (tungstenite queued it, echoing the code;
+                // flushing writes it).
+                let _ = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
+                lost(shared, token, conn, false).await;
+                return;
+            }
+            None => {
+                lost(shared, token, conn, false).await;
+                return;
+            }
+            Some(Err(e)) => match classify(&e, limit) {
+                Ok(violation) => Command::Fault {
+                    token,
+                    conn,
+                    violation,
+                },
+                Err(io_error) => {
+                    lost(shared, token, conn, io_error).await;
+                    return;
+                }
+            },
+        };
+        let fault = matches!(command, Command::Fault { .. });
+        if shared.hub.send(command).await.is_err() {
+            return;
         }
+        if fault {
+            // The session closes: wait for its last words (ABORT), reading
+            // nothing more.
+            if let Some(order) = close_order(&mut rx).await {
+                finish(ws, order).await;
+            }
+            return;
+        }
+    }
+}
+
+/// Most messages read into one [`Command::Inbound`].
+const READ_BATCH: usize = 32;
+/// Most messages fed before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Gathers, after `first`, the binary messages already buffered or readable
+/// without waiting: at most [`READ_BATCH`] and `limit` bytes in all (so that
+/// a command into the hub holds no more than one largest message could),
+/// control frames skipped. Anything else read (a message that does not fit,
+/// another frame, an error, the end) goes to `carried`, handled next.
+async fn read_ready(
+    ws: &mut Ws,
+    first: Bytes,
+    limit: usize,
+    carried: &mut Option<Option<Result<WsMessage, WsError>>>,
+) -> Vec<Bytes> {
+    let mut bytes = first.len();
+    let mut batch = Vec::with_capacity(READ_BATCH);
+    batch.push(first);
+    while batch.len() < READ_BATCH {
+        // Polled once with this task's waker: pending means nothing is
+        // buffered and the socket has nothing to read now.
+        let ready = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match ws.poll_next_unpin(cx) {
+                std::task::Poll::Ready(msg) => Some(msg),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        match ready {
+            None => break,
+            Some(Some(Ok(WsMessage::Binary(data))))
+                if bytes.checked_add(data.len()).is_some_and(|b| b <= limit) =>
+            {
+                bytes += data.len();
+                batch.push(data);
+            }
+            Some(Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_)))) => {}
+            Some(other) => {
+                *carried = Some(other);
+                break;
+            }
+        }
+    }
+    batch
+}
+
+/// How [`write_ready`] ended.
+enum Written {
+    /// Everything fed was flushed.
+    Flushed,
+    /// The session closes with this order (`None`: the hub is gone, or
+    /// its order did not come): the task ends.
+    Closed(Option<CloseOrder>),
+    /// A write failed: the connection is lost.
+    Failed,
+}
+
+/// Feeds the batch `first` and every batch already queued for the
+/// connection (until [`WRITE_BATCH`] messages), then flushes once: one
+/// system call for what the hub answered together. A close order met on
+/// the way is handed back (what was fed goes out with its last writes).
+async fn write_ready(
+    ws: &mut Ws,
+    rx: &mut mpsc::Receiver<Out>,
+    signal: &ConnSignal,
+    first: Option<Out>,
+) -> Written {
+    let mut next = first;
+    let mut fed = 0usize;
+    loop {
+        match next {
+            Some(Out::Messages(batch)) => {
+                signal.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+                let mut batch = batch.into_iter();
+                while let Some(b) = batch.next() {
+                    // `feed` buffers the message (waiting first for room
+                    // when the client is slow). The wait ends when the
+                    // session closes meanwhile.
+                    let ok = tokio::select! {
+                        r = ws.feed(WsMessage::Binary(b.clone())) => r.is_ok(),
+                        () = signal.closing.notified() => {
+                            // Not buffered: they go first in the last writes.
+                            let mut order = close_order(rx).await;
+                            if let Some(order) = order.as_mut() {
+                                let rest: Vec<Bytes> = std::iter::once(b).chain(batch).collect();
+                                order.before.splice(0..0, rest);
+                            }
+                            return Written::Closed(order);
+                        }
+                    };
+                    if !ok {
+                        return Written::Failed;
+                    }
+                    fed = fed.saturating_add(1);
+                }
+            }
+            Some(Out::Close { last, frame }) => {
+                return Written::Closed(Some(CloseOrder {
+                    before: Vec::new(),
+                    last,
+                    frame,
+                }));
+            }
+            // The hub is gone (shutdown).
+            None => return Written::Closed(None),
+        }
+        if fed >= WRITE_BATCH {
+            break;
+        }
+        match rx.try_recv() {
+            Ok(out) => next = Some(out),
+            Err(_) => break,
+        }
+    }
+    let flushed = tokio::select! {
+        r = ws.flush() => r.is_ok(),
+        () = signal.closing.notified() => return Written::Closed(close_order(rx).await),
+    };
+    if flushed {
+        Written::Flushed
+    } else {
+        Written::Failed
     }
 }
 
@@ -374,8 +490,9 @@ async fn close_order(rx: &mut mpsc::Receiver<Out>) -> Option<CloseOrder> {
         let mut before = Vec::new();
         loop {
             match rx.recv().await {
-                // At most CONN_QUEUE of them.
-                Some(Out::Message(b)) => before.push(b),
+                // What was queued before the close: at most CONN_QUEUE
+                // messages and what the session still had queued.
+                Some(Out::Messages(b)) => before.extend(b),
                 Some(Out::Close { last, frame }) => {
                     return Some(CloseOrder {
                         before,

@@ -44,6 +44,15 @@ pub fn connect_head(server: SocketAddr, principal: &str, password: &str) -> Stri
     )
 }
 
+/// An anonymous HTTP polling connect (`m: 0`) asking for a reconnection wait
+/// of `r` ms, asking the server to close the connection after its answer.
+pub fn waiting_connect_head(server: SocketAddr, r: u64) -> String {
+    format!(
+        "POST /diffusion HTTP/1.1\r\nhost: {server}\r\nm: 0\r\nty: B\r\nv: 29\r\nca: 8\r\nr: {r}\r\n\
+         content-length: 0\r\nconnection: close\r\n\r\n"
+    )
+}
+
 /// A WebSocket upgrade request for an anonymous session with `key`.
 pub fn upgrade_head(server: SocketAddr, key: &str) -> String {
     format!(
@@ -132,9 +141,18 @@ pub async fn http_connect_from(
     principal: &str,
     password: &str,
 ) -> io::Result<ConnectionResponse> {
+    connect_with_head(source, server, &connect_head(server, principal, password)).await
+}
+
+/// Sends the HTTP polling connect `head` from `source` and decodes the
+/// connection response in the answer's body.
+pub async fn connect_with_head(
+    source: Ipv4Addr,
+    server: SocketAddr,
+    head: &str,
+) -> io::Result<ConnectionResponse> {
     let mut s = connect_from(source, server).await?;
-    s.write_all(connect_head(server, principal, password).as_bytes())
-        .await?;
+    s.write_all(head.as_bytes()).await?;
     let head = read_head(&mut s)
         .await?
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no answer"))?;

@@ -1,5 +1,5 @@
-//! End to end: attacks on the real `sessionwire serve` (issue 9 items 2, 4,
-//! 5 and 6), each reproduced from raw sockets and checked against its bound.
+//! End to end: attacks on the real `sessionwire serve` (issue 9 items 1 to
+//! 6), each reproduced from raw sockets and checked against its bound.
 //!
 //! Attackers bind their sockets to other loopback addresses (127.1.x.y) so
 //! that per-source limits apply to them while a real client from 127.0.0.1
@@ -18,8 +18,8 @@ use serde_json::Value;
 use sessionwire::session::ResponseCode;
 use sessionwire_client::{self as client, ConnectOptions, HttpClient, WsClient};
 use sessionwire_tests::attack::{
-    attacker, connect_from, http_connect_from, masked_frame, read_head, read_to_close,
-    server_frames, upgrade_head, Head, GOOD_KEY,
+    attacker, connect_from, connect_with_head, http_connect_from, masked_frame, read_head,
+    read_to_close, server_frames, upgrade_head, waiting_connect_head, Head, GOOD_KEY,
 };
 use sessionwire_tests::server::Server;
 use sessionwire_tests::sessionwire_bin;
@@ -509,4 +509,171 @@ async fn cors_only_configured_origins_are_allowed_with_credentials() {
     let server = Server::start(&["--ping-period", "0"]);
     let (origin, credentials) = cors_of(&server, Method::POST, "https://app.example").await;
     assert_eq!((origin, credentials), (None, None));
+}
+
+// ------------------------------------ item 1: reconnection squatting
+
+/// The number of events named `event` in the server's log.
+fn count_events(server: &Server, event: &str) -> usize {
+    server
+        .events()
+        .iter()
+        .filter(|e| e["event"] == event)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_1_reconnection_squatting_does_not_lock_out_a_new_client() {
+    // Polls must come within 0.5 s, so the squatters' sessions soon wait for
+    // a reconnection; the wait itself is the server's default (60 s), far
+    // longer than the test: only ending a wait can make room.
+    let server = Server::start(&[
+        "--ping-period",
+        "0",
+        "--max-clients",
+        "100",
+        "--poll-gap",
+        "500",
+    ]);
+    let addr = server.addr;
+    // 300 connects asking for the longest wait there is, from 10 addresses,
+    // 32 at a time, and never a poll: no socket is held afterwards.
+    let head = Arc::new(waiting_connect_head(addr, i64::MAX as u64));
+    let gate = Arc::new(Semaphore::new(32));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..300u16 {
+        let (gate, head) = (Arc::clone(&gate), Arc::clone(&head));
+        tasks.push(tokio::spawn(async move {
+            let _p = gate.acquire().await.unwrap();
+            let tried =
+                tokio::time::timeout(STEP, connect_with_head(attacker(300 + i % 10), addr, &head))
+                    .await;
+            match tried {
+                Ok(Ok(r)) => r.code.code(),
+                _ => 0,
+            }
+        }));
+    }
+    let mut codes = [0usize; 256];
+    for t in tasks {
+        codes[usize::from(t.await.unwrap())] += 1;
+    }
+    let burst = start.elapsed();
+    assert_eq!(codes[100] + codes[113], 300, "every connect was answered");
+    assert!(codes[100] >= 100, "the squatters filled the server");
+    // Every squatter session has missed its poll and waits.
+    bounded("squatters waiting", async {
+        while count_events(&server, "disconnected") < 100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let closed_before = count_events(&server, "closed");
+    // A fresh client from another address is let in, over both transports.
+    let asked = Instant::now();
+    let http = bounded(
+        "http client",
+        HttpClient::connect(addr, &ConnectOptions::default()),
+    )
+    .await
+    .unwrap();
+    let http_took = asked.elapsed();
+    assert_eq!(http.response().code, ResponseCode::Connected);
+    let ws = bounded(
+        "ws client",
+        WsClient::connect(addr, &ConnectOptions::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ws.response().code, ResponseCode::Connected);
+    // Each took the place of a waiting squatter, closed at once.
+    let e = server
+        .wait_event(STEP, |e| e["event"] == "closed" && e["transport"] == "http")
+        .await;
+    assert_eq!(e["reason"], "CLIENT_UNRESPONSIVE", "{e}");
+    bounded("two waits ended", async {
+        while count_events(&server, "closed") < closed_before + 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let memory = server.memory();
+    eprintln!(
+        "300 squatting connects in {burst:?}: {} x 100, {} x 113; then a fresh client got 100 in {http_took:?}; server {memory:?}",
+        codes[100], codes[113]
+    );
+}
+
+// -------------------------------------------- item 3: held inbound data
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn section_6_held_sends_across_sessions_stay_within_the_server_budget() {
+    const BUDGET: u64 = 16 << 20;
+    const SESSIONS: usize = 12;
+    const SENDS: usize = 24;
+    let budget = BUDGET.to_string();
+    let server = Server::start(&[
+        "--ping-period",
+        "0",
+        "--poll-gap",
+        "60000",
+        "--reorder-wait",
+        "2000",
+        "--max-buffered-bytes",
+        &budget,
+    ]);
+    let addr = server.addr;
+    let before = server.memory();
+    // 1,000,000 bytes of base64 text: under the batch limit, held as sent.
+    let body = bytes::Bytes::from(vec![b'A'; 1_000_000]);
+    let mut ids = Vec::new();
+    let mut sends = Vec::new();
+    let start = Instant::now();
+    for _ in 0..SESSIONS {
+        let c = bounded(
+            "connect",
+            HttpClient::connect(addr, &ConnectOptions::default()),
+        )
+        .await
+        .unwrap();
+        ids.push(id_of(c.response()));
+        // s=0 never comes: every send is held, none may be acknowledged.
+        for s in 1..=SENDS {
+            let (c, body) = (c.clone(), body.clone());
+            sends.push(tokio::spawn(async move {
+                let tried =
+                    tokio::time::timeout(STEP, c.send_with(&s.to_string(), client::full(body)))
+                        .await;
+                // An acknowledgement is an empty 200 (a 200 carrying ABORT
+                // answers a send for a session already closed).
+                matches!(tried, Ok(Ok(r)) if r.status == hyper::StatusCode::OK
+                    && r.body.is_empty()
+                    && !r.headers.contains_key("diffusion-connection"))
+            }));
+        }
+    }
+    let mut acked = 0;
+    for t in sends {
+        acked += usize::from(t.await.unwrap());
+    }
+    let took = start.elapsed();
+    assert_eq!(acked, 0, "a held send is answered only in its turn");
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for id in &ids {
+        let e = closed_event(&server, id).await;
+        *reasons.entry(e["reason"].to_string()).or_default() += 1;
+    }
+    let memory = server.memory();
+    eprintln!(
+        "{SESSIONS} sessions x {SENDS} held sends of 1 MB in {took:?}, budget {BUDGET}: closes {reasons:?}; server before {before:?}, after {memory:?}"
+    );
+    assert!(
+        reasons.contains_key("\"MESSAGE_QUEUE_LIMIT_REACHED\""),
+        "the budget closed the sessions that passed it: {reasons:?}"
+    );
+    assert!(
+        memory.hwm_kib < (BUDGET / 1024) + 50 * 1024,
+        "held data is bounded by the budget plus 50 MB: {memory:?}"
+    );
 }

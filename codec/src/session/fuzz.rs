@@ -127,6 +127,10 @@ pub fn session(data: &[u8], origin: Instant) -> Option<(CloseReason, usize)> {
         allow_message_loss: setup.allow_loss,
         // The second connect of the same principal exercises the takeover.
         principal_takeover: true,
+        // Under the reconnection waits asked for (up to 4 s), so the cap is
+        // exercised; a small budget, so held data closes sessions.
+        max_reconnect_wait: Duration::from_millis(3000),
+        max_buffered_bytes: 4096,
     };
     let mut now = origin;
     let mut registry = Registry::new(limits.clone(), config, SeededRandom::new(1));

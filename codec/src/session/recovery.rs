@@ -31,8 +31,10 @@ pub enum RecoveryDecision {
 /// The last messages sent, numbered, kept to resend after a reconnection.
 #[derive(Clone, Debug)]
 pub struct RecoveryBuffer<T> {
-    items: VecDeque<T>,
+    items: VecDeque<(T, usize)>,
     capacity: usize,
+    /// The sum of the weights of the kept messages.
+    bytes: usize,
     sent: u32,
 }
 
@@ -45,6 +47,7 @@ impl<T> RecoveryBuffer<T> {
         RecoveryBuffer {
             items: VecDeque::new(),
             capacity,
+            bytes: 0,
             sent: 0,
         }
     }
@@ -52,7 +55,14 @@ impl<T> RecoveryBuffer<T> {
     /// Numbers and keeps a message just sent; returns its number. Fails once
     /// the count would pass [`MAX_MESSAGE_NUMBER`] (the session then closes
     /// `INTERNAL_ERROR`).
+    #[cfg(test)]
     pub fn record(&mut self, item: T) -> Option<u32> {
+        self.record_weighed(item, 0)
+    }
+
+    /// [`record`](Self::record) for a message that weighs `weight` bytes,
+    /// counted in [`bytes`](Self::bytes) while it is kept.
+    pub fn record_weighed(&mut self, item: T, weight: usize) -> Option<u32> {
         let n = self
             .sent
             .checked_add(1)
@@ -60,9 +70,14 @@ impl<T> RecoveryBuffer<T> {
         self.sent = n;
         if self.capacity > 0 {
             if self.items.len() >= self.capacity {
-                self.items.pop_front();
+                if let Some((_, w)) = self.items.pop_front() {
+                    self.bytes = self.bytes.saturating_sub(w);
+                }
             }
-            self.items.push_back(item);
+            // At most `capacity` messages of a bounded size: saturation is
+            // never reached, and would only overstate what is kept.
+            self.bytes = self.bytes.saturating_add(weight);
+            self.items.push_back((item, weight));
         }
         Some(n)
     }
@@ -87,12 +102,18 @@ impl<T> RecoveryBuffer<T> {
     /// Forgets every kept message (after a 106 the client starts afresh).
     pub fn clear(&mut self) {
         self.items.clear();
+        self.bytes = 0;
+    }
+
+    /// The sum of the weights (bytes) of the kept messages.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The kept messages numbered `first` and later, oldest first.
     pub fn resend_from(&self, first: u32) -> impl Iterator<Item = &T> {
         let skip = first.saturating_sub(self.oldest_kept()) as usize;
-        self.items.iter().skip(skip)
+        self.items.iter().skip(skip).map(|(item, _)| item)
     }
 
     /// Decides a reconnection. `server_last` is the client's `ss`,
@@ -238,6 +259,23 @@ mod tests {
             b.decide(3, 1, 0, true),
             RecoveryDecision::Fail(v) if v.close_reason() == CloseReason::LostMessages
         ));
+    }
+
+    #[test]
+    fn kept_bytes_follow_what_is_kept() {
+        let mut b = RecoveryBuffer::new(2);
+        b.record_weighed('a', 10).unwrap();
+        b.record_weighed('b', 20).unwrap();
+        assert_eq!(b.bytes(), 30);
+        // The oldest is dropped to make room: its weight goes with it.
+        b.record_weighed('c', 40).unwrap();
+        assert_eq!(b.bytes(), 60);
+        b.clear();
+        assert_eq!(b.bytes(), 0);
+        // Without a capacity nothing is kept, so nothing is counted.
+        let mut none = RecoveryBuffer::new(0);
+        none.record_weighed('a', 10).unwrap();
+        assert_eq!(none.bytes(), 0);
     }
 
     #[test]

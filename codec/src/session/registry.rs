@@ -20,9 +20,22 @@
 //! | reconnect (`cs`/`ss`) without a token | `handle_connect` | 115 | CONNECTION_LOST |
 //! | (re)connect for a session that is still connected | `handle_connect` | 115 | CONNECTION_LOST |
 //! | reconnect whose gap cannot be covered | `handle_connect` | 118 | LOST_MESSAGES (the session too) |
-//! | client limit reached | `handle_connect`, again at `accept` | 113 | CONNECTION_LOST |
+//! | client limit reached, no session waiting for a reconnection | `handle_connect`, again at `accept` | 113 | CONNECTION_LOST |
 //! | the injected random source failed | `accept` | 119 | INTERNAL_ERROR |
 //! | the server refuses ([`Refuse`]) | `refuse` | 116 or 119 | CONNECTION_LOST or INTERNAL_ERROR |
+//!
+//! A session waiting for a reconnection counts against the client limit, but
+//! it cannot lock new clients out: when the registry is full, `accept` ends
+//! the wait of the session that has waited longest (it closes with the
+//! reason it was lost for, CONNECTION_LOST as a rule, as if its wait had run
+//! out) before anyone is answered 113. No session waits longer than
+//! [`SessionConfig::max_reconnect_wait`], whatever its client asked for.
+//!
+//! The registry also keeps the server-wide account of the bytes sessions
+//! hold in their reorder and recovery buffers, against
+//! [`SessionConfig::max_buffered_bytes`]: a session whose held data grows
+//! past what is left closes MESSAGE_QUEUE_LIMIT_REACHED, dropping it (see
+//! [`ViolationKind::HeldDataOverBudget`](crate::ViolationKind::HeldDataOverBudget)).
 //!
 //! Sessions of one principal coexist. With
 //! [`SessionConfig::principal_takeover`] on, an accepted session closes the
@@ -74,6 +87,10 @@ pub struct ConnectOutcome {
     /// server drains the session's events, dropping the old transport,
     /// before it attaches this one.
     pub displaced: bool,
+    /// A session that waited for a reconnection and was closed to make room
+    /// for this one (the registry was full): the server hands its close
+    /// decision out as for any other close.
+    pub ended_wait: Option<SessionToken>,
 }
 
 impl ConnectOutcome {
@@ -83,6 +100,7 @@ impl ConnectOutcome {
             session: None,
             refused: Some(Refusal { reason, violation }),
             displaced: false,
+            ended_wait: None,
         }
     }
 }
@@ -133,6 +151,12 @@ struct Slot {
     deadline: Option<Instant>,
     /// Not closed yet: counted in `live`, close not yet queued.
     live: bool,
+    /// Since when the session waits for a reconnection, as filed in
+    /// `Books::waiting`.
+    waiting: Option<Instant>,
+    /// The bytes the session held at its last refresh, as counted in
+    /// `Books::held_bytes`.
+    held: usize,
 }
 
 /// The registry's books a [`SessionMut`] updates when dropped.
@@ -141,11 +165,41 @@ struct Books {
     timers: BinaryHeap<Reverse<(Instant, SessionToken)>>,
     closing: VecDeque<SessionToken>,
     live: usize,
+    /// Sessions waiting for a reconnection, longest-waiting first.
+    waiting: BTreeSet<(Instant, SessionToken)>,
+    /// The bytes all sessions hold in reorder and recovery buffers.
+    held_bytes: usize,
+    /// The most `held_bytes` may reach.
+    budget: usize,
 }
 
 impl Books {
-    /// Files the session's deadline and, once, its close.
+    /// Files the session's held bytes (closing it when they would pass the
+    /// budget), its deadline, its wait for a reconnection and, once, its
+    /// close.
     fn refresh(&mut self, token: SessionToken, slot: &mut Slot) {
+        let others = self.held_bytes.saturating_sub(slot.held);
+        let mut held = slot.session.held_bytes();
+        if held > slot.held && others.checked_add(held).is_none_or(|t| t > self.budget) {
+            // Only a session whose held data grew is closed: the one that
+            // asked for more than is left.
+            slot.session.close_over_budget(self.budget);
+            held = slot.session.held_bytes();
+        }
+        slot.held = held;
+        // `others` plus what this session held before fitted the budget,
+        // and a growth past it was undone just above.
+        self.held_bytes = others.saturating_add(held);
+        let waiting = slot.session.waiting_since();
+        if waiting != slot.waiting {
+            if let Some(since) = slot.waiting {
+                self.waiting.remove(&(since, token));
+            }
+            if let Some(since) = waiting {
+                self.waiting.insert((since, token));
+            }
+            slot.waiting = waiting;
+        }
         let deadline = slot.session.poll_timeout();
         if deadline != slot.deadline {
             slot.deadline = deadline;
@@ -221,6 +275,7 @@ impl<R: RandomSource> Registry<R> {
     /// An empty registry that mints ids and tokens from `random` (a server
     /// passes the operating system's secure source).
     pub fn new(limits: Limits, config: SessionConfig, random: R) -> Self {
+        let budget = config.max_buffered_bytes;
         Registry {
             limits,
             config,
@@ -228,7 +283,10 @@ impl<R: RandomSource> Registry<R> {
             sessions: HashMap::new(),
             by_id: HashMap::new(),
             by_principal: HashMap::new(),
-            books: Books::default(),
+            books: Books {
+                budget,
+                ..Books::default()
+            },
         }
     }
 
@@ -272,7 +330,9 @@ impl<R: RandomSource> Registry<R> {
                 ),
                 Some(token) => self.reconnect(now, token, &request),
             }),
-            None if self.at_limit(request.principal.as_deref()) => {
+            None if self.at_limit(request.principal.as_deref())
+                && self.books.waiting.is_empty() =>
+            {
                 Connect::Answered(ConnectOutcome::refuse(
                     ResponseCode::ClientLimit,
                     CloseReason::ConnectionLost,
@@ -292,6 +352,28 @@ impl<R: RandomSource> Registry<R> {
             0
         };
         self.books.live.saturating_sub(freed) >= self.limits.max_clients()
+    }
+
+    /// Ends the wait of the session that has waited longest for a
+    /// reconnection (see the [module documentation](self)) and returns it;
+    /// `None` when no session waits.
+    fn end_longest_wait(&mut self, now: Instant) -> Option<SessionToken> {
+        let &(_, token) = self.books.waiting.first()?;
+        let held = self
+            .session_mut(&token)
+            .map(|mut s| s.end_reconnection_wait(now))
+            .is_some();
+        if !held {
+            // Not reachable: a waiting session is held. Forget the entry.
+            self.books.waiting.pop_first();
+        }
+        Some(token)
+    }
+
+    /// The bytes all sessions hold in reorder and recovery buffers (see
+    /// [`SessionConfig::max_buffered_bytes`]).
+    pub fn held_bytes(&self) -> usize {
+        self.books.held_bytes
     }
 
     fn live_of<'a>(&'a self, principal: &str) -> impl Iterator<Item = SessionToken> + 'a {
@@ -344,6 +426,7 @@ impl<R: RandomSource> Registry<R> {
                             violation: session.close_decision().and_then(|c| c.violation),
                         }),
                         displaced,
+                        ended_wait: None,
                     }
                 }
                 Some(response) => ConnectOutcome {
@@ -351,6 +434,7 @@ impl<R: RandomSource> Registry<R> {
                     session: Some(token),
                     refused: None,
                     displaced,
+                    ended_wait: None,
                 },
                 None => ConnectOutcome::refuse(
                     ResponseCode::ProtocolError,
@@ -373,12 +457,20 @@ impl<R: RandomSource> Registry<R> {
         self.reap();
         let mut request = incoming.request;
         request.principal = principal;
+        // The client limit keeps live sessions at or under it, so ending one
+        // wait is enough to make room.
+        let mut ended_wait = None;
         if self.at_limit(request.principal.as_deref()) {
-            return ConnectOutcome::refuse(
+            ended_wait = self.end_longest_wait(now);
+        }
+        if self.at_limit(request.principal.as_deref()) {
+            let mut refused = ConnectOutcome::refuse(
                 ResponseCode::ClientLimit,
                 CloseReason::ConnectionLost,
                 None,
             );
+            refused.ended_wait = ended_wait;
+            return refused;
         }
         let minted = SessionId::generate(self.config.server_id, &mut self.random)
             .and_then(|id| SessionToken::generate(&mut self.random).map(|t| (id, t)));
@@ -417,6 +509,8 @@ impl<R: RandomSource> Registry<R> {
             session,
             deadline: None,
             live: true,
+            waiting: None,
+            held: 0,
         };
         self.books.live += 1;
         self.books.refresh(token, &mut slot);
@@ -426,6 +520,7 @@ impl<R: RandomSource> Registry<R> {
             session: Some(token),
             refused: None,
             displaced: false,
+            ended_wait,
         }
     }
 
@@ -582,10 +677,17 @@ impl<R: RandomSource> Registry<R> {
     /// drained. [`handle_connect`](Self::handle_connect) and
     /// [`accept`](Self::accept) do it too; a server calls it now and then.
     pub fn reap(&mut self) {
-        let (by_id, by_principal) = (&mut self.by_id, &mut self.by_principal);
+        let (by_id, by_principal, books) =
+            (&mut self.by_id, &mut self.by_principal, &mut self.books);
         self.sessions.retain(|token, s| {
             if !s.session.is_finished() {
                 return true;
+            }
+            // A closed session holds nothing and waits for nothing; keep
+            // the books exact all the same.
+            books.held_bytes = books.held_bytes.saturating_sub(s.held);
+            if let Some(since) = s.waiting {
+                books.waiting.remove(&(since, *token));
             }
             by_id.remove(&s.session.id());
             if let Some(p) = s.session.principal() {
@@ -960,6 +1062,184 @@ mod tests {
             (later.response.code, later.displaced),
             (ResponseCode::Reconnected, false)
         );
+    }
+
+    /// Opens a session asking for a reconnection wait of `r` and loses its
+    /// transport at `now`.
+    fn waiting(r: &mut R, now: Instant, wait: &str) -> SessionToken {
+        let q = format!("ty=WB&v=29&ca=8&r={wait}");
+        let token = connect(r, now, &q).session.unwrap();
+        r.session_mut(&token)
+            .unwrap()
+            .handle_event(now, SessionEvent::TransportLost);
+        token
+    }
+
+    #[test]
+    fn section_1_a_full_server_ends_the_longest_reconnection_wait_before_answering_113() {
+        let mut r = registry(3);
+        let t0 = Instant::now();
+        let huge = i64::MAX.to_string();
+        let first = waiting(&mut r, t0, &huge);
+        let second = waiting(&mut r, t0 + Duration::from_millis(1), &huge);
+        let live = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0").session.unwrap();
+        assert_eq!(r.live_sessions(), 3);
+        // Full, but two sessions only wait: the one waiting longest goes.
+        let later = t0 + Duration::from_millis(2);
+        let Connect::Incoming(i) = r.handle_connect(later, parse("ty=WB&v=29&ca=8&r=0")) else {
+            panic!("a waiting session can make room");
+        };
+        let o = r.accept(later, i, None);
+        assert_eq!(o.response.code, ResponseCode::Connected);
+        assert_eq!(o.ended_wait, Some(first));
+        let (t, c) = r.poll_close().unwrap();
+        assert_eq!(
+            (t, c.reason, c.at),
+            (first, CloseReason::ConnectionLost, later)
+        );
+        assert_eq!(r.poll_close(), None);
+        let o = connect(&mut r, later, "ty=WB&v=29&ca=8&r=0");
+        assert_eq!(o.ended_wait, Some(second));
+        assert_eq!(
+            r.poll_close().unwrap().1.reason,
+            CloseReason::ConnectionLost
+        );
+        // Nobody waits any more: 113, and the connected session is untouched.
+        let o = connect(&mut r, later, "ty=WB&v=29&ca=8&r=0");
+        assert_eq!(refused(&o), (113, CloseReason::ConnectionLost));
+        assert_eq!(o.ended_wait, None);
+        assert!(!r.session(&live).unwrap().is_closed());
+        assert_eq!(r.live_sessions(), 3);
+    }
+
+    #[test]
+    fn section_1_a_resumed_or_expired_session_no_longer_counts_as_waiting() {
+        let mut r = registry(1);
+        let t0 = Instant::now();
+        let token = waiting(&mut r, t0, "5000");
+        let q = format!("ty=WB&v=29&ca=8&r=5000&c={}&cs=1&ss=0", token.as_str());
+        assert_eq!(
+            connect(&mut r, t0, &q).response.code,
+            ResponseCode::Reconnected
+        );
+        // Resumed: it is connected again, so a new client is refused.
+        let o = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0");
+        assert_eq!(refused(&o), (113, CloseReason::ConnectionLost));
+        assert!(!r.session(&token).unwrap().is_closed());
+        // Lost again, its capped wait runs out on its own.
+        r.session_mut(&token)
+            .unwrap()
+            .handle_event(t0, SessionEvent::TransportLost);
+        assert!(r.books.waiting.len() == 1);
+        let _ = r.handle_timeout(t0 + Duration::from_millis(5000));
+        assert!(r.books.waiting.is_empty());
+        assert_eq!(r.live_sessions(), 0);
+    }
+
+    #[test]
+    fn section_1_no_session_waits_longer_than_the_server_allows() {
+        let config = SessionConfig {
+            max_reconnect_wait: Duration::from_secs(2),
+            ..SessionConfig::default()
+        };
+        let mut r = Registry::new(Limits::default(), config, SeededRandom::new(5));
+        let t0 = Instant::now();
+        let token = waiting(&mut r, t0, &i64::MAX.to_string());
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(r.handle_timeout(t0 + Duration::from_secs(2)), vec![token]);
+        assert_eq!(
+            r.poll_close().unwrap().1.reason,
+            CloseReason::ConnectionLost
+        );
+    }
+
+    fn http_session(r: &mut R, now: Instant) -> SessionToken {
+        let request =
+            ConnectionRequest::from_headers([("ty", "B"), ("v", "29"), ("ca", "8"), ("r", "0")]);
+        let Connect::Incoming(i) = r.handle_connect(now, request) else {
+            panic!("a new session is the server's to decide");
+        };
+        r.accept(now, i, None).session.unwrap()
+    }
+
+    /// A batch of one service request with `n` bytes of payload.
+    fn send_body(conversation: u8, n: usize) -> bytes::Bytes {
+        let m = crate::Message::ServiceRequest(crate::message::ServiceRequest {
+            service: 3,
+            conversation: u64::from(conversation),
+            payload: bytes::Bytes::from(vec![b'x'; n]),
+        });
+        bytes::Bytes::from(crate::polling::encode_body(&[m]).unwrap())
+    }
+
+    #[test]
+    fn held_data_past_the_server_budget_closes_message_queue_limit_reached() {
+        let body = send_body(2, 300);
+        let config = SessionConfig {
+            max_buffered_bytes: body.len() * 3 / 2,
+            ..SessionConfig::default()
+        };
+        let mut r = Registry::new(Limits::default(), config, SeededRandom::new(9));
+        let t0 = Instant::now();
+        let (a, b) = (http_session(&mut r, t0), http_session(&mut r, t0));
+        // a skips s=0: its send is held, counted, and not answered.
+        let mut s = r.session_mut(&a).unwrap();
+        s.handle_http_send(t0, "1", body.clone());
+        assert_eq!(s.poll_transmit(), None);
+        drop(s);
+        assert_eq!(r.held_bytes(), body.len());
+        // b does the same: past the budget, so b is closed, not a.
+        r.session_mut(&b)
+            .unwrap()
+            .handle_http_send(t0, "1", body.clone());
+        let (t, c) = r.poll_close().unwrap();
+        assert_eq!((t, c.reason), (b, CloseReason::MessageQueueLimitReached));
+        assert_eq!(
+            c.violation.unwrap().kind(),
+            ViolationKind::HeldDataOverBudget {
+                limit: body.len() * 3 / 2
+            }
+        );
+        assert_eq!(r.held_bytes(), body.len());
+        assert!(!r.session(&a).unwrap().is_closed());
+        // a fills its gap: both sends are answered, nothing is held.
+        let mut s = r.session_mut(&a).unwrap();
+        s.handle_http_send(t0, "0", send_body(1, 0));
+        assert_eq!(
+            std::iter::from_fn(|| s.poll_transmit()).collect::<Vec<_>>(),
+            [0, 1].map(|sequence| Transmit::SendAck { sequence })
+        );
+        drop(s);
+        assert_eq!(r.held_bytes(), 0);
+        assert_eq!(r.poll_close(), None);
+    }
+
+    #[test]
+    fn kept_messages_count_against_the_budget_and_are_released_at_the_close() {
+        let config = SessionConfig {
+            max_buffered_bytes: 1 << 20,
+            ..SessionConfig::default()
+        };
+        let mut r = Registry::new(Limits::default(), config, SeededRandom::new(2));
+        let t0 = Instant::now();
+        let token = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=5000")
+            .session
+            .unwrap();
+        let m = crate::Message::ServiceResponse(crate::message::ServiceResponse {
+            conversation: 1,
+            payload: bytes::Bytes::from(vec![0; 100]),
+        });
+        let mut s = r.session_mut(&token).unwrap();
+        for _ in 0..3 {
+            assert!(s.send(t0, m.clone()));
+        }
+        while s.poll_transmit().is_some() {}
+        drop(s);
+        assert_eq!(r.held_bytes(), 3 * m.encoded_len());
+        r.session_mut(&token)
+            .unwrap()
+            .handle_event(t0, SessionEvent::ClosedByController);
+        assert_eq!(r.held_bytes(), 0);
     }
 
     #[test]

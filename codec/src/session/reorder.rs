@@ -34,6 +34,7 @@ pub fn parse_sequence(text: &str) -> Result<u64, Violation> {
 struct Held<T> {
     item: T,
     since: Instant,
+    weight: usize,
 }
 
 /// Holds out-of-order items until their turn.
@@ -43,6 +44,8 @@ pub struct ReorderBuffer<T> {
     window: u32,
     wait: Duration,
     held: BTreeMap<u64, Held<T>>,
+    /// The sum of the weights of the held items.
+    bytes: usize,
 }
 
 impl<T> ReorderBuffer<T> {
@@ -53,6 +56,7 @@ impl<T> ReorderBuffer<T> {
             window: limits.reorder_window(),
             wait: limits.reorder_wait(),
             held: BTreeMap::new(),
+            bytes: 0,
         }
     }
 
@@ -61,9 +65,33 @@ impl<T> ReorderBuffer<T> {
         self.held.len()
     }
 
+    /// The sum of the weights (bytes) of the items held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The next sequence number expected: the one [`pop_ready`](Self::pop_ready)
+    /// returns next.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
     /// Accepts item number `sequence`, arrived at `now`. Take what has become
     /// deliverable with [`pop_ready`](Self::pop_ready).
+    #[cfg(test)]
     pub fn insert(&mut self, now: Instant, sequence: u64, item: T) -> Result<(), Violation> {
+        self.insert_weighed(now, sequence, item, 0)
+    }
+
+    /// [`insert`](Self::insert) for an item that weighs `weight` bytes,
+    /// counted in [`bytes`](Self::bytes) until it is popped or cleared.
+    pub fn insert_weighed(
+        &mut self,
+        now: Instant,
+        sequence: u64,
+        item: T,
+        weight: usize,
+    ) -> Result<(), Violation> {
         if sequence < self.next || self.held.contains_key(&sequence) {
             return Err(Violation::new(
                 ViolationKind::SequenceDuplicate(sequence),
@@ -82,7 +110,17 @@ impl<T> ReorderBuffer<T> {
         }
         // The in-order item goes through the same map, so that several inserts
         // before a pop can never lose one.
-        self.held.insert(sequence, Held { item, since: now });
+        // At most window + 1 items of a bounded size: saturation is never
+        // reached, and would only overstate what is held.
+        self.bytes = self.bytes.saturating_add(weight);
+        self.held.insert(
+            sequence,
+            Held {
+                item,
+                since: now,
+                weight,
+            },
+        );
         Ok(())
     }
 
@@ -104,6 +142,7 @@ impl<T> ReorderBuffer<T> {
             return None;
         }
         let held = entry.remove();
+        self.bytes = self.bytes.saturating_sub(held.weight);
         self.advance().ok()?;
         Some(held.item)
     }
@@ -140,6 +179,7 @@ impl<T> ReorderBuffer<T> {
     /// Drops everything held.
     pub fn clear(&mut self) {
         self.held.clear();
+        self.bytes = 0;
     }
 }
 
@@ -243,6 +283,25 @@ mod tests {
         }
         assert_eq!(parse_sequence("0"), Ok(0));
         assert_eq!(parse_sequence("18446744073709551615"), Ok(u64::MAX));
+    }
+
+    #[test]
+    fn held_bytes_are_counted_on_insert_and_released_on_pop_and_clear() {
+        let t = Instant::now();
+        let mut r = buffer(4, 10);
+        r.insert_weighed(t, 2, 2, 300).unwrap();
+        r.insert_weighed(t, 1, 1, 20).unwrap();
+        assert_eq!((r.bytes(), r.next()), (320, 0));
+        r.insert_weighed(t, 0, 0, 1).unwrap();
+        assert_eq!(r.pop_ready(), Some(0));
+        assert_eq!((r.bytes(), r.next()), (320, 1));
+        assert_eq!(r.pop_ready(), Some(1));
+        assert_eq!(r.bytes(), 300);
+        // A refused insert counts nothing.
+        assert!(r.insert_weighed(t, 2, 2, 7).is_err());
+        assert_eq!(r.bytes(), 300);
+        r.clear();
+        assert_eq!(r.bytes(), 0);
     }
 
     #[test]

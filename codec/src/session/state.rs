@@ -57,11 +57,22 @@ pub struct SessionConfig {
     /// clients no identity to take over (docs/protocol.md section 9 (d)),
     /// so one principal may hold many sessions at once.
     pub principal_takeover: bool,
+    /// The longest reconnection wait the server grants: a client asking for
+    /// more (`r`) is kept for this long.
+    pub max_reconnect_wait: Duration,
+    /// The most bytes all sessions of a registry may hold at once in their
+    /// reorder buffers (HTTP sends waiting for their turn) and recovery
+    /// buffers (sent messages kept for a reconnection). A session whose
+    /// held data would pass it closes MESSAGE_QUEUE_LIMIT_REACHED
+    /// ([`ViolationKind::HeldDataOverBudget`]). A lone [`Session`] does not
+    /// see it: the [`Registry`](crate::session::Registry) keeps the account.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for SessionConfig {
     /// Server id 0, a ping every 90 s, polls held 25 s, 15 s allowed between
-    /// polls, test-reconnect, message loss and principal takeover off.
+    /// polls, test-reconnect, message loss and principal takeover off, a
+    /// reconnection wait of at most 60 s, 64 MiB of held data.
     fn default() -> Self {
         SessionConfig {
             server_id: 0,
@@ -71,7 +82,16 @@ impl Default for SessionConfig {
             test_reconnect: false,
             allow_message_loss: false,
             principal_takeover: false,
+            max_reconnect_wait: Duration::from_secs(60),
+            max_buffered_bytes: 64 << 20,
         }
+    }
+}
+
+impl SessionConfig {
+    /// The reconnection wait granted for what the client asked (`r`).
+    pub fn reconnect_wait(&self, asked: Duration) -> Duration {
+        asked.min(self.max_reconnect_wait)
     }
 }
 
@@ -253,6 +273,10 @@ pub struct MemoryUse {
     pub recovery_messages: usize,
     /// Messages waiting to be resent after a reconnection.
     pub resend_messages: usize,
+    /// Bytes held in the reorder buffer (HTTP send bodies) and the recovery
+    /// buffer (encoded messages): what a registry counts against
+    /// [`SessionConfig::max_buffered_bytes`].
+    pub held_bytes: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -310,17 +334,19 @@ impl Session {
             limits: limits.clone(),
             config: config.clone(),
             transport: request.connection_type,
-            reconnect_timeout: request.reconnect_timeout,
+            reconnect_timeout: config.reconnect_wait(request.reconnect_timeout),
             state: SessionState::Connected,
             now,
             queue: OutboundQueue::new(limits),
             // Without reconnection (`r=0`) nothing is ever resent: keep
             // only the count, not the messages.
-            recovery: RecoveryBuffer::new(if request.reconnect_timeout.is_zero() {
-                0
-            } else {
-                limits.recovery_buffer()
-            }),
+            recovery: RecoveryBuffer::new(
+                if config.reconnect_wait(request.reconnect_timeout).is_zero() {
+                    0
+                } else {
+                    limits.recovery_buffer()
+                },
+            ),
             resend: VecDeque::new(),
             received: 0,
             sends: ReorderBuffer::new(limits),
@@ -418,7 +444,44 @@ impl Session {
             held_sends: self.sends.held(),
             recovery_messages: self.recovery.len(),
             resend_messages: self.resend.len(),
+            held_bytes: self.held_bytes(),
         }
+    }
+
+    /// Bytes held in the reorder and recovery buffers (see
+    /// [`MemoryUse::held_bytes`]).
+    pub fn held_bytes(&self) -> usize {
+        self.sends.bytes().saturating_add(self.recovery.bytes())
+    }
+
+    /// When the session lost its transport, while it waits for a
+    /// reconnection; `None` in any other state.
+    pub fn waiting_since(&self) -> Option<Instant> {
+        match self.state {
+            SessionState::Disconnected { until, .. } => until.checked_sub(self.reconnect_timeout),
+            _ => None,
+        }
+    }
+
+    /// Ends the wait for a reconnection at `now`, as if it had run out: the
+    /// session closes with the reason it was lost for. Nothing happens in
+    /// any other state. The registry does this to make room for a new
+    /// client when it is full.
+    pub fn end_reconnection_wait(&mut self, now: Instant) {
+        let now = self.tick(now);
+        if let SessionState::Disconnected { reason, .. } = self.state {
+            self.close(now, reason, None);
+        }
+    }
+
+    /// Closes the session for held data past the registry's budget of
+    /// `limit` bytes (MESSAGE_QUEUE_LIMIT_REACHED); what it held is dropped.
+    pub(crate) fn close_over_budget(&mut self, limit: usize) {
+        let now = self.now;
+        self.close_violation(
+            now,
+            Violation::new(ViolationKind::HeldDataOverBudget { limit }, 0),
+        );
     }
 
     /// Whether the session has closed for good.
@@ -451,7 +514,7 @@ impl Session {
         }
         let m = self.queue.pop()?;
         let bytes = m.to_bytes();
-        if self.recovery.record(m).is_none() {
+        if self.recovery.record_weighed(m, bytes.len()).is_none() {
             let now = self.now;
             self.close(now, CloseReason::InternalError, None);
             return self.transmits.pop_front();
@@ -613,7 +676,11 @@ impl Session {
     }
 
     /// Feeds an HTTP polling send (`m=2`): its `s` header as received and its
-    /// base64 body. Answered with [`Transmit::SendAck`] once accepted.
+    /// base64 body. Answered with [`Transmit::SendAck`] when its turn comes:
+    /// at once when it is the next send expected, else once the sends before
+    /// it have arrived (back-pressure: a client that skips a number gets no
+    /// answer for what it sent after it, and the reorder wait closes it
+    /// LOST_MESSAGES).
     ///
     /// Returns the `s` value as the session read it, to match the answer
     /// with the waiting request (`None`: a malformed `s`).
@@ -637,11 +704,16 @@ impl Session {
             // Refused before it is held: memory stays within the limits.
             return self.close_violation(now, self.batch_too_large());
         }
-        if let Err(v) = self.sends.insert(now, s, body) {
+        let weight = body.len();
+        if let Err(v) = self.sends.insert_weighed(now, s, body, weight) {
             return self.close_violation(now, v);
         }
-        self.transmits.push_back(Transmit::SendAck { sequence: s });
-        while let Some(body) = self.sends.pop_ready() {
+        loop {
+            let sequence = self.sends.next();
+            let Some(body) = self.sends.pop_ready() else {
+                break;
+            };
+            self.transmits.push_back(Transmit::SendAck { sequence });
             let batch = Direction::ClientToServer.decode_body(&body, &self.limits);
             for m in batch.messages {
                 if self.state != SessionState::Connected {
@@ -803,7 +875,7 @@ impl Session {
         };
         self.state = SessionState::Connected;
         self.transport = request.connection_type;
-        self.reconnect_timeout = request.reconnect_timeout;
+        self.reconnect_timeout = self.config.reconnect_wait(request.reconnect_timeout);
         self.sends = ReorderBuffer::new(&self.limits);
         self.next_poll = 0;
         self.poll = None;
@@ -897,7 +969,8 @@ impl Session {
         }
         let mut batch: Vec<Message> = self.resend.drain(..).collect();
         while let Some(m) = self.queue.pop() {
-            if self.recovery.record(m.clone()).is_none() {
+            let weight = m.encoded_len();
+            if self.recovery.record_weighed(m.clone(), weight).is_none() {
                 return self.close(now, CloseReason::InternalError, None);
             }
             batch.push(m);
@@ -1366,6 +1439,86 @@ mod tests {
             [Transmit::PollResponse { sequence: 0, body }] => assert_eq!(body, "AAAAAQYB"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn section_6_out_of_order_send_is_acknowledged_only_when_its_turn_comes() {
+        let (mut s, t0) = http(SessionConfig {
+            ping_period: None,
+            ..SessionConfig::default()
+        });
+        s.handle_http_send(t0, "2", request_body(3));
+        s.handle_http_send(t0, "1", request_body(2));
+        assert_eq!(transmits(&mut s), [], "held sends are not answered");
+        assert_eq!(s.memory().held_sends, 2);
+        assert_eq!(s.held_bytes(), 2 * request_body(2).len());
+        s.handle_http_send(t0 + ms(5), "0", request_body(1));
+        assert_eq!(
+            transmits(&mut s),
+            [0, 1, 2].map(|sequence| Transmit::SendAck { sequence })
+        );
+        assert_eq!((s.delivered(), s.held_bytes()), (3, 0));
+    }
+
+    #[test]
+    fn section_6_a_held_send_whose_gap_never_fills_is_never_acknowledged() {
+        let (mut s, t0) = http(SessionConfig {
+            ping_period: None,
+            ..SessionConfig::default()
+        });
+        s.handle_http_poll(t0, "0");
+        s.handle_http_send(t0, "1", request_body(2));
+        let wait = Limits::default().reorder_wait();
+        s.handle_timeout(t0 + wait);
+        let c = s.poll_close().expect("closed when the wait ran out");
+        assert_eq!(c.reason, CloseReason::LostMessages);
+        assert!(!transmits(&mut s)
+            .iter()
+            .any(|t| matches!(t, Transmit::SendAck { .. })));
+        assert_eq!(s.held_bytes(), 0);
+    }
+
+    #[test]
+    fn section_1_the_server_caps_the_reconnection_wait_a_client_asks_for() {
+        let config = SessionConfig {
+            max_reconnect_wait: Duration::from_secs(60),
+            ..SessionConfig::default()
+        };
+        let t0 = Instant::now();
+        let req =
+            ConnectionRequest::from_query(&format!("ty=WB&v=29&ca=8&r={}", i64::MAX)).unwrap();
+        let token = SessionToken::from_bytes(b"ABCDEFGHIJKLMNOPQRSTUVWX").unwrap();
+        let id = SessionId {
+            server: 1,
+            value: 2,
+        };
+        let mut s = Session::new(t0, id, token, &req, &Limits::default(), &config);
+        s.handle_event(t0 + ms(10), SessionEvent::TransportLost);
+        assert_eq!(
+            s.state(),
+            SessionState::Disconnected {
+                reason: CloseReason::ConnectionLost,
+                until: t0 + ms(10) + Duration::from_secs(60)
+            }
+        );
+        assert_eq!(s.waiting_since(), Some(t0 + ms(10)));
+        // A wait under the cap is granted as asked.
+        let short = ConnectionRequest::from_query("ty=WB&v=29&ca=8&r=5000").unwrap();
+        let mut s = Session::new(t0, id, token, &short, &Limits::default(), &config);
+        s.handle_event(t0, SessionEvent::TransportLost);
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(5000)));
+    }
+
+    #[test]
+    fn section_1_an_ended_reconnection_wait_closes_as_if_it_ran_out() {
+        let (mut s, t0) = ws(5000, None);
+        s.end_reconnection_wait(t0);
+        assert!(!s.is_closed(), "a connected session does not wait");
+        s.handle_event(t0, SessionEvent::TransportLost);
+        s.end_reconnection_wait(t0 + ms(1));
+        let c = s.poll_close().unwrap();
+        assert_eq!((c.reason, c.at), (CloseReason::ConnectionLost, t0 + ms(1)));
+        assert_eq!(s.waiting_since(), None);
     }
 
     #[test]
