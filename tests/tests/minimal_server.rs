@@ -4,14 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sessionwire::session::ResponseCode;
 use sessionwire::Message;
 use sessionwire_client::{ConnectOptions, Inbound, WsClient};
-use sessionwire_tests::workspace_root;
+use sessionwire_tests::minimal_server_example;
 
 /// The most any one step may take.
 const STEP: Duration = Duration::from_secs(10);
@@ -24,18 +24,10 @@ struct Example {
 }
 
 impl Example {
-    /// Builds (once per profile, cargo caches it) and starts the example
+    /// Starts the example (built once per test process)
     /// with a ping every `ping_ms`.
     fn start(ping_ms: u64) -> Example {
-        let built = escargot::CargoBuild::new()
-            .manifest_path(workspace_root().join("Cargo.toml"))
-            .package("sessionwire-server")
-            .example("minimal_server")
-            .current_release()
-            .run()
-            .unwrap_or_else(|e| panic!("building the minimal_server example: {e}"));
-        let mut child = built
-            .command()
+        let mut child = Command::new(minimal_server_example())
             .arg(ping_ms.to_string())
             .stdout(Stdio::piped())
             .spawn()
