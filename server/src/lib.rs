@@ -42,6 +42,7 @@ mod control;
 mod events;
 mod http;
 mod hub;
+pub mod mqtt;
 mod passwords;
 mod response;
 mod slots;
