@@ -150,16 +150,13 @@ impl Tree {
     }
 
     /// Subscriptions held, over all clients.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.total
     }
 
-    /// Whether the tree holds no subscription.
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-
     /// The client's subscriptions, by filter as subscribed.
+    #[cfg(test)]
     pub fn subscriptions_of(&self, client_id: &str) -> Option<&HashMap<Box<str>, Subscription>> {
         self.clients.get(client_id)
     }
@@ -378,7 +375,8 @@ impl Walk<'_> {
 
 /// Whether `filter` (not shared) matches `topic`: level by level, the
 /// reference the trie is checked against.
-pub fn filter_matches(filter: &str, topic: &str) -> bool {
+#[cfg(test)]
+fn filter_matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;
     }
