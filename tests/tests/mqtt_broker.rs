@@ -631,3 +631,113 @@ async fn mqtt_3_1_1_users_file_checks_user_name_and_password() {
     let opened = event_of(&server, "opened", "alice-device").await;
     assert_eq!(opened["principal"], "alice");
 }
+
+#[tokio::test]
+async fn mqtt_3_1_2_4_persistent_session_keeps_its_subscriptions_and_queues_while_offline() {
+    let server = start();
+    for version in BOTH {
+        let id = format!("durable-{}", version_name(version));
+        let connect = || {
+            let mut c = Connect::new(version, s(&id), None, None, None).unwrap();
+            c.clean_start = false;
+            if version == Version::V5 {
+                c.properties = Properties::builder()
+                    .push(Property::SessionExpiryInterval(60))
+                    .unwrap()
+                    .build();
+            }
+            c
+        };
+        let mut c = Client::tcp(&server, version).await;
+        assert_eq!(c.connect_with(connect()).await.code, 0);
+        c.subscribe(1, "q/#", sub(QoS::AtLeastOnce)).await;
+        c.send(Packet::Disconnect(Default::default())).await;
+        assert!(c.recv().await.is_none());
+        let mut publisher = Client::tcp(&server, version).await;
+        publisher.connect("feeder").await;
+        publisher
+            .publish("q/1", b"while away", QoS::AtLeastOnce, false, 1)
+            .await;
+        let mut back = Client::tcp(&server, version).await;
+        let ack = back.connect_with(connect()).await;
+        assert_eq!((ack.code, ack.session_present), (0, true));
+        let got = back.received().await;
+        assert_eq!((got.topic(), got.payload()), ("q/1", &b"while away"[..]));
+        assert_eq!(got.qos, QoS::AtLeastOnce);
+        // The subscription held too: a live message arrives.
+        publisher
+            .publish("q/2", b"live", QoS::AtLeastOnce, false, 2)
+            .await;
+        assert_eq!(back.received().await.payload(), b"live");
+    }
+}
+
+fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::V311 => "311",
+        Version::V5 => "5",
+    }
+}
+
+#[tokio::test]
+async fn mqtt_3_1_2_8_will_is_routed_to_subscribers_on_an_unclean_end() {
+    let server = start();
+    for version in BOTH {
+        let mut watcher = Client::tcp(&server, version).await;
+        watcher.connect("watcher").await;
+        watcher.subscribe(1, "wills/+", sub(QoS::AtLeastOnce)).await;
+        let will = sessionwire::mqtt::Will {
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::new(),
+            topic: s("wills/dying"),
+            payload: Bytes::from_static(b"gone"),
+        };
+        let mut dying = Client::tcp(&server, version).await;
+        let connect = Connect::new(version, s("dying"), Some(will), None, None).unwrap();
+        assert_eq!(dying.connect_with(connect).await.code, 0);
+        // The socket drops without DISCONNECT.
+        drop(dying);
+        let got = watcher.received().await;
+        assert_eq!((got.topic(), got.payload()), ("wills/dying", &b"gone"[..]));
+        watcher.send(Packet::Disconnect(Default::default())).await;
+    }
+}
+
+#[tokio::test]
+async fn mqtt_client_limit_counts_both_protocols() {
+    let server = Server::start(&["--ping-period", "0", "--max-clients", "2"]);
+    let mut first = Client::tcp(&server, Version::V5).await;
+    first.connect("first").await;
+    let ws = sessionwire_client::WsClient::connect(
+        server.addr,
+        &sessionwire_client::ConnectOptions::default(),
+    )
+    .await
+    .expect("a protocol session");
+    assert_eq!(
+        ws.response().code,
+        sessionwire::session::ResponseCode::Connected
+    );
+    // Full: MQTT is refused server busy (5.0 0x89, 3.1.1 0x03) ...
+    for (version, code) in [(Version::V5, 0x89), (Version::V311, 0x03)] {
+        let mut third = Client::tcp(&server, version).await;
+        let connect = Connect::new(version, s("third"), None, None, None).unwrap();
+        assert_eq!(third.connect_with(connect).await.code, code);
+    }
+    // ... and so is the protocol (113) while MQTT holds a place.
+    let refused = sessionwire_client::WsClient::connect(
+        server.addr,
+        &sessionwire_client::ConnectOptions::default(),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(
+        refused.response().code,
+        sessionwire::session::ResponseCode::ClientLimit
+    );
+    first.send(Packet::Disconnect(Default::default())).await;
+    assert!(first.recv().await.is_none());
+    let mut again = Client::tcp(&server, Version::V311).await;
+    again.connect("again").await;
+}
