@@ -205,6 +205,8 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// WebSocket connection tasks alive (shutdown waits for them).
     pub ws_tasks: AtomicUsize,
+    /// MQTT over TCP connection tasks alive (shutdown waits for them).
+    pub mqtt_tasks: AtomicUsize,
     /// Flips to `true` on shutdown.
     pub stop: watch::Receiver<bool>,
 }
@@ -353,6 +355,7 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         reading: Arc::new(Semaphore::new(http::read_budget(&limits))),
         next_conn: AtomicU64::new(1),
         ws_tasks: AtomicUsize::new(0),
+        mqtt_tasks: AtomicUsize::new(0),
         stop: stop_rx.clone(),
     });
     let mut hub = Hub::new(limits, args.session.clone(), events);
@@ -413,8 +416,10 @@ impl Server {
         {
             let _ = tokio::time::timeout_at(deadline, done_rx).await;
         }
-        // Give the WebSocket tasks the time to write their ABORT.
-        while self.shared.ws_tasks.load(Ordering::Acquire) > 0
+        // Give the WebSocket and MQTT tasks the time to write their ABORT
+        // or DISCONNECT.
+        while (self.shared.ws_tasks.load(Ordering::Acquire) > 0
+            || self.shared.mqtt_tasks.load(Ordering::Acquire) > 0)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -15,6 +15,7 @@
 //! (MQTT-6.0.0-1), as the end of the stream does.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,7 +116,9 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
+            shared.mqtt_tasks.fetch_add(1, Ordering::AcqRel);
             run_tcp(stream, peer, &shared, slot).await;
+            shared.mqtt_tasks.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }

@@ -45,10 +45,10 @@ pub struct TreeLimits {
 }
 
 impl Default for TreeLimits {
-    /// 100 filters per client, a million subscriptions.
+    /// 1,000 filters per client, a million subscriptions.
     fn default() -> TreeLimits {
         TreeLimits {
-            max_filters_per_client: 100,
+            max_filters_per_client: 1_000,
             max_subscriptions: 1_000_000,
         }
     }
