@@ -304,11 +304,13 @@ impl Runner {
             "shutdown" => {
                 exactly(0)?;
                 let registry = self.registry();
-                let connected: Vec<String> = registry
+                let mut connected: Vec<String> = registry
                     .sessions()
                     .filter(|s| s.conn.is_some())
                     .map(|s| s.client_id)
                     .collect();
+                // In a stable order, whatever the registry's.
+                connected.sort();
                 for client in connected {
                     registry.close(now, &client, ServerClose::Shutdown);
                 }

@@ -1026,3 +1026,143 @@ fn mqtt_packets_behind_the_connect_wait_for_the_decision() {
         "{sent:?}"
     );
 }
+
+/// What the registry did for one client stream fed in chunks of these
+/// sizes, as comparable text: transmits, events, closes (each in order; how
+/// they interleave depends on when the bytes came).
+fn transcript(config: &MqttConfig, stream: &[u8], chunks: &[usize]) -> [Vec<String>; 3] {
+    let t0 = Instant::now();
+    let mut r = Registry::new(config.clone(), SeededRandom::new(3));
+    let conn = ConnId(1);
+    r.open(t0, conn);
+    let mut out: [Vec<String>; 3] = Default::default();
+    let mut rest = stream;
+    let mut sizes = chunks.iter().copied().cycle();
+    while !rest.is_empty() {
+        let n = sizes.next().unwrap_or(1).clamp(1, rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        r.handle_bytes(t0, conn, chunk);
+        loop {
+            let mut any = false;
+            while let Some(e) = r.poll_event() {
+                any = true;
+                match e {
+                    Event::Connect(incoming) => r.accept(t0, incoming),
+                    other => out[1].push(format!("{other:?}")),
+                }
+            }
+            while let Some((c, bytes)) = r.poll_transmit() {
+                any = true;
+                out[0].push(format!("{c:?} {bytes:?}"));
+            }
+            while let Some(c) = r.poll_close() {
+                any = true;
+                out[2].push(format!("{c:?}"));
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A whole 5.0 session: CONNECT with a will, SUBSCRIBE, PUBLISH at every
+/// QoS (one with a topic alias), PUBREL, PINGREQ, UNSUBSCRIBE, DISCONNECT.
+fn session_stream() -> Vec<u8> {
+    let mut c = with_will(Version::V5, Some(1));
+    c.keep_alive = 30;
+    let subs = [(
+        Str::from_static("a/#"),
+        SubscriptionOptions::qos(QoS::ExactlyOnce),
+    )];
+    let alias = Properties::builder()
+        .push(Property::TopicAlias(2))
+        .unwrap()
+        .build();
+    let packets = [
+        Packet::Connect(c),
+        Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::new(),
+            subscriptions: Subscriptions::new(&subs).unwrap(),
+        }),
+        Packet::Publish(publish("a/0", b"zero", QoS::AtMostOnce, 0).with_properties(alias.clone())),
+        Packet::Publish(publish("", b"one", QoS::AtLeastOnce, 2).with_properties(alias)),
+        Packet::Publish(publish("a/2", b"two", QoS::ExactlyOnce, 3)),
+        Packet::PubRel(Ack::new(3)),
+        Packet::PingReq,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 4,
+            properties: Properties::new(),
+            filters: TopicFilters::new(&[Str::from_static("a/#")]).unwrap(),
+        }),
+        Packet::Disconnect(Disconnect::default()),
+    ];
+    let mut out = Vec::new();
+    for p in packets {
+        p.encode_to_vec(Version::V5, &mut out).unwrap();
+    }
+    out
+}
+
+mod chunking {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn mqtt_any_chunking_gives_the_same_transmits_events_and_closes(
+            chunks in proptest::collection::vec(1usize..40, 1..20),
+        ) {
+            let config = MqttConfig::default();
+            let stream = session_stream();
+            let whole = transcript(&config, &stream, &[stream.len()]);
+            prop_assert!(whole[2].iter().any(|l| l.contains("ClosedByClient")), "{whole:?}");
+            prop_assert_eq!(transcript(&config, &stream, &chunks), whole);
+        }
+
+        #[test]
+        fn mqtt_hostile_bytes_after_connect_never_panic_and_chunk_alike(
+            // Within what is held behind a CONNECT not yet accepted (the
+            // whole stream comes in one call, before the server accepts).
+            tail in proptest::collection::vec(any::<u8>(), 0..=128),
+            chunks in proptest::collection::vec(1usize..17, 1..8),
+        ) {
+            let config = MqttConfig {
+                limits: Limits::builder().max_message_size(128).build().unwrap(),
+                ..MqttConfig::default()
+            };
+            let mut stream = Packet::Connect(connect(Version::V5, "h"))
+                .to_bytes(Version::V5)
+                .unwrap()
+                .to_vec();
+            stream.extend_from_slice(&tail);
+            let whole = transcript(&config, &stream, &[stream.len()]);
+            prop_assert_eq!(transcript(&config, &stream, &chunks), whole);
+        }
+    }
+}
+
+#[test]
+fn mqtt_bytes_held_behind_a_connect_are_bounded() {
+    let mut h = Harness::new(MqttConfig {
+        limits: Limits::builder().max_message_size(64).build().unwrap(),
+        ..MqttConfig::default()
+    });
+    h.open(1);
+    let mut bytes = Packet::Connect(connect(Version::V5, "q"))
+        .to_bytes(Version::V5)
+        .unwrap()
+        .to_vec();
+    bytes.extend_from_slice(&[0xc0, 0x00].repeat(33)); // 66 bytes of PINGREQ
+    h.registry.handle_bytes(h.now, ConnId(1), &bytes);
+    h.drain();
+    let closes = h.closes();
+    assert_eq!(
+        (closes[0].1.reason, closes[0].1.code),
+        (CloseReason::MessageQueueLimitReached, Some(0x97))
+    );
+    assert!(h.sent_to(1).is_empty());
+}
