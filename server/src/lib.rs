@@ -195,6 +195,10 @@ pub(crate) struct Shared {
     /// MQTT connections over TCP: taken at the accept, held until the task
     /// ends.
     pub mqtt_slots: Arc<Semaphore>,
+    /// MQTT connections over TCP that have not been answered their CONNECT
+    /// yet, per source address (bounded as the HTTP request heads are,
+    /// against [`mqtt_slots`](Self::mqtt_slots)).
+    pub mqtt_pending: Arc<Pending>,
     /// Bounds the HTTP connections open at once.
     pub connections: Arc<Semaphore>,
     /// Bytes of HTTP send bodies read and not yet taken by their session
@@ -339,6 +343,8 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         .max_frame_size(Some(max_message));
     let http_connections = limits.max_clients().saturating_mul(2).saturating_add(64);
     let connections = Arc::new(Semaphore::new(http_connections));
+    let mqtt_places = limits.max_clients().saturating_add(ws::WS_SLACK);
+    let mqtt_slots = Arc::new(Semaphore::new(mqtt_places));
     let shared = Arc::new(Shared {
         hub: hub_tx,
         limits: limits.clone(),
@@ -348,9 +354,8 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         ws_slots: Arc::new(Semaphore::new(
             limits.max_clients().saturating_add(ws::WS_SLACK),
         )),
-        mqtt_slots: Arc::new(Semaphore::new(
-            limits.max_clients().saturating_add(ws::WS_SLACK),
-        )),
+        mqtt_slots: Arc::clone(&mqtt_slots),
+        mqtt_pending: Pending::new(SOURCE_PENDING, mqtt_slots, mqtt_places),
         connections,
         reading: Arc::new(Semaphore::new(http::read_budget(&limits))),
         next_conn: AtomicU64::new(1),
