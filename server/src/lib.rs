@@ -21,7 +21,7 @@
 //! - `http`: the main listener, WebSocket upgrades and the HTTP polling
 //!   transport on one port (hyper);
 //! - `ws`: one task per WebSocket connection (tokio-tungstenite);
-//! - `mqtt`: MQTT listeners (TCP, and WebSocket on `/mqtt`) and the broker
+//! - [`mqtt`]: MQTT listeners (TCP, and WebSocket on `/mqtt`) and the broker
 //!   (subscription tree, retained messages) the hub drives beside the
 //!   codec's MQTT session registry;
 //! - `hub`: the one task that owns the [`Registry`](sessionwire::session::Registry)
@@ -45,7 +45,7 @@ mod control;
 mod events;
 mod http;
 mod hub;
-mod mqtt;
+pub mod mqtt;
 mod passwords;
 mod response;
 mod slots;
