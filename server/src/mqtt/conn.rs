@@ -245,7 +245,8 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, batch: Vec<Bytes>, closing
 
 /// Reads and discards until the client closes its side, for [`LINGER`].
 async fn drain<R: AsyncRead + Unpin>(rd: &mut R) {
-    let mut buf = [0u8; 1024];
+    // On the heap: an array here would sit in every connection's task.
+    let mut buf = vec![0u8; 1024];
     let _ = tokio::time::timeout(LINGER, async {
         while let Ok(n) = rd.read(&mut buf).await {
             if n == 0 {
