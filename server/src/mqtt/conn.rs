@@ -27,7 +27,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::hub::Command;
@@ -271,7 +271,7 @@ async fn run_tcp(
             },
             r = read_chunk(&rd) => match r {
                 Some(data) => {
-                    if shared.hub.send(Command::Mqtt(MqttCommand::Bytes { conn, data })).await.is_err() {
+                    if !to_hub(shared, MqttCommand::Bytes { conn, data }).await {
                         return;
                     }
                 }
@@ -294,15 +294,26 @@ async fn open(shared: &Shared, peer: SocketAddr, transport: &'static str) -> Opt
         transport,
         out,
     };
-    shared.hub.send(Command::Mqtt(open)).await.ok()?;
+    if !to_hub(shared, open).await {
+        return None;
+    }
     Some((conn, rx))
 }
 
 async fn lost(shared: &Shared, conn: u64) {
-    let _ = shared
-        .hub
-        .send(Command::Mqtt(MqttCommand::Lost { conn }))
-        .await;
+    to_hub(shared, MqttCommand::Lost { conn }).await;
+}
+
+/// Hands a command to the hub, waiting for room when its queue is full;
+/// false when the hub is gone. The wait is boxed: its future holds a whole
+/// command, and would otherwise sit in every connection's task for its
+/// life.
+async fn to_hub(shared: &Shared, command: MqttCommand) -> bool {
+    match shared.hub.try_send(Command::Mqtt(command)) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(c)) => Box::pin(shared.hub.send(c)).await.is_ok(),
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
 }
 
 /// One read of at most [`READ_CHUNK`] bytes; `None` at the end or on an
@@ -425,8 +436,7 @@ async fn run_ws(mut ws: Ws, peer: SocketAddr, shared: &Shared) {
                     if data.is_empty() {
                         continue;
                     }
-                    let command = Command::Mqtt(MqttCommand::Bytes { conn, data });
-                    if shared.hub.send(command).await.is_err() {
+                    if !to_hub(shared, MqttCommand::Bytes { conn, data }).await {
                         return;
                     }
                 }
