@@ -684,7 +684,9 @@ impl<R: RandomSource> Registry<R> {
         let (key, packet) = match (c.phase, packet) {
             (Phase::AwaitConnect, Packet::Connect(connect)) => {
                 c.version = Some(connect.version);
-                c.client_id = Some(connect.client_id().as_str().to_owned());
+                let id = connect.client_id();
+                // An empty one is assigned at `accept`.
+                c.client_id = (!id.is_empty()).then(|| id.as_str().to_owned());
                 if connect.version == Version::V5 {
                     if connect
                         .properties

@@ -722,7 +722,7 @@ fn mqtt_3_1_2_25_message_over_the_client_maximum_packet_size_is_dropped() {
 }
 
 #[test]
-fn mqtt_queue_limit_closes_0x97() {
+fn section_8_quota_exceeded_0x97_closes_message_queue_limit_reached() {
     let mut h = Harness::new(MqttConfig {
         max_queued_messages: 2,
         ..MqttConfig::default()
@@ -922,7 +922,7 @@ fn mqtt_offline_sessions_are_capped() {
 }
 
 #[test]
-fn mqtt_server_closes_controller_and_shutdown() {
+fn section_8_administrative_action_0x98_and_shutdown_0x8b() {
     for (why, code, reason) in [
         (
             ServerClose::Controller,
@@ -988,7 +988,7 @@ fn mqtt_3_3_2_3_4_message_expiry_is_sent_decremented_and_expired_ones_dropped() 
 }
 
 #[test]
-fn mqtt_message_too_large_closes_0x95() {
+fn section_8_packet_too_large_0x95_closes_message_too_large() {
     both_ways(|h| {
         h.registry = Registry::new(
             MqttConfig {
