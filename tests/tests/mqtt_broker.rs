@@ -772,3 +772,35 @@ async fn mqtt_idle_connections_from_one_address_leave_room_for_others() {
     other.connect("elsewhere").await;
     drop(idle);
 }
+
+#[tokio::test]
+async fn mqtt_4_8_2_shared_subscription_prefers_members_with_a_connection() {
+    let server = start();
+    // w1 keeps its session (and its membership) while offline.
+    let mut away = Client::tcp(&server, Version::V5).await;
+    let mut connect = Connect::new(Version::V5, s("w1"), None, None, None).unwrap();
+    connect.clean_start = false;
+    connect.properties = Properties::builder()
+        .push(Property::SessionExpiryInterval(60))
+        .unwrap()
+        .build();
+    assert_eq!(away.connect_with(connect).await.code, 0);
+    away.subscribe(1, "$share/g/work", sub(QoS::AtLeastOnce))
+        .await;
+    away.send(Packet::Disconnect(Default::default())).await;
+    assert!(away.recv().await.is_none());
+    let mut here = Client::tcp(&server, Version::V5).await;
+    here.connect("w2").await;
+    here.subscribe(1, "$share/g/work", sub(QoS::AtLeastOnce))
+        .await;
+    let mut boss = Client::tcp(&server, Version::V5).await;
+    boss.connect("boss").await;
+    for i in 1..=4u16 {
+        boss.publish("work", b"job", QoS::AtLeastOnce, false, i)
+            .await;
+    }
+    for _ in 0..4 {
+        assert_eq!(here.received().await.payload(), b"job");
+    }
+    here.quiet().await;
+}
