@@ -913,3 +913,33 @@ async fn mqtt_3_3_1_9_to_13_retain_handling_and_retain_as_published() {
     let got = c.received().await;
     assert_eq!((got.payload(), got.retain), (&b"third"[..], false));
 }
+
+#[tokio::test]
+async fn mqtt_queue_limit_closes_a_subscriber_that_falls_behind_with_0x97() {
+    // --queue-limit bounds MQTT sessions' queues too.
+    let server = Server::start(&["--ping-period", "0", "--queue-limit", "4"]);
+    let mut slow = Client::tcp(&server, Version::V5).await;
+    let mut connect = Connect::new(Version::V5, s("slow"), None, None, None).unwrap();
+    // Receive maximum 1: one message in flight, the rest queued.
+    connect.properties = Properties::builder()
+        .push(Property::ReceiveMaximum(1))
+        .unwrap()
+        .build();
+    assert_eq!(slow.connect_with(connect).await.code, 0);
+    slow.subscribe(1, "flood", sub(QoS::AtLeastOnce)).await;
+    let mut publisher = Client::tcp(&server, Version::V5).await;
+    publisher.connect("flooder").await;
+    for i in 1..=8u16 {
+        publisher
+            .publish("flood", b"m", QoS::AtLeastOnce, false, i)
+            .await;
+    }
+    // The first message, never acknowledged, then the close.
+    assert!(matches!(slow.recv().await, Some(Packet::Publish(_))));
+    match slow.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.code, 0x97),
+        other => panic!("expected DISCONNECT 0x97, got {other:?}"),
+    }
+    let closed = event_of(&server, "closed", "slow").await;
+    assert_eq!(closed["reason"], "MESSAGE_QUEUE_LIMIT_REACHED");
+}
