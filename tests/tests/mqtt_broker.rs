@@ -943,3 +943,21 @@ async fn mqtt_queue_limit_closes_a_subscriber_that_falls_behind_with_0x97() {
     let closed = event_of(&server, "closed", "slow").await;
     assert_eq!(closed["reason"], "MESSAGE_QUEUE_LIMIT_REACHED");
 }
+
+#[tokio::test]
+async fn mqtt_3_2_2_3_6_oversized_publish_over_websocket_gets_0x95() {
+    let server = start();
+    let mut ws = Client::ws(server.addr, Version::V5).await;
+    ws.connect("big-ws").await;
+    // Over the default 32 KiB packet bound, in one WebSocket frame.
+    let payload = vec![b'x'; 40_000];
+    let publish = Publish::new(&s("big"), &payload);
+    ws.send(Packet::Publish(publish)).await;
+    match ws.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.code, 0x95),
+        other => panic!("expected DISCONNECT 0x95, got {other:?}"),
+    }
+    let closed = event_of(&server, "closed", "big-ws").await;
+    assert_eq!(closed["reason"], "MESSAGE_TOO_LARGE");
+    assert_eq!(closed["transport"], "mqtt-ws");
+}

@@ -41,6 +41,9 @@ pub const READ_CHUNK: usize = 8 * 1024;
 /// connection is too slow and is dropped.
 pub const MQTT_CONN_QUEUE: usize = 64;
 
+/// Bytes a WebSocket frame may hold beyond twice the largest packet.
+const WS_FRAME_SLACK: usize = 1024;
+
 /// How long a closing connection keeps reading (and discarding) after its
 /// last write, so that the socket ends with a FIN rather than a reset that
 /// could destroy the last packets before the client reads them.
@@ -391,9 +394,29 @@ pub fn upgrade<B>(req: Request<B>, shared: Arc<Shared>, peer: SocketAddr) -> Res
         Ok(x) => x,
         Err(r) => return *r,
     };
-    crate::ws::spawn_upgraded(req, slot, shared, peer, move |ws, shared| async move {
-        run_ws(ws, peer, &shared).await;
-    });
+    // A frame may hold a whole packet of the largest size and parts of
+    // others: the frame bound is twice the packet bound, so that an
+    // oversized packet reaches the codec (0x95) rather than breaking the
+    // WebSocket.
+    let limit = shared
+        .limits
+        .max_message_size()
+        .saturating_mul(2)
+        .saturating_add(WS_FRAME_SLACK);
+    let config = shared
+        .ws_config
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    crate::ws::spawn_upgraded(
+        req,
+        slot,
+        shared,
+        peer,
+        config,
+        move |ws, shared| async move {
+            run_ws(ws, peer, &shared).await;
+        },
+    );
     crate::ws::switching(&accept, Some("mqtt"))
 }
 
