@@ -961,3 +961,20 @@ async fn mqtt_3_2_2_3_6_oversized_publish_over_websocket_gets_0x95() {
     assert_eq!(closed["reason"], "MESSAGE_TOO_LARGE");
     assert_eq!(closed["transport"], "mqtt-ws");
 }
+
+#[tokio::test]
+async fn mqtt_3_1_4_3_takeover_at_the_client_limit_is_not_refused() {
+    let server = Server::start(&["--ping-period", "0", "--max-clients", "1"]);
+    let mut first = Client::tcp(&server, Version::V5).await;
+    first.connect("only").await;
+    let mut second = Client::tcp(&server, Version::V5).await;
+    second.connect("only").await;
+    match first.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.code, 0x8E),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    // Another client id is still one too many.
+    let mut other = Client::tcp(&server, Version::V5).await;
+    let connect = Connect::new(Version::V5, s("another"), None, None, None).unwrap();
+    assert_eq!(other.connect_with(connect).await.code, 0x89);
+}

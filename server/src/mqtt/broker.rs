@@ -425,7 +425,12 @@ impl Broker {
             }
             None => return self.registry.refuse(now, incoming, Refuse::Busy),
         };
-        if self.stopping || self.registry.connected().saturating_add(others) >= self.max_clients {
+        // A client taking its own connection over adds no client.
+        let takeover = self
+            .online
+            .contains_key(incoming.connect().client_id().as_str());
+        let full = self.registry.connected().saturating_add(others) >= self.max_clients;
+        if self.stopping || (full && !takeover) {
             return self.registry.refuse(now, incoming, Refuse::Busy);
         }
         let Some((checks, hub)) = &self.passwords else {
