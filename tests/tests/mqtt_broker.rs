@@ -978,3 +978,23 @@ async fn mqtt_3_1_4_3_takeover_at_the_client_limit_is_not_refused() {
     let connect = Connect::new(Version::V5, s("another"), None, None, None).unwrap();
     assert_eq!(other.connect_with(connect).await.code, 0x89);
 }
+
+#[tokio::test]
+async fn mqtt_deep_filters_and_topics_are_refused_without_harm() {
+    let server = start();
+    let mut c = Client::tcp(&server, Version::V311).await;
+    c.connect("deep").await;
+    // Past the tree's level bound: granted by the SUBACK, not kept.
+    c.subscribe(1, &"+/".repeat(16_000), sub(QoS::AtMostOnce))
+        .await;
+    c.subscribe(2, "ok", sub(QoS::AtMostOnce)).await;
+    let mut p = Client::tcp(&server, Version::V311).await;
+    p.connect("deep-pub").await;
+    // A topic of 30,000 levels, retained: neither routed nor kept.
+    let deep = "/".repeat(30_000);
+    p.publish(&deep, b"x", QoS::AtLeastOnce, true, 1).await;
+    p.publish("ok", b"still here", QoS::AtLeastOnce, false, 2)
+        .await;
+    assert_eq!(c.received().await.payload(), b"still here");
+    c.quiet().await;
+}

@@ -43,14 +43,22 @@ pub struct TreeLimits {
     pub max_filters_per_client: usize,
     /// Subscriptions over all clients.
     pub max_subscriptions: usize,
+    /// Levels a filter may have: the trie's depth, and so the depth of
+    /// every walk through it (a 65,535-byte filter could have 65,536).
+    pub max_levels: usize,
 }
 
+/// Levels a filter or a retained topic may have by default.
+pub const DEFAULT_MAX_LEVELS: usize = 128;
+
 impl Default for TreeLimits {
-    /// 1,000 filters per client, a million subscriptions.
+    /// 1,000 filters per client, a million subscriptions,
+    /// [`DEFAULT_MAX_LEVELS`] levels.
     fn default() -> TreeLimits {
         TreeLimits {
             max_filters_per_client: 1_000,
             max_subscriptions: 1_000_000,
+            max_levels: DEFAULT_MAX_LEVELS,
         }
     }
 }
@@ -89,6 +97,8 @@ pub enum SubscribeError {
     TreeFull,
     /// `$share/` without a group name or a filter after it.
     BadShare,
+    /// The filter has more than [`TreeLimits::max_levels`] levels.
+    TooDeep,
 }
 
 /// One delivery a message gets.
@@ -188,6 +198,9 @@ impl Tree {
         sub: Subscription,
     ) -> Result<bool, SubscribeError> {
         let (group, path) = split_share(filter)?;
+        if path.split('/').nth(self.limits.max_levels).is_some() {
+            return Err(SubscribeError::TooDeep);
+        }
         let existed = self
             .clients
             .get(client_id)
@@ -714,10 +727,33 @@ mod tests {
     }
 
     #[test]
+    fn filter_depth_is_bounded_so_walks_through_the_trie_are() {
+        let mut tree = Tree::default();
+        let deep = "a/".repeat(DEFAULT_MAX_LEVELS - 1) + "a";
+        tree.subscribe("c", &deep, sub(QoS::AtMostOnce)).unwrap();
+        let deeper = format!("{deep}/a");
+        assert_eq!(
+            tree.subscribe("c", &deeper, sub(QoS::AtMostOnce)),
+            Err(SubscribeError::TooDeep)
+        );
+        assert_eq!(
+            tree.subscribe("c", &format!("$share/g/{deeper}"), sub(QoS::AtMostOnce)),
+            Err(SubscribeError::TooDeep)
+        );
+        // The longest topic a PUBLISH may carry walks no deeper than the
+        // trie.
+        let huge = "/".repeat(65_535);
+        assert!(tree.matches(&huge, "p").is_empty());
+        assert_eq!(clients(&mut tree, &deep), ["c"]);
+        assert_eq!(tree.remove_client("c"), 1);
+    }
+
+    #[test]
     fn subscriptions_bounded_per_client_and_in_total() {
         let mut tree = Tree::new(TreeLimits {
             max_filters_per_client: 2,
             max_subscriptions: 3,
+            ..TreeLimits::default()
         });
         tree.subscribe("a", "1", sub(QoS::AtMostOnce)).unwrap();
         tree.subscribe("a", "2", sub(QoS::AtMostOnce)).unwrap();
