@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::conn::{ConnOut, MqttCommand, MqttOut};
 use super::retained::{sends_retained, Retained, RetainedLimits};
-use super::tree::{Subscription, Tree, TreeLimits};
+use super::tree::{charge, Subscription, Tree, TreeLimits};
 use crate::events::{EventLog, Record};
 use crate::hub::{Command, OsRandom};
 use crate::passwords::{PasswordChecks, Verdict};
@@ -461,7 +461,8 @@ impl Broker {
             let stored = if message.payload.is_empty() {
                 self.retained.set(now, topic, None, 0, None)
             } else {
-                let size = topic.len().saturating_add(message.payload.len());
+                // The topic's levels are trie nodes: charged as a filter is.
+                let size = charge(topic).saturating_add(message.payload.len());
                 self.retained
                     .set(now, topic, Some(message.clone()), size, message.expires_at)
             };

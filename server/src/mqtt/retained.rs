@@ -27,7 +27,8 @@ use std::time::Instant;
 pub struct RetainedLimits {
     /// Messages held (one per topic).
     pub max_messages: usize,
-    /// Bytes held, as the caller counts a message (topic and payload).
+    /// Bytes held, as the caller counts a message (the broker: its topic
+    /// as [`charge`](super::tree::charge) counts a filter, and its payload).
     pub max_bytes: usize,
     /// Levels a retained topic may have: the trie's depth, and so the
     /// depth of every walk through it.
