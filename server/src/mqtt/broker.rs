@@ -336,8 +336,9 @@ impl Broker {
     }
 
     /// Sends each connection its outbox as one batch; a connection that
-    /// has [`MQTT_CONN_QUEUE`](super::conn::MQTT_CONN_QUEUE) batches
-    /// waiting does not keep up and is dropped (its session, if
+    /// has [`MQTT_CONN_QUEUE`](super::conn::MQTT_CONN_QUEUE) batches or
+    /// [`conn_bytes`](super::conn::conn_bytes) bytes waiting does not keep
+    /// up and is dropped (its session, if
     /// persistent, keeps its unacknowledged messages).
     fn flush(&mut self) {
         let mut slow = Vec::new();
@@ -533,7 +534,7 @@ mod tests {
     ];
 
     fn open(broker: &mut Broker, events: &mut EventLog, capacity: usize) -> ConnIn {
-        let (out, rx) = ConnOut::pair(capacity);
+        let (out, rx) = ConnOut::pair(capacity, 1 << 20);
         let open = MqttCommand::Open {
             conn: 1,
             peer: IpAddr::from([127, 0, 0, 1]),
