@@ -455,15 +455,16 @@ impl<R: RandomSource> Registry<R> {
     /// goes out at once if the client is connected (and is dropped
     /// otherwise); QoS 1 and 2 wait in the session's queue while its
     /// in-flight window is full or it is offline. A message the client's
-    /// maximum packet size cannot take, or already expired, is dropped. A
-    /// full queue closes a connected client (DISCONNECT 0x97,
-    /// MESSAGE_QUEUE_LIMIT_REACHED, the queue discarded) and drops the
-    /// message for an offline one.
+    /// maximum packet size cannot take, already expired, or with an empty
+    /// topic is dropped. A full queue closes a connected client (DISCONNECT
+    /// 0x97, MESSAGE_QUEUE_LIMIT_REACHED, the queue discarded) and drops
+    /// the message for an offline one.
     pub fn deliver(&mut self, now: Instant, client_id: &str, message: &Message, options: Delivery) {
         let Some(&key) = self.by_client.get(client_id) else {
             return;
         };
-        if message.expires_at.is_some_and(|t| t <= now) {
+        // Expired, or no topic to send it to (MQTT-4.7.3-1).
+        if message.expires_at.is_some_and(|t| t <= now) || message.topic.is_empty() {
             return;
         }
         let (max_q, max_b) = (

@@ -1166,3 +1166,27 @@ fn mqtt_bytes_held_behind_a_connect_are_bounded() {
     );
     assert!(h.sent_to(1).is_empty());
 }
+
+#[test]
+fn mqtt_4_7_3_1_a_message_without_a_topic_is_not_sent() {
+    let mut h = Harness::new(MqttConfig::default());
+    h.connect(1, connect(Version::V311, "r"));
+    let message = Message {
+        topic: Str::from_static(""),
+        payload: Bytes::from_static(b"x"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::new(),
+        expires_at: None,
+    };
+    let delivery = Delivery {
+        qos: QoS::AtMostOnce,
+        retain: false,
+        subscription_ids: Vec::new(),
+    };
+    h.registry.deliver(h.now, "r", &message, delivery);
+    h.drain();
+    assert!(h.sent_to(1).is_empty());
+    deliver(&mut h, "r", QoS::AtMostOnce, b"y");
+    assert_eq!(h.sent_to(1).len(), 1);
+}
