@@ -531,6 +531,27 @@ impl<R: RandomSource> Registry<R> {
         }
     }
 
+    /// The server's write buffer for `conn` passed its bound (the client
+    /// reads slower than it is sent to): closed like a full queue
+    /// (DISCONNECT 0x97 if it can still be written, MESSAGE_QUEUE_LIMIT_REACHED),
+    /// the session's queue discarded, its will published. Bytes handed out
+    /// by [`poll_transmit`](Self::poll_transmit) are the server's to bound;
+    /// this keeps the close decision here.
+    pub fn outbound_full(&mut self, now: Instant, conn: ConnId) {
+        let key = match self.conns.get(&conn).map(|c| c.phase) {
+            Some(Phase::Connected(key)) => key,
+            Some(_) => {
+                self.end_conn_for(now, conn, 0x97, WillFate::Discard, SessionFate::Keep);
+                return;
+            }
+            None => return,
+        };
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.queue.clear();
+        }
+        self.server_close_conn(now, conn, 0x97, SessionFate::Keep);
+    }
+
     /// The next bytes to write, in order for each connection. Drain them
     /// all before [`poll_close`](Self::poll_close).
     pub fn poll_transmit(&mut self) -> Option<(ConnId, Bytes)> {
