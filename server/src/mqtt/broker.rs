@@ -338,8 +338,8 @@ impl Broker {
     /// Sends each connection its outbox as one batch; a connection that
     /// has [`MQTT_CONN_QUEUE`](super::conn::MQTT_CONN_QUEUE) batches or
     /// [`conn_bytes`](super::conn::conn_bytes) bytes waiting does not keep
-    /// up and is dropped (its session, if
-    /// persistent, keeps its unacknowledged messages).
+    /// up: the codec closes it as a full queue (`Registry::outbound_full`,
+    /// MESSAGE_QUEUE_LIMIT_REACHED, 0x97 when it can still be written).
     fn flush(&mut self) {
         let mut slow = Vec::new();
         for id in self.dirty.drain(..) {
@@ -357,9 +357,12 @@ impl Broker {
         for id in slow {
             if let Some(c) = self.conns.get(&id) {
                 tracing::debug!(conn = id.0, "MQTT connection does not keep up: dropped");
+                // Its task may be stuck writing to a client that does not
+                // read: it stops, and the socket goes.
                 c.out.give_up();
             }
-            self.registry.connection_lost(Instant::now(), id);
+            // The codec closes it as a full queue (0x97).
+            self.registry.outbound_full(Instant::now(), id);
         }
     }
 
@@ -582,6 +585,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // Closed as a full queue, then told to close.
+        assert!(matches!(rx.try_next(), Some(MqttOut::Close)));
     }
 
     #[tokio::test]
