@@ -1121,4 +1121,186 @@ mod tests {
             prop_assert_eq!(parsed, Ok(req));
         }
     }
+
+    #[test]
+    fn credentials_debug_shows_the_kind_and_length_never_the_secret() {
+        assert_eq!(format!("{:?}", Credentials::None), "None");
+        assert_eq!(
+            format!("{:?}", Credentials::Text("s3cret".into())),
+            "Text(<6 bytes>)"
+        );
+        assert_eq!(
+            format!("{:?}", Credentials::Binary(vec![1, 2, 3])),
+            "Binary(<3 bytes>)"
+        );
+    }
+
+    fn password(raw: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    }
+
+    #[test]
+    fn section_2_password_length_is_a_minimal_varint() {
+        let mut raw = vec![1, 0x86, 0x00];
+        raw.extend_from_slice(b"s3cret");
+        assert_eq!(Credentials::decode(&password(&raw)), None, "6 as 86 00");
+        raw.splice(1..3, [0x06]);
+        assert_eq!(
+            Credentials::decode(&password(&raw)),
+            Some(Credentials::Text("s3cret".into()))
+        );
+    }
+
+    #[test]
+    fn section_2_password_length_holds_at_most_64_bits() {
+        let mut max = [0xff; 10];
+        max[9] = 0x01;
+        assert_eq!(read_varint(&max), Some((u64::MAX, 10)));
+        let mut top = [0x80; 10];
+        top[9] = 0x01;
+        assert_eq!(read_varint(&top), Some((1 << 63, 10)));
+        // A tenth group above 1 would shift bits past the 64th.
+        max[9] = 0x02;
+        assert_eq!(read_varint(&max), None);
+        assert_eq!(read_varint(&[0xff; 11]), None);
+        // 6 with a tenth group of 2 (2^64 + 6): not 6.
+        let mut raw = vec![1, 0x86];
+        raw.extend_from_slice(&[0x80; 8]);
+        raw.push(0x02);
+        raw.extend_from_slice(b"s3cret");
+        assert_eq!(Credentials::decode(&password(&raw)), None);
+    }
+
+    #[test]
+    fn section_2_numbers_are_at_most_20_plain_digits() {
+        let twenty = format!("{:0>20}", 29);
+        let r = parse(&format!("ty=WB&v={twenty}&ca=10&r=0")).unwrap();
+        assert_eq!(r.version, 29);
+        for v in [format!("0{twenty}"), "+29".to_owned(), String::new()] {
+            assert_eq!(
+                kind(&format!("ty=WB&v={v}&ca=10&r=0")),
+                ViolationKind::HandshakeFieldMalformed(Field::Named("v")),
+                "v={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn section_2_percent_escapes_take_either_case_of_hex_digit() {
+        for q in [
+            "ty=WB&v=29&ca=10&r=0&username=caf%c3%a9+au+lait",
+            "ty=WB&v=29&ca=10&r=0&username=caf%C3%A9+au+lait",
+            "ty=WB&v=29&ca=10&r=0&username=caf%c3%A9%20au%20lait",
+        ] {
+            assert_eq!(parse(q).unwrap().principal.as_deref(), Some("café au lait"));
+        }
+        assert_eq!(
+            kind("ty=WB&v=29&ca=10&r=0&username=caf%g3"),
+            ViolationKind::HandshakeFieldMalformed(Field::Named("username"))
+        );
+    }
+
+    #[test]
+    fn section_2_offsets_count_from_the_start_of_the_request_target() {
+        let q = "/diffusion?ty=WB&v=29&ca=1x&r=0";
+        assert_eq!(
+            parse(q).unwrap_err().offset(),
+            "/diffusion?ty=WB&v=29&ca=".len()
+        );
+        // A path without a query is a path, not a query string.
+        let v = parse("/diffusion").unwrap_err();
+        assert_eq!(
+            (v.kind(), v.offset()),
+            (
+                ViolationKind::HandshakeFieldMalformed(Field::Named("path")),
+                0
+            )
+        );
+    }
+
+    #[test]
+    fn section_6_a_missing_header_is_reported_at_the_header_count() {
+        let v =
+            ConnectionRequest::from_headers([("ty", "B"), ("v", "29"), ("ca", "8")]).unwrap_err();
+        assert_eq!(
+            (v.kind(), v.offset()),
+            (ViolationKind::HandshakeFieldMissing(Field::Named("r")), 3)
+        );
+    }
+
+    #[test]
+    fn section_2_a_request_of_exactly_16_kib_is_parsed() {
+        let base = "ty=WB&v=29&ca=8&r=0&x=";
+        let q = format!("{base}{}", "y".repeat(16 * 1024 - base.len()));
+        assert!(parse(&q).is_ok());
+        let v = parse(&format!("{q}y")).unwrap_err();
+        assert_eq!(
+            v.kind(),
+            ViolationKind::MessageTooLarge {
+                size: 16 * 1024 + 1,
+                limit: 16 * 1024
+            }
+        );
+        // Headers: the names and values together.
+        let pad = "y".repeat(16 * 1024 - "tyBv29ca8r0x".len());
+        let mut headers = [
+            ("ty", "B"),
+            ("v", "29"),
+            ("ca", "8"),
+            ("r", "0"),
+            ("x", &pad),
+        ];
+        assert!(ConnectionRequest::from_headers(headers.iter().copied()).is_ok());
+        headers[4].0 = "xx"; // one byte more
+        assert!(matches!(
+            ConnectionRequest::from_headers(headers.iter().copied())
+                .unwrap_err()
+                .kind(),
+            ViolationKind::MessageTooLarge { .. }
+        ));
+    }
+
+    #[test]
+    fn section_2_session_fields_come_with_100_105_and_106_only() {
+        for code in ResponseCode::ALL {
+            assert_eq!(
+                code.has_session(),
+                matches!(code.code(), 100 | 105 | 106),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            ConnectionResponse::decode(&[0x23, 29, 117]),
+            Ok(ConnectionResponse::rejection(ResponseCode::UnknownSession))
+        );
+    }
+
+    #[test]
+    fn response_codes_print_their_number_and_name() {
+        for (code, shown) in [
+            (ResponseCode::Connected, "100 CONNECTED"),
+            (
+                ResponseCode::ReconnectedWithLoss,
+                "106 RECONNECTED_WITH_MESSAGE_LOSS",
+            ),
+            (ResponseCode::ReconnectionFailed, "118 RECONNECTION_FAILED"),
+            (ResponseCode::ServerNotReady, "119 SERVER_NOT_READY"),
+        ] {
+            assert_eq!(code.to_string(), shown);
+        }
+    }
+
+    #[test]
+    fn section_2_to_query_escapes_all_but_the_unreserved_bytes() {
+        let mut req = parse("ty=WB&v=29&ca=8&r=0").unwrap();
+        req.principal = Some("Az09-._~ /é".into());
+        assert_eq!(
+            req.to_query(),
+            "ty=WB&v=29&ca=8&r=0&username=Az09-._~%20%2F%C3%A9"
+        );
+        assert_eq!(
+            req.to_headers()[4],
+            ("username", "Az09-._~%20%2F%C3%A9".to_owned())
+        );
+    }
 }

@@ -842,6 +842,50 @@ mod tests {
     }
 
     #[test]
+    fn section_1_client_limit_is_answered_before_the_credentials_are_checked() {
+        let mut r = registry(1);
+        let t0 = Instant::now();
+        connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0").session.unwrap();
+        // Full and nobody waits: the registry answers 113 itself, the
+        // server never sees the credentials.
+        let Connect::Answered(o) = r.handle_connect(t0, parse("ty=WB&v=29&ca=8&r=0")) else {
+            panic!("a full registry answers at once");
+        };
+        assert_eq!(refused(&o), (113, CloseReason::ConnectionLost));
+    }
+
+    #[test]
+    fn registry_keeps_the_limits_and_settings_it_was_given() {
+        let limits = Limits::builder().max_clients(3).build().unwrap();
+        let config = SessionConfig {
+            server_id: 42,
+            max_buffered_bytes: 1234,
+            ..SessionConfig::default()
+        };
+        let r = Registry::new(limits.clone(), config, SeededRandom::new(1));
+        assert_eq!(r.limits().max_clients(), 3);
+        assert_eq!(r.config().server_id, 42);
+        assert_eq!(r.config().max_buffered_bytes, 1234);
+    }
+
+    #[test]
+    fn registry_and_session_mut_debug_show_counts_and_a_token_prefix_only() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let token = connect(&mut r, t0, "ty=WB&v=29&ca=8&r=0&username=bob")
+            .session
+            .unwrap();
+        assert_eq!(
+            format!("{r:?}"),
+            "Registry { sessions: 1, live: 1, principals: 1, .. }"
+        );
+        let s = r.session_mut(&token).unwrap();
+        let shown = format!("{s:?}");
+        assert_eq!(shown, format!("SessionMut({token:?})"));
+        assert!(!shown.contains(token.as_str()), "a token is a credential");
+    }
+
+    #[test]
     fn section_1_client_limit_is_checked_again_at_accept() {
         let mut r = registry(1);
         let t0 = Instant::now();
@@ -1215,6 +1259,32 @@ mod tests {
     }
 
     #[test]
+    fn held_data_of_exactly_the_server_budget_is_kept() {
+        let body = send_body(2, 300);
+        let config = SessionConfig {
+            max_buffered_bytes: body.len(),
+            ..SessionConfig::default()
+        };
+        let mut r = Registry::new(Limits::default(), config, SeededRandom::new(9));
+        let t0 = Instant::now();
+        let a = http_session(&mut r, t0);
+        r.session_mut(&a)
+            .unwrap()
+            .handle_http_send(t0, "1", body.clone());
+        assert_eq!(r.held_bytes(), body.len());
+        assert_eq!(r.poll_close(), None);
+        assert!(!r.session(&a).unwrap().is_closed());
+        // One byte more held by anyone is past it.
+        let b = http_session(&mut r, t0);
+        r.session_mut(&b)
+            .unwrap()
+            .handle_http_send(t0, "1", send_body(2, 0));
+        let (t, c) = r.poll_close().unwrap();
+        assert_eq!((t, c.reason), (b, CloseReason::MessageQueueLimitReached));
+        assert_eq!(r.held_bytes(), body.len());
+    }
+
+    #[test]
     fn kept_messages_count_against_the_budget_and_are_released_at_the_close() {
         let config = SessionConfig {
             max_buffered_bytes: 1 << 20,
@@ -1316,5 +1386,140 @@ mod tests {
             r.books.timers.is_empty(),
             "poll_timeout drops stale entries"
         );
+    }
+
+    /// Opens a WebSocket session without reconnection.
+    fn ws_session(r: &mut R, now: Instant) -> SessionToken {
+        connect(r, now, "ty=WB&v=29&ca=8&r=0").session.unwrap()
+    }
+
+    /// Opens a WebSocket session and closes it at once (CLOSE_REQUEST),
+    /// taking its close: its timer entry stays in the heap, stale.
+    fn open_and_close(r: &mut R, now: Instant) {
+        let t = ws_session(r, now);
+        r.session_mut(&t)
+            .unwrap()
+            .handle_websocket(now, bytes::Bytes::from_static(&[0x1d]));
+        let (closed, _) = r.poll_close().unwrap();
+        assert_eq!(closed, t);
+        r.reap();
+        assert!(r.session(&t).is_none());
+    }
+
+    #[test]
+    fn the_timer_heap_is_compacted_past_twice_the_sessions_plus_64_and_keeps_live_entries() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let live = ws_session(&mut r, t0);
+        for _ in 0..65 {
+            open_and_close(&mut r, t0);
+        }
+        // 66 entries for 1 session: 2 * 1 + 64, not over the bound.
+        assert!(r.handle_timeout(t0).is_empty());
+        assert_eq!(r.books.timers.len(), 66);
+        open_and_close(&mut r, t0);
+        // 67: over, so only the live session's entry is kept.
+        assert!(r.handle_timeout(t0).is_empty());
+        assert_eq!(r.books.timers.len(), 1);
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(90)));
+        assert_eq!(r.handle_timeout(t0 + Duration::from_secs(90)), vec![live]);
+    }
+
+    #[test]
+    fn handle_timeout_wakes_only_the_sessions_due() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let a = ws_session(&mut r, t0);
+        let b = ws_session(&mut r, t0 + Duration::from_secs(1));
+        assert!(r.handle_timeout(t0 + Duration::from_secs(89)).is_empty());
+        // Past a's deadline (not at it), before b's.
+        assert_eq!(
+            r.handle_timeout(t0 + Duration::from_millis(90_500)),
+            vec![a]
+        );
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(91)));
+        assert_eq!(r.handle_timeout(t0 + Duration::from_secs(100)), vec![b]);
+    }
+
+    #[test]
+    fn tokens_lists_every_session_held() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        assert_eq!(r.tokens().count(), 0);
+        let mut opened: Vec<_> = (0..3).map(|_| ws_session(&mut r, t0)).collect();
+        let mut held: Vec<_> = r.tokens().collect();
+        opened.sort();
+        held.sort();
+        assert_eq!(held, opened);
+    }
+
+    #[test]
+    fn a_colliding_session_id_or_token_answers_119_internal_error() {
+        // Ids (8 bytes) always the same, tokens (24 bytes) always fresh; then
+        // the other way round.
+        for fixed in [8, SessionToken::LEN] {
+            let mut n = 0u8;
+            let source =
+                move |buf: &mut [u8]| -> Result<(), crate::session::ids::RandomSourceFailed> {
+                    if buf.len() == fixed {
+                        buf.fill(1);
+                    } else {
+                        n = n.wrapping_add(1);
+                        buf.fill(n);
+                    }
+                    Ok(())
+                };
+            let mut r = Registry::new(Limits::default(), SessionConfig::default(), source);
+            let t0 = Instant::now();
+            let open = |r: &mut Registry<_>| {
+                let Connect::Incoming(i) = r.handle_connect(t0, parse("ty=WB&v=29&ca=8&r=0"))
+                else {
+                    panic!("a new session is the server's to decide");
+                };
+                r.accept(t0, i, None)
+            };
+            assert!(open(&mut r).session.is_some());
+            let o = open(&mut r);
+            assert_eq!(
+                (o.response.code.code(), o.refused.unwrap().reason),
+                (119, CloseReason::InternalError),
+                "{fixed} bytes repeated"
+            );
+            assert_eq!(r.live_sessions(), 1);
+        }
+    }
+
+    #[test]
+    fn section_6_http_gate_answers_for_sessions_that_cannot_take_a_request() {
+        let mut r = registry(10);
+        let t0 = Instant::now();
+        let unknown = SessionToken::from_bytes(b"AAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+        assert_eq!(r.http_gate(&unknown), Some(HttpClose::Abort));
+        // Connected over HTTP: the session takes it.
+        let h = http_session(&mut r, t0);
+        assert_eq!(r.http_gate(&h), None);
+        // Connected over WebSocket: not an HTTP session, drop.
+        let w = ws_session(&mut r, t0);
+        assert_eq!(r.http_gate(&w), Some(HttpClose::Drop));
+        // Waiting for a reconnection.
+        let q =
+            ConnectionRequest::from_headers([("ty", "B"), ("v", "29"), ("ca", "8"), ("r", "5000")]);
+        let Connect::Incoming(i) = r.handle_connect(t0, q) else {
+            panic!("a new session is the server's to decide");
+        };
+        let waiting = r.accept(t0, i, None).session.unwrap();
+        r.session_mut(&waiting)
+            .unwrap()
+            .handle_event(t0, SessionEvent::TransportLost);
+        assert_eq!(r.http_gate(&waiting), Some(HttpClose::Reconnect));
+        // Closed for a reason that sends ABORT, and one that does not.
+        r.session_mut(&h)
+            .unwrap()
+            .handle_event(t0, SessionEvent::ClosedByController);
+        assert_eq!(r.http_gate(&h), Some(HttpClose::Abort));
+        r.session_mut(&w)
+            .unwrap()
+            .handle_event(t0, SessionEvent::FailedOver);
+        assert_eq!(r.http_gate(&w), Some(HttpClose::Drop));
     }
 }

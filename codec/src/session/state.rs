@@ -1085,6 +1085,10 @@ mod tests {
     }
 
     fn http(config: SessionConfig) -> (Session, Instant) {
+        http_with(Limits::default(), config)
+    }
+
+    fn http_with(limits: Limits, config: SessionConfig) -> (Session, Instant) {
         let t0 = Instant::now();
         let req =
             ConnectionRequest::from_headers([("ty", "B"), ("v", "29"), ("ca", "8"), ("r", "0")])
@@ -1097,7 +1101,7 @@ mod tests {
             },
             SessionToken::from_bytes(b"ABCDEFGHIJKLMNOPQRSTUVWX").unwrap(),
             &req,
-            &Limits::default(),
+            &limits,
             &config,
         );
         (s, t0)
@@ -1681,5 +1685,218 @@ mod tests {
     #[test]
     fn service_ping_constants_match_section_3() {
         assert_eq!((service::SYSTEM_PING, service::USER_PING), (55, 56));
+    }
+
+    fn close_for(reason: CloseReason) -> Close {
+        Close {
+            reason,
+            violation: None,
+            abort_sent: false,
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn section_5_close_frame_after_a_final_close_not_after_a_recoverable_one_or_a_failover() {
+        for (reason, frame) in [
+            (CloseReason::ClosedByController, true),
+            (CloseReason::ClosedByClient, true),
+            (CloseReason::LostMessages, true),
+            (CloseReason::ConnectionLost, false),
+            (CloseReason::ClientUnresponsive, false),
+            (CloseReason::FailedOver, false),
+        ] {
+            assert_eq!(close_for(reason).sends_close_frame(), frame, "{reason}");
+        }
+    }
+
+    #[test]
+    fn close_decision_prints_its_reason_fault_and_abort() {
+        assert_eq!(
+            close_for(CloseReason::ClosedByClient).to_string(),
+            "CLOSED_BY_CLIENT (4)"
+        );
+        let c = Close {
+            violation: Some(Violation::new(ViolationKind::SequenceDuplicate(3), 0)),
+            abort_sent: true,
+            ..close_for(CloseReason::LostMessages)
+        };
+        assert_eq!(
+            c.to_string(),
+            "LOST_MESSAGES (9): duplicate sequence number 3 (ABORT sent)"
+        );
+    }
+
+    #[test]
+    fn websocket_input_is_ignored_unless_connected_over_websocket() {
+        let ping = Bytes::from_static(&[0x00, 0x38, 0x01]); // USER_PING, conversation 1
+                                                            // An HTTP polling session takes no WebSocket message.
+        let (mut s, t0) = http(SessionConfig {
+            ping_period: None,
+            ..SessionConfig::default()
+        });
+        s.handle_websocket(t0, ping.clone());
+        s.handle_websocket(t0, Bytes::from_static(&[0x1d]));
+        assert_eq!((s.received(), s.state()), (0, SessionState::Connected));
+        // A WebSocket session waiting for a reconnection neither.
+        let (mut s, t0) = ws(5000, None);
+        s.handle_event(t0, SessionEvent::TransportLost);
+        s.handle_websocket(t0, ping);
+        s.handle_websocket(t0, Bytes::from_static(&[0x1d]));
+        assert_eq!(s.received(), 0);
+        assert!(matches!(s.state(), SessionState::Disconnected { .. }));
+        assert_eq!(s.memory().queued_messages, 0);
+    }
+
+    /// A send body (base64 of a batch of one service request) whose batch
+    /// length is a multiple of 3, so that its text has no padding.
+    fn unpadded_request_body(conversation: u64) -> Bytes {
+        (0..3)
+            .map(|n| {
+                let m = Message::ServiceRequest(ServiceRequest {
+                    service: 3,
+                    conversation,
+                    payload: Bytes::from(vec![b'x'; n]),
+                });
+                Bytes::from(polling::encode_body(&[m]).unwrap())
+            })
+            .find(|body| !body.ends_with(b"="))
+            .unwrap()
+    }
+
+    #[test]
+    fn section_6_a_send_of_exactly_the_batch_text_limit_is_taken_and_one_over_is_not_held() {
+        let body = unpadded_request_body(1);
+        let limits = Limits::builder()
+            .max_batch_size(body.len() / 4 * 3)
+            .build()
+            .unwrap();
+        assert_eq!(limits.max_batch_text(), body.len());
+        let config = SessionConfig {
+            ping_period: None,
+            ..SessionConfig::default()
+        };
+        let (mut s, t0) = http_with(limits.clone(), config.clone());
+        s.handle_http_send(t0, "0", body);
+        assert_eq!(transmits(&mut s), [Transmit::SendAck { sequence: 0 }]);
+        assert_eq!((s.delivered(), s.poll_close()), (1, None));
+        // Four bytes of text more, out of order: refused before it is held.
+        let over = unpadded_request_body(2).len() + 4;
+        let (mut s, t0) = http_with(limits, config);
+        s.handle_http_send(t0, "1", Bytes::from(vec![b'A'; over]));
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::MessageTooLarge);
+        assert_eq!(s.memory().held_sends, 0);
+    }
+
+    #[test]
+    fn section_1_a_send_cut_off_over_the_batch_limit_closes_message_too_large() {
+        let limits = Limits::builder().max_batch_size(30).build().unwrap();
+        let config = SessionConfig {
+            ping_period: None,
+            ..SessionConfig::default()
+        };
+        let (mut s, t0) = http_with(limits.clone(), config.clone());
+        s.handle_http_poll(t0, "0");
+        s.handle_http_send_too_large(t0);
+        let c = s.poll_close().unwrap();
+        assert_eq!(c.reason, CloseReason::MessageTooLarge);
+        let v = c.violation.unwrap();
+        assert_eq!(
+            (v.kind(), v.offset()),
+            (ViolationKind::BatchTooLarge { limit: 30 }, 40)
+        );
+        assert!(c.abort_sent, "the open poll carries the ABORT");
+        // Not for a WebSocket session, nor one waiting for a reconnection.
+        let (mut s, t0) = ws(5000, None);
+        s.handle_http_send_too_large(t0);
+        assert_eq!((s.state(), s.poll_close()), (SessionState::Connected, None));
+        s.handle_event(t0, SessionEvent::TransportLost);
+        s.handle_http_send_too_large(t0);
+        assert!(matches!(s.state(), SessionState::Disconnected { .. }));
+        let req =
+            ConnectionRequest::from_headers([("ty", "B"), ("v", "29"), ("ca", "8"), ("r", "5000")])
+                .unwrap();
+        let mut h = Session::new(t0, s.id(), s.token(), &req, &limits, &config);
+        h.handle_event(t0, SessionEvent::TransportLost);
+        h.handle_http_send_too_large(t0);
+        h.handle_http_poll(t0, "0");
+        assert!(matches!(h.state(), SessionState::Disconnected { .. }));
+        assert_eq!(h.poll_close(), None);
+    }
+
+    #[test]
+    fn section_6_a_repeated_poll_is_a_duplicate_and_a_skipped_one_a_gap() {
+        let config = SessionConfig {
+            ping_period: None,
+            ..SessionConfig::default()
+        };
+        let (mut s, t0) = http(config.clone());
+        s.handle_http_poll(t0, "0");
+        s.handle_http_poll(t0, "0");
+        let c = s.poll_close().unwrap();
+        assert_eq!(
+            (c.reason, c.violation.unwrap().kind()),
+            (
+                CloseReason::LostMessages,
+                ViolationKind::SequenceDuplicate(0)
+            )
+        );
+        let (mut s, t0) = http(config);
+        s.handle_http_poll(t0, "0");
+        s.handle_http_poll(t0, "2");
+        let c = s.poll_close().unwrap();
+        assert_eq!(
+            c.violation.unwrap().kind(),
+            ViolationKind::SequenceGap {
+                sequence: 2,
+                expected: 1
+            }
+        );
+    }
+
+    #[test]
+    fn section_6_a_poll_on_a_websocket_session_is_ignored() {
+        let (mut s, t0) = ws(0, None);
+        s.handle_http_poll(t0, "5");
+        s.handle_http_send(t0, "5", request_body(1));
+        assert_eq!((s.state(), s.poll_close()), (SessionState::Connected, None));
+        assert!(transmits(&mut s).is_empty());
+    }
+
+    #[test]
+    fn section_1_losing_the_transport_again_while_waiting_changes_nothing() {
+        let (mut s, t0) = ws(5000, None);
+        s.handle_event(t0, SessionEvent::TransportLost);
+        let waiting = s.state();
+        assert!(s.poll_event().is_some());
+        s.handle_event(t0 + ms(10), SessionEvent::TransportLost);
+        s.handle_event(t0 + ms(20), SessionEvent::IoFailure);
+        assert_eq!((s.state(), s.poll_close()), (waiting, None));
+        assert_eq!(s.poll_event(), None);
+        // Any other event ends the wait.
+        s.handle_event(t0 + ms(30), SessionEvent::Revoked);
+        assert_eq!(s.poll_close().unwrap().reason, CloseReason::Revoked);
+    }
+
+    #[test]
+    fn section_4_a_service_response_to_another_conversation_is_no_ping_answer() {
+        let (mut s, t0) = ws(0, Some(1000));
+        s.handle_timeout(t0 + ms(1000));
+        assert_eq!(ws_out(&mut s), [Bytes::from_static(&[0x00, 0x37, 0x01])]);
+        // A response to conversation 9 while the ping (1) is outstanding.
+        s.handle_websocket(t0 + ms(1500), Bytes::from_static(&[0x06, 0x09]));
+        assert!(matches!(
+            s.poll_event(),
+            Some(Event::Message(Message::ServiceResponse(ServiceResponse {
+                conversation: 9,
+                ..
+            })))
+        ));
+        s.handle_timeout(t0 + ms(2000));
+        assert_eq!(
+            s.poll_close().map(|c| c.reason),
+            Some(CloseReason::ClientUnresponsive)
+        );
     }
 }
