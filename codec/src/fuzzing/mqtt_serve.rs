@@ -19,8 +19,8 @@ use bytes::Bytes;
 use crate::close::CloseReason;
 use crate::mqtt::{
     self, Ack, Auth, ConnAck, Connect, Disconnect, EncodeError, Packet, Properties, Property,
-    PropertyId, Publish, QoS, Sender, Str, StrError, SubAck, Subscriptions, TopicFilters, UnsubAck,
-    Version, Will, MAX_REMAINING_LENGTH,
+    PropertyId, Publish, QoS, Sender, Str, StrError, SubAck, SubscriptionOptions, Subscriptions,
+    TopicFilters, UnsubAck, Version, Will, MAX_REMAINING_LENGTH,
 };
 use crate::violation::{Violation, ViolationKind};
 
@@ -333,8 +333,8 @@ pub(super) fn refused_by_builders(u: &mut Unstructured<'_>) {
                 .push(Property::SubscriptionIdentifier(id))
                 .map(drop)
         }
-        2 => Subscriptions::new(&[]).map(drop),
-        3 => TopicFilters::new(&[]).map(drop),
+        2 => Subscriptions::new(&Vec::<(Str, SubscriptionOptions)>::new()).map(drop),
+        3 => TopicFilters::new(&Vec::<Str>::new()).map(drop),
         4 => Packet::Auth(Auth::default())
             .encoded_len(Version::V311)
             .map(drop),
