@@ -335,9 +335,18 @@ pub(super) fn refused_by_builders(u: &mut Unstructured<'_>) {
         }
         2 => Subscriptions::new(&Vec::<(Str, SubscriptionOptions)>::new()).map(drop),
         3 => TopicFilters::new(&Vec::<Str>::new()).map(drop),
-        4 => Packet::Auth(Auth::default())
-            .encoded_len(Version::V311)
-            .map(drop),
+        4 => {
+            let auth = Packet::Auth(Auth::default());
+            let mut vec = Vec::new();
+            let refused = auth.encode_to_vec(Version::V311, &mut vec).err();
+            assert_eq!(
+                refused,
+                auth.to_bytes(Version::V311).err(),
+                "encoders agree"
+            );
+            assert!(vec.is_empty(), "nothing written for a refused packet");
+            auth.encoded_len(Version::V311).map(drop)
+        }
         5 => {
             let topic = Str::from_static("will");
             let will = Will {
