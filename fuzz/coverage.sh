@@ -7,7 +7,8 @@
 # unit tests; `-p sessionwire` puts the codec's files in the report. Needs `cargo install cargo-llvm-cov --locked` and
 # `rustup component add llvm-tools-preview` (both are installed if missing).
 # Prints the per-file table and the line coverage of the decoding modules
-# (message/, polling.rs, varint.rs, parse.rs) and of the MQTT codec (mqtt/).
+# (message/, polling.rs, varint.rs, parse.rs), of the MQTT packet codec
+# (mqtt/*.rs) and, apart, of the MQTT session layer (mqtt/session/).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,11 +32,15 @@ awk '
     }
 ' "$report"
 awk '
+    /^(codec\/src\/)?mqtt\/session\// { slines += $8; smissed += $9; next }
     /^(codec\/src\/)?mqtt\// { lines += $8; missed += $9 }
     END {
         if (lines > 0)
-            printf "MQTT codec (mqtt/): %d of %d lines, %.2f%%\n",
+            printf "MQTT packet codec (mqtt/*.rs): %d of %d lines, %.2f%%\n",
                 lines - missed, lines, 100 * (lines - missed) / lines
+        if (slines > 0)
+            printf "MQTT session layer (mqtt/session/): %d of %d lines, %.2f%%\n",
+                slines - smissed, slines, 100 * (slines - smissed) / slines
     }
 ' "$report"
 rm -f "$report"

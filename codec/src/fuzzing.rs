@@ -41,6 +41,7 @@ use crate::verdict::{split_incremental, Outcome, Verdict};
 use crate::violation::{Violation, ViolationKind, ZlibFault};
 
 pub mod mqtt;
+mod mqtt_serve;
 pub use mqtt::{mqtt_roundtrip, mqtt_stream, mqtt_v311, mqtt_v5};
 
 /// The limits every target decodes with (and the corpus verdicts assume): the

@@ -18,12 +18,14 @@ use bytes::{Bytes, BytesMut};
 use crate::close::CloseReason;
 use crate::limits::Limits;
 use crate::mqtt::{
-    self, Ack, Auth, ConnAck, Connect, Decoder, Disconnect, Packet, Properties, Property, Publish,
-    QoS, Sender, Str, SubAck, Subscribe, SubscriptionOptions, Subscriptions, TopicFilters,
-    UnsubAck, Unsubscribe, Version, Will,
+    self, Ack, Auth, ConnAck, Connect, Decoder, Disconnect, MqttFault, Packet, PacketType,
+    Properties, Property, Publish, QoS, Sender, Str, SubAck, Subscribe, SubscriptionOptions,
+    Subscriptions, TopicFilters, UnsubAck, Unsubscribe, Version, Will,
 };
 use crate::verdict::{split_mqtt_stream, Outcome, Verdict};
 use crate::violation::{Field, Violation, ViolationKind};
+
+use super::mqtt_serve as serve;
 
 /// Target `mqtt_v311`: `data` is one packet a client sends on an MQTT 3.1.1
 /// connection whose CONNECT was already accepted. See [`one_packet`].
@@ -57,7 +59,23 @@ pub fn one_packet(data: &[u8], version: Version) -> Outcome {
                 Some(reencode(p, version).len())
             );
         }
-        Err(v) => check_violation(v, data.len()),
+        Err(v) => {
+            check_violation(v, data.len());
+            serve::refuse(v, version);
+        }
+    }
+    if let Ok(p) = &decoded {
+        serve::serve(p, version, limits.max_message_size());
+    }
+    first_byte(data, &decoded);
+    // The same bytes as a test client reads them, sent by a server: only
+    // the packets a server sends are accepted.
+    match Packet::decode(&wire, version, Sender::Server) {
+        Ok(p) => {
+            assert!(p.packet_type().sent_by(Sender::Server), "{p:?}");
+            check_packet(&p, version, Sender::Server, &wire);
+        }
+        Err(v) => check_violation(&v, data.len()),
     }
 
     // The stream decoders see the same packet first; past it Packet::decode
@@ -108,6 +126,36 @@ pub fn one_packet(data: &[u8], version: Version) -> Outcome {
     Outcome::of_mqtt_packet(&decoded)
 }
 
+/// The type and QoS a packet's first byte names agree with the decoder:
+/// type 0 is refused as reserved, a PUBLISH QoS of 3 as QoS 3, and an
+/// accepted packet has the type and QoS its first byte gives.
+fn first_byte(data: &[u8], decoded: &Result<Packet, Violation>) {
+    let Some(&first) = data.first() else {
+        return;
+    };
+    let ty = PacketType::from_u8(first >> 4);
+    let qos = QoS::from_u8((first >> 1) & 3);
+    let fault = |v: &Violation| match v.kind() {
+        ViolationKind::Mqtt(f) => Some(f),
+        _ => None,
+    };
+    match decoded {
+        Ok(p) => {
+            assert_eq!(ty, Some(p.packet_type()));
+            if let Packet::Publish(m) = p {
+                assert_eq!(qos, Some(m.qos));
+            }
+        }
+        Err(v) if ty.is_none() => {
+            assert_eq!(fault(v), Some(MqttFault::ReservedPacketType(0)), "{v}")
+        }
+        Err(v) if ty == Some(PacketType::Publish) && qos.is_none() => {
+            assert_eq!(fault(v), Some(MqttFault::Qos3), "{v}")
+        }
+        Err(_) => {}
+    }
+}
+
 /// Target `mqtt_stream`: a client's byte stream, with chunk sizes and a
 /// version in front (layout: [`split_mqtt_stream`]).
 ///
@@ -133,6 +181,7 @@ pub fn mqtt_stream(data: &[u8]) -> Outcome {
         };
         let n = p.encoded_len(v).expect("a decoded packet encodes");
         check_packet(p, v, Sender::Client, &wire);
+        serve::serve(p, v, limits.max_message_size());
         if let Packet::Connect(c) = p {
             known.get_or_insert(c.version);
         }
@@ -140,6 +189,7 @@ pub fn mqtt_stream(data: &[u8]) -> Outcome {
     }
     if let Some(v) = fault {
         check_violation(&v, stream.len());
+        serve::refuse(&v, known.unwrap_or(Version::V311));
         assert!(v.offset() >= at.min(v.offset()), "{v} before the packets");
     }
 
@@ -193,9 +243,22 @@ fn walk(
     limits: &Limits,
 ) -> (Vec<Packet>, Option<Violation>) {
     let mut out = Vec::new();
-    for step in mqtt::packets(wire, version, from, limits) {
+    let mut walk = mqtt::packets(wire, version, from, limits);
+    let (mut at, mut known) = (0, version);
+    while let Some(step) = walk.next() {
         match step {
-            Ok(p) => out.push(p),
+            Ok(p) => {
+                // The version is the one given, or the first CONNECT's.
+                if let Packet::Connect(c) = &p {
+                    known.get_or_insert(c.version);
+                }
+                assert_eq!(walk.version(), known, "{p:?}");
+                // Past the packet: at least its fixed header further on.
+                let next = walk.offset();
+                assert!(next >= at + 2 && next <= wire.len(), "{next} after {p:?}");
+                at = next;
+                out.push(p);
+            }
             Err(v) => return (out, Some(v)),
         }
     }
@@ -238,7 +301,12 @@ fn fed(
         let mut input = chunk;
         loop {
             match d.feed(&mut input) {
-                Ok(Some(p)) => out.push(p),
+                Ok(Some(p)) => {
+                    if let Packet::Connect(c) = &p {
+                        assert_eq!(d.version(), Some(version.unwrap_or(c.version)));
+                    }
+                    out.push(p);
+                }
                 Ok(None) => break,
                 Err(v) => {
                     let again = d.feed(&mut &b"\x30\x00"[..]);
@@ -269,7 +337,14 @@ fn owned(
             match d.decode(&mut buf) {
                 Ok(Some(p)) => out.push(p),
                 Ok(None) => break,
-                Err(v) => return (out, Some(v), buf.len()),
+                Err(v) => {
+                    assert_eq!(
+                        d.decode(&mut buf),
+                        Err(v),
+                        "after a violation, the violation"
+                    );
+                    return (out, Some(v), buf.len());
+                }
             }
         }
     }
@@ -292,6 +367,7 @@ fn check_packet(p: &Packet, version: Version, from: Sender, wire: &Bytes) {
         .unwrap_or_else(|v| panic!("{p:?} re-encoded as {once:?} is refused: {v}"));
     assert_eq!(&back, p, "decode, encode, decode");
     assert_eq!(reencode(&back, version), once, "encoding is stable");
+    serve::read_back(p);
     let range = wire.as_ptr_range();
     for view in views(p) {
         if !view.is_empty() {
@@ -350,6 +426,7 @@ fn views(p: &Packet) -> Vec<Bytes> {
 /// its end for a packet cut short or a field found missing at the end).
 fn check_violation(v: &Violation, len: usize) {
     assert!(v.kind().reason_code().is_some(), "{v}: no reason code");
+    serve::describe(v);
     assert!(!v.kind().to_string().is_empty(), "{v:?}: no description");
     assert!(
         matches!(
@@ -385,6 +462,7 @@ pub fn mqtt_roundtrip(data: &[u8]) -> Outcome {
         .unwrap_or_else(|v| panic!("built {packet:?} as {wire:?}, refused: {v}"));
     assert_eq!(back, packet, "decodes to the packet it was built as");
     check_packet(&back, version, from, &wire);
+    serve::refused_by_builders(&mut u);
     Outcome {
         verdict: Verdict::accept(1),
         violation: None,
