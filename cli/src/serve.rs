@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// --control-token-file.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
     pub control: SocketAddr,
+    /// Address of the MQTT listener (TCP; `off`: none). MQTT over WebSocket
+    /// is served on the main listener, path `/mqtt`, either way.
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:1883", value_parser = parse_mqtt_listen)]
+    pub mqtt_listen: MqttListen,
     /// File holding the control API's bearer token (read once at start).
     #[arg(long, value_name = "FILE")]
     pub control_token_file: Option<PathBuf>,
@@ -91,6 +95,20 @@ pub struct ServeArgs {
     pub allow_origins: Vec<HeaderValue>,
 }
 
+/// `--mqtt-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqttListen(pub Option<SocketAddr>);
+
+/// Parses `--mqtt-listen`.
+fn parse_mqtt_listen(s: &str) -> Result<MqttListen, String> {
+    if s == "off" {
+        return Ok(MqttListen(None));
+    }
+    s.parse()
+        .map(|a| MqttListen(Some(a)))
+        .map_err(|e| format!("{s:?}: {e} (an address such as 127.0.0.1:1883, or off)"))
+}
+
 impl ServeArgs {
     fn limits(&self) -> Result<Limits, String> {
         Limits::builder()
@@ -115,6 +133,7 @@ impl ServeArgs {
             users: self.users.clone(),
             events: self.events.clone(),
             allow_origins: self.allow_origins.clone(),
+            mqtt_listen: self.mqtt_listen.0,
             limits: self.limits()?,
             session: self.session_config(),
         })
@@ -264,5 +283,18 @@ mod tests {
         ]);
         assert_eq!(args.allow_origins.len(), 2);
         assert!(serve_args(&[]).allow_origins.is_empty());
+    }
+
+    #[test]
+    fn mqtt_listen_defaults_to_1883_on_loopback_and_can_be_off() {
+        assert_eq!(
+            serve_args(&[]).config().unwrap().mqtt_listen,
+            Some("127.0.0.1:1883".parse().unwrap())
+        );
+        let off = serve_args(&["--mqtt-listen", "off"]);
+        assert_eq!(off.config().unwrap().mqtt_listen, None);
+        let port0 = serve_args(&["--mqtt-listen", "127.0.0.2:0"]);
+        assert_eq!(port0.mqtt_listen.0.unwrap().to_string(), "127.0.0.2:0");
+        assert!(parse_mqtt_listen("nowhere").is_err());
     }
 }

@@ -177,17 +177,56 @@ impl ViolationKind {
             // held is dropped, as when an outbound queue fills
             // (docs/protocol.md section 6).
             ViolationKind::HeldDataOverBudget { .. } => CloseReason::MessageQueueLimitReached,
+            // MQTT's bad sequence numbers: a packet identifier reused while
+            // in flight, or acknowledged that was never sent. Their reason
+            // code is a protocol error; they lose messages all the same.
+            ViolationKind::Mqtt(MqttFault::PacketIdInUse(_) | MqttFault::AckNotInFlight { .. }) => {
+                CloseReason::LostMessages
+            }
             // MQTT: the reason code decides, as PROTOCOL.md section 8 maps it.
             ViolationKind::Mqtt(_) => match self.reason_code() {
-                // Packet too large.
-                Some(0x95) => CloseReason::MessageTooLarge,
-                // A refused CONNECT (unsupported protocol version, client
-                // identifier not valid, not authorized): a refusal.
-                Some(0x84 | 0x85 | 0x87) => CloseReason::Aborted,
-                // Malformed packet, protocol error, topic alias invalid,
-                // payload format invalid.
-                _ => CloseReason::InvalidInboundMessage,
+                Some(code) => ViolationKind::mqtt_close_reason(code),
+                None => CloseReason::InvalidInboundMessage,
             },
+        }
+    }
+
+    /// The close reason of an MQTT 5.0 reason code a server sends (in its
+    /// DISCONNECT, or in the CONNACK refusing a CONNECT), as PROTOCOL.md
+    /// section 8 maps it. The session layer closes with it for decisions
+    /// that are no fault in the client's bytes (keep alive, takeover, the
+    /// outbound queue, a controller, shutdown); [`close_reason`](Self::close_reason)
+    /// uses it for every MQTT fault.
+    pub const fn mqtt_close_reason(code: u8) -> CloseReason {
+        match code {
+            // Packet too large.
+            0x95 => CloseReason::MessageTooLarge,
+            // Unspecified error: no fault of the client's sends it, only a
+            // failure of the server's own (its random source).
+            0x80 => CloseReason::InternalError,
+            // A refused CONNECT (unsupported protocol version, client
+            // identifier not valid, bad user name or password, not
+            // authorized, bad authentication method), and the server
+            // shutting down (as the session protocol's shutdown aborts).
+            0x84 | 0x85 | 0x86 | 0x87 | 0x8B | 0x8C => CloseReason::Aborted,
+            // Server busy: the client limit, which the session protocol
+            // closes CONNECTION_LOST too.
+            0x89 => CloseReason::ConnectionLost,
+            // Keep alive timeout.
+            0x8D => CloseReason::ClientUnresponsive,
+            // Session taken over (MQTT-3.1.4-3).
+            0x8E => CloseReason::SessionTakenOver,
+            // Receive maximum exceeded.
+            0x93 => CloseReason::LostMessages,
+            // Quota exceeded: the outbound queue is full.
+            0x97 => CloseReason::MessageQueueLimitReached,
+            // Administrative action.
+            0x98 => CloseReason::ClosedByController,
+            // Use another server, server moved.
+            0x9C | 0x9D => CloseReason::FailedOver,
+            // Malformed packet, protocol error, topic alias invalid, QoS not
+            // supported, payload format invalid, and the rest.
+            _ => CloseReason::InvalidInboundMessage,
         }
     }
 
@@ -263,7 +302,25 @@ impl ViolationKind {
                 | MqttFault::NoLocalOnShared
                 | MqttFault::RetainHandling3
                 | MqttFault::SubscriptionIdFromClient
-                | MqttFault::SessionPresentWithError => PROTOCOL_ERROR,
+                | MqttFault::SessionPresentWithError
+                | MqttFault::PacketIdInUse(_)
+                | MqttFault::AckNotInFlight { .. }
+                | MqttFault::TopicAliasUnknown(_)
+                | MqttFault::SessionExpiryAfterZero => PROTOCOL_ERROR,
+                // Receive Maximum exceeded.
+                MqttFault::ReceiveMaximumExceeded => 0x93,
+                // Topic Alias invalid.
+                MqttFault::TopicAliasInvalid(_) => 0x94,
+                // QoS not supported.
+                MqttFault::QosNotSupported(_) => 0x9B,
+                // Bad authentication method.
+                MqttFault::BadAuthenticationMethod => 0x8C,
+                // Bad User Name or Password.
+                MqttFault::BadUserNameOrPassword => 0x86,
+                // Not authorized.
+                MqttFault::NotAuthorized => 0x87,
+                // Server busy.
+                MqttFault::ServerBusy => 0x89,
                 // Topic Alias invalid.
                 MqttFault::TopicAliasZero => 0x94,
                 // Payload format invalid.
@@ -549,6 +606,77 @@ mod tests {
             .reason_code(),
             None
         );
+    }
+
+    #[test]
+    fn section_8_mqtt_session_faults_and_decisions_close_by_their_code() {
+        use crate::mqtt::{MqttFault, PacketType};
+        let faults = [
+            (MqttFault::PacketIdInUse(3), 0x82, CloseReason::LostMessages),
+            (
+                MqttFault::AckNotInFlight {
+                    packet: PacketType::PubAck,
+                    id: 3,
+                },
+                0x82,
+                CloseReason::LostMessages,
+            ),
+            (
+                MqttFault::ReceiveMaximumExceeded,
+                0x93,
+                CloseReason::LostMessages,
+            ),
+            (
+                MqttFault::TopicAliasInvalid(17),
+                0x94,
+                CloseReason::InvalidInboundMessage,
+            ),
+            (
+                MqttFault::TopicAliasUnknown(2),
+                0x82,
+                CloseReason::InvalidInboundMessage,
+            ),
+            (
+                MqttFault::QosNotSupported(2),
+                0x9B,
+                CloseReason::InvalidInboundMessage,
+            ),
+            (
+                MqttFault::SessionExpiryAfterZero,
+                0x82,
+                CloseReason::InvalidInboundMessage,
+            ),
+            (
+                MqttFault::BadAuthenticationMethod,
+                0x8C,
+                CloseReason::Aborted,
+            ),
+            (MqttFault::BadUserNameOrPassword, 0x86, CloseReason::Aborted),
+            (MqttFault::NotAuthorized, 0x87, CloseReason::Aborted),
+            (MqttFault::ServerBusy, 0x89, CloseReason::ConnectionLost),
+        ];
+        for (f, code, reason) in faults {
+            let k = ViolationKind::Mqtt(f);
+            assert_eq!(
+                (k.reason_code(), k.close_reason()),
+                (Some(code), reason),
+                "{k}"
+            );
+            assert!(k.name().starts_with("mqtt-"));
+        }
+        let decisions = [
+            (0x8D, CloseReason::ClientUnresponsive),
+            (0x8E, CloseReason::SessionTakenOver),
+            (0x97, CloseReason::MessageQueueLimitReached),
+            (0x98, CloseReason::ClosedByController),
+            (0x8B, CloseReason::Aborted),
+            (0x80, CloseReason::InternalError),
+            (0x9C, CloseReason::FailedOver),
+            (0x9D, CloseReason::FailedOver),
+        ];
+        for (code, reason) in decisions {
+            assert_eq!(ViolationKind::mqtt_close_reason(code), reason, "{code:#x}");
+        }
     }
 
     #[test]

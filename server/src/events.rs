@@ -13,6 +13,12 @@
 //! | `closed` | the session closed for good | same, and `abort_sent` |
 //! | `refused` | a connection attempt was refused | `principal`, `transport`, `code`, `reason`, `reason_id`, `violation`, `offset` |
 //!
+//! MQTT connections log `opened` (CONNACK 0 sent), `closed` and `refused`
+//! with `"protocol":"mqtt"`, `client_id`, `version` (`3.1.1` or `5.0`),
+//! `transport` (`mqtt` over TCP, `mqtt-ws`), `principal` (the user name),
+//! `reason`, `reason_id` and `reason_code` (the MQTT 5.0 reason code of the
+//! close; a 3.1.1 client is logged with the code a 5.0 one would have got).
+//!
 //! `principal` is `null` for an anonymous session; `violation` (the fault's
 //! stable name) and `offset` appear only when a fault caused the close.
 //!
@@ -60,6 +66,18 @@ pub struct Record<'a> {
     pub violation: Option<Violation>,
     /// Whether an ABORT was sent.
     pub abort_sent: Option<bool>,
+    /// `mqtt` for an MQTT connection (absent: the session protocol).
+    pub protocol: Option<&'static str>,
+    /// MQTT: the transport's name (`mqtt`, `mqtt-ws`), in place of
+    /// [`transport`](Self::transport).
+    pub transport_name: Option<&'static str>,
+    /// MQTT: the client identifier.
+    pub client_id: Option<&'a str>,
+    /// MQTT: the protocol version (`3.1.1`, `5.0`).
+    pub version: Option<&'static str>,
+    /// MQTT: the 5.0 reason code of the close (sent to a 5.0 client, or the
+    /// one a 3.1.1 client would have got).
+    pub reason_code: Option<u8>,
 }
 
 /// The JSON shape of a line: fields in this order, absent ones left out
@@ -69,8 +87,14 @@ struct Line<'a> {
     ts: String,
     event: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<String>,
     principal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     transport: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,6 +103,8 @@ struct Line<'a> {
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason_id: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason_code: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     violation: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,12 +118,16 @@ pub fn line(ts: SystemTime, r: &Record<'_>) -> String {
     let l = Line {
         ts: humantime::format_rfc3339_millis(ts).to_string(),
         event: r.event,
+        protocol: r.protocol,
         session: r.session.map(|s| s.to_string()),
         principal: r.principal,
-        transport: r.transport.map(transport_name),
+        client_id: r.client_id,
+        version: r.version,
+        transport: r.transport.map(transport_name).or(r.transport_name),
         code: r.code,
         reason: r.reason.map(CloseReason::name),
         reason_id: r.reason.map(CloseReason::id),
+        reason_code: r.reason_code,
         violation: r.violation.map(|v| v.kind().name()),
         offset: r.violation.map(|v| v.offset()),
         abort_sent: r.abort_sent,
@@ -109,7 +139,7 @@ pub fn line(ts: SystemTime, r: &Record<'_>) -> String {
 /// at info level, the rest at debug level.
 fn trace(r: &Record<'_>) {
     let session = r.session.map(|s| s.to_string());
-    let transport = r.transport.map(transport_name);
+    let transport = r.transport.map(transport_name).or(r.transport_name);
     let reason = r.reason.map(CloseReason::name);
     let violation = r.violation.map(|v| v.to_string());
     match r.event {
@@ -118,8 +148,10 @@ fn trace(r: &Record<'_>) {
             session,
             principal = r.principal,
             transport,
+            client_id = r.client_id,
             code = r.code,
             reason,
+            reason_code = r.reason_code,
             violation,
             abort_sent = r.abort_sent,
             "session {}",

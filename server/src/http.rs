@@ -191,6 +191,15 @@ async fn handle(
             "request head too large\n",
         ));
     }
+    if req.uri().path() == "/mqtt" {
+        if super::ws::is_upgrade(&req) {
+            return Ok(super::mqtt::conn::upgrade(req, shared, peer));
+        }
+        return Ok(respond(
+            StatusCode::BAD_REQUEST,
+            "MQTT here is over WebSocket only\n",
+        ));
+    }
     if !req.uri().path().ends_with("/diffusion") {
         return Ok(respond(StatusCode::NOT_FOUND, "not found\n"));
     }

@@ -34,7 +34,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::events::{transport_name, EventLog, Record};
+use super::mqtt::broker::Broker;
+use super::mqtt::conn::MqttCommand;
 use super::passwords::{PasswordChecks, Verdict};
+use sessionwire::mqtt::session::{Incoming as MqttIncoming, MqttConfig};
 
 /// Most messages handed to one WebSocket connection and not yet taken by
 /// it (and the capacity of its channel: a batch holds at least one). One
@@ -156,6 +159,15 @@ pub enum Command {
         /// Whether the session was found.
         reply: oneshot::Sender<bool>,
     },
+    /// An MQTT connection's news.
+    Mqtt(MqttCommand),
+    /// The password check of an MQTT CONNECT is over.
+    MqttChecked {
+        /// The attempt, to accept or refuse.
+        incoming: MqttIncoming,
+        /// What the check found.
+        verdict: Verdict,
+    },
     /// Abort every session and stop.
     Shutdown {
         /// Answered once every session is aborted.
@@ -249,18 +261,27 @@ pub enum HttpAnswer {
 /// One session, as the control API lists it.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SessionInfo {
-    /// The session id (`server-value` in hex).
+    /// `mqtt` for an MQTT session (absent: the session protocol).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    /// The session id (`server-value` in hex); MQTT: the client id.
     pub id: String,
-    /// The principal; `None`: anonymous.
+    /// MQTT: `3.1.1` or `5.0`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<&'static str>,
+    /// The principal; `None`: anonymous (and MQTT).
     pub principal: Option<String>,
-    /// `ws` or `http`.
+    /// `ws`, `http` or `mqtt`.
     pub transport: &'static str,
-    /// `connected` or `disconnected` (waiting for a reconnection).
+    /// `connected` or `disconnected` (waiting for a reconnection); MQTT:
+    /// `connected` or `offline`.
     pub state: &'static str,
-    /// Milliseconds since the session opened.
-    pub age_ms: u64,
-    /// Messages waiting in the outbound queue.
-    pub queue_depth: usize,
+    /// Milliseconds since the session opened (not for MQTT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_ms: Option<u64>,
+    /// Messages waiting in the outbound queue (not for MQTT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<usize>,
 }
 
 /// The operating system's secure random source: session tokens are the keys
@@ -324,12 +345,24 @@ pub struct Hub {
     /// The password checks (with a users file) and the way back into the
     /// hub for their verdicts.
     passwords: Option<(Arc<PasswordChecks>, mpsc::WeakSender<Command>)>,
+    /// The MQTT clients and the broker's state.
+    mqtt: Broker,
 }
 
 impl Hub {
-    /// A hub with no session.
+    /// A hub with no session; MQTT with the default settings under these
+    /// limits.
     pub fn new(limits: Limits, config: SessionConfig, events: EventLog) -> Hub {
+        let mqtt = Broker::new(
+            MqttConfig {
+                limits: limits.clone(),
+                ..MqttConfig::default()
+            },
+            Default::default(),
+            Default::default(),
+        );
         Hub {
+            mqtt,
             registry: Registry::new(limits, config, OsRandom),
             entries: HashMap::new(),
             last_timers: None,
@@ -349,6 +382,8 @@ impl Hub {
         checks: Arc<PasswordChecks>,
         hub: &mpsc::Sender<Command>,
     ) -> Hub {
+        self.mqtt
+            .with_passwords(Arc::clone(&checks), hub.downgrade());
         self.passwords = Some((checks, hub.downgrade()));
         self
     }
@@ -357,9 +392,10 @@ impl Hub {
     /// the event log for the caller to flush.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> EventLog {
         loop {
-            let deadline = self
-                .registry
-                .poll_timeout()
+            let deadline = [self.registry.poll_timeout(), self.mqtt.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|t| match self.last_timers {
                     Some(last) if t <= last => last + Duration::from_millis(1),
                     _ => t,
@@ -517,6 +553,15 @@ impl Hub {
                     self.process(token);
                 }
             }
+            Command::Mqtt(command) => {
+                let others = self.registry.live_sessions();
+                self.mqtt.handle(now, command, &mut self.events, others);
+            }
+            Command::MqttChecked { incoming, verdict } => {
+                let others = self.registry.live_sessions();
+                self.mqtt
+                    .checked(now, incoming, verdict, &mut self.events, others);
+            }
             Command::List { reply } => {
                 let _ = reply.send(self.list(now));
             }
@@ -530,7 +575,13 @@ impl Hub {
                     }
                     self.process(token);
                 }
-                let _ = reply.send(found.is_some());
+                // Not a session of the protocol: an MQTT client id.
+                let found = found.is_some()
+                    || (event == SessionEvent::ClosedByController && {
+                        let others = self.registry.live_sessions();
+                        self.mqtt.close(now, &id, &mut self.events, others)
+                    });
+                let _ = reply.send(found);
             }
             Command::Shutdown { done } => {
                 self.shutdown();
@@ -601,6 +652,15 @@ impl Hub {
         let principal = incoming.request().principal.clone();
         if self.stopping {
             let outcome = self.registry.refuse(incoming, Refuse::NotReady);
+            return self.answer(now, outcome, principal, attach, reply);
+        }
+        // The client limit counts MQTT clients too.
+        let clients = self
+            .registry
+            .live_sessions()
+            .saturating_add(self.mqtt.connected());
+        if self.mqtt.connected() > 0 && clients >= self.registry.limits().max_clients() {
+            let outcome = self.registry.refuse(incoming, Refuse::Busy);
             return self.answer(now, outcome, principal, attach, reply);
         }
         let Some((checks, hub)) = &self.passwords else {
@@ -871,6 +931,8 @@ impl Hub {
         for token in self.registry.handle_timeout(now) {
             self.process(token);
         }
+        let others = self.registry.live_sessions();
+        self.mqtt.handle_timeout(now, &mut self.events, others);
     }
 
     fn list(&self, now: Instant) -> Vec<SessionInfo> {
@@ -885,23 +947,38 @@ impl Hub {
                     SessionState::Closed(_) => return None,
                 };
                 Some(SessionInfo {
+                    protocol: None,
                     id: s.id().to_string(),
+                    version: None,
                     principal: s.principal().map(str::to_owned),
                     transport: transport_name(s.transport()),
                     state,
-                    age_ms: u64::try_from(now.saturating_duration_since(e.opened).as_millis())
-                        .unwrap_or(u64::MAX),
-                    queue_depth: s.memory().queued_messages,
+                    age_ms: Some(
+                        u64::try_from(now.saturating_duration_since(e.opened).as_millis())
+                            .unwrap_or(u64::MAX),
+                    ),
+                    queue_depth: Some(s.memory().queued_messages),
                 })
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.extend(self.mqtt.list().into_iter().map(|m| SessionInfo {
+            protocol: Some("mqtt"),
+            id: m.client_id,
+            version: Some(m.version),
+            principal: None,
+            transport: "mqtt",
+            state: m.state,
+            age_ms: None,
+            queue_depth: None,
+        }));
         out
     }
 
     fn shutdown(&mut self) {
         self.stopping = true;
         let now = Instant::now();
+        self.mqtt.shutdown(now, &mut self.events);
         let tokens: Vec<SessionToken> = self.entries.keys().copied().collect();
         tracing::info!(sessions = tokens.len(), "aborting open sessions");
         for token in tokens {

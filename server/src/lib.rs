@@ -21,6 +21,9 @@
 //! - `http`: the main listener, WebSocket upgrades and the HTTP polling
 //!   transport on one port (hyper);
 //! - `ws`: one task per WebSocket connection (tokio-tungstenite);
+//! - `mqtt`: MQTT listeners (TCP, and WebSocket on `/mqtt`) and the broker
+//!   (subscription tree, retained messages) the hub drives beside the
+//!   codec's MQTT session registry;
 //! - `hub`: the one task that owns the [`Registry`](sessionwire::session::Registry)
 //!   and every session; connections talk to it over bounded channels;
 //! - `control`: the control API on its own listener, behind a bearer token;
@@ -42,6 +45,7 @@ mod control;
 mod events;
 mod http;
 mod hub;
+mod mqtt;
 mod passwords;
 mod response;
 mod slots;
@@ -106,6 +110,11 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Per-session settings (pings, poll timeouts).
     pub session: SessionConfig,
+    /// Address of the MQTT listener (TCP); `None`: no MQTT over TCP (MQTT
+    /// over WebSocket, path `/mqtt` on [`listen`](Self::listen), is always
+    /// served). `None` by default so that embedders opt in; `sessionwire
+    /// serve` listens on 127.0.0.1:1883 unless told `--mqtt-listen off`.
+    pub mqtt_listen: Option<SocketAddr>,
     /// HTTP polling: the browser origins (`https://app.example`, see
     /// [`parse_origin`]) whose pages may read the answers, credentials
     /// included. None by default: no CORS headers at all.
@@ -144,6 +153,7 @@ impl Default for ServerConfig {
             users: None,
             events: None,
             allow_origins: Vec::new(),
+            mqtt_listen: None,
             limits: Limits::default(),
             session: SessionConfig {
                 ping_period: Some(Duration::from_secs(30)),
@@ -182,6 +192,9 @@ pub(crate) struct Shared {
     /// WebSocket connections: taken before the 101, held until the task
     /// ends.
     pub ws_slots: Arc<Semaphore>,
+    /// MQTT connections over TCP: taken at the accept, held until the task
+    /// ends.
+    pub mqtt_slots: Arc<Semaphore>,
     /// Bounds the HTTP connections open at once.
     pub connections: Arc<Semaphore>,
     /// Bytes of HTTP send bodies read and not yet taken by their session
@@ -210,6 +223,7 @@ pub struct Server {
     hub: tokio::task::JoinHandle<EventLog>,
     local_addr: SocketAddr,
     control_addr: Option<SocketAddr>,
+    mqtt_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -229,14 +243,25 @@ impl Server {
         self.control_addr
     }
 
+    /// The bound address of the MQTT listener (TCP), when it runs.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt_addr
+    }
+
     /// The line `sessionwire serve` prints once listening:
-    /// `listening ws+http on ADDR control on ADDR` (or `control off`).
+    /// `listening ws+http on ADDR control on ADDR mqtt on ADDR` (`control
+    /// off` when the control API does not run; the MQTT part only when MQTT
+    /// listens over TCP).
     pub fn listening_line(&self) -> String {
         let control = match self.control_addr {
             Some(addr) => format!("on {addr}"),
             None => "off".to_owned(),
         };
-        format!("listening ws+http on {} control {control}", self.local_addr)
+        let mut line = format!("listening ws+http on {} control {control}", self.local_addr);
+        if let Some(addr) = self.mqtt_addr {
+            line.push_str(&format!(" mqtt on {addr}"));
+        }
+        line
     }
 }
 
@@ -290,6 +315,17 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         None => None,
     };
 
+    let mqtt = match args.mqtt_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for MQTT on {addr}: {e}"))?;
+            let bound = l.local_addr().map_err(|e| format!("MQTT address: {e}"))?;
+            Some((l, bound))
+        }
+        None => None,
+    };
+
     let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_message = limits.max_message_size();
@@ -310,6 +346,9 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         ws_slots: Arc::new(Semaphore::new(
             limits.max_clients().saturating_add(ws::WS_SLACK),
         )),
+        mqtt_slots: Arc::new(Semaphore::new(
+            limits.max_clients().saturating_add(ws::WS_SLACK),
+        )),
         connections,
         reading: Arc::new(Semaphore::new(http::read_budget(&limits))),
         next_conn: AtomicU64::new(1),
@@ -322,6 +361,10 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
     }
     let hub = tokio::spawn(hub.run(hub_rx));
     tokio::spawn(http::accept_loop(listener, Arc::clone(&shared)));
+    let mqtt_addr = mqtt.map(|(l, addr)| {
+        tokio::spawn(mqtt::conn::accept_loop(l, Arc::clone(&shared)));
+        addr
+    });
 
     let control_addr = match control {
         Some((l, addr, token)) => {
@@ -341,12 +384,14 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         hub,
         local_addr: listen_addr,
         control_addr,
+        mqtt_addr,
     };
     let control_shown = match control_addr {
         Some(addr) => format!("on {addr}"),
         None => "off".to_owned(),
     };
-    tracing::info!(%listen_addr, control = %control_shown, "listening");
+    let mqtt_shown = mqtt_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(%listen_addr, control = %control_shown, mqtt = %mqtt_shown, "listening");
     Ok(server)
 }
 

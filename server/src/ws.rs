@@ -26,14 +26,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    UPGRADE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use sessionwire::session::handshake::ConnectionRequest;
 use sessionwire::session::SessionToken;
 use sessionwire::{Field, Violation, ViolationKind};
 use tokio::io::AsyncReadExt as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -68,30 +71,36 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     has(UPGRADE, "websocket") && has(CONNECTION, "upgrade")
 }
 
-/// Answers an upgrade request with 101 and starts the connection task.
-pub fn upgrade<B>(
-    mut req: Request<B>,
-    shared: Arc<Shared>,
+/// Checks an upgrade request (RFC 6455 section 4.2.1: GET, version 13, a
+/// valid key) and takes a WebSocket slot; `Ok` holds the slot, which the
+/// connection task keeps, and the `Sec-WebSocket-Accept` value. Shared by
+/// the protocol's upgrades and MQTT's (`/mqtt`).
+pub(crate) fn check_upgrade<B>(
+    req: &Request<B>,
+    shared: &Shared,
     peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+) -> Result<(OwnedSemaphorePermit, String), Box<Response<Full<Bytes>>>> {
     let version_ok = req
         .headers()
         .get("sec-websocket-version")
         .is_some_and(|v| v.as_bytes() == b"13");
-    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY).cloned() else {
-        return super::response::respond(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    let Some(key) = req.headers().get(SEC_WEBSOCKET_KEY) else {
+        return Err(Box::new(super::response::respond(
+            StatusCode::BAD_REQUEST,
+            "missing Sec-WebSocket-Key\n",
+        )));
     };
     if req.method() != Method::GET || !version_ok {
         let mut r = super::response::respond(StatusCode::BAD_REQUEST, "");
         r.headers_mut()
             .insert("sec-websocket-version", HeaderValue::from_static("13"));
-        return r;
+        return Err(Box::new(r));
     }
     if !valid_key(key.as_bytes()) {
-        return super::response::respond(
+        return Err(Box::new(super::response::respond(
             StatusCode::BAD_REQUEST,
             "Sec-WebSocket-Key must be base64 of 16 bytes\n",
-        );
+        )));
     }
     // Every session has at most one WebSocket; a few more may be closing.
     // The slot is taken here, before the 101, and held by the connection
@@ -99,7 +108,34 @@ pub fn upgrade<B>(
     let Ok(slot) = Arc::clone(&shared.ws_slots).try_acquire_owned() else {
         // Debug, not warn: a burst would flood the log with one line each.
         tracing::debug!(%peer, "too many WebSocket connections: upgrade refused");
-        return super::response::respond(StatusCode::SERVICE_UNAVAILABLE, "busy\n");
+        return Err(Box::new(super::response::respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy\n",
+        )));
+    };
+    Ok((slot, derive_accept_key(key.as_bytes())))
+}
+
+/// The 101 answer, with the accept key and the chosen subprotocol if any.
+pub(crate) fn switching(accept: &str, protocol: Option<&'static str>) -> Response<Full<Bytes>> {
+    let mut r = super::response::respond(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    let h = r.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(accept) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = protocol {
+        h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    r
+}
+
+/// Answers an upgrade request with 101 and starts the connection task.
+pub fn upgrade<B>(req: Request<B>, shared: Arc<Shared>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let (slot, accept) = match check_upgrade(&req, &shared, peer) {
+        Ok(x) => x,
+        Err(r) => return *r,
     };
     let target = req
         .uri()
@@ -107,7 +143,25 @@ pub fn upgrade<B>(
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_default();
     let request = ConnectionRequest::from_query(&target);
-    let accept = derive_accept_key(key.as_bytes());
+    spawn_upgraded(req, slot, shared, peer, move |ws, shared| async move {
+        run(ws, request, &shared, peer).await;
+    });
+    switching(&accept, None)
+}
+
+/// Spawns the connection task for when hyper hands the upgraded socket
+/// over: the task holds the WebSocket slot and counts among the tasks
+/// shutdown waits for.
+pub(crate) fn spawn_upgraded<B, F, Fut>(
+    mut req: Request<B>,
+    slot: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    task: F,
+) where
+    F: FnOnce(Ws, Arc<Shared>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     tokio::spawn(async move {
@@ -121,20 +175,12 @@ pub fn upgrade<B>(
                     Some(shared.ws_config),
                 )
                 .await;
-                run(ws, request, &shared, peer).await;
+                task(ws, Arc::clone(&shared)).await;
                 shared.ws_tasks.fetch_sub(1, Ordering::AcqRel);
             }
             Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
         }
     });
-    let mut r = super::response::respond(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
-    let h = r.headers_mut();
-    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
-        h.insert(SEC_WEBSOCKET_ACCEPT, v);
-    }
-    r
 }
 
 /// How a WebSocket read ended or failed.
@@ -202,7 +248,8 @@ fn close_code_fault() -> Violation {
     )
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// A WebSocket over an upgraded HTTP/1.1 connection.
+pub(crate) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Whether a `Sec-WebSocket-Key` is what RFC 6455 section 4.1 asks: the
 /// base64 of 16 bytes (so 24 characters, padding included).

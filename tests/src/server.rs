@@ -25,6 +25,9 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The control API address.
     pub control: SocketAddr,
+    /// The MQTT (TCP) address, the listening line's third; `None` with
+    /// `--mqtt-listen off`.
+    pub mqtt: Option<SocketAddr>,
     /// The line the server printed at start.
     pub banner: String,
     /// The control API token.
@@ -33,7 +36,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the server with `args` on top of ephemeral loopback ports, an
+    /// Starts the server with `args` on top of ephemeral loopback ports (the
+    /// MQTT one too, unless `args` give `--mqtt-listen`), an
     /// event log, a control token file and a users file in a new temporary
     /// directory.
     pub fn start(args: &[&str]) -> Server {
@@ -64,6 +68,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if !args.contains(&"--mqtt-listen") && !more.iter().any(|a| a == "--mqtt-listen") {
+            cmd.arg("--mqtt-listen").arg("127.0.0.1:0");
+        }
         let mut child = cmd.spawn().expect("starting sessionwire serve");
         let stdout = child.stdout.take().expect("the server's stdout");
         let (tx, rx) = mpsc::channel();
@@ -92,6 +99,7 @@ impl Server {
             child,
             addr: addrs[0],
             control: addrs[1],
+            mqtt: addrs.get(2).copied(),
             banner,
             control_token: token.to_owned(),
             dir,
@@ -200,6 +208,27 @@ impl Drop for Server {
     }
 }
 
+/// Adds `principal` with `password` to the users file through
+/// `sessionwire add-user`.
+pub fn add_user(users: &std::path::Path, principal: &str, password: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new(sessionwire_bin())
+        .arg("add-user")
+        .arg("--users")
+        .arg(users)
+        .arg(principal)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sessionwire add-user");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "add-user failed");
+}
+
 /// Every `IP:PORT` in a line, in order.
 fn addresses(line: &str) -> Vec<SocketAddr> {
     line.split(|c: char| c.is_whitespace() || c == ',' || c == ';')
@@ -219,5 +248,11 @@ mod tests {
         assert_eq!(a.len(), 2);
         assert_eq!(a[0].port(), 4000);
         assert_eq!(a[1].port(), 4001);
+        let a = addresses(
+            "listening ws+http on 127.0.0.1:4000 control on 127.0.0.1:4001 mqtt on 127.0.0.1:4002",
+        );
+        assert_eq!(a.get(2).map(|a| a.port()), Some(4002));
+        let a = addresses("listening ws+http on 127.0.0.1:4000 control on 127.0.0.1:4001 mqtt off");
+        assert_eq!(a.get(2), None);
     }
 }

@@ -138,7 +138,7 @@ impl Logs {
 #[tokio::test]
 async fn section_1_refusals_and_closes_show_at_the_default_log_level() {
     let mut child = Command::new(sessionwire_bin())
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--mqtt-listen", "off"])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

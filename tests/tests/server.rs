@@ -26,7 +26,7 @@ use sessionwire::{polling, Message};
 use sessionwire_client::{
     full, user_ping, ClientError, ConnectOptions, HttpClient, Inbound, WsClient,
 };
-use sessionwire_tests::server::Server;
+use sessionwire_tests::server::{add_user, Server};
 use sessionwire_tests::sessionwire_bin;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -691,27 +691,6 @@ async fn section_6_http_poll_gap_then_recovered_on_reconnect() {
 }
 
 // --------------------------------------------------------- SESSION_TAKEN_OVER
-
-/// Adds `principal` with `password` to the users file through
-/// `sessionwire add-user`.
-fn add_user(users: &std::path::Path, principal: &str, password: &str) {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new(sessionwire_bin())
-        .arg("add-user")
-        .arg("--users")
-        .arg(users)
-        .arg(principal)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("sessionwire add-user");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "add-user failed");
-}
 
 #[tokio::test]
 async fn section_1_row_15_sessions_of_one_principal_coexist_by_default() {

@@ -112,6 +112,43 @@ pub enum MqttFault {
     /// An MQTT 3.1.1 CONNECT with an empty client identifier and clean
     /// session 0. A refusal, not a malformed packet.
     ClientIdRejected,
+    /// A QoS 2 PUBLISH, not marked DUP, whose packet identifier is still
+    /// waiting for its PUBREL (the session layer's check).
+    PacketIdInUse(u16),
+    /// A PUBACK, PUBREC or PUBCOMP for a packet identifier the server has
+    /// not sent, or not at that step (the session layer's check).
+    AckNotInFlight {
+        /// The acknowledgement.
+        packet: PacketType,
+        /// Its packet identifier.
+        id: u16,
+    },
+    /// One more QoS 2 PUBLISH waiting for its PUBREL than the receive
+    /// maximum the server announced (the session layer's check).
+    ReceiveMaximumExceeded,
+    /// A topic alias above the topic alias maximum the server announced (the
+    /// session layer's check).
+    TopicAliasInvalid(u16),
+    /// A PUBLISH with an empty topic name and a topic alias that names no
+    /// topic yet on this connection (the session layer's check).
+    TopicAliasUnknown(u16),
+    /// A PUBLISH at a QoS above the maximum QoS the server announced (the
+    /// session layer's check).
+    QosNotSupported(u8),
+    /// A DISCONNECT that sets a session expiry interval when the CONNECT
+    /// had none (the session layer's check).
+    SessionExpiryAfterZero,
+    /// A CONNECT naming an authentication method the server does not
+    /// offer (the session layer's refusal).
+    BadAuthenticationMethod,
+    /// A CONNECT whose user name or password the server refuses (the
+    /// server's decision, through the session layer).
+    BadUserNameOrPassword,
+    /// A CONNECT the server does not authorize (the server's decision,
+    /// through the session layer).
+    NotAuthorized,
+    /// A CONNECT refused because the server is at its client limit.
+    ServerBusy,
 }
 
 impl MqttFault {
@@ -158,6 +195,17 @@ impl MqttFault {
             MqttFault::PayloadNotUtf8 => "mqtt-payload-not-utf8",
             MqttFault::UnsupportedProtocolLevel(_) => "mqtt-unsupported-protocol-level",
             MqttFault::ClientIdRejected => "mqtt-client-id-rejected",
+            MqttFault::PacketIdInUse(_) => "mqtt-packet-id-in-use",
+            MqttFault::AckNotInFlight { .. } => "mqtt-ack-not-in-flight",
+            MqttFault::ReceiveMaximumExceeded => "mqtt-receive-maximum-exceeded",
+            MqttFault::TopicAliasInvalid(_) => "mqtt-topic-alias-invalid",
+            MqttFault::TopicAliasUnknown(_) => "mqtt-topic-alias-unknown",
+            MqttFault::QosNotSupported(_) => "mqtt-qos-not-supported",
+            MqttFault::SessionExpiryAfterZero => "mqtt-session-expiry-after-zero",
+            MqttFault::BadAuthenticationMethod => "mqtt-bad-authentication-method",
+            MqttFault::BadUserNameOrPassword => "mqtt-bad-user-name-or-password",
+            MqttFault::NotAuthorized => "mqtt-not-authorized",
+            MqttFault::ServerBusy => "mqtt-server-busy",
         }
     }
 }
@@ -232,6 +280,27 @@ impl fmt::Display for MqttFault {
             MqttFault::ClientIdRejected => {
                 f.write_str("empty client identifier without clean session")
             }
+            MqttFault::PacketIdInUse(id) => {
+                write!(f, "packet identifier {id} reused while waiting for PUBREL")
+            }
+            MqttFault::AckNotInFlight { packet, id } => {
+                write!(f, "{packet} for packet identifier {id}, not in flight")
+            }
+            MqttFault::ReceiveMaximumExceeded => {
+                f.write_str("more QoS 2 messages in flight than the receive maximum")
+            }
+            MqttFault::TopicAliasInvalid(a) => {
+                write!(f, "topic alias {a} above the topic alias maximum")
+            }
+            MqttFault::TopicAliasUnknown(a) => write!(f, "topic alias {a} names no topic"),
+            MqttFault::QosNotSupported(q) => write!(f, "PUBLISH at QoS {q}, above the maximum"),
+            MqttFault::SessionExpiryAfterZero => {
+                f.write_str("DISCONNECT sets a session expiry after CONNECT set none")
+            }
+            MqttFault::BadAuthenticationMethod => f.write_str("authentication method not offered"),
+            MqttFault::BadUserNameOrPassword => f.write_str("bad user name or password"),
+            MqttFault::NotAuthorized => f.write_str("not authorized"),
+            MqttFault::ServerBusy => f.write_str("server at its client limit"),
         }
     }
 }

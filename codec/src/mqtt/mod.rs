@@ -53,6 +53,7 @@ mod framing;
 mod packet;
 mod property;
 mod publish;
+pub mod session;
 mod stream;
 mod subscribe;
 #[cfg(feature = "tokio-codec")]
@@ -87,6 +88,11 @@ pub fn v311_connack_code(v: &Violation) -> Option<u8> {
     match v.kind() {
         crate::ViolationKind::Mqtt(MqttFault::UnsupportedProtocolLevel(_)) => Some(0x01),
         crate::ViolationKind::Mqtt(MqttFault::ClientIdRejected) => Some(0x02),
+        crate::ViolationKind::Mqtt(MqttFault::ServerBusy) => Some(0x03),
+        crate::ViolationKind::Mqtt(
+            MqttFault::BadUserNameOrPassword | MqttFault::BadAuthenticationMethod,
+        ) => Some(0x04),
+        crate::ViolationKind::Mqtt(MqttFault::NotAuthorized) => Some(0x05),
         _ => None,
     }
 }

@@ -1,0 +1,187 @@
+//! What the registry and the server hand each other: connection names,
+//! CONNECT attempts, messages, events and close decisions.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::mqtt::{Connect, Properties, QoS, Str, SubscriptionOptions, Version};
+use crate::CloseReason;
+
+/// The server's name for one transport connection (a TCP stream or a
+/// WebSocket); it never reuses one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A CONNECT that passed every check the registry makes on its own. The
+/// server checks its user name and password, then hands it back to
+/// [`Registry::accept`](super::Registry::accept) or
+/// [`Registry::refuse`](super::Registry::refuse).
+#[derive(Debug)]
+#[must_use = "an Incoming must be accepted or refused"]
+pub struct Incoming {
+    pub(super) conn: ConnId,
+    pub(super) connect: Connect,
+}
+
+impl Incoming {
+    /// The connection the CONNECT came on.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// The CONNECT: user name, password, client identifier (empty when the
+    /// server is to assign one), will, properties.
+    pub fn connect(&self) -> &Connect {
+        &self.connect
+    }
+}
+
+/// Why the server refuses an [`Incoming`]; each gives the CONNACK code of
+/// both versions and a close reason (ABORTED, or CONNECTION_LOST for
+/// `Busy`, through [`ViolationKind::close_reason`](crate::ViolationKind::close_reason)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refuse {
+    /// Wrong user name or password: 3.1.1 0x04, 5.0 0x86.
+    BadCredentials,
+    /// The client is not allowed in: 3.1.1 0x05, 5.0 0x87.
+    NotAuthorized,
+    /// The server takes no more clients: 3.1.1 0x03, 5.0 0x89.
+    Busy,
+}
+
+/// Why the server closes a connected client of its own accord.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServerClose {
+    /// The control API closed it: 5.0 DISCONNECT 0x98, CLOSED_BY_CONTROLLER;
+    /// its session ends.
+    Controller,
+    /// The server shuts down: 5.0 DISCONNECT 0x8B, ABORTED.
+    Shutdown,
+}
+
+/// An application message, as the broker routes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The topic name (an alias already resolved).
+    pub topic: Str,
+    /// The payload.
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The retain flag it was published with.
+    pub retain: bool,
+    /// The 5.0 properties passed on to subscribers (payload format, content
+    /// type, response topic, correlation data, user properties); the
+    /// message expiry is `expires_at`, topic alias and subscription
+    /// identifiers are per connection and never kept.
+    pub properties: Properties,
+    /// When the message expires (5.0 message expiry interval), if ever.
+    pub expires_at: Option<Instant>,
+}
+
+/// How one message goes to one client, as the broker decided it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The QoS to send it with (the lower of the message's and the
+    /// subscription's); the session layer lowers it no further.
+    pub qos: QoS,
+    /// The retain flag to send.
+    pub retain: bool,
+    /// 5.0: the identifiers of every matching subscription that has one.
+    pub subscription_ids: Vec<u32>,
+}
+
+/// One subscription of a SUBSCRIBE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionRequest {
+    /// The topic filter (checked by the packet codec; `$share/...` kept
+    /// whole).
+    pub filter: String,
+    /// The options, QoS already lowered to what the SUBACK granted.
+    pub options: SubscriptionOptions,
+    /// 5.0: the subscription identifier of the SUBSCRIBE, if any.
+    pub id: Option<u32>,
+}
+
+/// Something the server acts on.
+#[derive(Debug)]
+pub enum Event {
+    /// A CONNECT to check: hand the [`Incoming`] back to `accept` or
+    /// `refuse`.
+    Connect(Incoming),
+    /// A client is connected (its CONNACK is queued).
+    Connected {
+        /// Its connection.
+        conn: ConnId,
+        /// Its client identifier (assigned by the server when it sent none).
+        client_id: String,
+        /// Its protocol version.
+        version: Version,
+        /// Whether an earlier session was resumed (its subscriptions hold).
+        session_present: bool,
+    },
+    /// A client published a message (QoS handshakes are the registry's):
+    /// route it.
+    Publish {
+        /// The publisher's client identifier.
+        from: String,
+        /// The message.
+        message: Message,
+    },
+    /// A will is due: route it as a message of its client.
+    Will {
+        /// The client whose will it is.
+        from: String,
+        /// The will message.
+        message: Message,
+    },
+    /// A client subscribed; the SUBACK is already queued.
+    Subscribe {
+        /// The client.
+        client_id: String,
+        /// Its subscriptions, in packet order.
+        subscriptions: Vec<SubscriptionRequest>,
+    },
+    /// A client unsubscribed; the UNSUBACK is already queued (5.0: 0x00 for
+    /// every filter, see the module documentation).
+    Unsubscribe {
+        /// The client.
+        client_id: String,
+        /// Its filters, in packet order.
+        filters: Vec<String>,
+    },
+    /// A session ended (clean start, expiry, a controller close, or the
+    /// offline-session cap): drop its subscriptions.
+    SessionEnded {
+        /// The client whose session ended.
+        client_id: String,
+    },
+}
+
+/// A decision to close a connection, handed out once by
+/// [`Registry::poll_close`](super::Registry::poll_close) after the
+/// connection's last transmit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Close {
+    /// The close reason.
+    pub reason: CloseReason,
+    /// The MQTT 5.0 reason code of the decision: the one a 5.0 client was
+    /// sent (DISCONNECT or CONNACK), and the one a 3.1.1 client would have
+    /// been; the client's own code when it sent DISCONNECT; `None` when the
+    /// connection was lost or no CONNECT came.
+    pub code: Option<u8>,
+    /// The client, once its CONNECT was read.
+    pub client_id: Option<String>,
+}
+
+/// A session the registry holds, connected or offline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Its client identifier.
+    pub client_id: String,
+    /// The version of its last connection.
+    pub version: Version,
+    /// Its connection; `None` while offline.
+    pub conn: Option<ConnId>,
+}

@@ -1,0 +1,211 @@
+//! Packet identifiers in flight, both ways: the server's QoS 1 and 2
+//! messages waiting for their acknowledgements, and the client's QoS 2
+//! messages waiting for their PUBREL.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::mqtt::{PacketType, Publish};
+
+/// Where a message the server sent stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// QoS 1, waiting for PUBACK.
+    Qos1Sent,
+    /// QoS 2, waiting for PUBREC.
+    Qos2Sent,
+    /// QoS 2, PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+/// One message the server sent and the client has not finished
+/// acknowledging.
+#[derive(Clone, Debug)]
+pub(super) struct Outbound {
+    /// Send order, so that a resumed session resends in order.
+    seq: u64,
+    pub(super) stage: Stage,
+    /// The PUBLISH as sent (resent with DUP while `stage` is not `PubComp`).
+    pub(super) publish: Publish,
+}
+
+/// What an acknowledgement from the client did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Acked {
+    /// The message is done: its identifier is free again.
+    Done,
+    /// PUBREC taken: send PUBREL.
+    SendPubRel,
+}
+
+/// The packet identifiers of one session, both directions. The outbound
+/// map never holds more than the in-flight window (the caller checks
+/// [`Inflight::outbound_len`] before sending), the inbound set never more
+/// than the receive maximum.
+#[derive(Debug, Default)]
+pub(super) struct Inflight {
+    out: BTreeMap<u16, Outbound>,
+    next_id: u16,
+    next_seq: u64,
+    inbound: BTreeSet<u16>,
+}
+
+impl Inflight {
+    /// Messages the server has in flight.
+    pub(super) fn outbound_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// A free packet identifier: the next after the last one given, skipping
+    /// those in flight; `None` only when all 65,535 are taken.
+    pub(super) fn allocate(&mut self) -> Option<u16> {
+        for _ in 0..=u16::MAX {
+            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if !self.out.contains_key(&self.next_id) {
+                return Some(self.next_id);
+            }
+        }
+        None
+    }
+
+    /// Files a PUBLISH just sent (QoS 1 or 2, identifier from `allocate`).
+    pub(super) fn insert(&mut self, publish: Publish, stage: Stage) {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.out.insert(
+            publish.packet_id,
+            Outbound {
+                seq,
+                stage,
+                publish,
+            },
+        );
+    }
+
+    /// Takes an acknowledgement (`packet` is PUBACK, PUBREC or PUBCOMP);
+    /// `refused` is a 5.0 PUBREC with a reason code of 0x80 or above, which
+    /// ends the exchange. `None`: the identifier is not in flight at that
+    /// step.
+    pub(super) fn ack(&mut self, packet: PacketType, id: u16, refused: bool) -> Option<Acked> {
+        let stage = self.out.get(&id)?.stage;
+        match (packet, stage) {
+            (PacketType::PubAck, Stage::Qos1Sent) | (PacketType::PubComp, Stage::Released) => {
+                self.out.remove(&id);
+                Some(Acked::Done)
+            }
+            (PacketType::PubRec, Stage::Qos2Sent) if refused => {
+                self.out.remove(&id);
+                Some(Acked::Done)
+            }
+            (PacketType::PubRec, Stage::Qos2Sent | Stage::Released) => {
+                if let Some(o) = self.out.get_mut(&id) {
+                    o.stage = Stage::Released;
+                }
+                Some(Acked::SendPubRel)
+            }
+            _ => None,
+        }
+    }
+
+    /// What a resumed session sends again, in the order first sent: each
+    /// PUBLISH not yet received (with DUP), or the identifier of a PUBREL.
+    pub(super) fn resend(&self) -> Vec<(u64, Result<Publish, u16>)> {
+        let mut out: Vec<_> = self
+            .out
+            .iter()
+            .map(|(&id, o)| {
+                let what = match o.stage {
+                    Stage::Released => Err(id),
+                    Stage::Qos1Sent | Stage::Qos2Sent => Ok(o.publish.clone().with_dup(true)),
+                };
+                (o.seq, what)
+            })
+            .collect();
+        out.sort_by_key(|(seq, _)| *seq);
+        out
+    }
+
+    /// The client's QoS 2 identifiers waiting for PUBREL.
+    pub(super) fn inbound_len(&self) -> usize {
+        self.inbound.len()
+    }
+
+    /// Whether the client's QoS 2 identifier `id` waits for its PUBREL.
+    pub(super) fn inbound_contains(&self, id: u16) -> bool {
+        self.inbound.contains(&id)
+    }
+
+    /// Files the client's QoS 2 identifier `id` (PUBREC sent).
+    pub(super) fn inbound_insert(&mut self, id: u16) {
+        self.inbound.insert(id);
+    }
+
+    /// Takes a PUBREL: whether `id` was waiting.
+    pub(super) fn inbound_release(&mut self, id: u16) -> bool {
+        self.inbound.remove(&id)
+    }
+
+    /// Forgets the client's QoS 2 identifiers (a new connection with clean
+    /// start, or the session's end).
+    pub(super) fn clear(&mut self) {
+        *self = Inflight::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::{QoS, Str};
+
+    fn publish(id: u16) -> Publish {
+        Publish::new(&Str::from_static("t"), b"x").with_qos(QoS::ExactlyOnce, id)
+    }
+
+    #[test]
+    fn mqtt_2_2_1_3_identifiers_in_flight_are_not_given_again() {
+        let mut f = Inflight::default();
+        let a = f.allocate().unwrap();
+        f.insert(publish(a), Stage::Qos1Sent);
+        let b = f.allocate().unwrap();
+        assert_ne!(a, b);
+        // Wrapping around skips what is still in flight.
+        f.next_id = u16::MAX;
+        assert_eq!(f.allocate(), Some(b));
+        f.insert(publish(b), Stage::Qos1Sent);
+        assert_eq!(f.allocate(), Some(b + 1));
+    }
+
+    #[test]
+    fn mqtt_4_3_3_qos2_steps_in_order() {
+        let mut f = Inflight::default();
+        f.insert(publish(7), Stage::Qos2Sent);
+        assert_eq!(f.ack(PacketType::PubComp, 7, false), None);
+        assert_eq!(f.ack(PacketType::PubAck, 7, false), None);
+        assert_eq!(f.ack(PacketType::PubRec, 7, false), Some(Acked::SendPubRel));
+        assert!(matches!(&f.resend()[..], [(_, Err(7))]));
+        assert_eq!(f.ack(PacketType::PubComp, 7, false), Some(Acked::Done));
+        assert_eq!(f.ack(PacketType::PubComp, 7, false), None);
+        assert_eq!(f.outbound_len(), 0);
+    }
+
+    #[test]
+    fn mqtt_4_3_3_refused_pubrec_ends_the_exchange() {
+        let mut f = Inflight::default();
+        f.insert(publish(3), Stage::Qos2Sent);
+        assert_eq!(f.ack(PacketType::PubRec, 3, true), Some(Acked::Done));
+        assert_eq!(f.outbound_len(), 0);
+    }
+
+    #[test]
+    fn mqtt_4_4_0_1_resend_in_send_order_with_dup() {
+        let mut f = Inflight::default();
+        f.insert(publish(9), Stage::Qos1Sent);
+        f.insert(publish(2), Stage::Qos1Sent);
+        let again = f.resend();
+        let ids: Vec<u16> = again
+            .iter()
+            .map(|(_, p)| p.as_ref().map_or(0, |p| p.packet_id))
+            .collect();
+        assert_eq!(ids, [9, 2]);
+        assert!(again.iter().all(|(_, p)| p.as_ref().is_ok_and(|p| p.dup)));
+    }
+}

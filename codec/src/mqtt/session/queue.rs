@@ -1,0 +1,127 @@
+//! The bounded queue of messages a session holds for its client while its
+//! in-flight window is full or it is offline.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::event::{Delivery, Message};
+
+/// One message waiting.
+#[derive(Clone, Debug)]
+pub(super) struct Queued {
+    pub(super) message: Message,
+    pub(super) delivery: Delivery,
+}
+
+impl Queued {
+    /// What it counts against the byte bound: topic, payload, properties.
+    fn size(&self) -> usize {
+        self.message
+            .topic
+            .len()
+            .saturating_add(self.message.payload.len())
+            .saturating_add(self.message.properties.as_bytes().len())
+    }
+}
+
+/// The queue is full: the message was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Full;
+
+/// A FIFO bounded in messages and bytes.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    items: VecDeque<Queued>,
+    bytes: usize,
+}
+
+impl Queue {
+    /// Appends `item` unless that would pass `max_messages` or `max_bytes`.
+    pub(super) fn push(
+        &mut self,
+        item: Queued,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<(), Full> {
+        let bytes = self.bytes.checked_add(item.size()).ok_or(Full)?;
+        if self.items.len() >= max_messages || bytes > max_bytes {
+            return Err(Full);
+        }
+        self.bytes = bytes;
+        self.items.push_back(item);
+        Ok(())
+    }
+
+    /// The oldest message not expired at `now`; expired ones are dropped.
+    pub(super) fn pop(&mut self, now: Instant) -> Option<Queued> {
+        while let Some(item) = self.items.pop_front() {
+            self.bytes = self.bytes.saturating_sub(item.size());
+            if item.message.expires_at.is_none_or(|t| t > now) {
+                return Some(item);
+            }
+        }
+        None
+    }
+
+    /// Messages waiting.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Drops everything.
+    pub(super) fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::{Properties, QoS, Str};
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn item(payload: &'static [u8], expires_at: Option<Instant>) -> Queued {
+        Queued {
+            message: Message {
+                topic: Str::from_static("t"),
+                payload: Bytes::from_static(payload),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: Properties::new(),
+                expires_at,
+            },
+            delivery: Delivery {
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn queue_is_bounded_in_messages_and_bytes() {
+        let mut q = Queue::default();
+        assert_eq!(q.push(item(b"abc", None), 2, 8), Ok(()));
+        // 1 + 3 bytes each: a second fits 8, a third passes 2 messages.
+        assert_eq!(q.push(item(b"abc", None), 2, 8), Ok(()));
+        assert_eq!(q.push(item(b"", None), 2, 100), Err(Full));
+        let mut q = Queue::default();
+        assert_eq!(q.push(item(b"abcdefgh", None), 10, 8), Err(Full));
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn mqtt_3_3_2_5_expired_messages_are_dropped_not_sent() {
+        let t0 = Instant::now();
+        let mut q = Queue::default();
+        q.push(item(b"old", Some(t0 + Duration::from_secs(1))), 10, 100)
+            .unwrap();
+        q.push(item(b"new", None), 10, 100).unwrap();
+        let got = q.pop(t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(&got.message.payload[..], b"new");
+        assert_eq!((q.len(), q.bytes), (0, 0));
+    }
+}

@@ -1,0 +1,1162 @@
+//! The MQTT registry: every transport connection, every session by client
+//! identifier, the timers of both, and the queues of bytes to write, events
+//! and close decisions the server drains.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::config::MqttConfig;
+use super::event::{
+    Close, ConnId, Delivery, Event, Incoming, Message, Refuse, ServerClose, SessionInfo,
+    SubscriptionRequest,
+};
+use super::inflight::{Acked, Stage};
+use super::queue::Queued;
+use super::state::{message_of, min_qos, PendingWill, Session};
+use crate::mqtt::{
+    v311_connack_code, Ack, ConnAck, Decoder, Disconnect, MqttFault, Packet, PacketType,
+    Properties, Property, PropertyId, Publish, QoS, Str, SubAck, UnsubAck, Version,
+};
+use crate::session::ids::RandomSource;
+use crate::{CloseReason, Violation, ViolationKind};
+
+/// A timer: of a connection (CONNECT timeout, keep alive) or of a session
+/// (offline expiry, will delay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Conn(ConnId),
+    Session(u64),
+}
+
+/// Where a connection stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Open; its CONNECT is not whole yet.
+    AwaitConnect,
+    /// Its CONNECT was handed out as an [`Incoming`].
+    Authenticating,
+    /// Accepted, attached to this session.
+    Connected(u64),
+}
+
+/// One transport connection.
+#[derive(Debug)]
+struct Conn {
+    decoder: Decoder,
+    phase: Phase,
+    opened: Instant,
+    /// When the last whole packet arrived.
+    last_packet: Instant,
+    /// 1.5 times the keep alive in force; `None`: no keep alive.
+    keep_alive: Option<Duration>,
+    /// The deadline filed in the timer heap.
+    filed: Option<Instant>,
+    /// Bytes received while the CONNECT is being checked.
+    pending: BytesMut,
+    version: Option<Version>,
+    client_id: Option<String>,
+    /// 5.0 topic aliases the client set, by alias.
+    aliases: HashMap<u16, Str>,
+}
+
+impl Conn {
+    fn deadline(&self, connect_timeout: Duration) -> Option<Instant> {
+        match self.phase {
+            Phase::AwaitConnect | Phase::Authenticating => self.opened.checked_add(connect_timeout),
+            Phase::Connected(_) => self
+                .keep_alive
+                .and_then(|k| self.last_packet.checked_add(k)),
+        }
+    }
+}
+
+/// What happens to a connection's will when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WillFate {
+    /// DISCONNECT 0x00 (or any 3.1.1 DISCONNECT): discarded.
+    Discard,
+    /// Any other end: published, after its delay.
+    Publish,
+}
+
+/// What becomes of a session whose connection ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SessionFate {
+    /// Kept for its expiry.
+    Keep,
+    /// Ended now.
+    End,
+    /// Handed to a new connection (takeover without clean start): neither
+    /// offline nor ended.
+    Resume,
+}
+
+/// The registry of MQTT connections and sessions (sans-IO, owned by the
+/// server). See the [module documentation](super) for the flow.
+pub struct Registry<R: RandomSource> {
+    config: MqttConfig,
+    random: R,
+    conns: HashMap<ConnId, Conn>,
+    sessions: HashMap<u64, Session>,
+    by_client: HashMap<String, u64>,
+    next_session: u64,
+    /// Offline sessions, offline the longest first.
+    offline: BTreeSet<(Instant, u64)>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    transmits: VecDeque<(ConnId, Bytes)>,
+    events: VecDeque<Event>,
+    closes: VecDeque<(ConnId, Close)>,
+    connected: usize,
+}
+
+impl<R: RandomSource> std::fmt::Debug for Registry<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("connections", &self.conns.len())
+            .field("sessions", &self.sessions.len())
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The prefix of a client identifier the server assigns.
+const ASSIGNED_PREFIX: &str = "auto-";
+
+impl<R: RandomSource> Registry<R> {
+    /// An empty registry; `random` mints the client identifiers it assigns.
+    pub fn new(config: MqttConfig, random: R) -> Self {
+        Registry {
+            config,
+            random,
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            by_client: HashMap::new(),
+            next_session: 0,
+            offline: BTreeSet::new(),
+            timers: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            closes: VecDeque::new(),
+            connected: 0,
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &MqttConfig {
+        &self.config
+    }
+
+    /// A transport connection opened: its CONNECT must be whole within
+    /// [`MqttConfig::connect_timeout`]. An id already open is ignored.
+    pub fn open(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            return;
+        }
+        self.conns.insert(
+            conn,
+            Conn {
+                decoder: Decoder::server(&self.config.limits),
+                phase: Phase::AwaitConnect,
+                opened: now,
+                last_packet: now,
+                keep_alive: None,
+                filed: None,
+                pending: BytesMut::new(),
+                version: None,
+                client_id: None,
+                aliases: HashMap::new(),
+            },
+        );
+        self.refile_conn(conn);
+    }
+
+    /// Bytes the client sent on `conn` (any chunking). Unknown or closed
+    /// connections are ignored.
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        self.consume(now, conn, bytes);
+        self.refile_conn(conn);
+    }
+
+    /// Holds bytes that came while the CONNECT is checked, at most
+    /// [`Limits::max_message_size`](crate::Limits::max_message_size) of
+    /// them: past that the connection closes with 0x97 (quota exceeded,
+    /// MESSAGE_QUEUE_LIMIT_REACHED).
+    fn hold(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let limit = self.config.limits.max_message_size();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.pending
+            .len()
+            .checked_add(bytes.len())
+            .is_none_or(|n| n > limit)
+        {
+            self.end_conn_for(now, conn, 0x97, WillFate::Discard, SessionFate::Keep);
+        } else {
+            c.pending.extend_from_slice(bytes);
+        }
+    }
+
+    /// Decodes `input` packet by packet and acts on each.
+    fn consume(&mut self, now: Instant, conn: ConnId, mut input: &[u8]) {
+        while !input.is_empty() {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.phase == Phase::Authenticating {
+                // The rest waits for the decision on the CONNECT.
+                self.hold(now, conn, input);
+                return;
+            }
+            let at = c.decoder.offset();
+            match c.decoder.feed(&mut input) {
+                Ok(None) => return,
+                Ok(Some(packet)) => {
+                    c.last_packet = now;
+                    if let Err(v) = self.on_packet(now, conn, packet, at) {
+                        self.fault(now, conn, v);
+                        return;
+                    }
+                }
+                Err(v) => {
+                    self.fault(now, conn, v);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The transport connection closed without a decision of ours (socket
+    /// closed, I/O error): CONNECTION_LOST, the will is published.
+    pub fn connection_lost(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            self.end_conn(
+                now,
+                conn,
+                CloseReason::ConnectionLost,
+                None,
+                WillFate::Publish,
+            );
+        }
+    }
+
+    /// The server accepts a CONNECT (credentials fine): CONNACK 0, and an
+    /// earlier connection with the same client identifier is taken over
+    /// (DISCONNECT 0x8E, SESSION_TAKEN_OVER). At the client limit the
+    /// CONNECT is refused busy instead. A stale `Incoming` (its connection
+    /// closed meanwhile) is ignored.
+    pub fn accept(&mut self, now: Instant, incoming: Incoming) {
+        let Incoming { conn, connect } = incoming;
+        if self.conns.get(&conn).map(|c| c.phase) != Some(Phase::Authenticating) {
+            return;
+        }
+        let version = connect.version;
+        let mut client_id = connect.client_id().as_str().to_owned();
+        let assigned = client_id.is_empty();
+        if assigned {
+            let mut raw = [0u8; 12];
+            if self.random.fill(&mut raw).is_err() {
+                // 0x80 Unspecified error (3.1.1: server unavailable).
+                self.refuse_connect(now, conn, version, 0x80, Some(0x03));
+                return;
+            }
+            client_id = ASSIGNED_PREFIX.to_owned();
+            for b in raw {
+                client_id.push_str(&format!("{b:02x}"));
+            }
+        }
+        let existing = self.by_client.get(&client_id).copied();
+        let takes_over = existing
+            .and_then(|k| self.sessions.get(&k))
+            .and_then(|s| s.conn);
+        if takes_over.is_none() && self.connected >= self.config.limits.max_clients() {
+            let v = Violation::new(ViolationKind::Mqtt(MqttFault::ServerBusy), 0);
+            self.refuse_violation(now, conn, version, v);
+            return;
+        }
+        let resume = !connect.clean_start;
+        if let Some(old) = takes_over {
+            let fate = if resume {
+                SessionFate::Resume
+            } else {
+                SessionFate::End
+            };
+            self.server_close_conn(now, old, 0x8E, fate);
+        }
+        let mut session_present = false;
+        let key = match self.by_client.get(&client_id).copied() {
+            Some(k) if resume => {
+                session_present = true;
+                k
+            }
+            Some(k) => {
+                self.end_session(now, k);
+                self.new_session(&client_id, version)
+            }
+            None => self.new_session(&client_id, version),
+        };
+        // The session as this connection sets it up.
+        let config = self.config.clone();
+        let cap = config.max_session_expiry;
+        let (requested, expiry) = match version {
+            Version::V5 => {
+                let asked = match connect.properties.get(PropertyId::SessionExpiryInterval) {
+                    Some(Property::SessionExpiryInterval(s)) => s,
+                    _ => 0,
+                };
+                (asked, asked.min(cap))
+            }
+            Version::V311 if connect.clean_start => (0, 0),
+            Version::V311 => (cap, cap),
+        };
+        let client_receive_max = match connect.properties.get(PropertyId::ReceiveMaximum) {
+            Some(Property::ReceiveMaximum(n)) => n,
+            _ => u16::MAX,
+        };
+        let max_packet = match connect.properties.get(PropertyId::MaximumPacketSize) {
+            Some(Property::MaximumPacketSize(n)) => Some(n),
+            _ => None,
+        };
+        let keep_alive = match (version, config.server_keep_alive) {
+            (Version::V5, Some(k)) => k,
+            _ => connect.keep_alive,
+        };
+        let will = connect.will().map(|w| PendingWill::of(w, now));
+        let window = usize::from(config.max_inflight.min(client_receive_max).max(1));
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.version = version;
+            s.conn = Some(conn);
+            s.expiry = Duration::from_secs(u64::from(expiry));
+            s.expiry_was_zero = requested == 0;
+            if let Some(since) = s.offline_since.take() {
+                self.offline.remove(&(since, key));
+            }
+            s.ends_at = None;
+            // A new connection to the session cancels a delayed will
+            // (MQTT-3.1.3-9).
+            s.will_due = None;
+            s.will = will;
+            s.window = window;
+            s.max_packet = max_packet;
+        }
+        self.refile_session(key);
+        self.connected += 1;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Connected(key);
+            c.client_id = Some(client_id.clone());
+            c.last_packet = now;
+            c.keep_alive =
+                (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        }
+        // CONNACK.
+        let mut properties = Properties::builder();
+        let mut props: Vec<Property> = Vec::new();
+        if version == Version::V5 {
+            if assigned {
+                if let Ok(id) = Str::try_from(client_id.as_str()) {
+                    props.push(Property::AssignedClientIdentifier(id));
+                }
+            }
+            if requested != expiry {
+                props.push(Property::SessionExpiryInterval(expiry));
+            }
+            if config.receive_maximum != u16::MAX {
+                props.push(Property::ReceiveMaximum(config.receive_maximum.max(1)));
+            }
+            if config.maximum_qos < QoS::ExactlyOnce {
+                props.push(Property::MaximumQos(config.maximum_qos as u8));
+            }
+            let max = u32::try_from(config.limits.max_message_size()).unwrap_or(u32::MAX);
+            props.push(Property::MaximumPacketSize(max));
+            if config.topic_alias_maximum > 0 {
+                props.push(Property::TopicAliasMaximum(config.topic_alias_maximum));
+            }
+            if let Some(k) = config.server_keep_alive {
+                props.push(Property::ServerKeepAlive(k));
+            }
+        }
+        for p in props {
+            match properties.push(p) {
+                Ok(b) => properties = b,
+                Err(_) => {
+                    properties = Properties::builder();
+                    break;
+                }
+            }
+        }
+        let connack = ConnAck {
+            session_present,
+            code: 0,
+            properties: properties.build(),
+        };
+        self.send(conn, version, &Packet::ConnAck(connack));
+        self.events.push_back(Event::Connected {
+            conn,
+            client_id,
+            version,
+            session_present,
+        });
+        // A resumed session sends again what was in flight, then its queue.
+        if session_present {
+            let again = self
+                .sessions
+                .get(&key)
+                .map(|s| s.inflight.resend())
+                .unwrap_or_default();
+            for (_, what) in again {
+                match what {
+                    Ok(publish) => self.send(conn, version, &Packet::Publish(publish)),
+                    Err(id) => self.send(conn, version, &Packet::PubRel(Ack::new(id))),
+                }
+            }
+        }
+        self.pump(now, key);
+        self.refile_conn(conn);
+        // Packets that came behind the CONNECT.
+        let pending = self
+            .conns
+            .get_mut(&conn)
+            .map(|c| std::mem::take(&mut c.pending))
+            .unwrap_or_default();
+        if !pending.is_empty() {
+            self.consume(now, conn, &pending);
+            self.refile_conn(conn);
+        }
+    }
+
+    /// The server refuses a CONNECT: CONNACK with the code of `why` (3.1.1
+    /// 0x04, 0x05, 0x03; 5.0 0x86, 0x87, 0x89), then the close.
+    pub fn refuse(&mut self, now: Instant, incoming: Incoming, why: Refuse) {
+        let Incoming { conn, connect } = incoming;
+        if self.conns.get(&conn).map(|c| c.phase) != Some(Phase::Authenticating) {
+            return;
+        }
+        let fault = match why {
+            Refuse::BadCredentials => MqttFault::BadUserNameOrPassword,
+            Refuse::NotAuthorized => MqttFault::NotAuthorized,
+            Refuse::Busy => MqttFault::ServerBusy,
+        };
+        let v = Violation::new(ViolationKind::Mqtt(fault), 0);
+        self.refuse_violation(now, conn, connect.version, v);
+    }
+
+    /// The broker routes `message` to `client_id` as `options` says. QoS 0
+    /// goes out at once if the client is connected (and is dropped
+    /// otherwise); QoS 1 and 2 wait in the session's queue while its
+    /// in-flight window is full or it is offline. A message the client's
+    /// maximum packet size cannot take, or already expired, is dropped. A
+    /// full queue closes a connected client (DISCONNECT 0x97,
+    /// MESSAGE_QUEUE_LIMIT_REACHED, the queue discarded) and drops the
+    /// message for an offline one.
+    pub fn deliver(&mut self, now: Instant, client_id: &str, message: &Message, options: Delivery) {
+        let Some(&key) = self.by_client.get(client_id) else {
+            return;
+        };
+        if message.expires_at.is_some_and(|t| t <= now) {
+            return;
+        }
+        let (max_q, max_b) = (
+            self.config.max_queued_messages,
+            self.config.max_queued_bytes,
+        );
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let item = Queued {
+            message: message.clone(),
+            delivery: options,
+        };
+        if item.delivery.qos == QoS::AtMostOnce {
+            if s.conn.is_some() {
+                self.send_message(now, key, item);
+            }
+            return;
+        }
+        if s.queue.push(item, max_q, max_b).is_err() {
+            if let Some(conn) = s.conn {
+                s.queue.clear();
+                self.server_close_conn(now, conn, 0x97, SessionFate::Keep);
+            }
+            return;
+        }
+        self.pump(now, key);
+    }
+
+    /// The server closes `client_id` of its own accord: a 5.0 client gets
+    /// DISCONNECT 0x98 or 0x8B first; its will is published. A controller
+    /// close also ends the session (offline ones included).
+    pub fn close(&mut self, now: Instant, client_id: &str, why: ServerClose) {
+        let Some(&key) = self.by_client.get(client_id) else {
+            return;
+        };
+        let conn = self.sessions.get(&key).and_then(|s| s.conn);
+        let (code, fate) = match why {
+            ServerClose::Controller => (0x98, SessionFate::End),
+            ServerClose::Shutdown => (0x8B, SessionFate::Keep),
+        };
+        match conn {
+            Some(conn) => self.server_close_conn(now, conn, code, fate),
+            None if fate == SessionFate::End => self.end_session(now, key),
+            None => {}
+        }
+    }
+
+    /// The next bytes to write, in order for each connection. Drain them
+    /// all before [`poll_close`](Self::poll_close).
+    pub fn poll_transmit(&mut self) -> Option<(ConnId, Bytes)> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the server.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next close decision; its connection's last bytes were queued
+    /// before it: close the socket once they are written. Each connection
+    /// is handed out once; the registry has forgotten it.
+    pub fn poll_close(&mut self) -> Option<(ConnId, Close)> {
+        self.closes.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Fires every timer due at `now`: CONNECT timeouts, keep alive
+    /// (DISCONNECT 0x8D, CLIENT_UNRESPONSIVE), delayed wills, offline
+    /// session expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((at, timer))) = self.timers.peek() {
+            if at > now {
+                return;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Conn(conn) => self.conn_timer(now, conn, at),
+                Timer::Session(key) => self.session_timer(now, key, at),
+            }
+        }
+    }
+
+    /// Every session, connected or offline.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionInfo> + '_ {
+        self.sessions.values().map(|s| SessionInfo {
+            client_id: s.client_id.clone(),
+            version: s.version,
+            conn: s.conn,
+        })
+    }
+
+    /// Connected clients (for the client limit).
+    pub fn connected(&self) -> usize {
+        self.connected
+    }
+
+    /// Open transport connections, connected or not.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn conn_timer(&mut self, now: Instant, conn: ConnId, at: Instant) {
+        let timeout = self.config.connect_timeout;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.filed == Some(at) {
+            c.filed = None;
+        }
+        match c.deadline(timeout) {
+            Some(d) if d <= now => match c.phase {
+                Phase::Connected(_) => self.server_close_conn(now, conn, 0x8D, SessionFate::Keep),
+                // No CONNECT in time: nothing to answer.
+                _ => self.end_conn(
+                    now,
+                    conn,
+                    CloseReason::ClientUnresponsive,
+                    None,
+                    WillFate::Publish,
+                ),
+            },
+            _ => self.refile_conn(conn),
+        }
+    }
+
+    fn session_timer(&mut self, now: Instant, key: u64, at: Instant) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if s.filed == Some(at) {
+            s.filed = None;
+        }
+        if s.will_due.as_ref().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, message)) = s.will_due.take() {
+                let from = s.client_id.clone();
+                self.events.push_back(Event::Will { from, message });
+            }
+        }
+        let ends = self
+            .sessions
+            .get(&key)
+            .and_then(|s| s.ends_at)
+            .is_some_and(|t| t <= now);
+        if ends {
+            self.end_session(now, key);
+        } else {
+            self.refile_session(key);
+        }
+    }
+
+    fn new_session(&mut self, client_id: &str, version: Version) -> u64 {
+        let key = self.next_session;
+        self.next_session = self.next_session.wrapping_add(1);
+        self.sessions
+            .insert(key, Session::new(client_id.to_owned(), version));
+        self.by_client.insert(client_id.to_owned(), key);
+        key
+    }
+
+    /// Ends a session: a will still waiting is published now, the
+    /// server is told to drop its subscriptions.
+    fn end_session(&mut self, _now: Instant, key: u64) {
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
+        self.by_client.remove(&s.client_id);
+        if let Some(since) = s.offline_since.take() {
+            self.offline.remove(&(since, key));
+        }
+        if let Some((_, message)) = s.will_due.take() {
+            self.events.push_back(Event::Will {
+                from: s.client_id.clone(),
+                message,
+            });
+        }
+        s.inflight.clear();
+        s.queue.clear();
+        self.events.push_back(Event::SessionEnded {
+            client_id: s.client_id,
+        });
+    }
+
+    /// Acts on one packet of a connection (decoded from stream offset `at`).
+    fn on_packet(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        packet: Packet,
+        at: usize,
+    ) -> Result<(), Violation> {
+        let fault = |f: MqttFault| Violation::new(ViolationKind::Mqtt(f), at);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        let (key, packet) = match (c.phase, packet) {
+            (Phase::AwaitConnect, Packet::Connect(connect)) => {
+                c.version = Some(connect.version);
+                c.client_id = Some(connect.client_id().as_str().to_owned());
+                if connect.version == Version::V5
+                    && connect
+                        .properties
+                        .get(PropertyId::AuthenticationMethod)
+                        .is_some()
+                {
+                    // No extended authentication is offered.
+                    return Err(fault(MqttFault::BadAuthenticationMethod));
+                }
+                c.phase = Phase::Authenticating;
+                self.events
+                    .push_back(Event::Connect(Incoming { conn, connect }));
+                return Ok(());
+            }
+            (Phase::Connected(key), packet) => (key, packet),
+            // The decoder lets nothing else through before the CONNECT,
+            // and holds nothing while the CONNECT is checked.
+            (_, packet) => {
+                return Err(fault(MqttFault::UnexpectedPacket(packet.packet_type())));
+            }
+        };
+        let version = c.version.unwrap_or(Version::V311);
+        match packet {
+            Packet::Publish(p) => self.on_publish(now, conn, key, version, p, at)?,
+            Packet::PubAck(a) => self.on_ack(now, conn, key, PacketType::PubAck, a, at)?,
+            Packet::PubRec(a) => self.on_ack(now, conn, key, PacketType::PubRec, a, at)?,
+            Packet::PubComp(a) => self.on_ack(now, conn, key, PacketType::PubComp, a, at)?,
+            Packet::PubRel(a) => {
+                let known = self
+                    .sessions
+                    .get_mut(&key)
+                    .is_some_and(|s| s.inflight.inbound_release(a.packet_id));
+                let mut comp = Ack::new(a.packet_id);
+                if !known && version == Version::V5 {
+                    // Packet Identifier not found: answered, not a fault
+                    // (a PUBCOMP lost with a connection makes the client
+                    // send PUBREL again).
+                    comp.code = 0x92;
+                }
+                self.send(conn, version, &Packet::PubComp(comp));
+            }
+            Packet::Subscribe(sub) => {
+                let max = self.config.maximum_qos;
+                let id = match sub.properties.get(PropertyId::SubscriptionIdentifier) {
+                    Some(Property::SubscriptionIdentifier(n)) => Some(n),
+                    _ => None,
+                };
+                let mut codes = Vec::new();
+                let mut subscriptions = Vec::new();
+                for (filter, mut options) in sub.subscriptions.iter() {
+                    options.qos = min_qos(options.qos, max);
+                    codes.push(options.qos as u8);
+                    subscriptions.push(SubscriptionRequest {
+                        filter: filter.as_str().to_owned(),
+                        options,
+                        id,
+                    });
+                }
+                let suback = SubAck {
+                    packet_id: sub.packet_id,
+                    properties: Properties::new(),
+                    codes: Bytes::from(codes),
+                };
+                self.send(conn, version, &Packet::SubAck(suback));
+                if let Some(client_id) = self.client_of(key) {
+                    self.events.push_back(Event::Subscribe {
+                        client_id,
+                        subscriptions,
+                    });
+                }
+            }
+            Packet::Unsubscribe(unsub) => {
+                let filters: Vec<String> = unsub
+                    .filters
+                    .iter()
+                    .map(|f| f.as_str().to_owned())
+                    .collect();
+                let unsuback = UnsubAck {
+                    packet_id: unsub.packet_id,
+                    properties: Properties::new(),
+                    codes: Bytes::from(vec![0u8; filters.len()]),
+                };
+                self.send(conn, version, &Packet::UnsubAck(unsuback));
+                if let Some(client_id) = self.client_of(key) {
+                    self.events
+                        .push_back(Event::Unsubscribe { client_id, filters });
+                }
+            }
+            Packet::PingReq => self.send(conn, version, &Packet::PingResp),
+            Packet::Disconnect(d) => {
+                if let Some(Property::SessionExpiryInterval(secs)) =
+                    d.properties.get(PropertyId::SessionExpiryInterval)
+                {
+                    let cap = self.config.max_session_expiry;
+                    let Some(s) = self.sessions.get_mut(&key) else {
+                        return Ok(());
+                    };
+                    if s.expiry_was_zero && secs != 0 {
+                        return Err(fault(MqttFault::SessionExpiryAfterZero));
+                    }
+                    s.expiry = Duration::from_secs(u64::from(secs.min(cap)));
+                }
+                // 0x00 (and every 3.1.1 DISCONNECT) discards the will; 0x04
+                // asks for it, and so does any error the client reports.
+                let will = if d.code == 0 {
+                    WillFate::Discard
+                } else {
+                    WillFate::Publish
+                };
+                self.end_conn(now, conn, CloseReason::ClosedByClient, Some(d.code), will);
+            }
+            other => {
+                return Err(fault(MqttFault::UnexpectedPacket(other.packet_type())));
+            }
+        }
+        Ok(())
+    }
+
+    fn client_of(&self, key: u64) -> Option<String> {
+        self.sessions.get(&key).map(|s| s.client_id.clone())
+    }
+
+    /// A PUBLISH from the client.
+    fn on_publish(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        key: u64,
+        version: Version,
+        p: Publish,
+        at: usize,
+    ) -> Result<(), Violation> {
+        let fault = |f: MqttFault| Violation::new(ViolationKind::Mqtt(f), at);
+        if p.qos > self.config.maximum_qos {
+            return Err(fault(MqttFault::QosNotSupported(p.qos as u8)));
+        }
+        let alias_max = self.config.topic_alias_maximum;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        let alias = match p.properties.get(PropertyId::TopicAlias) {
+            Some(Property::TopicAlias(a)) if version == Version::V5 => Some(a),
+            _ => None,
+        };
+        let topic = match alias {
+            Some(a) if a > alias_max => return Err(fault(MqttFault::TopicAliasInvalid(a))),
+            Some(a) if p.topic().is_empty() => match c.aliases.get(&a) {
+                Some(t) => t.clone(),
+                None => return Err(fault(MqttFault::TopicAliasUnknown(a))),
+            },
+            Some(a) => {
+                // A copy: the alias outlives the packet's buffer.
+                let t = Str::try_from(p.topic()).unwrap_or_default();
+                c.aliases.insert(a, t.clone());
+                t
+            }
+            None => p.topic_view(),
+        };
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return Ok(());
+        };
+        let from = s.client_id.clone();
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(conn, version, &Packet::PubAck(Ack::new(p.packet_id))),
+            QoS::ExactlyOnce => {
+                if s.inflight.inbound_contains(p.packet_id) {
+                    if !p.dup {
+                        return Err(fault(MqttFault::PacketIdInUse(p.packet_id)));
+                    }
+                    // A resend: acknowledged again, not delivered again.
+                    self.send(conn, version, &Packet::PubRec(Ack::new(p.packet_id)));
+                    return Ok(());
+                }
+                if s.inflight.inbound_len() >= usize::from(self.config.receive_maximum.max(1)) {
+                    return Err(fault(MqttFault::ReceiveMaximumExceeded));
+                }
+                s.inflight.inbound_insert(p.packet_id);
+                self.send(conn, version, &Packet::PubRec(Ack::new(p.packet_id)));
+            }
+        }
+        let message = message_of(&p, topic, now);
+        self.events.push_back(Event::Publish { from, message });
+        Ok(())
+    }
+
+    /// A PUBACK, PUBREC or PUBCOMP from the client.
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        key: u64,
+        packet: PacketType,
+        a: Ack,
+        at: usize,
+    ) -> Result<(), Violation> {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return Ok(());
+        };
+        let refused = packet == PacketType::PubRec && a.code >= 0x80;
+        match s.inflight.ack(packet, a.packet_id, refused) {
+            None => Err(Violation::new(
+                ViolationKind::Mqtt(MqttFault::AckNotInFlight {
+                    packet,
+                    id: a.packet_id,
+                }),
+                at,
+            )),
+            Some(Acked::SendPubRel) => {
+                let version = s.version;
+                self.send(conn, version, &Packet::PubRel(Ack::new(a.packet_id)));
+                Ok(())
+            }
+            Some(Acked::Done) => {
+                self.pump(now, key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends queued messages while the in-flight window has room.
+    fn pump(&mut self, now: Instant, key: u64) {
+        loop {
+            let Some(s) = self.sessions.get_mut(&key) else {
+                return;
+            };
+            if s.conn.is_none() || s.inflight.outbound_len() >= s.window {
+                return;
+            }
+            let Some(item) = s.queue.pop(now) else {
+                return;
+            };
+            self.send_message(now, key, item);
+        }
+    }
+
+    /// Sends one message to a connected session (QoS 1 and 2 with a new
+    /// packet identifier, filed in flight), unless the client's maximum
+    /// packet size is too small for it (dropped).
+    fn send_message(&mut self, now: Instant, key: u64, item: Queued) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(conn) = s.conn else {
+            return;
+        };
+        let qos = item.delivery.qos;
+        let id = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            match s.inflight.allocate() {
+                Some(id) => id,
+                None => return,
+            }
+        };
+        let publish = s.publish(&item.message, &item.delivery, id, now);
+        let version = s.version;
+        let packet = Packet::Publish(publish);
+        let Ok(size) = packet.encoded_len(version) else {
+            return;
+        };
+        if s.max_packet
+            .is_some_and(|max| u32::try_from(size).map_or(true, |n| n > max))
+        {
+            // Too big for the client (MQTT-3.1.2-24): dropped.
+            return;
+        }
+        if let Packet::Publish(p) = &packet {
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => s.inflight.insert(p.clone(), Stage::Qos1Sent),
+                QoS::ExactlyOnce => s.inflight.insert(p.clone(), Stage::Qos2Sent),
+            }
+        }
+        self.send(conn, version, &packet);
+    }
+
+    /// Queues `packet` for `conn`.
+    fn send(&mut self, conn: ConnId, version: Version, packet: &Packet) {
+        if let Ok(bytes) = packet.to_bytes(version) {
+            self.transmits.push_back((conn, bytes));
+        }
+    }
+
+    /// A fault in what the client sent: before the CONNECT is accepted a
+    /// refusal CONNACK where the fault is one, after it a 5.0 DISCONNECT
+    /// with the reason code; then the close.
+    fn fault(&mut self, now: Instant, conn: ConnId, v: Violation) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        match c.phase {
+            Phase::Connected(_) => {
+                let code = v.kind().reason_code();
+                if c.version == Some(Version::V5) {
+                    if let Some(code) = code {
+                        self.disconnect(conn, code);
+                    }
+                }
+                self.end_conn(now, conn, v.close_reason(), code, WillFate::Publish);
+            }
+            _ => {
+                let version = c.version;
+                match version {
+                    Some(version) => self.refuse_violation(now, conn, version, v),
+                    None => {
+                        // The CONNECT did not decode: a 3.1.1 CONNACK for a
+                        // level we do not speak or a rejected identifier
+                        // (a client of any level reads it), else nothing.
+                        if let Some(code) = v311_connack_code(&v) {
+                            let connack = ConnAck {
+                                session_present: false,
+                                code,
+                                properties: Properties::new(),
+                            };
+                            self.send(conn, Version::V311, &Packet::ConnAck(connack));
+                        }
+                        let code = v.kind().reason_code();
+                        self.end_conn(now, conn, v.close_reason(), code, WillFate::Discard);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Refuses a CONNECT for `v`: CONNACK with its code, then the close.
+    fn refuse_violation(&mut self, now: Instant, conn: ConnId, version: Version, v: Violation) {
+        let code = v.kind().reason_code().unwrap_or(0x80);
+        let v311 = v311_connack_code(&v);
+        self.refuse_connect(now, conn, version, code, v311);
+    }
+
+    /// Sends the refusing CONNACK (5.0 `code`, 3.1.1 `v311` or 0x03) and
+    /// closes with the close reason of `code`.
+    fn refuse_connect(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        version: Version,
+        code: u8,
+        v311: Option<u8>,
+    ) {
+        let connack = ConnAck {
+            session_present: false,
+            code: match version {
+                Version::V5 => code,
+                Version::V311 => v311.unwrap_or(0x03),
+            },
+            properties: Properties::new(),
+        };
+        self.send(conn, version, &Packet::ConnAck(connack));
+        self.end_conn_for(now, conn, code, WillFate::Discard, SessionFate::Keep);
+    }
+
+    /// Queues a 5.0 DISCONNECT with `code`.
+    fn disconnect(&mut self, conn: ConnId, code: u8) {
+        let d = Disconnect {
+            code,
+            properties: Properties::new(),
+        };
+        self.send(conn, Version::V5, &Packet::Disconnect(d));
+    }
+
+    /// The server closes a connected client with the 5.0 reason `code`
+    /// (DISCONNECT for 5.0), the will published, the session's fate given.
+    fn server_close_conn(&mut self, now: Instant, conn: ConnId, code: u8, fate: SessionFate) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if c.version == Some(Version::V5) && matches!(c.phase, Phase::Connected(_)) {
+            self.disconnect(conn, code);
+        }
+        self.end_conn_for(now, conn, code, WillFate::Publish, fate);
+    }
+
+    /// Ends a connection for a decision with the 5.0 reason `code`, and its
+    /// close reason.
+    fn end_conn_for(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        code: u8,
+        will: WillFate,
+        fate: SessionFate,
+    ) {
+        let reason = ViolationKind::mqtt_close_reason(code);
+        self.end_conn_with(now, conn, reason, Some(code), will, fate);
+    }
+
+    /// Ends a connection with `reason`; its session is kept for its expiry.
+    fn end_conn(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: CloseReason,
+        code: Option<u8>,
+        will: WillFate,
+    ) {
+        self.end_conn_with(now, conn, reason, code, will, SessionFate::Keep);
+    }
+
+    /// Forgets a connection, queues its close decision and detaches its
+    /// session: the will published (now, or after its delay while the
+    /// session lives) or discarded, the session kept offline, ended, or
+    /// left for the connection that takes it over.
+    fn end_conn_with(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: CloseReason,
+        code: Option<u8>,
+        will: WillFate,
+        fate: SessionFate,
+    ) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.closes.push_back((
+            conn,
+            Close {
+                reason,
+                code,
+                client_id: c.client_id.clone(),
+            },
+        ));
+        let Phase::Connected(key) = c.phase else {
+            return;
+        };
+        self.connected = self.connected.saturating_sub(1);
+        let cap = self.config.max_sessions;
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.conn = None;
+        let pending = s.will.take();
+        let ends = fate == SessionFate::End || (fate == SessionFate::Keep && s.expiry.is_zero());
+        if let (Some(w), WillFate::Publish) = (pending, will) {
+            if w.delay.is_zero() || ends {
+                // Due now: no delay, or the session ends now.
+                self.events.push_back(Event::Will {
+                    from: s.client_id.clone(),
+                    message: w.message,
+                });
+            } else if fate == SessionFate::Keep {
+                // Due after its delay, or when the session ends if that
+                // comes first (`end_session` publishes it then).
+                s.will_due = now.checked_add(w.delay).map(|t| (t, w.message));
+            }
+            // Resumed at once by a new connection: a delayed will is
+            // cancelled (MQTT-3.1.3-9).
+        }
+        match fate {
+            SessionFate::Resume => {}
+            _ if ends => self.end_session(now, key),
+            _ => {
+                let Some(s) = self.sessions.get_mut(&key) else {
+                    return;
+                };
+                s.offline_since = Some(now);
+                s.ends_at = now.checked_add(s.expiry);
+                self.offline.insert((now, key));
+                self.refile_session(key);
+                // The offline-session cap: the one offline the longest goes.
+                while self.offline.len() > cap {
+                    match self.offline.first().copied() {
+                        Some((_, oldest)) => self.end_session(now, oldest),
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Files a connection's deadline in the timer heap if it is earlier
+    /// than the one filed (a later one is refiled when the earlier fires).
+    fn refile_conn(&mut self, conn: ConnId) {
+        let timeout = self.config.connect_timeout;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Some(d) = c.deadline(timeout) {
+            if c.filed.is_none_or(|f| d < f) {
+                c.filed = Some(d);
+                self.timers.push(Reverse((d, Timer::Conn(conn))));
+            }
+        }
+    }
+
+    /// [`refile_conn`](Self::refile_conn) for a session.
+    fn refile_session(&mut self, key: u64) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if let Some(d) = s.deadline() {
+            if s.filed.is_none_or(|f| d < f) {
+                s.filed = Some(d);
+                self.timers.push(Reverse((d, Timer::Session(key))));
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! One client's session: what outlives its connections (in-flight
+//! identifiers, the outbound queue, the will, the expiry) and the rules
+//! that turn a decoded PUBLISH into a [`Message`] and a [`Message`] into a
+//! PUBLISH for this client.
+
+use std::time::{Duration, Instant};
+
+use super::event::{ConnId, Delivery, Message};
+use super::inflight::Inflight;
+use super::queue::Queue;
+use crate::mqtt::{Properties, Property, PropertyId, Publish, QoS, Str, Version, Will};
+
+/// A will, kept from the CONNECT until the connection ends.
+#[derive(Clone, Debug)]
+pub(super) struct PendingWill {
+    pub(super) message: Message,
+    /// 5.0 will delay interval.
+    pub(super) delay: Duration,
+}
+
+impl PendingWill {
+    /// The will of a CONNECT received at `now`.
+    pub(super) fn of(will: Will, now: Instant) -> PendingWill {
+        let delay = match will.properties.get(PropertyId::WillDelayInterval) {
+            Some(Property::WillDelayInterval(s)) => Duration::from_secs(u64::from(s)),
+            _ => Duration::ZERO,
+        };
+        let (properties, expires_at) = forwarded(&will.properties, now);
+        PendingWill {
+            message: Message {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos,
+                retain: will.retain,
+                properties,
+                expires_at,
+            },
+            delay,
+        }
+    }
+}
+
+/// The properties of a PUBLISH (or will) that go on to subscribers, and
+/// when the message expires.
+pub(super) fn forwarded(properties: &Properties, now: Instant) -> (Properties, Option<Instant>) {
+    if properties.is_empty() {
+        return (Properties::new(), None);
+    }
+    let mut expires_at = None;
+    let mut builder = Some(Properties::builder());
+    for p in properties.iter() {
+        match p {
+            Property::MessageExpiryInterval(s) => {
+                expires_at = now.checked_add(Duration::from_secs(u64::from(s)));
+            }
+            Property::PayloadFormatIndicator(_)
+            | Property::ContentType(_)
+            | Property::ResponseTopic(_)
+            | Property::CorrelationData(_)
+            | Property::UserProperty(..) => {
+                // Decoded properties always encode again.
+                builder = builder.and_then(|b| b.push(p).ok());
+            }
+            _ => {}
+        }
+    }
+    (
+        builder.map_or_else(Properties::new, |b| b.build()),
+        expires_at,
+    )
+}
+
+/// One client's session.
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) client_id: String,
+    /// The version of its last connection.
+    pub(super) version: Version,
+    /// Its connection; `None` while offline.
+    pub(super) conn: Option<ConnId>,
+    /// How long it outlives a connection, as granted.
+    pub(super) expiry: Duration,
+    /// Whether the CONNECT asked for no expiry (a DISCONNECT may not set
+    /// one then).
+    pub(super) expiry_was_zero: bool,
+    /// Since when it is offline.
+    pub(super) offline_since: Option<Instant>,
+    /// When it ends, while offline.
+    pub(super) ends_at: Option<Instant>,
+    /// The will of its connection, while connected.
+    pub(super) will: Option<PendingWill>,
+    /// A will whose delay runs, and when it is due.
+    pub(super) will_due: Option<(Instant, Message)>,
+    pub(super) inflight: Inflight,
+    pub(super) queue: Queue,
+    /// The in-flight window: our cap and the client's receive maximum.
+    pub(super) window: usize,
+    /// The client's maximum packet size (5.0), for what we send.
+    pub(super) max_packet: Option<u32>,
+    /// The deadline filed in the registry's timer heap.
+    pub(super) filed: Option<Instant>,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub(super) fn new(client_id: String, version: Version) -> Session {
+        Session {
+            client_id,
+            version,
+            conn: None,
+            expiry: Duration::ZERO,
+            expiry_was_zero: true,
+            offline_since: None,
+            ends_at: None,
+            will: None,
+            will_due: None,
+            inflight: Inflight::default(),
+            queue: Queue::default(),
+            window: 1,
+            max_packet: None,
+            filed: None,
+        }
+    }
+
+    /// The next time something is due: the end of its offline life, or its
+    /// delayed will.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        let will = self.will_due.as_ref().map(|(t, _)| *t);
+        match (self.ends_at, will) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The PUBLISH that carries `message` to this client as `delivery` says,
+    /// with `packet_id` (0 at QoS 0), at `now`: 5.0 gets the forwarded
+    /// properties, the message expiry interval left (rounded up) and the
+    /// subscription identifiers.
+    pub(super) fn publish(
+        &self,
+        message: &Message,
+        delivery: &Delivery,
+        packet_id: u16,
+        now: Instant,
+    ) -> Publish {
+        let publish = Publish::new(&message.topic, &message.payload)
+            .with_qos(delivery.qos, packet_id)
+            .with_retain(delivery.retain);
+        if self.version != Version::V5 {
+            return publish;
+        }
+        let left = message.expires_at.map(|t| {
+            let d = t.saturating_duration_since(now);
+            let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        });
+        if left.is_none() && delivery.subscription_ids.is_empty() {
+            return publish.with_properties(message.properties.clone());
+        }
+        let mut builder = Some(Properties::builder());
+        for p in message.properties.iter() {
+            builder = builder.and_then(|b| b.push(p).ok());
+        }
+        if let Some(secs) = left {
+            builder = builder.and_then(|b| b.push(Property::MessageExpiryInterval(secs)).ok());
+        }
+        for &id in &delivery.subscription_ids {
+            builder = builder.and_then(|b| b.push(Property::SubscriptionIdentifier(id)).ok());
+        }
+        publish.with_properties(builder.map_or_else(|| message.properties.clone(), |b| b.build()))
+    }
+}
+
+/// The message of a decoded PUBLISH whose topic is `topic` (an alias
+/// resolved), received at `now`.
+pub(super) fn message_of(publish: &Publish, topic: Str, now: Instant) -> Message {
+    let (properties, expires_at) = forwarded(&publish.properties, now);
+    Message {
+        topic,
+        payload: publish.payload_view(),
+        qos: publish.qos,
+        retain: publish.retain,
+        properties,
+        expires_at,
+    }
+}
+
+/// The lower of two QoS.
+pub(super) fn min_qos(a: QoS, b: QoS) -> QoS {
+    a.min(b)
+}

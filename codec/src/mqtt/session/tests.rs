@@ -1,0 +1,1028 @@
+//! The registry driven as a server drives it, by a test client that builds
+//! its packets with the packet codec and reads the server's with a
+//! client-side decoder. Every stream a test sends goes in whole and, in a
+//! second run, byte by byte ([`both_ways`]).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::mqtt::{
+    Ack, Connect, Decoder, Disconnect, Packet, Properties, Property, PropertyId, Publish, QoS,
+    Sender, Str, Subscribe, SubscriptionOptions, Subscriptions, TopicFilters, Unsubscribe, Version,
+    Will,
+};
+use crate::session::ids::SeededRandom;
+use crate::{CloseReason, Limits};
+
+/// What a test saw, all connections together.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Packets the server wrote, by connection, in order.
+    sent: Vec<(ConnId, Packet)>,
+    events: Vec<Event>,
+    closes: Vec<(ConnId, Close)>,
+}
+
+/// A server stand-in: accepts every CONNECT (or refuses it as `refuse`
+/// says), drains everything after each call.
+struct Harness {
+    registry: Registry<SeededRandom>,
+    now: Instant,
+    refuse: Option<Refuse>,
+    versions: std::collections::HashMap<ConnId, Version>,
+    seen: Seen,
+    byte_by_byte: bool,
+}
+
+impl Harness {
+    fn new(config: MqttConfig) -> Harness {
+        let t0 = Instant::now();
+        Harness {
+            registry: Registry::new(config, SeededRandom::new(7)),
+            now: t0,
+            refuse: None,
+            versions: Default::default(),
+            seen: Seen::default(),
+            byte_by_byte: false,
+        }
+    }
+
+    fn open(&mut self, conn: u64) {
+        self.registry.open(self.now, ConnId(conn));
+        self.drain();
+    }
+
+    /// The client on `conn` sends `bytes` (whole, or byte by byte).
+    fn recv(&mut self, conn: u64, bytes: &[u8]) {
+        if self.byte_by_byte {
+            for b in bytes {
+                self.registry
+                    .handle_bytes(self.now, ConnId(conn), std::slice::from_ref(b));
+                self.drain();
+            }
+        } else {
+            self.registry.handle_bytes(self.now, ConnId(conn), bytes);
+            self.drain();
+        }
+    }
+
+    fn send(&mut self, conn: u64, version: Version, packet: Packet) {
+        let bytes = packet.to_bytes(version).unwrap();
+        self.recv(conn, &bytes);
+    }
+
+    fn advance(&mut self, ms: u64) {
+        let end = self.now + Duration::from_millis(ms);
+        while let Some(t) = self.registry.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.now = self.now.max(t);
+            self.registry.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
+    }
+
+    fn drain(&mut self) {
+        loop {
+            let mut any = false;
+            while let Some(e) = self.registry.poll_event() {
+                any = true;
+                match e {
+                    Event::Connect(incoming) => {
+                        self.versions
+                            .insert(incoming.conn(), incoming.connect().version);
+                        match self.refuse {
+                            Some(why) => self.registry.refuse(self.now, incoming, why),
+                            None => self.registry.accept(self.now, incoming),
+                        }
+                    }
+                    other => self.seen.events.push(other),
+                }
+            }
+            while let Some((conn, bytes)) = self.registry.poll_transmit() {
+                any = true;
+                let version = self.versions.get(&conn).copied().unwrap_or(Version::V311);
+                let mut d = Decoder::new(version, Sender::Server, &Limits::default());
+                let mut input = &bytes[..];
+                let p = d.feed(&mut input).unwrap().unwrap();
+                assert!(input.is_empty(), "one packet per transmit");
+                self.seen.sent.push((conn, p));
+            }
+            while let Some(c) = self.registry.poll_close() {
+                any = true;
+                self.seen.closes.push(c);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    /// Packets sent to `conn`, taken.
+    fn sent_to(&mut self, conn: u64) -> Vec<Packet> {
+        let (mine, rest) = std::mem::take(&mut self.seen.sent)
+            .into_iter()
+            .partition(|(c, _)| *c == ConnId(conn));
+        self.seen.sent = rest;
+        mine.into_iter().map(|(_, p)| p).collect()
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.seen.events)
+    }
+
+    fn closes(&mut self) -> Vec<(ConnId, Close)> {
+        std::mem::take(&mut self.seen.closes)
+    }
+
+    /// Opens `conn` and connects `client_id` with clean start, checking the
+    /// CONNACK.
+    fn connect(&mut self, conn: u64, connect: Connect) -> Packet {
+        self.open(conn);
+        let version = connect.version;
+        self.send(conn, version, Packet::Connect(connect));
+        let mut sent = self.sent_to(conn).into_iter();
+        let connack = sent.next().expect("no CONNACK");
+        // What follows the CONNACK stays for the test to read.
+        let rest = sent.map(|p| (ConnId(conn), p));
+        self.seen.sent.splice(0..0, rest);
+        connack
+    }
+}
+
+fn connect(version: Version, client_id: &'static str) -> Connect {
+    Connect::new(version, Str::from_static(client_id), None, None, None).unwrap()
+}
+
+fn publish(topic: &'static str, payload: &[u8], qos: QoS, id: u16) -> Publish {
+    Publish::new(&Str::from_static(topic), payload).with_qos(qos, id)
+}
+
+fn deliver(h: &mut Harness, client: &str, qos: QoS, payload: &'static [u8]) {
+    let message = Message {
+        topic: Str::from_static("t/1"),
+        payload: Bytes::from_static(payload),
+        qos,
+        retain: false,
+        properties: Properties::new(),
+        expires_at: None,
+    };
+    let delivery = Delivery {
+        qos,
+        retain: false,
+        subscription_ids: Vec::new(),
+    };
+    h.registry.deliver(h.now, client, &message, delivery);
+    h.drain();
+}
+
+fn connack_code(p: &Packet) -> (bool, u8) {
+    match p {
+        Packet::ConnAck(c) => (c.session_present, c.code),
+        other => panic!("not a CONNACK: {other:?}"),
+    }
+}
+
+/// Runs `test` with the client's bytes whole, then byte by byte.
+fn both_ways(test: impl Fn(&mut Harness)) {
+    for byte_by_byte in [false, true] {
+        let mut h = Harness::new(MqttConfig::default());
+        h.byte_by_byte = byte_by_byte;
+        test(&mut h);
+    }
+}
+
+#[test]
+fn mqtt_3_2_2_connack_accepts_both_versions() {
+    both_ways(|h| {
+        for (conn, version) in [(1, Version::V311), (2, Version::V5)] {
+            let ack = h.connect(conn, connect(version, if conn == 1 { "a" } else { "b" }));
+            assert_eq!(connack_code(&ack), (false, 0));
+            let ev = h.events();
+            assert!(
+                matches!(&ev[..], [Event::Connected { client_id, version: v, session_present: false, .. }] if *v == version && !client_id.is_empty()),
+                "{ev:?}"
+            );
+        }
+        assert_eq!(h.registry.connected(), 2);
+        assert_eq!(h.registry.sessions().count(), 2);
+    });
+}
+
+#[test]
+fn mqtt_3_2_2_v5_connack_announces_the_limits() {
+    let mut h = Harness::new(MqttConfig {
+        server_keep_alive: Some(30),
+        maximum_qos: QoS::AtLeastOnce,
+        max_session_expiry: 100,
+        ..MqttConfig::default()
+    });
+    let mut c = connect(Version::V5, "");
+    c.properties = Properties::builder()
+        .push(Property::SessionExpiryInterval(1000))
+        .unwrap()
+        .build();
+    let Packet::ConnAck(ack) = h.connect(1, c) else {
+        panic!()
+    };
+    let get = |id| ack.properties.get(id);
+    let Some(Property::AssignedClientIdentifier(id)) = get(PropertyId::AssignedClientIdentifier)
+    else {
+        panic!("{ack:?}")
+    };
+    assert!(id.starts_with("auto-"));
+    assert_eq!(
+        get(PropertyId::SessionExpiryInterval),
+        Some(Property::SessionExpiryInterval(100))
+    );
+    assert_eq!(
+        get(PropertyId::ReceiveMaximum),
+        Some(Property::ReceiveMaximum(64))
+    );
+    assert_eq!(get(PropertyId::MaximumQos), Some(Property::MaximumQos(1)));
+    assert_eq!(
+        get(PropertyId::ServerKeepAlive),
+        Some(Property::ServerKeepAlive(30))
+    );
+    assert_eq!(
+        get(PropertyId::TopicAliasMaximum),
+        Some(Property::TopicAliasMaximum(16))
+    );
+    assert_eq!(
+        get(PropertyId::MaximumPacketSize),
+        Some(Property::MaximumPacketSize(32 * 1024))
+    );
+    // The server keep alive rules: nothing for 45 s closes the client.
+    h.advance(44_999);
+    assert!(h.closes().is_empty());
+    h.advance(1);
+    let closes = h.closes();
+    assert_eq!(closes[0].1.reason, CloseReason::ClientUnresponsive);
+}
+
+#[test]
+fn mqtt_3_1_3_refusals_by_the_server_both_versions() {
+    let cases = [
+        (Refuse::BadCredentials, 0x04, 0x86, CloseReason::Aborted),
+        (Refuse::NotAuthorized, 0x05, 0x87, CloseReason::Aborted),
+        (Refuse::Busy, 0x03, 0x89, CloseReason::ConnectionLost),
+    ];
+    for (why, v311, v5, reason) in cases {
+        let mut h = Harness::new(MqttConfig::default());
+        h.refuse = Some(why);
+        assert_eq!(
+            connack_code(&h.connect(1, connect(Version::V311, "a"))),
+            (false, v311)
+        );
+        assert_eq!(
+            connack_code(&h.connect(2, connect(Version::V5, "a"))),
+            (false, v5)
+        );
+        let closes = h.closes();
+        assert_eq!(closes.len(), 2);
+        assert_eq!(closes[0].1.reason, reason);
+        assert_eq!(closes[1].1.code, Some(v5));
+        assert_eq!(h.registry.connected(), 0);
+    }
+}
+
+#[test]
+fn mqtt_3_1_3_client_limit_refuses_busy() {
+    let mut h = Harness::new(MqttConfig {
+        limits: Limits::builder().max_clients(1).build().unwrap(),
+        ..MqttConfig::default()
+    });
+    assert_eq!(connack_code(&h.connect(1, connect(Version::V5, "a"))).1, 0);
+    assert_eq!(
+        connack_code(&h.connect(2, connect(Version::V5, "b"))).1,
+        0x89
+    );
+    // A takeover of a connected client does not need a free slot.
+    assert_eq!(connack_code(&h.connect(3, connect(Version::V5, "a"))).1, 0);
+}
+
+#[test]
+fn mqtt_3_1_2_2_unsupported_level_answered_0x01() {
+    both_ways(|h| {
+        h.open(1);
+        // MQTT 3.1 (MQIsdp, level 3).
+        let mut bytes = vec![0x10, 0x0f, 0, 6];
+        bytes.extend_from_slice(b"MQIsdp");
+        bytes.extend_from_slice(&[3, 2, 0, 60, 0, 1, b'c']);
+        h.recv(1, &bytes);
+        assert_eq!(connack_code(&h.sent_to(1)[0]), (false, 0x01));
+        let closes = h.closes();
+        assert_eq!(
+            (closes[0].1.reason, closes[0].1.code),
+            (CloseReason::Aborted, Some(0x84))
+        );
+    });
+}
+
+#[test]
+fn mqtt_3_1_0_1_first_packet_must_be_connect() {
+    both_ways(|h| {
+        h.open(1);
+        h.recv(1, &[0xc0, 0x00]); // PINGREQ
+        assert!(h.sent_to(1).is_empty());
+        let closes = h.closes();
+        assert_eq!(closes[0].1.reason, CloseReason::InvalidInboundMessage);
+        assert_eq!(closes[0].1.client_id, None);
+    });
+}
+
+#[test]
+fn mqtt_3_1_0_2_second_connect() {
+    both_ways(|h| {
+        h.connect(1, connect(Version::V5, "a"));
+        h.events();
+        h.send(1, Version::V5, Packet::Connect(connect(Version::V5, "a")));
+        let sent = h.sent_to(1);
+        assert!(
+            matches!(&sent[..], [Packet::Disconnect(d)] if d.code == 0x82),
+            "{sent:?}"
+        );
+        let closes = h.closes();
+        assert_eq!(
+            (closes[0].1.reason, closes[0].1.client_id.as_deref()),
+            (CloseReason::InvalidInboundMessage, Some("a"))
+        );
+        // An unclean end: the session (clean start, expiry 0) ends.
+        assert!(matches!(&h.events()[..], [Event::SessionEnded { .. }]));
+    });
+}
+
+#[test]
+fn mqtt_3_1_4_3_takeover() {
+    both_ways(|h| {
+        h.connect(1, connect(Version::V5, "same"));
+        h.connect(2, connect(Version::V311, "same"));
+        let old = h.sent_to(1);
+        assert!(
+            matches!(&old[..], [Packet::Disconnect(d)] if d.code == 0x8E),
+            "{old:?}"
+        );
+        let closes = h.closes();
+        assert_eq!(closes.len(), 1);
+        assert_eq!(closes[0].0, ConnId(1));
+        assert_eq!(closes[0].1.reason, CloseReason::SessionTakenOver);
+        assert_eq!(closes[0].1.code, Some(0x8E));
+        assert_eq!(h.registry.connected(), 1);
+        let info: Vec<SessionInfo> = h.registry.sessions().collect();
+        assert_eq!(
+            info,
+            [SessionInfo {
+                client_id: "same".into(),
+                version: Version::V311,
+                conn: Some(ConnId(2))
+            }]
+        );
+    });
+}
+
+#[test]
+fn mqtt_3_1_2_24_keep_alive() {
+    both_ways(|h| {
+        let mut c = connect(Version::V311, "k");
+        c.keep_alive = 10;
+        h.connect(1, c);
+        // A PINGREQ at 14 s keeps it alive until 29 s.
+        h.advance(14_000);
+        h.recv(1, &[0xc0, 0x00]);
+        assert_eq!(h.sent_to(1), [Packet::PingResp]);
+        h.advance(14_999);
+        assert!(h.closes().is_empty());
+        h.advance(1);
+        let closes = h.closes();
+        assert_eq!(
+            (closes[0].1.reason, closes[0].1.code),
+            (CloseReason::ClientUnresponsive, Some(0x8D))
+        );
+        // 3.1.1 has no DISCONNECT from the server.
+        assert!(h.sent_to(1).is_empty());
+    });
+}
+
+#[test]
+fn mqtt_connect_timeout_closes_a_silent_connection() {
+    let mut h = Harness::new(MqttConfig::default());
+    h.open(1);
+    h.recv(1, &[0x10]); // part of a fixed header
+    h.advance(9_999);
+    assert!(h.closes().is_empty());
+    h.advance(1);
+    let closes = h.closes();
+    assert_eq!(
+        (closes[0].1.reason, closes[0].1.code),
+        (CloseReason::ClientUnresponsive, None)
+    );
+    assert_eq!(h.registry.connections(), 0);
+}
+
+#[test]
+fn mqtt_4_3_publish_qos_0_1_2_from_the_client() {
+    both_ways(|h| {
+        h.connect(1, connect(Version::V5, "p"));
+        h.events();
+        h.send(
+            1,
+            Version::V5,
+            Packet::Publish(publish("a/0", b"x", QoS::AtMostOnce, 0)),
+        );
+        h.send(
+            1,
+            Version::V5,
+            Packet::Publish(publish("a/1", b"y", QoS::AtLeastOnce, 5)),
+        );
+        h.send(
+            1,
+            Version::V5,
+            Packet::Publish(publish("a/2", b"z", QoS::ExactlyOnce, 6)),
+        );
+        h.send(1, Version::V5, Packet::PubRel(Ack::new(6)));
+        assert_eq!(
+            h.sent_to(1),
+            [
+                Packet::PubAck(Ack::new(5)),
+                Packet::PubRec(Ack::new(6)),
+                Packet::PubComp(Ack::new(6)),
+            ]
+        );
+        let topics: Vec<(String, QoS)> = h
+            .events()
+            .into_iter()
+            .map(|e| match e {
+                Event::Publish { from, message } => {
+                    assert_eq!(from, "p");
+                    (message.topic.as_str().to_owned(), message.qos)
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                ("a/0".into(), QoS::AtMostOnce),
+                ("a/1".into(), QoS::AtLeastOnce),
+                ("a/2".into(), QoS::ExactlyOnce)
+            ]
+        );
+    });
+}
+
+#[test]
+fn mqtt_4_3_3_qos2_resend_with_dup_is_not_delivered_twice() {
+    both_ways(|h| {
+        h.connect(1, connect(Version::V311, "p"));
+        h.events();
+        let p = publish("a", b"z", QoS::ExactlyOnce, 6);
+        h.send(1, Version::V311, Packet::Publish(p.clone()));
+        h.send(1, Version::V311, Packet::Publish(p.with_dup(true)));
+        assert_eq!(
+            h.sent_to(1),
+            [Packet::PubRec(Ack::new(6)), Packet::PubRec(Ack::new(6))]
+        );
+        assert_eq!(h.events().len(), 1);
+    });
+}
+
+#[test]
+fn mqtt_2_2_1_packet_id_reused_while_in_flight() {
+    both_ways(|h| {
+        h.connect(1, connect(Version::V5, "p"));
+        let p = publish("a", b"z", QoS::ExactlyOnce, 6);
+        h.send(1, Version::V5, Packet::Publish(p.clone()));
+        h.send(1, Version::V5, Packet::Publish(p));
+        let sent = h.sent_to(1);
+        assert!(matches!(&sent[..], [_, Packet::Disconnect(d)] if d.code == 0x82));
+        assert_eq!(h.closes()[0].1.reason, CloseReason::LostMessages);
+    });
+}
+
+#[test]
+fn mqtt_4_9_0_2_receive_maximum() {
+    both_ways(|h| {
+        h.registry = Registry::new(
+            MqttConfig {
+                receive_maximum: 2,
+                ..MqttConfig::default()
+            },
+            SeededRandom::new(1),
+        );
+        h.connect(1, connect(Version::V5, "p"));
+        for id in 1..=3 {
+            h.send(
+                1,
+                Version::V5,
+                Packet::Publish(publish("a", b"z", QoS::ExactlyOnce, id)),
+            );
+        }
+        let sent = h.sent_to(1);
+        assert!(
+            matches!(&sent[..], [_, _, Packet::Disconnect(d)] if d.code == 0x93),
+            "{sent:?}"
+        );
+        let closes = h.closes();
+        assert_eq!(
+            (closes[0].1.reason, closes[0].1.code),
+            (CloseReason::LostMessages, Some(0x93))
+        );
+    });
+}
+
+#[test]
+fn mqtt_4_3_2_ack_for_an_id_never_sent() {
+    both_ways(|h| {
+        h.connect(1, connect(Version::V311, "p"));
+        h.send(1, Version::V311, Packet::PubAck(Ack::new(9)));
+        let closes = h.closes();
+        assert_eq!(closes[0].1.reason, CloseReason::LostMessages);
+        assert_eq!(closes[0].1.code, Some(0x82));
+    });
+}
+
+#[test]
+fn mqtt_3_3_2_8_topic_alias_set_used_and_checked() {
+    both_ways(|h| {
+        h.connect(1, connect(Version::V5, "p"));
+        h.events();
+        let alias = |a| {
+            Properties::builder()
+                .push(Property::TopicAlias(a))
+                .unwrap()
+                .build()
+        };
+        let set = publish("long/topic", b"1", QoS::AtMostOnce, 0).with_properties(alias(3));
+        let used = publish("", b"2", QoS::AtMostOnce, 0).with_properties(alias(3));
+        h.send(1, Version::V5, Packet::Publish(set));
+        h.send(1, Version::V5, Packet::Publish(used));
+        let topics: Vec<String> = h
+            .events()
+            .into_iter()
+            .map(|e| match e {
+                Event::Publish { message, .. } => message.topic.as_str().to_owned(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(topics, ["long/topic", "long/topic"]);
+        // Above the maximum (16): 0x94.
+        let bad = publish("x", b"3", QoS::AtMostOnce, 0).with_properties(alias(17));
+        h.send(1, Version::V5, Packet::Publish(bad));
+        assert!(matches!(&h.sent_to(1)[..], [Packet::Disconnect(d)] if d.code == 0x94));
+        assert_eq!(h.closes()[0].1.reason, CloseReason::InvalidInboundMessage);
+    });
+}
+
+#[test]
+fn mqtt_3_3_4_unknown_topic_alias_is_a_protocol_error() {
+    let mut h = Harness::new(MqttConfig::default());
+    h.connect(1, connect(Version::V5, "p"));
+    let p = publish("", b"2", QoS::AtMostOnce, 0).with_properties(
+        Properties::builder()
+            .push(Property::TopicAlias(4))
+            .unwrap()
+            .build(),
+    );
+    h.send(1, Version::V5, Packet::Publish(p));
+    assert!(matches!(&h.sent_to(1)[..], [Packet::Disconnect(d)] if d.code == 0x82));
+}
+
+#[test]
+fn mqtt_3_8_4_subscribe_and_unsubscribe_are_answered_and_reported() {
+    both_ways(|h| {
+        h.registry = Registry::new(
+            MqttConfig {
+                maximum_qos: QoS::AtLeastOnce,
+                ..MqttConfig::default()
+            },
+            SeededRandom::new(1),
+        );
+        h.connect(1, connect(Version::V5, "s"));
+        h.events();
+        let subs = [
+            (
+                Str::from_static("a/#"),
+                SubscriptionOptions::qos(QoS::ExactlyOnce),
+            ),
+            (
+                Str::from_static("b/+"),
+                SubscriptionOptions::qos(QoS::AtMostOnce),
+            ),
+        ];
+        let sub = Subscribe {
+            packet_id: 3,
+            properties: Properties::builder()
+                .push(Property::SubscriptionIdentifier(42))
+                .unwrap()
+                .build(),
+            subscriptions: Subscriptions::new(&subs).unwrap(),
+        };
+        h.send(1, Version::V5, Packet::Subscribe(sub));
+        let unsub = Unsubscribe {
+            packet_id: 4,
+            properties: Properties::new(),
+            filters: TopicFilters::new(&[Str::from_static("a/#")]).unwrap(),
+        };
+        h.send(1, Version::V5, Packet::Unsubscribe(unsub));
+        let sent = h.sent_to(1);
+        let [Packet::SubAck(suback), Packet::UnsubAck(unsuback)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        // Granted: min(requested, maximum QoS).
+        assert_eq!((suback.packet_id, &suback.codes[..]), (3, &[1u8, 0][..]));
+        assert_eq!((unsuback.packet_id, &unsuback.codes[..]), (4, &[0u8][..]));
+        let ev = h.events();
+        let [Event::Subscribe {
+            client_id,
+            subscriptions,
+        }, Event::Unsubscribe { filters, .. }] = &ev[..]
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(client_id, "s");
+        assert_eq!(subscriptions[0].filter, "a/#");
+        assert_eq!(subscriptions[0].options.qos, QoS::AtLeastOnce);
+        assert_eq!(subscriptions[1].id, Some(42));
+        assert_eq!(filters, &["a/#".to_owned()]);
+    });
+}
+
+#[test]
+fn mqtt_4_3_publish_qos_0_1_2_to_the_client() {
+    both_ways(|h| {
+        h.connect(1, connect(Version::V311, "r"));
+        deliver(h, "r", QoS::AtMostOnce, b"0");
+        deliver(h, "r", QoS::AtLeastOnce, b"1");
+        deliver(h, "r", QoS::ExactlyOnce, b"2");
+        let sent = h.sent_to(1);
+        let ids: Vec<(QoS, u16)> = sent
+            .iter()
+            .map(|p| match p {
+                Packet::Publish(p) => (p.qos, p.packet_id),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (QoS::AtMostOnce, 0),
+                (QoS::AtLeastOnce, 1),
+                (QoS::ExactlyOnce, 2)
+            ]
+        );
+        h.send(1, Version::V311, Packet::PubAck(Ack::new(1)));
+        h.send(1, Version::V311, Packet::PubRec(Ack::new(2)));
+        assert_eq!(h.sent_to(1), [Packet::PubRel(Ack::new(2))]);
+        h.send(1, Version::V311, Packet::PubComp(Ack::new(2)));
+        // All acknowledged: a second PUBACK for 1 is for an id not in flight.
+        assert!(h.closes().is_empty());
+        h.send(1, Version::V311, Packet::PubAck(Ack::new(1)));
+        assert_eq!(h.closes()[0].1.reason, CloseReason::LostMessages);
+    });
+}
+
+#[test]
+fn mqtt_3_3_4_9_in_flight_bounded_by_the_client_receive_maximum() {
+    let mut h = Harness::new(MqttConfig::default());
+    let mut c = connect(Version::V5, "r");
+    c.properties = Properties::builder()
+        .push(Property::ReceiveMaximum(2))
+        .unwrap()
+        .build();
+    h.connect(1, c);
+    for _ in 0..5 {
+        deliver(&mut h, "r", QoS::AtLeastOnce, b"m");
+    }
+    assert_eq!(h.sent_to(1).len(), 2);
+    h.send(1, Version::V5, Packet::PubAck(Ack::new(1)));
+    let sent = h.sent_to(1);
+    assert!(matches!(&sent[..], [Packet::Publish(p)] if p.packet_id == 3));
+}
+
+#[test]
+fn mqtt_3_1_2_25_message_over_the_client_maximum_packet_size_is_dropped() {
+    let mut h = Harness::new(MqttConfig::default());
+    let mut c = connect(Version::V5, "r");
+    c.properties = Properties::builder()
+        .push(Property::MaximumPacketSize(20))
+        .unwrap()
+        .build();
+    h.connect(1, c);
+    deliver(&mut h, "r", QoS::AtLeastOnce, b"0123456789abcdef");
+    deliver(&mut h, "r", QoS::AtLeastOnce, b"ok");
+    let sent = h.sent_to(1);
+    assert!(
+        matches!(&sent[..], [Packet::Publish(p)] if p.payload() == b"ok"),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn mqtt_queue_limit_closes_0x97() {
+    let mut h = Harness::new(MqttConfig {
+        max_queued_messages: 2,
+        ..MqttConfig::default()
+    });
+    let mut c = connect(Version::V5, "r");
+    c.properties = Properties::builder()
+        .push(Property::ReceiveMaximum(1))
+        .unwrap()
+        .build();
+    h.connect(1, c);
+    for _ in 0..4 {
+        deliver(&mut h, "r", QoS::AtLeastOnce, b"m");
+    }
+    let sent = h.sent_to(1);
+    assert!(matches!(&sent[..], [Packet::Publish(_), Packet::Disconnect(d)] if d.code == 0x97));
+    assert_eq!(
+        h.closes()[0].1.reason,
+        CloseReason::MessageQueueLimitReached
+    );
+}
+
+#[test]
+fn mqtt_4_4_0_1_persistent_session_redelivers_with_dup() {
+    both_ways(|h| {
+        let mut c = connect(Version::V311, "p");
+        c.clean_start = false;
+        h.connect(1, c.clone());
+        deliver(h, "p", QoS::AtLeastOnce, b"1");
+        h.sent_to(1);
+        h.registry.connection_lost(h.now, ConnId(1));
+        h.drain();
+        assert_eq!(h.closes()[0].1.reason, CloseReason::ConnectionLost);
+        // Offline: QoS 1 is queued, QoS 0 dropped.
+        deliver(h, "p", QoS::AtMostOnce, b"0");
+        deliver(h, "p", QoS::AtLeastOnce, b"2");
+        let ack = h.connect(2, c);
+        assert_eq!(connack_code(&ack), (true, 0));
+        let sent = h.sent_to(2);
+        let got: Vec<(bool, u16, Vec<u8>)> = sent
+            .iter()
+            .map(|p| match p {
+                Packet::Publish(p) => (p.dup, p.packet_id, p.payload().to_vec()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, [(true, 1, b"1".to_vec()), (false, 2, b"2".to_vec())]);
+    });
+}
+
+#[test]
+fn mqtt_3_1_2_4_clean_start_ends_the_old_session() {
+    let mut h = Harness::new(MqttConfig::default());
+    let mut c = connect(Version::V311, "p");
+    c.clean_start = false;
+    h.connect(1, c);
+    h.send(1, Version::V311, Packet::Disconnect(Disconnect::default()));
+    h.events();
+    assert_eq!(h.closes()[0].1.reason, CloseReason::ClosedByClient);
+    let ack = h.connect(2, connect(Version::V311, "p"));
+    assert_eq!(connack_code(&ack), (false, 0));
+    let ev = h.events();
+    assert!(
+        matches!(
+            &ev[..],
+            [Event::SessionEnded { .. }, Event::Connected { .. }]
+        ),
+        "{ev:?}"
+    );
+}
+
+fn with_will(version: Version, delay: Option<u32>) -> Connect {
+    let properties = match delay {
+        Some(d) => Properties::builder()
+            .push(Property::WillDelayInterval(d))
+            .unwrap()
+            .build(),
+        None => Properties::new(),
+    };
+    let will = Will {
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties,
+        topic: Str::from_static("will/w"),
+        payload: Bytes::from_static(b"gone"),
+    };
+    Connect::new(version, Str::from_static("w"), Some(will), None, None).unwrap()
+}
+
+fn wills(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Will { from, message } if from == "w" && message.topic.as_str() == "will/w"))
+        .count()
+}
+
+#[test]
+fn mqtt_3_1_2_8_will_published_on_an_unclean_end() {
+    for version in [Version::V311, Version::V5] {
+        let mut h = Harness::new(MqttConfig::default());
+        h.connect(1, with_will(version, None));
+        h.registry.connection_lost(h.now, ConnId(1));
+        h.drain();
+        assert_eq!(wills(&h.events()), 1);
+    }
+}
+
+#[test]
+fn mqtt_3_14_4_3_disconnect_0_discards_the_will_and_0x04_publishes_it() {
+    for (code, n) in [(0x00, 0), (0x04, 1)] {
+        let mut h = Harness::new(MqttConfig::default());
+        h.connect(1, with_will(Version::V5, None));
+        let d = Disconnect {
+            code,
+            properties: Properties::new(),
+        };
+        h.send(1, Version::V5, Packet::Disconnect(d));
+        assert_eq!(wills(&h.events()), n, "code {code:#x}");
+        let closes = h.closes();
+        assert_eq!(
+            (closes[0].1.reason, closes[0].1.code),
+            (CloseReason::ClosedByClient, Some(code))
+        );
+    }
+}
+
+#[test]
+fn mqtt_3_1_3_9_will_delay_and_a_reconnection_cancels_it() {
+    let mut c = with_will(Version::V5, Some(5));
+    c.clean_start = false;
+    c.properties = Properties::builder()
+        .push(Property::SessionExpiryInterval(60))
+        .unwrap()
+        .build();
+    // Nobody comes back: published after 5 s.
+    let mut h = Harness::new(MqttConfig::default());
+    h.connect(1, c.clone());
+    h.registry.connection_lost(h.now, ConnId(1));
+    h.drain();
+    h.advance(4_999);
+    assert_eq!(wills(&h.events()), 0);
+    h.advance(1);
+    assert_eq!(wills(&h.events()), 1);
+    // Back within the delay: never published.
+    let mut h = Harness::new(MqttConfig::default());
+    h.connect(1, c.clone());
+    h.registry.connection_lost(h.now, ConnId(1));
+    h.drain();
+    h.advance(2_000);
+    let ack = h.connect(2, c);
+    assert_eq!(connack_code(&ack), (true, 0));
+    h.advance(10_000);
+    assert_eq!(wills(&h.events()), 0);
+}
+
+#[test]
+fn mqtt_3_1_2_11_session_expiry_ends_the_offline_session() {
+    let mut h = Harness::new(MqttConfig::default());
+    let mut c = connect(Version::V5, "e");
+    c.clean_start = false;
+    c.properties = Properties::builder()
+        .push(Property::SessionExpiryInterval(3))
+        .unwrap()
+        .build();
+    h.connect(1, c);
+    h.events();
+    h.registry.connection_lost(h.now, ConnId(1));
+    h.drain();
+    h.advance(2_999);
+    assert!(h.events().is_empty());
+    h.advance(1);
+    assert!(matches!(&h.events()[..], [Event::SessionEnded { client_id }] if client_id == "e"));
+    assert_eq!(h.registry.sessions().count(), 0);
+}
+
+#[test]
+fn mqtt_offline_sessions_are_capped() {
+    let mut h = Harness::new(MqttConfig {
+        max_sessions: 1,
+        ..MqttConfig::default()
+    });
+    for (conn, id) in [(1, "a"), (2, "b")] {
+        let mut c = connect(Version::V311, id);
+        c.clean_start = false;
+        h.connect(conn, c);
+        h.registry.connection_lost(h.now, ConnId(conn));
+        h.drain();
+        h.advance(1);
+    }
+    let ev = h.events();
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::SessionEnded { client_id } if client_id == "a")),
+        "{ev:?}"
+    );
+    let left: Vec<String> = h.registry.sessions().map(|s| s.client_id).collect();
+    assert_eq!(left, ["b"]);
+}
+
+#[test]
+fn mqtt_server_closes_controller_and_shutdown() {
+    for (why, code, reason) in [
+        (
+            ServerClose::Controller,
+            0x98,
+            CloseReason::ClosedByController,
+        ),
+        (ServerClose::Shutdown, 0x8B, CloseReason::Aborted),
+    ] {
+        let mut h = Harness::new(MqttConfig::default());
+        h.connect(1, connect(Version::V5, "c"));
+        h.registry.close(h.now, "c", why);
+        h.drain();
+        assert!(matches!(&h.sent_to(1)[..], [Packet::Disconnect(d)] if d.code == code));
+        let closes = h.closes();
+        assert_eq!((closes[0].1.reason, closes[0].1.code), (reason, Some(code)));
+    }
+}
+
+#[test]
+fn mqtt_3_3_2_3_4_message_expiry_is_sent_decremented_and_expired_ones_dropped() {
+    let mut h = Harness::new(MqttConfig::default());
+    let mut c = connect(Version::V5, "x");
+    c.clean_start = false;
+    c.properties = Properties::builder()
+        .push(Property::SessionExpiryInterval(60))
+        .unwrap()
+        .build();
+    h.connect(1, c.clone());
+    h.registry.connection_lost(h.now, ConnId(1));
+    h.drain();
+    let message = |secs: u64, payload: &'static [u8]| Message {
+        topic: Str::from_static("t"),
+        payload: Bytes::from_static(payload),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties::new(),
+        expires_at: Some(h.now + Duration::from_secs(secs)),
+    };
+    let (short, long) = (message(2, b"short"), message(10, b"long"));
+    for m in [short, long] {
+        let d = Delivery {
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: vec![7],
+        };
+        h.registry.deliver(h.now, "x", &m, d);
+    }
+    h.advance(3_000);
+    h.connect(2, c);
+    let sent = h.sent_to(2);
+    let [Packet::Publish(p)] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(p.payload(), b"long");
+    assert_eq!(
+        p.properties.get(PropertyId::MessageExpiryInterval),
+        Some(Property::MessageExpiryInterval(7))
+    );
+    assert_eq!(
+        p.properties.get(PropertyId::SubscriptionIdentifier),
+        Some(Property::SubscriptionIdentifier(7))
+    );
+}
+
+#[test]
+fn mqtt_message_too_large_closes_0x95() {
+    both_ways(|h| {
+        h.registry = Registry::new(
+            MqttConfig {
+                limits: Limits::builder().max_message_size(64).build().unwrap(),
+                ..MqttConfig::default()
+            },
+            SeededRandom::new(1),
+        );
+        h.connect(1, connect(Version::V5, "big"));
+        h.send(
+            1,
+            Version::V5,
+            Packet::Publish(publish("t", &[0u8; 100], QoS::AtMostOnce, 0)),
+        );
+        assert!(matches!(&h.sent_to(1)[..], [Packet::Disconnect(d)] if d.code == 0x95));
+        assert_eq!(h.closes()[0].1.reason, CloseReason::MessageTooLarge);
+    });
+}
+
+#[test]
+fn mqtt_packets_behind_the_connect_wait_for_the_decision() {
+    let mut h = Harness::new(MqttConfig::default());
+    h.open(1);
+    let mut bytes = Packet::Connect(connect(Version::V311, "q"))
+        .to_bytes(Version::V311)
+        .unwrap()
+        .to_vec();
+    bytes.extend_from_slice(&[0xc0, 0x00]); // PINGREQ right behind it
+                                            // Not drained in between: the registry holds the PINGREQ.
+    h.registry.handle_bytes(h.now, ConnId(1), &bytes);
+    h.drain();
+    let sent = h.sent_to(1);
+    assert!(
+        matches!(&sent[..], [Packet::ConnAck(_), Packet::PingResp]),
+        "{sent:?}"
+    );
+}

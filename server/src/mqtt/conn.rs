@@ -1,0 +1,354 @@
+//! MQTT connections: a TCP listener (`--mqtt-listen`) and WebSocket
+//! upgrades on the main listener's path `/mqtt` with the subprotocol `mqtt`
+//! (MQTT-6.0.0-3, MQTT-6.0.0-4). One task per connection; it hands what it
+//! reads to the hub as it comes (packets need not align with reads or
+//! WebSocket frames, MQTT-6.0.0-2) and writes what the hub sends it.
+//!
+//! Every channel is bounded: into the hub, the hub's queue (a connection
+//! waits, and stops reading, when it is full), one read of at most
+//! [`READ_CHUNK`] bytes per command; out of it, [`MQTT_CONN_QUEUE`] batches
+//! per connection. The session layer bounds what waits beyond that (its
+//! in-flight window and queue); a connection whose batches are not taken is
+//! dropped by the hub.
+//!
+//! A WebSocket data frame that is not binary closes the connection
+//! (MQTT-6.0.0-1), as the end of the stream does.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt as _, StreamExt as _};
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::hub::Command;
+use crate::Shared;
+
+/// Most bytes one read hands to the hub.
+pub const READ_CHUNK: usize = 8 * 1024;
+
+/// Batches of bytes the hub may have queued for one connection; past it the
+/// connection is too slow and is dropped.
+pub const MQTT_CONN_QUEUE: usize = 64;
+
+/// How long a closing connection keeps reading (and discarding) after its
+/// last write, so that the socket ends with a FIN rather than a reset that
+/// could destroy the last packets before the client reads them.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// How long the last writes may wait for a client that is slow to read.
+const FINAL_WRITE: Duration = Duration::from_secs(5);
+
+/// What a connection tells the hub.
+#[derive(Debug)]
+pub enum MqttCommand {
+    /// A connection opened.
+    Open {
+        /// Its number.
+        conn: u64,
+        /// The client's address (password checks are bounded per address).
+        peer: IpAddr,
+        /// `mqtt` (TCP) or `mqtt-ws`.
+        transport: &'static str,
+        /// The way to it.
+        out: ConnOut,
+    },
+    /// Bytes the client sent, in order.
+    Bytes {
+        /// The connection.
+        conn: u64,
+        /// What was read.
+        data: Bytes,
+    },
+    /// The connection is gone (its end, an I/O error, a frame MQTT does not
+    /// allow).
+    Lost {
+        /// The connection.
+        conn: u64,
+    },
+}
+
+/// The hub's end of an MQTT connection.
+#[derive(Debug)]
+pub struct ConnOut {
+    /// Batches to write.
+    pub tx: mpsc::Sender<MqttOut>,
+    /// Notified when the hub is done with the connection: a task stuck
+    /// writing to a client that does not read gives up.
+    pub closing: Arc<Notify>,
+}
+
+/// What the hub tells an MQTT connection.
+#[derive(Debug)]
+pub enum MqttOut {
+    /// Write these bytes, in order, with one flush.
+    Write(Vec<Bytes>),
+    /// Everything is written: close the connection.
+    Close,
+}
+
+/// Accepts MQTT connections over TCP until shutdown.
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.stop.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "MQTT accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(slot) = Arc::clone(&shared.mqtt_slots).try_acquire_owned() else {
+            tracing::debug!(%peer, "too many MQTT connections: dropped");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            run_tcp(stream, peer, &shared, slot).await;
+        });
+    }
+}
+
+async fn run_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    _slot: OwnedSemaphorePermit,
+) {
+    let Some((conn, mut rx, closing)) = open(shared, peer, "mqtt").await else {
+        return;
+    };
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::new();
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(MqttOut::Write(batch)) => {
+                    if !write_all(&mut wr, batch, &closing).await {
+                        lost(shared, conn).await;
+                        return;
+                    }
+                }
+                Some(MqttOut::Close) | None => {
+                    let _ = tokio::time::timeout(FINAL_WRITE, wr.shutdown()).await;
+                    drain(&mut rd).await;
+                    return;
+                }
+            },
+            r = read_chunk(&mut rd, &mut buf) => match r {
+                Some(data) => {
+                    if shared.hub.send(Command::Mqtt(MqttCommand::Bytes { conn, data })).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    lost(shared, conn).await;
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Registers a new connection with the hub.
+async fn open(
+    shared: &Shared,
+    peer: SocketAddr,
+    transport: &'static str,
+) -> Option<(u64, mpsc::Receiver<MqttOut>, Arc<Notify>)> {
+    let conn = shared.next_conn();
+    let (tx, rx) = mpsc::channel(MQTT_CONN_QUEUE);
+    let closing = Arc::new(Notify::new());
+    let out = ConnOut {
+        tx,
+        closing: Arc::clone(&closing),
+    };
+    let open = MqttCommand::Open {
+        conn,
+        peer: peer.ip(),
+        transport,
+        out,
+    };
+    shared.hub.send(Command::Mqtt(open)).await.ok()?;
+    Some((conn, rx, closing))
+}
+
+async fn lost(shared: &Shared, conn: u64) {
+    let _ = shared
+        .hub
+        .send(Command::Mqtt(MqttCommand::Lost { conn }))
+        .await;
+}
+
+/// One read of at most [`READ_CHUNK`] bytes; `None` at the end or on an
+/// error.
+async fn read_chunk<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Option<Bytes> {
+    buf.reserve(READ_CHUNK);
+    let mut limited = (&mut *rd).take(READ_CHUNK as u64);
+    match limited.read_buf(buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(buf.split().freeze()),
+    }
+}
+
+/// Writes a batch and flushes; false when a write failed or the hub gave up
+/// on the connection meanwhile.
+async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, batch: Vec<Bytes>, closing: &Notify) -> bool {
+    let write = async {
+        for b in &batch {
+            wr.write_all(b).await?;
+        }
+        wr.flush().await
+    };
+    tokio::select! {
+        r = write => r.is_ok(),
+        () = closing.notified() => false,
+    }
+}
+
+/// Reads and discards until the client closes its side, for [`LINGER`].
+async fn drain<R: AsyncRead + Unpin>(rd: &mut R) {
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Whether the client offers the subprotocol `mqtt`.
+fn offers_mqtt<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == "mqtt")
+}
+
+/// Answers an upgrade on `/mqtt`: the protocol's slot and key checks, the
+/// subprotocol `mqtt` required and answered, then the connection task.
+pub fn upgrade<B>(req: Request<B>, shared: Arc<Shared>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    if !offers_mqtt(&req) {
+        return crate::response::respond(
+            StatusCode::BAD_REQUEST,
+            "MQTT over WebSocket needs the subprotocol mqtt\n",
+        );
+    }
+    let (slot, accept) = match crate::ws::check_upgrade(&req, &shared, peer) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    crate::ws::spawn_upgraded(req, slot, shared, peer, move |ws, shared| async move {
+        run_ws(ws, peer, &shared).await;
+    });
+    crate::ws::switching(&accept, Some("mqtt"))
+}
+
+use crate::ws::Ws;
+
+async fn run_ws(mut ws: Ws, peer: SocketAddr, shared: &Shared) {
+    let Some((conn, mut rx, closing)) = open(shared, peer, "mqtt-ws").await else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(MqttOut::Write(batch)) => {
+                    let write = async {
+                        for b in batch {
+                            ws.feed(WsMessage::Binary(b)).await?;
+                        }
+                        ws.flush().await
+                    };
+                    let ok = tokio::select! {
+                        r = write => r.is_ok(),
+                        () = closing.notified() => false,
+                    };
+                    if !ok {
+                        lost(shared, conn).await;
+                        return;
+                    }
+                }
+                Some(MqttOut::Close) | None => {
+                    let _ = tokio::time::timeout(FINAL_WRITE, ws.close(None)).await;
+                    let _ = tokio::time::timeout(LINGER, async {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    })
+                    .await;
+                    return;
+                }
+            },
+            msg = ws.next() => match msg {
+                Some(Ok(WsMessage::Binary(data))) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let command = Command::Mqtt(MqttCommand::Bytes { conn, data });
+                    if shared.hub.send(command).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+                Some(Ok(WsMessage::Close(_))) => {
+                    let _ = tokio::time::timeout(LINGER, ws.flush()).await;
+                    lost(shared, conn).await;
+                    return;
+                }
+                // A text frame (MQTT-6.0.0-1), an oversized or broken
+                // frame, the end of the stream.
+                _ => {
+                    lost(shared, conn).await;
+                    return;
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_6_0_0_3_the_client_must_offer_the_mqtt_subprotocol() {
+        let req = |p: Option<&str>| {
+            let mut b = Request::builder();
+            if let Some(p) = p {
+                b = b.header(hyper::header::SEC_WEBSOCKET_PROTOCOL, p);
+            }
+            b.body(()).unwrap()
+        };
+        assert!(offers_mqtt(&req(Some("mqtt"))));
+        assert!(offers_mqtt(&req(Some("mqttv3.1, mqtt"))));
+        assert!(!offers_mqtt(&req(Some("mqttv3.1"))));
+        assert!(!offers_mqtt(&req(None)));
+    }
+
+    #[tokio::test]
+    async fn reads_are_handed_on_in_chunks_of_at_most_read_chunk() {
+        let data = vec![7u8; READ_CHUNK * 2 + 5];
+        let mut rd: &[u8] = &data;
+        let mut buf = BytesMut::new();
+        let mut sizes = Vec::new();
+        while let Some(chunk) = read_chunk(&mut rd, &mut buf).await {
+            sizes.push(chunk.len());
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), data.len());
+        assert!(sizes.iter().all(|&n| n <= READ_CHUNK), "{sizes:?}");
+    }
+}

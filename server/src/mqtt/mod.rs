@@ -1,0 +1,15 @@
+//! MQTT in the server: the listeners, and the broker's own state (who
+//! subscribes to what, which messages are retained) beside the codec's
+//! session layer ([`sessionwire::mqtt::session`]).
+//!
+//! - [`conn`]: MQTT over TCP (`--mqtt-listen`) and over WebSocket (`/mqtt`,
+//!   subprotocol `mqtt`), one task per connection;
+//! - [`broker`]: the codec's registry with the tree and the retained
+//!   messages, driven by the hub;
+//! - [`tree`]: the subscription index, a trie of topic levels;
+//! - [`retained`]: retained messages by topic, found by filter.
+
+pub mod broker;
+pub mod conn;
+pub mod retained;
+pub mod tree;

@@ -1,0 +1,723 @@
+//! The subscription index: a trie of topic levels.
+//!
+//! Each node is one level of a topic filter; `+` and `#` are ordinary
+//! children keyed by themselves. A topic name is matched by walking its
+//! levels: at each node the exact child, the `+` child and the `#` child are
+//! followed, so the cost of a match depends on the filters that could match,
+//! never on how many clients subscribe elsewhere.
+//!
+//! Rules kept here:
+//! - a filter starting with a wildcard does not match a topic whose first
+//!   level starts with `$` (MQTT-4.7.2-1);
+//! - `a/#` also matches `a` (the parent level, 4.7.1.2);
+//! - a client gets ONE delivery per message for its ordinary subscriptions:
+//!   the highest QoS among those that match (MQTT-3.3.4-2), with every
+//!   matching subscription identifier (MQTT-3.3.4-3, MQTT-3.3.4-4), and
+//!   retain-as-published if any of them asks for it;
+//! - a subscription with no-local is not matched by its own client's
+//!   publications (MQTT-3.8.3-3);
+//! - a shared subscription `$share/GROUP/FILTER` gives each message to one
+//!   member of the group, in turn (4.8.2); that copy comes on top of what
+//!   the member's ordinary subscriptions give it;
+//! - subscribing again to an identical filter replaces the subscription
+//!   (MQTT-3.8.4-3).
+//!
+//! Bounds: filters per client and subscriptions in total ([`TreeLimits`]);
+//! over either, [`Tree::subscribe`] refuses and nothing changes. Filter
+//! syntax is the packet codec's business; what reaches the tree was checked.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sessionwire::mqtt::QoS;
+
+/// The prefix of a shared subscription's filter.
+const SHARE_PREFIX: &str = "$share/";
+
+/// Bounds on what the tree holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// Filters one client may have at once (shared ones included).
+    pub max_filters_per_client: usize,
+    /// Subscriptions over all clients.
+    pub max_subscriptions: usize,
+}
+
+impl Default for TreeLimits {
+    /// 100 filters per client, a million subscriptions.
+    fn default() -> TreeLimits {
+        TreeLimits {
+            max_filters_per_client: 100,
+            max_subscriptions: 1_000_000,
+        }
+    }
+}
+
+/// One subscription's options as the tree keeps them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The granted QoS: the most the client gets on this subscription.
+    pub qos: QoS,
+    /// 5.0: the client's own publications do not match.
+    pub no_local: bool,
+    /// 5.0: the retain flag is forwarded as published.
+    pub retain_as_published: bool,
+    /// 5.0: the subscription identifier.
+    pub id: Option<u32>,
+}
+
+/// Why a subscription was not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// The client has [`TreeLimits::max_filters_per_client`] already.
+    ClientFull,
+    /// The tree holds [`TreeLimits::max_subscriptions`] already.
+    TreeFull,
+    /// `$share/` without a group name or a filter after it.
+    BadShare,
+}
+
+/// One delivery a message gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Match {
+    /// Who gets it.
+    pub client_id: Arc<str>,
+    /// The highest QoS of the matching subscriptions (the caller caps it at
+    /// the message's).
+    pub qos: QoS,
+    /// Whether any matching subscription keeps the retain flag as published.
+    pub retain_as_published: bool,
+    /// The identifiers of the matching subscriptions that have one.
+    pub subscription_ids: Vec<u32>,
+    /// The delivery is a shared subscription's (one member of its group).
+    pub shared: bool,
+}
+
+/// The members of one shared subscription (a group name on one filter).
+#[derive(Debug, Default)]
+struct Group {
+    members: Vec<(Arc<str>, Subscription)>,
+    /// The member the next message goes to (modulo the count).
+    next: usize,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    /// Ordinary subscriptions whose filter ends here.
+    subscribers: HashMap<Arc<str>, Subscription>,
+    /// Shared subscriptions whose filter ends here, by group name.
+    groups: HashMap<Box<str>, Group>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subscribers.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// A filter split into its share group (if any) and the filter proper.
+fn split_share(filter: &str) -> Result<(Option<&str>, &str), SubscribeError> {
+    match filter.strip_prefix(SHARE_PREFIX) {
+        None => Ok((None, filter)),
+        Some(rest) => match rest.split_once('/') {
+            Some((group, filter)) if !group.is_empty() && !filter.is_empty() => {
+                Ok((Some(group), filter))
+            }
+            _ => Err(SubscribeError::BadShare),
+        },
+    }
+}
+
+/// The subscription index. See the [module documentation](self).
+#[derive(Debug, Default)]
+pub struct Tree {
+    root: Node,
+    /// Each client's filters, as subscribed (shared ones with their prefix).
+    clients: HashMap<Arc<str>, HashMap<Box<str>, Subscription>>,
+    total: usize,
+    limits: TreeLimits,
+}
+
+impl Tree {
+    /// An empty tree with these bounds.
+    pub fn new(limits: TreeLimits) -> Tree {
+        Tree {
+            limits,
+            ..Tree::default()
+        }
+    }
+
+    /// Subscriptions held, over all clients.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// The client's subscriptions, by filter as subscribed.
+    #[cfg(test)]
+    pub fn subscriptions_of(&self, client_id: &str) -> Option<&HashMap<Box<str>, Subscription>> {
+        self.clients.get(client_id)
+    }
+
+    /// Stores (or replaces, MQTT-3.8.4-3) the client's subscription to
+    /// `filter`; `Ok(true)` when it replaced one (retain handling 1 needs
+    /// to know).
+    pub fn subscribe(
+        &mut self,
+        client_id: &str,
+        filter: &str,
+        sub: Subscription,
+    ) -> Result<bool, SubscribeError> {
+        let (group, path) = split_share(filter)?;
+        let existed = self
+            .clients
+            .get(client_id)
+            .is_some_and(|f| f.contains_key(filter));
+        if !existed {
+            let count = self.clients.get(client_id).map_or(0, HashMap::len);
+            if count >= self.limits.max_filters_per_client {
+                return Err(SubscribeError::ClientFull);
+            }
+            if self.total >= self.limits.max_subscriptions {
+                return Err(SubscribeError::TreeFull);
+            }
+        }
+        let client: Arc<str> = match self.clients.get_key_value(client_id) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(client_id),
+        };
+        let mut node = &mut self.root;
+        for level in path.split('/') {
+            node = node.children.entry(Box::from(level)).or_default();
+        }
+        match group {
+            None => {
+                node.subscribers.insert(Arc::clone(&client), sub);
+            }
+            Some(g) => {
+                let group = node.groups.entry(Box::from(g)).or_default();
+                match group.members.iter_mut().find(|(c, _)| **c == *client) {
+                    Some(member) => member.1 = sub,
+                    None => group.members.push((Arc::clone(&client), sub)),
+                }
+            }
+        }
+        self.clients
+            .entry(client)
+            .or_default()
+            .insert(Box::from(filter), sub);
+        if !existed {
+            self.total += 1;
+        }
+        Ok(existed)
+    }
+
+    /// Removes the client's subscription to `filter` (as subscribed);
+    /// whether it had one.
+    pub fn unsubscribe(&mut self, client_id: &str, filter: &str) -> bool {
+        let Some(filters) = self.clients.get_mut(client_id) else {
+            return false;
+        };
+        if filters.remove(filter).is_none() {
+            return false;
+        }
+        if filters.is_empty() {
+            self.clients.remove(client_id);
+        }
+        self.total -= 1;
+        if let Ok((group, path)) = split_share(filter) {
+            let levels: Vec<&str> = path.split('/').collect();
+            remove(&mut self.root, &levels, client_id, group);
+        }
+        true
+    }
+
+    /// Removes every subscription of the client (its session ended);
+    /// how many it had.
+    pub fn remove_client(&mut self, client_id: &str) -> usize {
+        let Some(filters) = self.clients.remove(client_id) else {
+            return 0;
+        };
+        for filter in filters.keys() {
+            if let Ok((group, path)) = split_share(filter) {
+                let levels: Vec<&str> = path.split('/').collect();
+                remove(&mut self.root, &levels, client_id, group);
+            }
+        }
+        self.total -= filters.len();
+        filters.len()
+    }
+
+    /// The deliveries a message published by `publisher` on `topic` gets:
+    /// one per client for its ordinary subscriptions, one per shared
+    /// subscription group (which moves the group on to its next member).
+    /// In no particular order.
+    pub fn matches(&mut self, topic: &str, publisher: &str) -> Vec<Match> {
+        let levels: Vec<&str> = topic.split('/').collect();
+        let mut walk = Walk {
+            publisher,
+            ordinary: HashMap::new(),
+            shared: Vec::new(),
+        };
+        let dollar = levels.first().is_some_and(|l| l.starts_with('$'));
+        walk.node(&mut self.root, &levels, dollar);
+        let mut out: Vec<Match> = walk.ordinary.into_values().collect();
+        out.extend(walk.shared);
+        out
+    }
+}
+
+/// Takes `client_id`'s subscription off the node at `levels` and prunes the
+/// nodes it leaves empty; whether `node` is empty afterwards.
+fn remove(node: &mut Node, levels: &[&str], client_id: &str, group: Option<&str>) -> bool {
+    match levels.split_first() {
+        None => match group {
+            None => {
+                node.subscribers.remove(client_id);
+            }
+            Some(g) => {
+                if let Entry::Occupied(mut e) = node.groups.entry(Box::from(g)) {
+                    let members = &mut e.get_mut().members;
+                    members.retain(|(c, _)| &**c != client_id);
+                    if members.is_empty() {
+                        e.remove();
+                    }
+                }
+            }
+        },
+        Some((level, rest)) => {
+            if let Some(child) = node.children.get_mut(*level) {
+                if remove(child, rest, client_id, group) {
+                    node.children.remove(*level);
+                }
+            }
+        }
+    }
+    node.is_empty()
+}
+
+/// One match in progress.
+struct Walk<'p> {
+    publisher: &'p str,
+    ordinary: HashMap<Arc<str>, Match>,
+    shared: Vec<Match>,
+}
+
+impl Walk<'_> {
+    /// Matches what is left of the topic (`levels`) from `node`; `dollar`:
+    /// this is the first level of a `$` topic, which wildcards skip.
+    fn node(&mut self, node: &mut Node, levels: &[&str], dollar: bool) {
+        let Some((level, rest)) = levels.split_first() else {
+            self.collect(node);
+            // `a/#` matches `a`.
+            if let Some(hash) = node.children.get_mut("#") {
+                self.collect(hash);
+            }
+            return;
+        };
+        if let Some(child) = node.children.get_mut(*level) {
+            self.node(child, rest, false);
+        }
+        if dollar {
+            return;
+        }
+        if let Some(child) = node.children.get_mut("+") {
+            self.node(child, rest, false);
+        }
+        if let Some(child) = node.children.get_mut("#") {
+            self.collect(child);
+        }
+    }
+
+    /// Every subscription ending at `node` matches.
+    fn collect(&mut self, node: &mut Node) {
+        for (client, sub) in &node.subscribers {
+            if sub.no_local && **client == *self.publisher {
+                continue;
+            }
+            match self.ordinary.entry(Arc::clone(client)) {
+                Entry::Occupied(mut e) => {
+                    let m = e.get_mut();
+                    m.qos = m.qos.max(sub.qos);
+                    m.retain_as_published |= sub.retain_as_published;
+                    m.subscription_ids.extend(sub.id);
+                }
+                Entry::Vacant(e) => {
+                    e.insert(Match {
+                        client_id: Arc::clone(client),
+                        qos: sub.qos,
+                        retain_as_published: sub.retain_as_published,
+                        subscription_ids: sub.id.into_iter().collect(),
+                        shared: false,
+                    });
+                }
+            }
+        }
+        for group in node.groups.values_mut() {
+            let count = group.members.len();
+            if count == 0 {
+                continue;
+            }
+            let (client, sub) = &group.members[group.next % count];
+            group.next = (group.next + 1) % count;
+            self.shared.push(Match {
+                client_id: Arc::clone(client),
+                qos: sub.qos,
+                retain_as_published: sub.retain_as_published,
+                subscription_ids: sub.id.into_iter().collect(),
+                shared: true,
+            });
+        }
+    }
+}
+
+/// Whether `filter` (not shared) matches `topic`: level by level, the
+/// reference the trie is checked against.
+#[cfg(test)]
+fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sub(qos: QoS) -> Subscription {
+        Subscription {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            id: None,
+        }
+    }
+
+    fn with_id(qos: QoS, id: u32) -> Subscription {
+        Subscription {
+            id: Some(id),
+            ..sub(qos)
+        }
+    }
+
+    /// The matches, sorted by client id, as (client, qos, ids).
+    fn hits(tree: &mut Tree, topic: &str, publisher: &str) -> Vec<(String, u8, Vec<u32>)> {
+        let mut out: Vec<(String, u8, Vec<u32>)> = tree
+            .matches(topic, publisher)
+            .into_iter()
+            .map(|mut m| {
+                m.subscription_ids.sort_unstable();
+                (m.client_id.to_string(), m.qos as u8, m.subscription_ids)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn clients(tree: &mut Tree, topic: &str) -> Vec<String> {
+        clients_from(tree, topic, "publisher")
+    }
+
+    #[test]
+    fn mqtt_4_7_1_wildcards_plus_one_level_hash_the_rest_and_the_parent() {
+        let mut tree = Tree::default();
+        tree.subscribe("plus", "sport/+/player1", sub(QoS::AtMostOnce))
+            .unwrap();
+        tree.subscribe("hash", "sport/#", sub(QoS::AtMostOnce))
+            .unwrap();
+        tree.subscribe("exact", "sport/tennis", sub(QoS::AtMostOnce))
+            .unwrap();
+        tree.subscribe("all", "#", sub(QoS::AtMostOnce)).unwrap();
+        tree.subscribe("empty", "+/+", sub(QoS::AtMostOnce))
+            .unwrap();
+        assert_eq!(
+            clients(&mut tree, "sport/tennis/player1"),
+            ["all", "hash", "plus"]
+        );
+        // `sport/#` matches `sport` itself; `+/+` matches `/finance`.
+        assert_eq!(clients(&mut tree, "sport"), ["all", "hash"]);
+        assert_eq!(
+            clients(&mut tree, "sport/tennis"),
+            ["all", "empty", "exact", "hash"]
+        );
+        assert_eq!(clients(&mut tree, "/finance"), ["all", "empty"]);
+        assert_eq!(
+            clients(&mut tree, "sport/tennis/player1/x"),
+            ["all", "hash"]
+        );
+        assert!(clients(&mut tree, "Sport").contains(&"all".to_owned()));
+        assert_eq!(clients(&mut tree, "Sport"), ["all"], "case matters");
+    }
+
+    #[test]
+    fn mqtt_4_7_2_1_dollar_topics_not_matched_by_a_leading_wildcard() {
+        let mut tree = Tree::default();
+        tree.subscribe("hash", "#", sub(QoS::AtMostOnce)).unwrap();
+        tree.subscribe("plus", "+/monitor/Clients", sub(QoS::AtMostOnce))
+            .unwrap();
+        tree.subscribe("sys", "$SYS/#", sub(QoS::AtMostOnce))
+            .unwrap();
+        tree.subscribe("sysplus", "$SYS/monitor/+", sub(QoS::AtMostOnce))
+            .unwrap();
+        assert_eq!(
+            clients(&mut tree, "$SYS/monitor/Clients"),
+            ["sys", "sysplus"]
+        );
+        // A `$` further down is an ordinary character.
+        assert_eq!(clients(&mut tree, "a/monitor/Clients"), ["hash", "plus"]);
+        assert_eq!(clients(&mut tree, "a/$x"), ["hash"]);
+    }
+
+    #[test]
+    fn mqtt_3_3_4_2_overlapping_subscriptions_one_delivery_at_the_highest_qos_with_every_id() {
+        let mut tree = Tree::default();
+        tree.subscribe("c", "a/+", with_id(QoS::AtMostOnce, 1))
+            .unwrap();
+        tree.subscribe("c", "a/#", with_id(QoS::ExactlyOnce, 2))
+            .unwrap();
+        tree.subscribe("c", "a/b", sub(QoS::AtLeastOnce)).unwrap();
+        assert_eq!(
+            hits(&mut tree, "a/b", "p"),
+            [("c".to_owned(), 2, vec![1, 2])]
+        );
+        assert_eq!(
+            hits(&mut tree, "a/b/c", "p"),
+            [("c".to_owned(), 2, vec![2])]
+        );
+    }
+
+    #[test]
+    fn mqtt_3_8_4_3_an_identical_filter_replaces_the_subscription() {
+        let mut tree = Tree::default();
+        assert_eq!(
+            tree.subscribe("c", "a", with_id(QoS::ExactlyOnce, 7)),
+            Ok(false)
+        );
+        assert_eq!(tree.subscribe("c", "a", sub(QoS::AtMostOnce)), Ok(true));
+        assert_eq!(tree.len(), 1);
+        assert_eq!(hits(&mut tree, "a", "p"), [("c".to_owned(), 0, vec![])]);
+    }
+
+    #[test]
+    fn mqtt_3_8_3_3_no_local_skips_the_publishing_client_only() {
+        let mut tree = Tree::default();
+        let no_local = Subscription {
+            no_local: true,
+            ..sub(QoS::AtLeastOnce)
+        };
+        tree.subscribe("me", "t", no_local).unwrap();
+        tree.subscribe("other", "t", no_local).unwrap();
+        assert_eq!(clients_from(&mut tree, "t", "me"), ["other"]);
+        assert_eq!(clients_from(&mut tree, "t", "x"), ["me", "other"]);
+        // Another subscription of `me` without no-local still matches.
+        tree.subscribe("me", "#", sub(QoS::AtMostOnce)).unwrap();
+        assert_eq!(hits(&mut tree, "t", "me")[0], ("me".to_owned(), 0, vec![]));
+    }
+
+    fn clients_from(tree: &mut Tree, topic: &str, publisher: &str) -> Vec<String> {
+        hits(tree, topic, publisher)
+            .into_iter()
+            .map(|h| h.0)
+            .collect()
+    }
+
+    #[test]
+    fn mqtt_3_3_1_12_retain_as_published_if_any_matching_subscription_asks() {
+        let mut tree = Tree::default();
+        let rap = Subscription {
+            retain_as_published: true,
+            ..sub(QoS::AtMostOnce)
+        };
+        tree.subscribe("c", "a/+", rap).unwrap();
+        tree.subscribe("c", "a/b", sub(QoS::AtMostOnce)).unwrap();
+        tree.subscribe("d", "a/b", sub(QoS::AtMostOnce)).unwrap();
+        let mut m = tree.matches("a/b", "p");
+        m.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        assert!(m[0].retain_as_published);
+        assert!(!m[1].retain_as_published);
+    }
+
+    #[test]
+    fn mqtt_4_8_2_shared_subscription_one_member_per_message_in_turn() {
+        let mut tree = Tree::default();
+        for c in ["a", "b", "c"] {
+            tree.subscribe(c, "$share/g/job/+", sub(QoS::AtLeastOnce))
+                .unwrap();
+        }
+        // Another group on the same filter gets its own copy.
+        tree.subscribe("z", "$share/h/job/+", sub(QoS::AtMostOnce))
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            let m = tree.matches("job/1", "p");
+            assert_eq!(m.len(), 2);
+            assert!(m.iter().all(|m| m.shared));
+            got.extend(
+                m.into_iter()
+                    .map(|m| m.client_id.to_string())
+                    .filter(|c| c != "z"),
+            );
+        }
+        let mut counts = HashMap::new();
+        for c in &got {
+            *counts.entry(c.clone()).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3, "{got:?}");
+        assert!(counts.values().all(|&n| n == 2), "{got:?}");
+        // The shared filter does not match by its literal text.
+        assert!(tree.matches("$share/g/job/1", "p").is_empty());
+    }
+
+    #[test]
+    fn mqtt_4_8_2_shared_copy_comes_on_top_of_an_ordinary_subscription() {
+        let mut tree = Tree::default();
+        tree.subscribe("a", "$share/g/t", sub(QoS::AtLeastOnce))
+            .unwrap();
+        tree.subscribe("a", "t", sub(QoS::AtMostOnce)).unwrap();
+        let m = tree.matches("t", "p");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.iter().filter(|m| m.shared).count(), 1);
+    }
+
+    #[test]
+    fn shared_group_member_leaves_and_the_rest_keep_getting_messages() {
+        let mut tree = Tree::default();
+        tree.subscribe("a", "$share/g/t", sub(QoS::AtMostOnce))
+            .unwrap();
+        tree.subscribe("b", "$share/g/t", sub(QoS::AtMostOnce))
+            .unwrap();
+        assert!(tree.unsubscribe("a", "$share/g/t"));
+        for _ in 0..3 {
+            assert_eq!(clients(&mut tree, "t"), ["b"]);
+        }
+        assert_eq!(tree.remove_client("b"), 1);
+        assert!(tree.matches("t", "p").is_empty());
+        assert!(tree.root.is_empty(), "pruned: {:?}", tree.root);
+        assert_eq!(
+            tree.subscribe("a", "$share//t", sub(QoS::AtMostOnce)),
+            Err(SubscribeError::BadShare)
+        );
+        assert_eq!(
+            tree.subscribe("a", "$share/g", sub(QoS::AtMostOnce)),
+            Err(SubscribeError::BadShare)
+        );
+    }
+
+    #[test]
+    fn unsubscribe_removes_one_filter_and_prunes_empty_levels() {
+        let mut tree = Tree::default();
+        tree.subscribe("c", "a/b/c", sub(QoS::AtMostOnce)).unwrap();
+        tree.subscribe("c", "a/#", sub(QoS::AtMostOnce)).unwrap();
+        tree.subscribe("d", "a/b/c", sub(QoS::AtMostOnce)).unwrap();
+        assert!(tree.unsubscribe("c", "a/b/c"));
+        assert!(!tree.unsubscribe("c", "a/b/c"), "gone already");
+        assert!(!tree.unsubscribe("nobody", "a/b/c"));
+        assert_eq!(clients(&mut tree, "a/b/c"), ["c", "d"]);
+        assert_eq!(tree.remove_client("c"), 1);
+        assert_eq!(tree.remove_client("d"), 1);
+        assert_eq!(tree.len(), 0);
+        assert!(tree.root.is_empty(), "pruned: {:?}", tree.root);
+        assert!(tree.subscriptions_of("c").is_none());
+    }
+
+    #[test]
+    fn subscriptions_bounded_per_client_and_in_total() {
+        let mut tree = Tree::new(TreeLimits {
+            max_filters_per_client: 2,
+            max_subscriptions: 3,
+        });
+        tree.subscribe("a", "1", sub(QoS::AtMostOnce)).unwrap();
+        tree.subscribe("a", "2", sub(QoS::AtMostOnce)).unwrap();
+        assert_eq!(
+            tree.subscribe("a", "3", sub(QoS::AtMostOnce)),
+            Err(SubscribeError::ClientFull)
+        );
+        // Replacing an existing one is not a new one.
+        assert_eq!(tree.subscribe("a", "2", sub(QoS::AtLeastOnce)), Ok(true));
+        tree.subscribe("b", "1", sub(QoS::AtMostOnce)).unwrap();
+        assert_eq!(
+            tree.subscribe("c", "1", sub(QoS::AtMostOnce)),
+            Err(SubscribeError::TreeFull)
+        );
+        assert_eq!(tree.len(), 3);
+        assert_eq!(clients(&mut tree, "3"), Vec::<String>::new());
+    }
+
+    fn level() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just(String::new()),
+            Just("$s".to_owned()),
+        ]
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        prop::collection::vec(level(), 1..5).prop_map(|l| l.join("/"))
+    }
+
+    fn filter() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(prop_oneof![level(), Just("+".to_owned())], 0..4),
+            any::<bool>(),
+        )
+            .prop_filter_map("a filter has a level", |(mut levels, hash)| {
+                if hash {
+                    levels.push("#".to_owned());
+                }
+                (!levels.is_empty()).then(|| levels.join("/"))
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn trie_agrees_with_the_level_by_level_matcher(
+            filters in prop::collection::vec((filter(), 0u8..3), 0..12),
+            topics in prop::collection::vec(topic(), 1..6),
+        ) {
+            let mut tree = Tree::default();
+            for (i, (f, q)) in filters.iter().enumerate() {
+                let client = format!("c{}", i % 4);
+                let qos = QoS::from_u8(*q).unwrap();
+                let id = u32::try_from(i).unwrap() + 1;
+                tree.subscribe(&client, f, with_id(qos, id)).unwrap();
+            }
+            for t in &topics {
+                // Naive: every client's current subscriptions, one by one.
+                let mut expected: Vec<(String, u8, Vec<u32>)> = Vec::new();
+                for c in 0..4 {
+                    let client = format!("c{c}");
+                    let Some(subs) = tree.subscriptions_of(&client) else { continue };
+                    let mut best: Option<(u8, Vec<u32>)> = None;
+                    for (f, s) in subs {
+                        if filter_matches(f, t) {
+                            let e = best.get_or_insert((0, Vec::new()));
+                            e.0 = e.0.max(s.qos as u8);
+                            e.1.extend(s.id);
+                        }
+                    }
+                    if let Some((q, mut ids)) = best {
+                        ids.sort_unstable();
+                        expected.push((client, q, ids));
+                    }
+                }
+                expected.sort();
+                prop_assert_eq!(hits(&mut tree, t, "p"), expected, "topic {}", t);
+            }
+        }
+    }
+}
