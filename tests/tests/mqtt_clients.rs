@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sessionwire::mqtt::{Packet, Publish, QoS, Str, Version};
+use sessionwire_client::mqtt_load::{self, MqttLoadConfig, Pattern};
 use sessionwire_tests::mqtt::{
     args, mosquitto_version, paho_script, payload, tool, Broker, BrokerKind, BrokerOptions, Proc,
     RawClient, Read,
@@ -310,7 +311,7 @@ fn assert_closed(
     let v5 = version == Version::V5;
     let sent = v5 && (b.kind() == BrokerKind::Sessionwire || mosquitto_sends);
     assert_eq!(seen, sent.then_some(code), "{version:?}: {reason}");
-    close_event(b, id, reason, v5.then_some(code));
+    close_event(b, id, reason, Some(code));
 }
 
 /// MQTT-3.1.2-8: the will is published when the network connection closes
@@ -429,12 +430,7 @@ fn mqtt_3_1_4_3_takeover_paho() {
             }
             _ => assert_ne!(end["reason_code"], 0, "{lines:#?}"),
         }
-        close_event(
-            &b,
-            &id,
-            "SESSION_TAKEN_OVER",
-            (version == Version::V5).then_some(0x8E),
-        );
+        close_event(&b, &id, "SESSION_TAKEN_OVER", Some(0x8E));
     }
 }
 
@@ -530,7 +526,7 @@ fn mqtt_3_2_2_15_oversize_publish_0x95() {
         Version::V311,
         &["-i", "big-311", "-t", "big/311", "-q", "1", "-m", &big],
     );
-    close_event(&b, "big-311", "MESSAGE_TOO_LARGE", None);
+    close_event(&b, "big-311", "MESSAGE_TOO_LARGE", Some(0x95));
 
     let (mut raw, code) = RawClient::connect(b.addr(), Version::V5, "big-5", 0);
     assert_eq!(code, 0);
@@ -650,5 +646,38 @@ fn mqtt_3_1_2_4_persistent_session_resumed_paho() {
             .map(|i| (topic.clone(), format!("q-{i}"), 1, false))
             .collect();
         assert_eq!(paho_messages(&lines), want, "{version:?}");
+    }
+}
+
+/// MQTT-4.3.2: at QoS 1 every message reaches every subscriber, under load:
+/// the load generator (`sessionwire load --mode mqtt`) through the broker,
+/// many publishers to one subscriber and one publisher to many
+/// subscribers, both versions, loses nothing.
+#[test]
+fn mqtt_4_3_2_qos1_load_loses_nothing() {
+    let b = broker();
+    for version in VERSIONS {
+        for pattern in [Pattern::FanIn, Pattern::FanOut] {
+            let config = MqttLoadConfig {
+                addr: b.addr(),
+                version,
+                pattern,
+                connections: 20,
+                qos: QoS::AtLeastOnce,
+                window: 16,
+                duration: Duration::from_millis(1500),
+                settle: Duration::from_millis(100),
+                ramp_timeout: Duration::from_secs(20),
+                server_pid: Some(b.pid()),
+                ..MqttLoadConfig::default()
+            };
+            let report = mqtt_load::run_blocking(&config).expect("a runtime");
+            let what = format!("{version:?} {pattern}: {report}");
+            assert_eq!((report.connected, report.dropped), (21, 0), "{what}");
+            assert!(report.published > 0, "{what}");
+            assert_eq!(report.delivered, report.expected, "{what}");
+            assert_eq!(report.lost, 0, "{what}");
+            assert!(report.is_clean(), "{what}");
+        }
     }
 }
