@@ -37,12 +37,16 @@ def make_client(args):
     v5 = args.version == "5"
     protocol = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
     kwargs = {"client_id": args.id or "", "protocol": protocol}
+    if args.websocket:
+        kwargs["transport"] = "websockets"
     if not v5:
         kwargs["clean_session"] = not args.persistent
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
     state = {"connack": None, "disconnect": None, "messages": [], "suback": None,
              "completed": set()}
     client.user_data_set(state)
+    if args.websocket:
+        client.ws_set_options(path=args.websocket)
 
     def on_connect(_c, st, flags, rc, _props):
         st["connack"] = (code_of(rc), bool(flags.session_present))
@@ -123,6 +127,8 @@ def main():
     p.add_argument("--will-payload", default="gone")
     p.add_argument("--keep-alive", type=int, default=60)
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--websocket", metavar="PATH",
+                   help="MQTT over WebSocket at this path (subprotocol mqtt) instead of TCP")
     args = p.parse_args()
 
     client, state = make_client(args)

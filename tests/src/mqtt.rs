@@ -107,6 +107,14 @@ impl Broker {
         }
     }
 
+    /// The MQTT over WebSocket address and path (subprotocol `mqtt`).
+    pub fn websocket(&self) -> (SocketAddr, &'static str) {
+        match self {
+            Broker::Sessionwire { server, .. } => (server.addr, "/mqtt"),
+            Broker::Mosquitto(m) => (m.websocket, "/mqtt"),
+        }
+    }
+
     /// The broker's process id.
     pub fn pid(&self) -> u32 {
         match self {
@@ -181,19 +189,22 @@ pub struct Mosquitto {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it listens for MQTT over WebSocket.
+    pub websocket: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
-    /// Starts `mosquitto -c` with a generated configuration: one listener on
-    /// 127.0.0.1, anonymous clients allowed, no persistence file, queues
-    /// unbounded, and `options`.
+    /// Starts `mosquitto -c` with a generated configuration: an MQTT and a
+    /// WebSocket listener on 127.0.0.1, anonymous clients allowed, no
+    /// persistence file, queues unbounded, and `options`.
     pub fn start(options: &BrokerOptions) -> Mosquitto {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = free_port();
+        let (port, ws) = (free_port(), free_port());
         let mut config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\n"
+            "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 0\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\n\
+             listener {port} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\n"
         );
         if let Some(max) = options.max_packet_size {
             config.push_str(&format!("max_packet_size {max}\n"));
@@ -212,6 +223,7 @@ impl Mosquitto {
         let mut m = Mosquitto {
             child,
             addr,
+            websocket: SocketAddr::from(([127, 0, 0, 1], ws)),
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);

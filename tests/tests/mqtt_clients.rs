@@ -233,6 +233,46 @@ fn mqtt_4_3_qos_levels_paho() {
     }
 }
 
+/// MQTT-6.0.0-3 / 6.0.0-4: MQTT over WebSocket (binary frames, subprotocol
+/// `mqtt`, path `/mqtt`): paho over WebSocket and paho over TCP exchange
+/// messages both ways through the broker.
+#[test]
+fn mqtt_6_0_0_3_websocket_paho() {
+    let b = broker();
+    let (ws, path) = b.websocket();
+    let ws = ws.to_string();
+    for version in VERSIONS {
+        let topic = format!("ws/{}", v(version));
+        let over_ws = ["--broker", ws.as_str(), "--websocket", path];
+        let mut sub_args = vec!["--topic", topic.as_str(), "--qos", "1"];
+        sub_args.extend(over_ws);
+        let sub = subscribed_paho(&b, version, &sub_args);
+        paho_run(
+            &b,
+            version,
+            "pub",
+            &["--topic", &topic, "--qos", "1", "--message", "tcp"],
+        );
+        let (code, lines) = sub.finish(WAIT);
+        assert_eq!(code, Some(0), "{lines:#?}");
+        assert_eq!(
+            paho_messages(&lines),
+            [(topic.clone(), "tcp".to_owned(), 1, false)]
+        );
+
+        let sub = subscribed_paho(&b, version, &["--topic", &topic, "--qos", "1"]);
+        let mut pub_args = vec!["--topic", topic.as_str(), "--qos", "1", "--message", "ws"];
+        pub_args.extend(over_ws);
+        paho_run(&b, version, "pub", &pub_args);
+        let (code, lines) = sub.finish(WAIT);
+        assert_eq!(code, Some(0), "{lines:#?}");
+        assert_eq!(
+            paho_messages(&lines),
+            [(topic.clone(), "ws".to_owned(), 1, false)]
+        );
+    }
+}
+
 /// MQTT-3.3.1-6 (5.0: MQTT-3.3.1-9): a new subscriber gets the retained
 /// message with RETAIN set; MQTT-3.3.1-10 (5.0: -6): an empty retained
 /// message deletes it.
