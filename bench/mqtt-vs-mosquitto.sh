@@ -69,14 +69,13 @@ start_broker() {
     local log="$OUT/$2.out"
     case $1 in
         sessionwire)
-            nice -n "$NICE" "$B" serve --listen 127.0.0.1:0 --control 127.0.0.1:0 \
+            nice -n "$NICE" "$B" serve --listen 127.0.0.1:0 \
                 --mqtt-listen 127.0.0.1:0 --ping-period 0 --max-clients 20000 \
                 >"$log" 2>"$OUT/$2.err" &
             BROKER_PID=$!
             ADDR=
             for _ in $(seq 100); do
-                # The MQTT listener is the third address on the listening line.
-                ADDR=$(grep -o '127\.0\.0\.1:[0-9]*' "$log" | sed -n 3p || true)
+                ADDR=$(grep -o 'mqtt on 127\.0\.0\.1:[0-9]*' "$log" | cut -d' ' -f3 || true)
                 [ -n "$ADDR" ] && return 0
                 sleep 0.1
             done
