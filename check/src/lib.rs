@@ -10,7 +10,9 @@
 //!   against what the scenario does;
 //! - [`fuzz_targets`]: the fuzz targets, from their one list
 //!   (`fuzz/targets.txt`);
-//! - [`mqtt`]: MQTT client streams as `check` reads and reports them.
+//! - [`mqtt`]: MQTT client streams as `check` reads and reports them;
+//! - [`mqtt_scenario`]: MQTT scenario files (`protocol mqtt`), run by
+//!   [`scenario::run`] through the MQTT session registry.
 //!
 //! The dependency goes one way: [`corpus`] runs scenarios through
 //! [`scenario`], which knows nothing of corpus files.
@@ -20,4 +22,5 @@ pub mod closes;
 pub mod corpus;
 pub mod fuzz_targets;
 pub mod mqtt;
+pub mod mqtt_scenario;
 pub mod scenario;

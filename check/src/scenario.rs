@@ -24,6 +24,9 @@
 //! | `server HEX` | the application sends this message (hex of its encoding) to the current session's client |
 //! | `writable on` / `writable off` | whether the WebSocket takes messages (default on); while off, the outbound queue is not drained |
 //!
+//! A file whose first command is `protocol mqtt` is an MQTT scenario, in
+//! the format of [`mqtt_scenario`](crate::mqtt_scenario).
+//!
 //! Every line is followed by draining every session: transmits (for a
 //! writable WebSocket or any HTTP session), application events and close
 //! decisions. The verdict is the first close decision: a session closing for
@@ -102,6 +105,9 @@ pub enum ScenarioErrorKind {
     BadMessage,
     /// `advance` would fire more than [`MAX_TIMER_STEPS`] timers.
     TooManyTimers,
+    /// An MQTT scenario's `expect` line does not hold (see
+    /// [`mqtt_scenario`](crate::mqtt_scenario)).
+    Expectation,
 }
 
 impl fmt::Display for ScenarioError {
@@ -120,6 +126,7 @@ impl fmt::Display for ScenarioError {
             ScenarioErrorKind::InvalidLimits => "invalid limits",
             ScenarioErrorKind::BadMessage => "server message does not decode",
             ScenarioErrorKind::TooManyTimers => "advance fires too many timers",
+            ScenarioErrorKind::Expectation => "expectation not met",
         };
         write!(f, "line {}: {what}", self.line)
     }
@@ -142,6 +149,9 @@ pub enum EntryKind {
     Disconnected(CloseReason),
     /// The session closed for good.
     Closed(Close),
+    /// What an MQTT scenario's registry did (the entry's session is the
+    /// scenario's connection number).
+    Mqtt(crate::mqtt_scenario::MqttEntry),
 }
 
 /// One transcript line: at what virtual time, caused by which scenario line,
@@ -185,16 +195,7 @@ impl fmt::Display for TranscriptEntry {
                 }
                 Ok(())
             }
-            EntryKind::Transmit(Transmit::WebSocket(b)) => {
-                f.write_str("ws ->")?;
-                for byte in b.iter().take(32) {
-                    write!(f, " {byte:02x}")?;
-                }
-                if b.len() > 32 {
-                    write!(f, " ... ({} bytes)", b.len())?;
-                }
-                Ok(())
-            }
+            EntryKind::Transmit(Transmit::WebSocket(b)) => write_bytes(f, "ws", b),
             EntryKind::Transmit(Transmit::PollResponse { sequence, body }) => {
                 write!(f, "poll {sequence} -> 200 {body:?}")
             }
@@ -204,8 +205,21 @@ impl fmt::Display for TranscriptEntry {
             EntryKind::Delivered(t) => write!(f, "delivered {t:?}"),
             EntryKind::Disconnected(r) => write!(f, "disconnected {r}, kept for reconnection"),
             EntryKind::Closed(c) => write!(f, "closed {c}"),
+            EntryKind::Mqtt(e) => e.fmt(f),
         }
     }
+}
+
+/// `LABEL -> 01 02 ...`: the first 32 bytes of `b` in hex, then its length.
+pub(crate) fn write_bytes(f: &mut fmt::Formatter<'_>, label: &str, b: &[u8]) -> fmt::Result {
+    write!(f, "{label} ->")?;
+    for byte in b.iter().take(32) {
+        write!(f, " {byte:02x}")?;
+    }
+    if b.len() > 32 {
+        write!(f, " ... ({} bytes)", b.len())?;
+    }
+    Ok(())
 }
 
 /// The result of running a scenario.
@@ -217,11 +231,25 @@ pub struct ScenarioOutcome {
     pub close_line: Option<usize>,
     /// Inbound messages delivered to the application, all sessions together.
     pub delivered: u64,
+    /// The MQTT 5.0 reason code of the first close decision (MQTT
+    /// scenarios only; see [`Close`](sessionwire::mqtt::session::Close)).
+    pub code: Option<u8>,
     /// Everything the sessions did, in order.
     pub transcript: Vec<TranscriptEntry>,
 }
 
 impl ScenarioOutcome {
+    /// Nothing happened yet.
+    pub(crate) fn empty() -> ScenarioOutcome {
+        ScenarioOutcome {
+            verdict: None,
+            close_line: None,
+            delivered: 0,
+            code: None,
+            transcript: Vec::new(),
+        }
+    }
+
     /// The outcome as a corpus verdict, the form `expected.tsv` records:
     /// for a scenario the offset is the closing line.
     ///
@@ -295,6 +323,9 @@ struct Runner {
 /// starting at `origin` (any instant: only durations from it matter; the
 /// session layer never reads the clock).
 pub fn run(text: &str, limits: &Limits, origin: Instant) -> Result<ScenarioOutcome, ScenarioError> {
+    if crate::mqtt_scenario::is_mqtt(text) {
+        return crate::mqtt_scenario::run(text, limits, origin);
+    }
     let mut r = Runner {
         base: origin,
         now: origin,
@@ -305,20 +336,9 @@ pub fn run(text: &str, limits: &Limits, origin: Instant) -> Result<ScenarioOutco
         sessions: Vec::new(),
         current: None,
         writable: true,
-        outcome: ScenarioOutcome {
-            verdict: None,
-            close_line: None,
-            delivered: 0,
-            transcript: Vec::new(),
-        },
+        outcome: ScenarioOutcome::empty(),
     };
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let content = raw.split('#').next().unwrap_or("").trim();
-        if content.is_empty() {
-            continue;
-        }
-        let words: Vec<&str> = content.split_whitespace().collect();
+    for (line, words) in commands(text) {
         r.line(line, &words)
             .map_err(|kind| ScenarioError { line, kind })?;
         r.drain(line);
@@ -326,14 +346,23 @@ pub fn run(text: &str, limits: &Limits, origin: Instant) -> Result<ScenarioOutco
     Ok(r.outcome)
 }
 
-fn parse_u64(text: &str) -> Result<u64, ScenarioErrorKind> {
+/// The commands of a scenario: each line's 1-based number and words, comments
+/// and blank lines left out.
+pub(crate) fn commands(text: &str) -> impl Iterator<Item = (usize, Vec<&str>)> {
+    text.lines().enumerate().filter_map(|(i, raw)| {
+        let content = raw.split('#').next().unwrap_or("").trim();
+        (!content.is_empty()).then(|| (i + 1, content.split_whitespace().collect()))
+    })
+}
+
+pub(crate) fn parse_u64(text: &str) -> Result<u64, ScenarioErrorKind> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ScenarioErrorKind::BadNumber);
     }
     text.parse().map_err(|_| ScenarioErrorKind::BadNumber)
 }
 
-fn parse_hex(text: &str) -> Result<Bytes, ScenarioErrorKind> {
+pub(crate) fn parse_hex(text: &str) -> Result<Bytes, ScenarioErrorKind> {
     if text == "-" {
         return Ok(Bytes::new());
     }
@@ -362,7 +391,9 @@ fn on_off(text: &str) -> Result<bool, ScenarioErrorKind> {
     }
 }
 
-fn settings<'a>(words: &[&'a str]) -> Vec<Result<(&'a str, &'a str), ScenarioErrorKind>> {
+pub(crate) fn settings<'a>(
+    words: &[&'a str],
+) -> Vec<Result<(&'a str, &'a str), ScenarioErrorKind>> {
     words
         .iter()
         .map(|w| w.split_once('=').ok_or(ScenarioErrorKind::BadSetting))

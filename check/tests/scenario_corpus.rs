@@ -38,6 +38,14 @@ fn section_1_every_scenario_replays_to_its_expected_verdict() {
         if let Err(e) = closes::check_complete(&text, &outcome) {
             failures.push(format!("{}: {e}", case.name));
         }
+        if case.code.is_some_and(|c| outcome.code != Some(c)) {
+            failures.push(format!(
+                "{}: reason code {:02x?}, expected 0x{:02x}\n{outcome}",
+                case.name,
+                outcome.code,
+                case.code.unwrap_or_default()
+            ));
+        }
         let got = outcome.corpus_verdict();
         if got != case.expected {
             failures.push(format!(

@@ -271,7 +271,11 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
         if expected.is_none() {
             summary.unexpected += 1;
         }
-        let code = outcome.violation.and_then(|v| v.kind().reason_code());
+        // A scenario's code is its first close decision's (MQTT scenarios).
+        let code = match &scenario {
+            Some(sc) => sc.code,
+            None => outcome.violation.and_then(|v| v.kind().reason_code()),
+        };
         let mismatch =
             expected.filter(|(e, c)| *e != outcome.verdict || c.is_some_and(|c| Some(c) != code));
         let expected = expected.map(|(e, _)| e);

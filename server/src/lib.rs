@@ -21,7 +21,7 @@
 //! - `http`: the main listener, WebSocket upgrades and the HTTP polling
 //!   transport on one port (hyper);
 //! - `ws`: one task per WebSocket connection (tokio-tungstenite);
-//! - `mqtt`: MQTT listeners (TCP, and WebSocket on `/mqtt`) and the broker
+//! - [`mqtt`]: MQTT listeners (TCP, and WebSocket on `/mqtt`) and the broker
 //!   (subscription tree, retained messages) the hub drives beside the
 //!   codec's MQTT session registry;
 //! - `hub`: the one task that owns the [`Registry`](sessionwire::session::Registry)
@@ -45,7 +45,7 @@ mod control;
 mod events;
 mod http;
 mod hub;
-mod mqtt;
+pub mod mqtt;
 mod passwords;
 mod response;
 mod slots;
@@ -195,6 +195,10 @@ pub(crate) struct Shared {
     /// MQTT connections over TCP: taken at the accept, held until the task
     /// ends.
     pub mqtt_slots: Arc<Semaphore>,
+    /// MQTT connections over TCP that have not been answered their CONNECT
+    /// yet, per source address (bounded as the HTTP request heads are,
+    /// against [`mqtt_slots`](Self::mqtt_slots)).
+    pub mqtt_pending: Arc<Pending>,
     /// Bounds the HTTP connections open at once.
     pub connections: Arc<Semaphore>,
     /// Bytes of HTTP send bodies read and not yet taken by their session
@@ -205,6 +209,8 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// WebSocket connection tasks alive (shutdown waits for them).
     pub ws_tasks: AtomicUsize,
+    /// MQTT over TCP connection tasks alive (shutdown waits for them).
+    pub mqtt_tasks: AtomicUsize,
     /// Flips to `true` on shutdown.
     pub stop: watch::Receiver<bool>,
 }
@@ -337,6 +343,8 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         .max_frame_size(Some(max_message));
     let http_connections = limits.max_clients().saturating_mul(2).saturating_add(64);
     let connections = Arc::new(Semaphore::new(http_connections));
+    let mqtt_places = limits.max_clients().saturating_add(ws::WS_SLACK);
+    let mqtt_slots = Arc::new(Semaphore::new(mqtt_places));
     let shared = Arc::new(Shared {
         hub: hub_tx,
         limits: limits.clone(),
@@ -346,13 +354,13 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         ws_slots: Arc::new(Semaphore::new(
             limits.max_clients().saturating_add(ws::WS_SLACK),
         )),
-        mqtt_slots: Arc::new(Semaphore::new(
-            limits.max_clients().saturating_add(ws::WS_SLACK),
-        )),
+        mqtt_slots: Arc::clone(&mqtt_slots),
+        mqtt_pending: Pending::new(SOURCE_PENDING, mqtt_slots, mqtt_places),
         connections,
         reading: Arc::new(Semaphore::new(http::read_budget(&limits))),
         next_conn: AtomicU64::new(1),
         ws_tasks: AtomicUsize::new(0),
+        mqtt_tasks: AtomicUsize::new(0),
         stop: stop_rx.clone(),
     });
     let mut hub = Hub::new(limits, args.session.clone(), events);
@@ -413,8 +421,10 @@ impl Server {
         {
             let _ = tokio::time::timeout_at(deadline, done_rx).await;
         }
-        // Give the WebSocket tasks the time to write their ABORT.
-        while self.shared.ws_tasks.load(Ordering::Acquire) > 0
+        // Give the WebSocket and MQTT tasks the time to write their ABORT
+        // or DISCONNECT.
+        while (self.shared.ws_tasks.load(Ordering::Acquire) > 0
+            || self.shared.mqtt_tasks.load(Ordering::Acquire) > 0)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -741,3 +741,34 @@ async fn mqtt_client_limit_counts_both_protocols() {
     let mut again = Client::tcp(&server, Version::V311).await;
     again.connect("again").await;
 }
+
+#[tokio::test]
+async fn mqtt_idle_connections_from_one_address_leave_room_for_others() {
+    // --max-clients 1: 257 MQTT connection places; past half of them taken,
+    // one address may hold 32 connections not yet answered a CONNACK.
+    let server = Server::start(&["--ping-period", "0", "--max-clients", "1"]);
+    let addr = server.mqtt.unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(
+            within("idle connect", TcpStream::connect(addr))
+                .await
+                .unwrap(),
+        );
+    }
+    // The last ones were closed at once, long before the CONNECT timeout
+    // (10 s) would have closed them.
+    let mut last = idle.pop().unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(2), last.read(&mut buf))
+        .await
+        .expect("dropped at the accept");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    // Another address still gets in.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = within("other address", socket.connect(addr)).await.unwrap();
+    let mut other = Client::over(Link::Tcp(stream), Version::V5);
+    other.connect("elsewhere").await;
+    drop(idle);
+}

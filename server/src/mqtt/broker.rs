@@ -68,12 +68,24 @@ struct Conn {
     user: Option<String>,
 }
 
+impl Conn {
+    /// Tells the connection to close after what it was sent; one whose
+    /// channel is full is told to give up instead.
+    fn finish(self) {
+        if self.out.tx.try_send(MqttOut::Close).is_err() {
+            self.out.closing.notify_one();
+        }
+    }
+}
+
 /// The broker. See the [module documentation](self).
 pub struct Broker {
     registry: Registry<OsRandom>,
     tree: Tree,
     retained: Retained<Message>,
     conns: HashMap<ConnId, Conn>,
+    /// Connections whose outbox is not empty, to send on the next flush.
+    dirty: Vec<ConnId>,
     maximum_qos: QoS,
     /// The client limit, over both protocols.
     max_clients: usize,
@@ -93,6 +105,7 @@ impl Broker {
             tree: Tree::new(tree),
             retained: Retained::new(retained),
             conns: HashMap::new(),
+            dirty: Vec::new(),
             passwords: None,
             stopping: false,
         }
@@ -239,8 +252,7 @@ impl Broker {
         self.drive(now, events, 0);
         // Connections that never sent a CONNECT just go.
         for (_, c) in self.conns.drain() {
-            let _ = c.out.tx.try_send(MqttOut::Close);
-            c.out.closing.notify_one();
+            c.finish();
         }
     }
 
@@ -256,6 +268,9 @@ impl Broker {
             while let Some((id, bytes)) = self.registry.poll_transmit() {
                 busy = true;
                 if let Some(c) = self.conns.get_mut(&id) {
+                    if c.outbox.is_empty() {
+                        self.dirty.push(id);
+                    }
                     c.outbox.push(bytes);
                 }
             }
@@ -276,6 +291,14 @@ impl Broker {
                 } else {
                     "refused"
                 };
+                if client.is_none() && close.code.is_none() && close.client_id.is_none() {
+                    // Gone before its CONNECT was whole: nothing to log.
+                    tracing::debug!(conn = id.0, reason = %close.reason, "MQTT connection ended before CONNECT");
+                    if let Some(c) = conn {
+                        c.finish();
+                    }
+                    continue;
+                }
                 events.record(&Record {
                     event,
                     protocol: Some("mqtt"),
@@ -288,7 +311,7 @@ impl Broker {
                     ..Record::default()
                 });
                 if let Some(c) = conn {
-                    let _ = c.out.tx.try_send(MqttOut::Close);
+                    c.finish();
                 }
             }
             if !busy {
@@ -303,13 +326,16 @@ impl Broker {
     /// persistent, keeps its unacknowledged messages).
     fn flush(&mut self) {
         let mut slow = Vec::new();
-        for (id, c) in &mut self.conns {
+        for id in self.dirty.drain(..) {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
             if c.outbox.is_empty() {
                 continue;
             }
             let batch = std::mem::take(&mut c.outbox);
             if c.out.tx.try_send(MqttOut::Write(batch)).is_err() {
-                slow.push(*id);
+                slow.push(id);
             }
         }
         for id in slow {
@@ -466,5 +492,116 @@ impl Broker {
             };
             self.registry.deliver(now, client_id, &message, delivery);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::sync::Notify;
+
+    /// A 3.1.1 CONNECT: client "c", clean session, keep alive 60 s.
+    const CONNECT: &[u8] = &[
+        0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, b'c',
+    ];
+
+    fn open(
+        broker: &mut Broker,
+        events: &mut EventLog,
+        capacity: usize,
+    ) -> (mpsc::Receiver<MqttOut>, Arc<Notify>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let closing = Arc::new(Notify::new());
+        let out = ConnOut {
+            tx,
+            closing: Arc::clone(&closing),
+        };
+        let open = MqttCommand::Open {
+            conn: 1,
+            peer: IpAddr::from([127, 0, 0, 1]),
+            transport: "mqtt",
+            out,
+        };
+        broker.handle(Instant::now(), open, events, 0);
+        (rx, closing)
+    }
+
+    fn bytes(broker: &mut Broker, events: &mut EventLog, data: &'static [u8]) {
+        let data = Bytes::from_static(data);
+        broker.handle(
+            Instant::now(),
+            MqttCommand::Bytes { conn: 1, data },
+            events,
+            0,
+        );
+    }
+
+    fn broker() -> (Broker, EventLog) {
+        let b = Broker::new(
+            MqttConfig::default(),
+            TreeLimits::default(),
+            RetainedLimits::default(),
+        );
+        (b, EventLog::open(None).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_does_not_take_its_batches_is_dropped() {
+        let (mut broker, mut events) = broker();
+        let (mut rx, closing) = open(&mut broker, &mut events, 1);
+        bytes(&mut broker, &mut events, CONNECT);
+        assert_eq!(broker.connected(), 1);
+        // PINGREQ: its PINGRESP finds the channel still full of the CONNACK.
+        bytes(&mut broker, &mut events, &[0xc0, 0x00]);
+        tokio::time::timeout(Duration::from_secs(1), closing.notified())
+            .await
+            .expect("the connection is told to give up");
+        assert_eq!(broker.connected(), 0);
+        match rx.try_recv() {
+            Ok(MqttOut::Write(batch)) => assert_eq!(&batch.concat()[..], &[0x20, 0x02, 0x00, 0x00]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn control_close_of_a_3_1_1_client_closes_its_connection_without_a_packet() {
+        let (mut broker, mut events) = broker();
+        let (mut rx, _closing) = open(&mut broker, &mut events, 8);
+        bytes(&mut broker, &mut events, CONNECT);
+        assert!(matches!(rx.try_recv(), Ok(MqttOut::Write(_))));
+        assert_eq!(broker.list()[0].client_id, "c");
+        assert!(broker.close(Instant::now(), "c", &mut events, 0));
+        assert!(matches!(rx.try_recv(), Ok(MqttOut::Close)));
+        assert!(!broker.close(Instant::now(), "nobody", &mut events, 0));
+    }
+
+    #[tokio::test]
+    async fn mqtt_client_limit_counts_the_other_protocols_clients() {
+        let config = MqttConfig {
+            limits: sessionwire::Limits::builder()
+                .max_clients(2)
+                .build()
+                .unwrap(),
+            ..MqttConfig::default()
+        };
+        let mut broker = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
+        let mut events = EventLog::open(None).unwrap();
+        let (mut rx, _closing) = open(&mut broker, &mut events, 8);
+        // Two clients of the session protocol hold both places.
+        let data = Bytes::from_static(CONNECT);
+        broker.handle(
+            Instant::now(),
+            MqttCommand::Bytes { conn: 1, data },
+            &mut events,
+            2,
+        );
+        match rx.try_recv() {
+            // 3.1.1 CONNACK 0x03: server unavailable.
+            Ok(MqttOut::Write(batch)) => assert_eq!(&batch.concat()[..], &[0x20, 0x02, 0x00, 0x03]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(rx.try_recv(), Ok(MqttOut::Close)));
+        assert_eq!(broker.connected(), 0);
     }
 }

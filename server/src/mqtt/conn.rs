@@ -15,6 +15,7 @@
 //! (MQTT-6.0.0-1), as the end of the stream does.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::hub::Command;
+use crate::slots::PendingSlot;
 use crate::Shared;
 
 /// Most bytes one read hands to the hub.
@@ -112,10 +114,18 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             tracing::debug!(%peer, "too many MQTT connections: dropped");
             continue;
         };
+        // Held until the hub first writes to the connection (its CONNACK,
+        // or the end of a connection that sent no CONNECT in time).
+        let Some(waiting) = shared.mqtt_pending.take(peer.ip()) else {
+            tracing::debug!(%peer, "too many MQTT connections without CONNACK from this address: dropped");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            run_tcp(stream, peer, &shared, slot).await;
+            shared.mqtt_tasks.fetch_add(1, Ordering::AcqRel);
+            run_tcp(stream, peer, &shared, slot, waiting).await;
+            shared.mqtt_tasks.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }
@@ -125,7 +135,10 @@ async fn run_tcp(
     peer: SocketAddr,
     shared: &Shared,
     _slot: OwnedSemaphorePermit,
+    waiting: PendingSlot,
 ) {
+    // Given back at the first write.
+    let mut waiting = Some(waiting);
     let Some((conn, mut rx, closing)) = open(shared, peer, "mqtt").await else {
         return;
     };
@@ -135,6 +148,7 @@ async fn run_tcp(
         tokio::select! {
             out = rx.recv() => match out {
                 Some(MqttOut::Write(batch)) => {
+                    drop(waiting.take());
                     if !write_all(&mut wr, batch, &closing).await {
                         lost(shared, conn).await;
                         return;

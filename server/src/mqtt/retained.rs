@@ -117,13 +117,16 @@ impl<M> Retained<M> {
     }
 
     /// Messages held (expired ones not yet dropped included).
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.count
     }
 
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// Bytes held, as counted by the callers of [`set`](Self::set).
-    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }

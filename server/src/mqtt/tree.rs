@@ -26,6 +26,7 @@
 //! over either, [`Tree::subscribe`] refuses and nothing changes. Filter
 //! syntax is the packet codec's business; what reaches the tree was checked.
 
+use std::cell::Cell;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,10 +46,10 @@ pub struct TreeLimits {
 }
 
 impl Default for TreeLimits {
-    /// 100 filters per client, a million subscriptions.
+    /// 1,000 filters per client, a million subscriptions.
     fn default() -> TreeLimits {
         TreeLimits {
-            max_filters_per_client: 100,
+            max_filters_per_client: 1_000,
             max_subscriptions: 1_000_000,
         }
     }
@@ -98,8 +99,9 @@ pub struct Match {
 #[derive(Debug, Default)]
 struct Group {
     members: Vec<(Arc<str>, Subscription)>,
-    /// The member the next message goes to (modulo the count).
-    next: usize,
+    /// The member the next message goes to (modulo the count); a cell so
+    /// that matching needs no exclusive access to the tree.
+    next: Cell<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -150,13 +152,16 @@ impl Tree {
     }
 
     /// Subscriptions held, over all clients.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.total
     }
 
+    /// Whether the tree holds no subscription.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
     /// The client's subscriptions, by filter as subscribed.
-    #[cfg(test)]
     pub fn subscriptions_of(&self, client_id: &str) -> Option<&HashMap<Box<str>, Subscription>> {
         self.clients.get(client_id)
     }
@@ -254,18 +259,57 @@ impl Tree {
     /// one per client for its ordinary subscriptions, one per shared
     /// subscription group (which moves the group on to its next member).
     /// In no particular order.
-    pub fn matches(&mut self, topic: &str, publisher: &str) -> Vec<Match> {
+    pub fn matches(&self, topic: &str, publisher: &str) -> Vec<Match> {
         let levels: Vec<&str> = topic.split('/').collect();
         let mut walk = Walk {
-            publisher,
-            ordinary: HashMap::new(),
+            ends: Vec::new(),
             shared: Vec::new(),
         };
         let dollar = levels.first().is_some_and(|l| l.starts_with('$'));
-        walk.node(&mut self.root, &levels, dollar);
-        let mut out: Vec<Match> = walk.ordinary.into_values().collect();
+        walk.node(&self.root, &levels, dollar);
+        let keep =
+            |(client, sub): (&Arc<str>, &Subscription)| !(sub.no_local && **client == *publisher);
+        let mut out: Vec<Match> = match walk.ends.as_slice() {
+            // One filter node matched (the usual case): no client can
+            // appear twice.
+            [only] => only
+                .iter()
+                .filter(|e| keep(*e))
+                .map(|(client, sub)| Match::of(client, sub, false))
+                .collect(),
+            ends => {
+                let total = ends.iter().map(|m| m.len()).sum();
+                let mut merged: HashMap<&Arc<str>, Match> = HashMap::with_capacity(total);
+                for (client, sub) in ends.iter().flat_map(|m| m.iter()).filter(|e| keep(*e)) {
+                    match merged.entry(client) {
+                        Entry::Occupied(mut e) => {
+                            let m = e.get_mut();
+                            m.qos = m.qos.max(sub.qos);
+                            m.retain_as_published |= sub.retain_as_published;
+                            m.subscription_ids.extend(sub.id);
+                        }
+                        Entry::Vacant(e) => {
+                            e.insert(Match::of(client, sub, false));
+                        }
+                    }
+                }
+                merged.into_values().collect()
+            }
+        };
         out.extend(walk.shared);
         out
+    }
+}
+
+impl Match {
+    fn of(client: &Arc<str>, sub: &Subscription, shared: bool) -> Match {
+        Match {
+            client_id: Arc::clone(client),
+            qos: sub.qos,
+            retain_as_published: sub.retain_as_published,
+            subscription_ids: sub.id.into_iter().collect(),
+            shared,
+        }
     }
 }
 
@@ -298,77 +342,58 @@ fn remove(node: &mut Node, levels: &[&str], client_id: &str, group: Option<&str>
     node.is_empty()
 }
 
-/// One match in progress.
-struct Walk<'p> {
-    publisher: &'p str,
-    ordinary: HashMap<Arc<str>, Match>,
+/// One match in progress: the ordinary subscribers of every filter node
+/// that matches, and the shared groups' picks.
+struct Walk<'t> {
+    ends: Vec<&'t HashMap<Arc<str>, Subscription>>,
     shared: Vec<Match>,
 }
 
-impl Walk<'_> {
+impl<'t> Walk<'t> {
     /// Matches what is left of the topic (`levels`) from `node`; `dollar`:
     /// this is the first level of a `$` topic, which wildcards skip.
-    fn node(&mut self, node: &mut Node, levels: &[&str], dollar: bool) {
+    fn node(&mut self, node: &'t Node, levels: &[&str], dollar: bool) {
         let Some((level, rest)) = levels.split_first() else {
             self.collect(node);
             // `a/#` matches `a`.
-            if let Some(hash) = node.children.get_mut("#") {
+            if let Some(hash) = node.children.get("#") {
                 self.collect(hash);
             }
             return;
         };
-        if let Some(child) = node.children.get_mut(*level) {
-            self.node(child, rest, false);
+        // A topic name holds no wildcard (the codec refuses one); were it
+        // to, its `+` or `#` level would match only as a wildcard, once.
+        if !matches!(*level, "+" | "#") {
+            if let Some(child) = node.children.get(*level) {
+                self.node(child, rest, false);
+            }
         }
         if dollar {
             return;
         }
-        if let Some(child) = node.children.get_mut("+") {
+        if let Some(child) = node.children.get("+") {
             self.node(child, rest, false);
         }
-        if let Some(child) = node.children.get_mut("#") {
+        if let Some(child) = node.children.get("#") {
             self.collect(child);
         }
     }
 
-    /// Every subscription ending at `node` matches.
-    fn collect(&mut self, node: &mut Node) {
-        for (client, sub) in &node.subscribers {
-            if sub.no_local && **client == *self.publisher {
-                continue;
-            }
-            match self.ordinary.entry(Arc::clone(client)) {
-                Entry::Occupied(mut e) => {
-                    let m = e.get_mut();
-                    m.qos = m.qos.max(sub.qos);
-                    m.retain_as_published |= sub.retain_as_published;
-                    m.subscription_ids.extend(sub.id);
-                }
-                Entry::Vacant(e) => {
-                    e.insert(Match {
-                        client_id: Arc::clone(client),
-                        qos: sub.qos,
-                        retain_as_published: sub.retain_as_published,
-                        subscription_ids: sub.id.into_iter().collect(),
-                        shared: false,
-                    });
-                }
-            }
+    /// Every subscription ending at `node` matches; each shared group
+    /// gives its next member.
+    fn collect(&mut self, node: &'t Node) {
+        if !node.subscribers.is_empty() {
+            self.ends.push(&node.subscribers);
         }
-        for group in node.groups.values_mut() {
+        for group in node.groups.values() {
             let count = group.members.len();
             if count == 0 {
                 continue;
             }
-            let (client, sub) = &group.members[group.next % count];
-            group.next = (group.next + 1) % count;
-            self.shared.push(Match {
-                client_id: Arc::clone(client),
-                qos: sub.qos,
-                retain_as_published: sub.retain_as_published,
-                subscription_ids: sub.id.into_iter().collect(),
-                shared: true,
-            });
+            let next = group.next.get() % count;
+            group.next.set((next + 1) % count);
+            let (client, sub) = &group.members[next];
+            self.shared.push(Match::of(client, sub, true));
         }
     }
 }

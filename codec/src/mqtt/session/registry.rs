@@ -465,16 +465,25 @@ impl<R: RandomSource> Registry<R> {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        let item = Queued {
-            message: message.clone(),
-            delivery: options,
-        };
-        if item.delivery.qos == QoS::AtMostOnce {
+        if options.qos == QoS::AtMostOnce {
             if s.conn.is_some() {
+                let item = Queued {
+                    message: message.clone(),
+                    delivery: options,
+                };
                 self.send_message(now, key, item);
             }
             return;
         }
+        // A queued message keeps copies of its own, not views that would
+        // keep a publisher's whole receive buffer alive.
+        let mut kept = message.clone();
+        kept.topic = Str::try_from(message.topic.as_str()).unwrap_or_default();
+        kept.payload = Bytes::copy_from_slice(&message.payload);
+        let item = Queued {
+            message: kept,
+            delivery: options,
+        };
         if s.queue.push(item, max_q, max_b).is_err() {
             if let Some(conn) = s.conn {
                 s.queue.clear();
@@ -659,14 +668,19 @@ impl<R: RandomSource> Registry<R> {
             (Phase::AwaitConnect, Packet::Connect(connect)) => {
                 c.version = Some(connect.version);
                 c.client_id = Some(connect.client_id().as_str().to_owned());
-                if connect.version == Version::V5
-                    && connect
+                if connect.version == Version::V5 {
+                    if connect
                         .properties
                         .get(PropertyId::AuthenticationMethod)
                         .is_some()
-                {
-                    // No extended authentication is offered.
-                    return Err(fault(MqttFault::BadAuthenticationMethod));
+                    {
+                        // No extended authentication is offered.
+                        return Err(fault(MqttFault::BadAuthenticationMethod));
+                    }
+                    // MQTT-3.2.2-12: a will above the maximum QoS.
+                    if let Some(w) = connect.will().filter(|w| w.qos > self.config.maximum_qos) {
+                        return Err(fault(MqttFault::QosNotSupported(w.qos as u8)));
+                    }
                 }
                 c.phase = Phase::Authenticating;
                 self.events

@@ -1026,3 +1026,307 @@ fn mqtt_packets_behind_the_connect_wait_for_the_decision() {
         "{sent:?}"
     );
 }
+
+/// What the registry did for one client stream fed in chunks of these
+/// sizes, as comparable text: transmits, events, closes (each in order; how
+/// they interleave depends on when the bytes came).
+fn transcript(config: &MqttConfig, stream: &[u8], chunks: &[usize]) -> [Vec<String>; 3] {
+    let t0 = Instant::now();
+    let mut r = Registry::new(config.clone(), SeededRandom::new(3));
+    let conn = ConnId(1);
+    r.open(t0, conn);
+    let mut out: [Vec<String>; 3] = Default::default();
+    let mut rest = stream;
+    let mut sizes = chunks.iter().copied().cycle();
+    while !rest.is_empty() {
+        let n = sizes.next().unwrap_or(1).clamp(1, rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        r.handle_bytes(t0, conn, chunk);
+        loop {
+            let mut any = false;
+            while let Some(e) = r.poll_event() {
+                any = true;
+                match e {
+                    Event::Connect(incoming) => r.accept(t0, incoming),
+                    other => out[1].push(format!("{other:?}")),
+                }
+            }
+            while let Some((c, bytes)) = r.poll_transmit() {
+                any = true;
+                out[0].push(format!("{c:?} {bytes:?}"));
+            }
+            while let Some(c) = r.poll_close() {
+                any = true;
+                out[2].push(format!("{c:?}"));
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A whole 5.0 session: CONNECT with a will, SUBSCRIBE, PUBLISH at every
+/// QoS (one with a topic alias), PUBREL, PINGREQ, UNSUBSCRIBE, DISCONNECT.
+fn session_stream() -> Vec<u8> {
+    let mut c = with_will(Version::V5, Some(1));
+    c.keep_alive = 30;
+    let subs = [(
+        Str::from_static("a/#"),
+        SubscriptionOptions::qos(QoS::ExactlyOnce),
+    )];
+    let alias = Properties::builder()
+        .push(Property::TopicAlias(2))
+        .unwrap()
+        .build();
+    let packets = [
+        Packet::Connect(c),
+        Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Properties::new(),
+            subscriptions: Subscriptions::new(&subs).unwrap(),
+        }),
+        Packet::Publish(publish("a/0", b"zero", QoS::AtMostOnce, 0).with_properties(alias.clone())),
+        Packet::Publish(publish("", b"one", QoS::AtLeastOnce, 2).with_properties(alias)),
+        Packet::Publish(publish("a/2", b"two", QoS::ExactlyOnce, 3)),
+        Packet::PubRel(Ack::new(3)),
+        Packet::PingReq,
+        Packet::Unsubscribe(Unsubscribe {
+            packet_id: 4,
+            properties: Properties::new(),
+            filters: TopicFilters::new(&[Str::from_static("a/#")]).unwrap(),
+        }),
+        Packet::Disconnect(Disconnect::default()),
+    ];
+    let mut out = Vec::new();
+    for p in packets {
+        p.encode_to_vec(Version::V5, &mut out).unwrap();
+    }
+    out
+}
+
+mod chunking {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn mqtt_any_chunking_gives_the_same_transmits_events_and_closes(
+            chunks in proptest::collection::vec(1usize..40, 1..20),
+        ) {
+            let config = MqttConfig::default();
+            let stream = session_stream();
+            let whole = transcript(&config, &stream, &[stream.len()]);
+            prop_assert!(whole[2].iter().any(|l| l.contains("ClosedByClient")), "{whole:?}");
+            prop_assert_eq!(transcript(&config, &stream, &chunks), whole);
+        }
+
+        #[test]
+        fn mqtt_hostile_bytes_after_connect_never_panic_and_chunk_alike(
+            // Within what is held behind a CONNECT not yet accepted (the
+            // whole stream comes in one call, before the server accepts).
+            tail in proptest::collection::vec(any::<u8>(), 0..=128),
+            chunks in proptest::collection::vec(1usize..17, 1..8),
+        ) {
+            let config = MqttConfig {
+                limits: Limits::builder().max_message_size(128).build().unwrap(),
+                ..MqttConfig::default()
+            };
+            let mut stream = Packet::Connect(connect(Version::V5, "h"))
+                .to_bytes(Version::V5)
+                .unwrap()
+                .to_vec();
+            stream.extend_from_slice(&tail);
+            let whole = transcript(&config, &stream, &[stream.len()]);
+            prop_assert_eq!(transcript(&config, &stream, &chunks), whole);
+        }
+    }
+}
+
+#[test]
+fn mqtt_bytes_held_behind_a_connect_are_bounded() {
+    let mut h = Harness::new(MqttConfig {
+        limits: Limits::builder().max_message_size(64).build().unwrap(),
+        ..MqttConfig::default()
+    });
+    h.open(1);
+    let mut bytes = Packet::Connect(connect(Version::V5, "q"))
+        .to_bytes(Version::V5)
+        .unwrap()
+        .to_vec();
+    bytes.extend_from_slice(&[0xc0, 0x00].repeat(33)); // 66 bytes of PINGREQ
+    h.registry.handle_bytes(h.now, ConnId(1), &bytes);
+    h.drain();
+    let closes = h.closes();
+    assert_eq!(
+        (closes[0].1.reason, closes[0].1.code),
+        (CloseReason::MessageQueueLimitReached, Some(0x97))
+    );
+    assert!(h.sent_to(1).is_empty());
+}
+
+/// One step a server could take, for the model test below.
+#[derive(Clone, Debug)]
+enum Step {
+    Open(u64),
+    /// Connection, which packet of [`packets`] (or raw bytes).
+    Packet(u64, usize),
+    Raw(u64, Vec<u8>),
+    Lost(u64),
+    Advance(u64),
+    Deliver(usize, u8),
+    Close(usize, bool),
+}
+
+const CLIENTS: [&str; 2] = ["m", "n"];
+
+/// Packets of both versions a client could send, valid and not.
+fn packets() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for version in [Version::V311, Version::V5] {
+        for (i, id) in CLIENTS.iter().enumerate() {
+            let mut c = with_will(version, (version == Version::V5).then_some(2));
+            c = Connect::new(version, Str::from_static(id), c.will(), None, None).unwrap();
+            c.clean_start = i == 0;
+            c.keep_alive = 5;
+            if version == Version::V5 {
+                c.properties = Properties::builder()
+                    .push(Property::SessionExpiryInterval(10))
+                    .unwrap()
+                    .push(Property::ReceiveMaximum(2))
+                    .unwrap()
+                    .build();
+            }
+            out.push(Packet::Connect(c));
+        }
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            out.push(Packet::Publish(publish("t", b"p", qos, 1 + qos as u16)));
+        }
+        for id in 1..=3 {
+            out.push(Packet::PubAck(Ack::new(id)));
+            out.push(Packet::PubRec(Ack::new(id)));
+            out.push(Packet::PubRel(Ack::new(id)));
+            out.push(Packet::PubComp(Ack::new(id)));
+        }
+        out.push(Packet::PingReq);
+        out.push(Packet::Disconnect(Disconnect::default()));
+    }
+    let mut bytes: Vec<Vec<u8>> = Vec::new();
+    for (i, p) in out.iter().enumerate() {
+        let version = if i < out.len() / 2 {
+            Version::V311
+        } else {
+            Version::V5
+        };
+        bytes.push(p.to_bytes(version).unwrap().to_vec());
+    }
+    bytes
+}
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn step() -> impl Strategy<Value = Step> {
+        let n = packets().len();
+        prop_oneof![
+            (1u64..4).prop_map(Step::Open),
+            (1u64..4, 0..n).prop_map(|(c, p)| Step::Packet(c, p)),
+            (1u64..4, proptest::collection::vec(any::<u8>(), 0..12))
+                .prop_map(|(c, b)| Step::Raw(c, b)),
+            (1u64..4).prop_map(Step::Lost),
+            (0u64..12_000).prop_map(Step::Advance),
+            (0usize..2, 0u8..3).prop_map(|(c, q)| Step::Deliver(c, q)),
+            (0usize..2, any::<bool>()).prop_map(|(c, b)| Step::Close(c, b)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn mqtt_registry_keeps_its_books_whatever_the_server_and_clients_do(
+            steps in proptest::collection::vec(step(), 1..60),
+        ) {
+            let packets = packets();
+            let config = MqttConfig {
+                limits: Limits::builder().max_clients(2).max_message_size(256).build().unwrap(),
+                max_queued_messages: 3,
+                max_sessions: 1,
+                ..MqttConfig::default()
+            };
+            let mut r = Registry::new(config, SeededRandom::new(5));
+            let mut now = Instant::now();
+            let mut closed: HashSet<ConnId> = HashSet::new();
+            for step in steps {
+                match step {
+                    // A server never names two connections alike.
+                    Step::Open(c) if closed.contains(&ConnId(c)) => {}
+                    Step::Open(c) => r.open(now, ConnId(c)),
+                    Step::Packet(c, p) => r.handle_bytes(now, ConnId(c), &packets[p]),
+                    Step::Raw(c, b) => r.handle_bytes(now, ConnId(c), &b),
+                    Step::Lost(c) => r.connection_lost(now, ConnId(c)),
+                    Step::Advance(ms) => {
+                        let end = now + Duration::from_millis(ms);
+                        let mut fired = 0;
+                        while let Some(t) = r.poll_timeout().filter(|t| *t <= end) {
+                            now = now.max(t);
+                            r.handle_timeout(now);
+                            fired += 1;
+                            prop_assert!(fired < 1000, "timers keep firing");
+                        }
+                        now = end;
+                    }
+                    Step::Deliver(c, q) => {
+                        let qos = QoS::from_u8(q).unwrap();
+                        let m = Message {
+                            topic: Str::from_static("d"),
+                            payload: Bytes::from_static(b"x"),
+                            qos,
+                            retain: false,
+                            properties: Properties::new(),
+                            expires_at: None,
+                        };
+                        let d = Delivery { qos, retain: false, subscription_ids: Vec::new() };
+                        r.deliver(now, CLIENTS[c], &m, d);
+                    }
+                    Step::Close(c, controller) => {
+                        let why = if controller { ServerClose::Controller } else { ServerClose::Shutdown };
+                        r.close(now, CLIENTS[c], why);
+                    }
+                }
+                // The server's side: decide every CONNECT, drain the rest.
+                loop {
+                    let mut any = false;
+                    while let Some(e) = r.poll_event() {
+                        any = true;
+                        if let Event::Connect(incoming) = e {
+                            r.accept(now, incoming);
+                        }
+                    }
+                    while let Some((c, _)) = r.poll_transmit() {
+                        any = true;
+                        prop_assert!(!closed.contains(&c), "{c:?} written after its close");
+                    }
+                    while let Some((c, _)) = r.poll_close() {
+                        any = true;
+                        prop_assert!(closed.insert(c), "{c:?} closed twice");
+                    }
+                    if !any {
+                        break;
+                    }
+                }
+                let online = r.sessions().filter(|s| s.conn.is_some()).count();
+                prop_assert_eq!(r.connected(), online);
+                prop_assert!(r.connected() <= 2);
+                prop_assert!(r.sessions().count() - online <= 1, "offline cap");
+                for s in r.sessions() {
+                    if let Some(c) = s.conn {
+                        prop_assert!(!closed.contains(&c));
+                    }
+                }
+            }
+        }
+    }
+}
