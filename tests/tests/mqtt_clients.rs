@@ -630,12 +630,6 @@ fn mqtt_3_1_2_4_persistent_session_resumed_mosquitto_clients() {
         again.extend(["-C", "3", "-W", "15"]);
         let (code, lines) = mosquitto_sub(&b, version, &again).finish(WAIT);
         assert_eq!(code, Some(0), "{lines:#?}");
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.contains("received CONNACK (0)") || l.contains("CONNACK")),
-            "{lines:#?}"
-        );
         let want: Vec<String> = (0..3).map(|i| format!("{topic} 1 0 queued-{i}")).collect();
         assert_eq!(messages(&lines), want, "{version:?}");
     }
