@@ -8,12 +8,7 @@ use sessionwire::mqtt::QoS;
 use sessionwire_server::mqtt::tree::{Subscription, Tree, TreeLimits};
 
 fn sub(qos: QoS) -> Subscription {
-    Subscription {
-        qos,
-        no_local: false,
-        retain_as_published: false,
-        id: None,
-    }
+    Subscription::at(qos)
 }
 
 /// `clients` clients, each with `sensors/CLIENT/+` and `alerts/CLIENT/#`,

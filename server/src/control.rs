@@ -10,6 +10,13 @@
 //! | `POST /sessions/ID/failover` | closes FAILED_OVER | 204, or 404 |
 //! | `POST /sessions/ID/expire` | closes EXPIRED | 204, or 404 |
 //! | `POST /sessions/ID/revoke` | closes REVOKED | 204, or 404 |
+//!
+//! MQTT sessions (connected or offline) are listed after the protocol's
+//! with `protocol: "mqtt"`, `id` (the client identifier), `version`
+//! (`3.1.1` or `5.0`), `transport: "mqtt"` and `state` (`connected` or
+//! `offline`); `close` (or `DELETE`) with a client id as `ID` ends that
+//! session, sending a 5.0 client DISCONNECT 0x98 first (a client id holding
+//! `/` cannot be named in a path). The other actions do not apply to MQTT.
 
 use std::convert::Infallible;
 use std::io;

@@ -24,6 +24,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -143,7 +144,6 @@ async fn run_tcp(
         return;
     };
     let (mut rd, mut wr) = stream.into_split();
-    let mut buf = BytesMut::new();
     loop {
         tokio::select! {
             out = rx.recv() => match out {
@@ -160,7 +160,7 @@ async fn run_tcp(
                     return;
                 }
             },
-            r = read_chunk(&mut rd, &mut buf) => match r {
+            r = read_chunk(&rd) => match r {
                 Some(data) => {
                     if shared.hub.send(Command::Mqtt(MqttCommand::Bytes { conn, data })).await.is_err() {
                         return;
@@ -207,21 +207,33 @@ async fn lost(shared: &Shared, conn: u64) {
 
 /// One read of at most [`READ_CHUNK`] bytes; `None` at the end or on an
 /// error.
-async fn read_chunk<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Option<Bytes> {
-    buf.reserve(READ_CHUNK);
-    let mut limited = (&mut *rd).take(READ_CHUNK as u64);
-    match limited.read_buf(buf).await {
-        Ok(0) | Err(_) => None,
-        Ok(_) => Some(buf.split().freeze()),
+///
+/// The buffer is allocated only once the socket is readable, and a short
+/// read is copied out of it: an idle connection holds no read buffer.
+async fn read_chunk(rd: &OwnedReadHalf) -> Option<Bytes> {
+    loop {
+        rd.readable().await.ok()?;
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        match rd.try_read_buf(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) if n < READ_CHUNK / 4 => return Some(Bytes::copy_from_slice(&buf)),
+            Ok(_) => return Some(buf.freeze()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
     }
 }
 
 /// Writes a batch and flushes; false when a write failed or the hub gave up
 /// on the connection meanwhile.
+///
+/// Several packets are copied into one buffer first: one system call
+/// rather than one per packet.
 async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, batch: Vec<Bytes>, closing: &Notify) -> bool {
     let write = async {
-        for b in &batch {
-            wr.write_all(b).await?;
+        match batch.as_slice() {
+            [one] => wr.write_all(one).await?,
+            many => wr.write_all(&many.concat()).await?,
         }
         wr.flush().await
     };
@@ -233,7 +245,8 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, batch: Vec<Bytes>, closing
 
 /// Reads and discards until the client closes its side, for [`LINGER`].
 async fn drain<R: AsyncRead + Unpin>(rd: &mut R) {
-    let mut buf = [0u8; 1024];
+    // On the heap: an array here would sit in every connection's task.
+    let mut buf = vec![0u8; 1024];
     let _ = tokio::time::timeout(LINGER, async {
         while let Ok(n) = rd.read(&mut buf).await {
             if n == 0 {
@@ -355,14 +368,20 @@ mod tests {
 
     #[tokio::test]
     async fn reads_are_handed_on_in_chunks_of_at_most_read_chunk() {
-        let data = vec![7u8; READ_CHUNK * 2 + 5];
-        let mut rd: &[u8] = &data;
-        let mut buf = BytesMut::new();
-        let mut sizes = Vec::new();
-        while let Some(chunk) = read_chunk(&mut rd, &mut buf).await {
-            sizes.push(chunk.len());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (rd, _wr) = server.into_split();
+        let data: Vec<u8> = (0..READ_CHUNK * 2 + 5).map(|i| i as u8).collect();
+        client.write_all(&data).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        while let Some(chunk) = read_chunk(&rd).await {
+            assert!(chunk.len() <= READ_CHUNK, "{}", chunk.len());
+            got.extend_from_slice(&chunk);
         }
-        assert_eq!(sizes.iter().sum::<usize>(), data.len());
-        assert!(sizes.iter().all(|&n| n <= READ_CHUNK), "{sizes:?}");
+        assert_eq!(got, data);
     }
 }

@@ -68,6 +68,18 @@ pub struct Subscription {
     pub id: Option<u32>,
 }
 
+impl Subscription {
+    /// A subscription at this QoS, every option off, no identifier.
+    pub const fn at(qos: QoS) -> Subscription {
+        Subscription {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            id: None,
+        }
+    }
+}
+
 /// Why a subscription was not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -424,12 +436,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn sub(qos: QoS) -> Subscription {
-        Subscription {
-            qos,
-            no_local: false,
-            retain_as_published: false,
-            id: None,
-        }
+        Subscription::at(qos)
     }
 
     fn with_id(qos: QoS, id: u32) -> Subscription {
