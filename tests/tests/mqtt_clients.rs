@@ -168,12 +168,30 @@ fn mqtt_4_3_qos_levels_mosquitto_clients() {
                     "15",
                 ],
             );
+            let id = format!("qos-pub-{}-{sub_qos}{pub_qos}", v(version));
             let code = mosquitto_pub(
                 &b,
                 version,
-                &["-t", &topic, "-q", &pub_qos.to_string(), "-m", "hello"],
+                &[
+                    "-i",
+                    &id,
+                    "-t",
+                    &topic,
+                    "-q",
+                    &pub_qos.to_string(),
+                    "-m",
+                    "hello",
+                ],
             );
             assert_eq!(code, Some(0), "mosquitto_pub {version:?} q{pub_qos}");
+            // The publisher's DISCONNECT (reason 0x00) is logged with its version.
+            if let Some(e) = b.expect_close_event(WAIT, Some(&id), "CLOSED_BY_CLIENT", Some(0)) {
+                let logged = match version {
+                    Version::V311 => "3.1.1",
+                    Version::V5 => "5.0",
+                };
+                assert_eq!(e["version"], logged, "{e}");
+            }
             let (code, lines) = sub.finish(WAIT);
             assert_eq!(code, Some(0), "mosquitto_sub {version:?}: {lines:#?}");
             assert_eq!(
