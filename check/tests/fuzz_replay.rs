@@ -43,6 +43,7 @@ fn body(name: &str) -> Option<fn(&[u8]) -> Outcome> {
         "mqtt_v5" => fuzzing::mqtt_v5,
         "mqtt_stream" => fuzzing::mqtt_stream,
         "mqtt_roundtrip" => fuzzing::mqtt_roundtrip,
+        "mqtt_session" => |d| fuzzing::mqtt_session(d, std::time::Instant::now()),
         _ => return None,
     })
 }
@@ -286,6 +287,18 @@ fn section_1_session_corpus_keeps_its_verdicts_and_invariants() {
         .any(|i| !fuzzing::session(i, std::time::Instant::now())
             .verdict
             .is_accept()));
+}
+
+#[test]
+fn mqtt_session_corpus_keeps_its_verdicts_and_invariants() {
+    let inputs = replay("mqtt-session");
+    let now = std::time::Instant::now;
+    // The seeds close connections for more than one reason.
+    let reasons: BTreeSet<_> = inputs
+        .iter()
+        .filter_map(|i| fuzzing::mqtt_session(i, now()).verdict.reason)
+        .collect();
+    assert!(reasons.len() >= 3, "{reasons:?}");
 }
 
 #[test]

@@ -456,7 +456,13 @@ fn check_tighter(tight: &Batch, loose: &Batch) {
 /// the offset. Virtual time starts at `origin`: the caller's clock, read
 /// once (the codec never reads it).
 pub fn session(data: &[u8], origin: std::time::Instant) -> Outcome {
-    let verdict = match crate::session::fuzz::session(data, origin) {
+    first_close(crate::session::fuzz::session(data, origin))
+}
+
+/// The verdict of a driver target: `accept` when nothing closed, else the
+/// first close reason with the index of the step behind it as the offset.
+fn first_close(first: Option<(CloseReason, usize)>) -> Outcome {
+    let verdict = match first {
         None => Verdict::accept(0),
         Some((reason, step)) => Verdict {
             reason: Some(reason),
@@ -468,6 +474,20 @@ pub fn session(data: &[u8], origin: std::time::Instant) -> Outcome {
         verdict,
         violation: None,
     }
+}
+
+/// Target `mqtt_session`: drives the MQTT session registry with an
+/// `arbitrary` sequence of client bytes and packets, drops, time,
+/// deliveries and server closes (see
+/// [`crate::mqtt::session::fuzz::mqtt_session`] for the invariants: no
+/// connection closed twice or written after its close, the connected count
+/// and the offline-session cap kept, no timer loop).
+///
+/// The verdict is `accept` when no connection closed, else the first close
+/// reason with the index of the step that led to it as the offset. Virtual
+/// time starts at `origin`, the caller's clock read once.
+pub fn mqtt_session(data: &[u8], origin: std::time::Instant) -> Outcome {
+    first_close(crate::mqtt::session::fuzz::mqtt_session(data, origin))
 }
 
 /// Target `sp`: the strict reader of the `sp` connection field

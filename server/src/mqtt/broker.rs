@@ -72,8 +72,8 @@ impl Conn {
     /// Tells the connection to close after what it was sent; one whose
     /// channel is full is told to give up instead.
     fn finish(self) {
-        if self.out.tx.try_send(MqttOut::Close).is_err() {
-            self.out.closing.notify_one();
+        if !self.out.send(MqttOut::Close) {
+            self.out.give_up();
         }
     }
 }
@@ -334,14 +334,14 @@ impl Broker {
                 continue;
             }
             let batch = std::mem::take(&mut c.outbox);
-            if c.out.tx.try_send(MqttOut::Write(batch)).is_err() {
+            if !c.out.send(MqttOut::Write(batch)) {
                 slow.push(id);
             }
         }
         for id in slow {
             if let Some(c) = self.conns.get(&id) {
                 tracing::debug!(conn = id.0, "MQTT connection does not keep up: dropped");
-                c.out.closing.notify_one();
+                c.out.give_up();
             }
             self.registry.connection_lost(Instant::now(), id);
         }
@@ -498,25 +498,16 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt::conn::ConnIn;
     use std::time::Duration;
-    use tokio::sync::Notify;
 
     /// A 3.1.1 CONNECT: client "c", clean session, keep alive 60 s.
     const CONNECT: &[u8] = &[
         0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, b'c',
     ];
 
-    fn open(
-        broker: &mut Broker,
-        events: &mut EventLog,
-        capacity: usize,
-    ) -> (mpsc::Receiver<MqttOut>, Arc<Notify>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let closing = Arc::new(Notify::new());
-        let out = ConnOut {
-            tx,
-            closing: Arc::clone(&closing),
-        };
+    fn open(broker: &mut Broker, events: &mut EventLog, capacity: usize) -> ConnIn {
+        let (out, rx) = ConnOut::pair(capacity);
         let open = MqttCommand::Open {
             conn: 1,
             peer: IpAddr::from([127, 0, 0, 1]),
@@ -524,7 +515,7 @@ mod tests {
             out,
         };
         broker.handle(Instant::now(), open, events, 0);
-        (rx, closing)
+        rx
     }
 
     fn bytes(broker: &mut Broker, events: &mut EventLog, data: &'static [u8]) {
@@ -549,17 +540,19 @@ mod tests {
     #[tokio::test]
     async fn a_connection_that_does_not_take_its_batches_is_dropped() {
         let (mut broker, mut events) = broker();
-        let (mut rx, closing) = open(&mut broker, &mut events, 1);
+        let rx = open(&mut broker, &mut events, 1);
         bytes(&mut broker, &mut events, CONNECT);
         assert_eq!(broker.connected(), 1);
         // PINGREQ: its PINGRESP finds the channel still full of the CONNACK.
         bytes(&mut broker, &mut events, &[0xc0, 0x00]);
-        tokio::time::timeout(Duration::from_secs(1), closing.notified())
+        tokio::time::timeout(Duration::from_secs(1), rx.closing())
             .await
             .expect("the connection is told to give up");
         assert_eq!(broker.connected(), 0);
-        match rx.try_recv() {
-            Ok(MqttOut::Write(batch)) => assert_eq!(&batch.concat()[..], &[0x20, 0x02, 0x00, 0x00]),
+        match rx.try_next() {
+            Some(MqttOut::Write(batch)) => {
+                assert_eq!(&batch.concat()[..], &[0x20, 0x02, 0x00, 0x00])
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -567,12 +560,12 @@ mod tests {
     #[tokio::test]
     async fn control_close_of_a_3_1_1_client_closes_its_connection_without_a_packet() {
         let (mut broker, mut events) = broker();
-        let (mut rx, _closing) = open(&mut broker, &mut events, 8);
+        let rx = open(&mut broker, &mut events, 8);
         bytes(&mut broker, &mut events, CONNECT);
-        assert!(matches!(rx.try_recv(), Ok(MqttOut::Write(_))));
+        assert!(matches!(rx.try_next(), Some(MqttOut::Write(_))));
         assert_eq!(broker.list()[0].client_id, "c");
         assert!(broker.close(Instant::now(), "c", &mut events, 0));
-        assert!(matches!(rx.try_recv(), Ok(MqttOut::Close)));
+        assert!(matches!(rx.try_next(), Some(MqttOut::Close)));
         assert!(!broker.close(Instant::now(), "nobody", &mut events, 0));
     }
 
@@ -587,7 +580,7 @@ mod tests {
         };
         let mut broker = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
         let mut events = EventLog::open(None).unwrap();
-        let (mut rx, _closing) = open(&mut broker, &mut events, 8);
+        let rx = open(&mut broker, &mut events, 8);
         // Two clients of the session protocol hold both places.
         let data = Bytes::from_static(CONNECT);
         broker.handle(
@@ -596,12 +589,14 @@ mod tests {
             &mut events,
             2,
         );
-        match rx.try_recv() {
+        match rx.try_next() {
             // 3.1.1 CONNACK 0x03: server unavailable.
-            Ok(MqttOut::Write(batch)) => assert_eq!(&batch.concat()[..], &[0x20, 0x02, 0x00, 0x03]),
+            Some(MqttOut::Write(batch)) => {
+                assert_eq!(&batch.concat()[..], &[0x20, 0x02, 0x00, 0x03])
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(rx.try_recv(), Ok(MqttOut::Close)));
+        assert!(matches!(rx.try_next(), Some(MqttOut::Close)));
         assert_eq!(broker.connected(), 0);
     }
 }

@@ -14,9 +14,10 @@
 //! A WebSocket data frame that is not binary closes the connection
 //! (MQTT-6.0.0-1), as the end of the stream does.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -77,14 +78,122 @@ pub enum MqttCommand {
     },
 }
 
+/// The batches waiting for one connection, shared by the hub (which
+/// pushes) and the connection's task (which takes). A queue that allocates
+/// only when used, rather than a channel, which allocates a block of slots
+/// up front for every idle connection.
+#[derive(Debug)]
+struct Outbox {
+    state: Mutex<OutState>,
+    /// Something was pushed, or the hub let go.
+    ready: Notify,
+    /// The hub gave up on the connection: a task stuck writing to a client
+    /// that does not read stops.
+    closing: Notify,
+    /// Most batches waiting (a close is always taken).
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct OutState {
+    queue: VecDeque<MqttOut>,
+    /// The hub dropped its end.
+    hub_gone: bool,
+    /// The task dropped its end.
+    task_gone: bool,
+}
+
+impl Outbox {
+    fn state(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The hub's end of an MQTT connection.
 #[derive(Debug)]
-pub struct ConnOut {
-    /// Batches to write.
-    pub tx: mpsc::Sender<MqttOut>,
-    /// Notified when the hub is done with the connection: a task stuck
-    /// writing to a client that does not read gives up.
-    pub closing: Arc<Notify>,
+pub struct ConnOut(Arc<Outbox>);
+
+/// The connection task's end.
+#[derive(Debug)]
+pub struct ConnIn(Arc<Outbox>);
+
+impl ConnOut {
+    /// Both ends; at most `capacity` batches wait.
+    pub fn pair(capacity: usize) -> (ConnOut, ConnIn) {
+        let outbox = Arc::new(Outbox {
+            state: Mutex::new(OutState::default()),
+            ready: Notify::new(),
+            closing: Notify::new(),
+            capacity,
+        });
+        (ConnOut(Arc::clone(&outbox)), ConnIn(outbox))
+    }
+
+    /// Queues `out`; false when the connection has `capacity` batches
+    /// waiting (a [`MqttOut::Close`] always fits) or its task is gone.
+    pub fn send(&self, out: MqttOut) -> bool {
+        let mut state = self.0.state();
+        let full = state.queue.len() >= self.0.capacity && !matches!(out, MqttOut::Close);
+        if full || state.task_gone {
+            return false;
+        }
+        state.queue.push_back(out);
+        drop(state);
+        self.0.ready.notify_one();
+        true
+    }
+
+    /// Tells the task to stop writing and end.
+    pub fn give_up(&self) {
+        self.0.closing.notify_one();
+    }
+}
+
+impl Drop for ConnOut {
+    fn drop(&mut self) {
+        self.0.state().hub_gone = true;
+        self.0.ready.notify_one();
+    }
+}
+
+impl ConnIn {
+    /// The next batch or close; `None` once the hub let go with nothing
+    /// left.
+    pub async fn next(&self) -> Option<MqttOut> {
+        loop {
+            {
+                let mut state = self.0.state();
+                if let Some(out) = state.queue.pop_front() {
+                    return Some(out);
+                }
+                if state.hub_gone {
+                    return None;
+                }
+            }
+            // A push between the check and here left a permit: no wake-up
+            // is lost.
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// The next batch or close if one is waiting.
+    #[cfg(test)]
+    pub fn try_next(&self) -> Option<MqttOut> {
+        self.0.state().queue.pop_front()
+    }
+
+    /// Resolves when the hub gives up on the connection.
+    pub async fn closing(&self) {
+        self.0.closing.notified().await;
+    }
+}
+
+impl Drop for ConnIn {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.task_gone = true;
+        state.queue.clear();
+    }
 }
 
 /// What the hub tells an MQTT connection.
@@ -140,16 +249,16 @@ async fn run_tcp(
 ) {
     // Given back at the first write.
     let mut waiting = Some(waiting);
-    let Some((conn, mut rx, closing)) = open(shared, peer, "mqtt").await else {
+    let Some((conn, rx)) = open(shared, peer, "mqtt").await else {
         return;
     };
     let (mut rd, mut wr) = stream.into_split();
     loop {
         tokio::select! {
-            out = rx.recv() => match out {
+            out = rx.next() => match out {
                 Some(MqttOut::Write(batch)) => {
                     drop(waiting.take());
-                    if !write_all(&mut wr, batch, &closing).await {
+                    if !write_all(&mut wr, batch, &rx).await {
                         lost(shared, conn).await;
                         return;
                     }
@@ -162,7 +271,7 @@ async fn run_tcp(
             },
             r = read_chunk(&rd) => match r {
                 Some(data) => {
-                    if shared.hub.send(Command::Mqtt(MqttCommand::Bytes { conn, data })).await.is_err() {
+                    if !to_hub(shared, MqttCommand::Bytes { conn, data }).await {
                         return;
                     }
                 }
@@ -176,33 +285,35 @@ async fn run_tcp(
 }
 
 /// Registers a new connection with the hub.
-async fn open(
-    shared: &Shared,
-    peer: SocketAddr,
-    transport: &'static str,
-) -> Option<(u64, mpsc::Receiver<MqttOut>, Arc<Notify>)> {
+async fn open(shared: &Shared, peer: SocketAddr, transport: &'static str) -> Option<(u64, ConnIn)> {
     let conn = shared.next_conn();
-    let (tx, rx) = mpsc::channel(MQTT_CONN_QUEUE);
-    let closing = Arc::new(Notify::new());
-    let out = ConnOut {
-        tx,
-        closing: Arc::clone(&closing),
-    };
+    let (out, rx) = ConnOut::pair(MQTT_CONN_QUEUE);
     let open = MqttCommand::Open {
         conn,
         peer: peer.ip(),
         transport,
         out,
     };
-    shared.hub.send(Command::Mqtt(open)).await.ok()?;
-    Some((conn, rx, closing))
+    if !to_hub(shared, open).await {
+        return None;
+    }
+    Some((conn, rx))
 }
 
 async fn lost(shared: &Shared, conn: u64) {
-    let _ = shared
-        .hub
-        .send(Command::Mqtt(MqttCommand::Lost { conn }))
-        .await;
+    to_hub(shared, MqttCommand::Lost { conn }).await;
+}
+
+/// Hands a command to the hub, waiting for room when its queue is full;
+/// false when the hub is gone. The wait is boxed: its future holds a whole
+/// command, and would otherwise sit in every connection's task for its
+/// life.
+async fn to_hub(shared: &Shared, command: MqttCommand) -> bool {
+    match shared.hub.try_send(Command::Mqtt(command)) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(c)) => Box::pin(shared.hub.send(c)).await.is_ok(),
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
 }
 
 /// One read of at most [`READ_CHUNK`] bytes; `None` at the end or on an
@@ -229,7 +340,7 @@ async fn read_chunk(rd: &OwnedReadHalf) -> Option<Bytes> {
 ///
 /// Several packets are copied into one buffer first: one system call
 /// rather than one per packet.
-async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, batch: Vec<Bytes>, closing: &Notify) -> bool {
+async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, batch: Vec<Bytes>, rx: &ConnIn) -> bool {
     let write = async {
         match batch.as_slice() {
             [one] => wr.write_all(one).await?,
@@ -239,7 +350,7 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, batch: Vec<Bytes>, closing
     };
     tokio::select! {
         r = write => r.is_ok(),
-        () = closing.notified() => false,
+        () = rx.closing() => false,
     }
 }
 
@@ -289,12 +400,12 @@ pub fn upgrade<B>(req: Request<B>, shared: Arc<Shared>, peer: SocketAddr) -> Res
 use crate::ws::Ws;
 
 async fn run_ws(mut ws: Ws, peer: SocketAddr, shared: &Shared) {
-    let Some((conn, mut rx, closing)) = open(shared, peer, "mqtt-ws").await else {
+    let Some((conn, rx)) = open(shared, peer, "mqtt-ws").await else {
         return;
     };
     loop {
         tokio::select! {
-            out = rx.recv() => match out {
+            out = rx.next() => match out {
                 Some(MqttOut::Write(batch)) => {
                     let write = async {
                         for b in batch {
@@ -304,7 +415,7 @@ async fn run_ws(mut ws: Ws, peer: SocketAddr, shared: &Shared) {
                     };
                     let ok = tokio::select! {
                         r = write => r.is_ok(),
-                        () = closing.notified() => false,
+                        () = rx.closing() => false,
                     };
                     if !ok {
                         lost(shared, conn).await;
@@ -325,8 +436,7 @@ async fn run_ws(mut ws: Ws, peer: SocketAddr, shared: &Shared) {
                     if data.is_empty() {
                         continue;
                     }
-                    let command = Command::Mqtt(MqttCommand::Bytes { conn, data });
-                    if shared.hub.send(command).await.is_err() {
+                    if !to_hub(shared, MqttCommand::Bytes { conn, data }).await {
                         return;
                     }
                 }
@@ -364,6 +474,41 @@ mod tests {
         assert!(offers_mqtt(&req(Some("mqttv3.1, mqtt"))));
         assert!(!offers_mqtt(&req(Some("mqttv3.1"))));
         assert!(!offers_mqtt(&req(None)));
+    }
+
+    #[tokio::test]
+    async fn outbox_is_bounded_but_always_takes_the_close() {
+        let (out, rx) = ConnOut::pair(2);
+        let batch = || MqttOut::Write(vec![Bytes::from_static(b"x")]);
+        assert!(out.send(batch()));
+        assert!(out.send(batch()));
+        assert!(!out.send(batch()), "full");
+        assert!(out.send(MqttOut::Close), "a close always fits");
+        assert!(matches!(rx.next().await, Some(MqttOut::Write(_))));
+        assert!(matches!(rx.next().await, Some(MqttOut::Write(_))));
+        assert!(matches!(rx.next().await, Some(MqttOut::Close)));
+        // The hub lets go: the task sees the end once the queue is empty.
+        assert!(out.send(batch()));
+        drop(out);
+        assert!(matches!(rx.next().await, Some(MqttOut::Write(_))));
+        assert!(rx.next().await.is_none());
+        // The task is gone: nothing more is queued.
+        let (out, rx) = ConnOut::pair(2);
+        drop(rx);
+        assert!(!out.send(batch()));
+    }
+
+    #[tokio::test]
+    async fn outbox_wakes_a_waiting_task() {
+        let (out, rx) = ConnOut::pair(2);
+        let task = tokio::spawn(async move { rx.next().await.is_some() });
+        tokio::task::yield_now().await;
+        assert!(out.send(MqttOut::Close));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(got);
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::mqtt::{PacketType, Publish};
+use super::queue::Queued;
+use crate::mqtt::PacketType;
 
 /// Where a message the server sent stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,8 +25,18 @@ pub(super) struct Outbound {
     /// Send order, so that a resumed session resends in order.
     seq: u64,
     pub(super) stage: Stage,
-    /// The PUBLISH as sent (resent with DUP while `stage` is not `PubComp`).
-    pub(super) publish: Publish,
+    /// The message sent (sent again with DUP while `stage` is not
+    /// `Released`).
+    pub(super) item: Queued,
+}
+
+/// What a resumed session sends again.
+#[derive(Clone, Debug)]
+pub(super) enum Resend {
+    /// The PUBLISH with this identifier, with DUP.
+    Publish(u16, Queued),
+    /// A PUBREL.
+    PubRel(u16),
 }
 
 /// What an acknowledgement from the client did.
@@ -67,18 +78,12 @@ impl Inflight {
         None
     }
 
-    /// Files a PUBLISH just sent (QoS 1 or 2, identifier from `allocate`).
-    pub(super) fn insert(&mut self, publish: Publish, stage: Stage) {
+    /// Files a message just sent as `id` (QoS 1 or 2, identifier from
+    /// `allocate`).
+    pub(super) fn insert(&mut self, id: u16, item: Queued, stage: Stage) {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.out.insert(
-            publish.packet_id,
-            Outbound {
-                seq,
-                stage,
-                publish,
-            },
-        );
+        self.out.insert(id, Outbound { seq, stage, item });
     }
 
     /// Takes an acknowledgement (`packet` is PUBACK, PUBREC or PUBCOMP);
@@ -106,22 +111,21 @@ impl Inflight {
         }
     }
 
-    /// What a resumed session sends again, in the order first sent: each
-    /// PUBLISH not yet received (with DUP), or the identifier of a PUBREL.
-    pub(super) fn resend(&self) -> Vec<(u64, Result<Publish, u16>)> {
+    /// What a resumed session sends again, in the order first sent.
+    pub(super) fn resend(&self) -> Vec<Resend> {
         let mut out: Vec<_> = self
             .out
             .iter()
             .map(|(&id, o)| {
                 let what = match o.stage {
-                    Stage::Released => Err(id),
-                    Stage::Qos1Sent | Stage::Qos2Sent => Ok(o.publish.clone().with_dup(true)),
+                    Stage::Released => Resend::PubRel(id),
+                    Stage::Qos1Sent | Stage::Qos2Sent => Resend::Publish(id, o.item.clone()),
                 };
                 (o.seq, what)
             })
             .collect();
         out.sort_by_key(|(seq, _)| *seq);
-        out
+        out.into_iter().map(|(_, what)| what).collect()
     }
 
     /// The client's QoS 2 identifiers waiting for PUBREL.
@@ -154,34 +158,50 @@ impl Inflight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::{QoS, Str};
+    use crate::mqtt::session::event::{Delivery, Message};
+    use crate::mqtt::{Properties, QoS, Str};
+    use bytes::Bytes;
 
-    fn publish(id: u16) -> Publish {
-        Publish::new(&Str::from_static("t"), b"x").with_qos(QoS::ExactlyOnce, id)
+    fn item() -> Queued {
+        Queued {
+            message: Message {
+                topic: Str::from_static("t"),
+                payload: Bytes::from_static(b"x"),
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                properties: Properties::new(),
+                expires_at: None,
+            },
+            delivery: Delivery {
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                subscription_ids: Vec::new(),
+            },
+        }
     }
 
     #[test]
     fn mqtt_2_2_1_3_identifiers_in_flight_are_not_given_again() {
         let mut f = Inflight::default();
         let a = f.allocate().unwrap();
-        f.insert(publish(a), Stage::Qos1Sent);
+        f.insert(a, item(), Stage::Qos1Sent);
         let b = f.allocate().unwrap();
         assert_ne!(a, b);
         // Wrapping around skips what is still in flight.
         f.next_id = u16::MAX;
         assert_eq!(f.allocate(), Some(b));
-        f.insert(publish(b), Stage::Qos1Sent);
+        f.insert(b, item(), Stage::Qos1Sent);
         assert_eq!(f.allocate(), Some(b + 1));
     }
 
     #[test]
     fn mqtt_4_3_3_qos2_steps_in_order() {
         let mut f = Inflight::default();
-        f.insert(publish(7), Stage::Qos2Sent);
+        f.insert(7, item(), Stage::Qos2Sent);
         assert_eq!(f.ack(PacketType::PubComp, 7, false), None);
         assert_eq!(f.ack(PacketType::PubAck, 7, false), None);
         assert_eq!(f.ack(PacketType::PubRec, 7, false), Some(Acked::SendPubRel));
-        assert!(matches!(&f.resend()[..], [(_, Err(7))]));
+        assert!(matches!(&f.resend()[..], [Resend::PubRel(7)]));
         assert_eq!(f.ack(PacketType::PubComp, 7, false), Some(Acked::Done));
         assert_eq!(f.ack(PacketType::PubComp, 7, false), None);
         assert_eq!(f.outbound_len(), 0);
@@ -190,22 +210,23 @@ mod tests {
     #[test]
     fn mqtt_4_3_3_refused_pubrec_ends_the_exchange() {
         let mut f = Inflight::default();
-        f.insert(publish(3), Stage::Qos2Sent);
+        f.insert(3, item(), Stage::Qos2Sent);
         assert_eq!(f.ack(PacketType::PubRec, 3, true), Some(Acked::Done));
         assert_eq!(f.outbound_len(), 0);
     }
 
     #[test]
-    fn mqtt_4_4_0_1_resend_in_send_order_with_dup() {
+    fn mqtt_4_4_0_1_resend_in_send_order() {
         let mut f = Inflight::default();
-        f.insert(publish(9), Stage::Qos1Sent);
-        f.insert(publish(2), Stage::Qos1Sent);
-        let again = f.resend();
-        let ids: Vec<u16> = again
+        f.insert(9, item(), Stage::Qos1Sent);
+        f.insert(2, item(), Stage::Qos1Sent);
+        let ids: Vec<u16> = f
+            .resend()
             .iter()
-            .map(|(_, p)| p.as_ref().map_or(0, |p| p.packet_id))
+            .map(|r| match r {
+                Resend::Publish(id, _) | Resend::PubRel(id) => *id,
+            })
             .collect();
         assert_eq!(ids, [9, 2]);
-        assert!(again.iter().all(|(_, p)| p.as_ref().is_ok_and(|p| p.dup)));
     }
 }

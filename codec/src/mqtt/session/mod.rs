@@ -20,7 +20,8 @@
 //! - [`poll_timeout`](Registry::poll_timeout) and
 //!   [`handle_timeout`](Registry::handle_timeout): one heap of deadlines
 //!   (CONNECT timeout, keep alive, will delay, session expiry). A deadline
-//!   may be early (the registry then files the real one), never late.
+//!   may be early (the registry then files the real one), never late;
+//! - `fuzz` (feature `fuzzing`): the `mqtt_session` fuzz target body.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -140,6 +141,8 @@
 
 mod config;
 mod event;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 mod inflight;
 mod queue;
 mod registry;

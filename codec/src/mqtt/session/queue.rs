@@ -63,6 +63,11 @@ impl Queue {
         None
     }
 
+    /// Whether nothing waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
     /// Messages waiting.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {

@@ -13,7 +13,7 @@ use super::event::{
     Close, ConnId, Delivery, Event, Incoming, Message, Refuse, ServerClose, SessionInfo,
     SubscriptionRequest,
 };
-use super::inflight::{Acked, Stage};
+use super::inflight::{Acked, Resend, Stage};
 use super::queue::Queued;
 use super::state::{message_of, min_qos, PendingWill, Session};
 use crate::mqtt::{
@@ -406,10 +406,18 @@ impl<R: RandomSource> Registry<R> {
                 .get(&key)
                 .map(|s| s.inflight.resend())
                 .unwrap_or_default();
-            for (_, what) in again {
+            for what in again {
                 match what {
-                    Ok(publish) => self.send(conn, version, &Packet::Publish(publish)),
-                    Err(id) => self.send(conn, version, &Packet::PubRel(Ack::new(id))),
+                    Resend::Publish(id, item) => {
+                        let bytes = self
+                            .sessions
+                            .get(&key)
+                            .and_then(|s| s.encode_publish(&item, id, true, now));
+                        if let Some(bytes) = bytes {
+                            self.transmits.push_back((conn, bytes));
+                        }
+                    }
+                    Resend::PubRel(id) => self.send(conn, version, &Packet::PubRel(Ack::new(id))),
                 }
             }
         }
@@ -473,6 +481,15 @@ impl<R: RandomSource> Registry<R> {
                 };
                 self.send_message(now, key, item);
             }
+            return;
+        }
+        if s.conn.is_some() && s.queue.is_empty() && s.inflight.outbound_len() < s.window {
+            // Room in flight: sent at once.
+            let item = Queued {
+                message: message.clone(),
+                delivery: options,
+            };
+            self.send_message(now, key, item);
             return;
         }
         // A queued message keeps copies of its own, not views that would
@@ -667,7 +684,9 @@ impl<R: RandomSource> Registry<R> {
         let (key, packet) = match (c.phase, packet) {
             (Phase::AwaitConnect, Packet::Connect(connect)) => {
                 c.version = Some(connect.version);
-                c.client_id = Some(connect.client_id().as_str().to_owned());
+                let id = connect.client_id();
+                // An empty one is assigned at `accept`.
+                c.client_id = (!id.is_empty()).then(|| id.as_str().to_owned());
                 if connect.version == Version::V5 {
                     if connect
                         .properties
@@ -919,35 +938,26 @@ impl<R: RandomSource> Registry<R> {
         let Some(conn) = s.conn else {
             return;
         };
-        let qos = item.delivery.qos;
-        let id = if qos == QoS::AtMostOnce {
-            0
-        } else {
-            match s.inflight.allocate() {
+        let stage = match item.delivery.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Stage::Qos1Sent),
+            QoS::ExactlyOnce => Some(Stage::Qos2Sent),
+        };
+        let id = match stage {
+            None => 0,
+            Some(_) => match s.inflight.allocate() {
                 Some(id) => id,
                 None => return,
-            }
+            },
         };
-        let publish = s.publish(&item.message, &item.delivery, id, now);
-        let version = s.version;
-        let packet = Packet::Publish(publish);
-        let Ok(size) = packet.encoded_len(version) else {
+        // Too big for the client (MQTT-3.1.2-25): dropped.
+        let Some(bytes) = s.encode_publish(&item, id, false, now) else {
             return;
         };
-        if s.max_packet
-            .is_some_and(|max| u32::try_from(size).map_or(true, |n| n > max))
-        {
-            // Too big for the client (MQTT-3.1.2-24): dropped.
-            return;
+        if let Some(stage) = stage {
+            s.inflight.insert(id, item, stage);
         }
-        if let Packet::Publish(p) = &packet {
-            match qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => s.inflight.insert(p.clone(), Stage::Qos1Sent),
-                QoS::ExactlyOnce => s.inflight.insert(p.clone(), Stage::Qos2Sent),
-            }
-        }
-        self.send(conn, version, &packet);
+        self.transmits.push_back((conn, bytes));
     }
 
     /// Queues `packet` for `conn`.

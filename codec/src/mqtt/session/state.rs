@@ -5,10 +5,15 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::{BufMut, Bytes, BytesMut};
+
 use super::event::{ConnId, Delivery, Message};
 use super::inflight::Inflight;
-use super::queue::Queue;
-use crate::mqtt::{Properties, Property, PropertyId, Publish, QoS, Str, Version, Will};
+use super::queue::{Queue, Queued};
+use crate::mqtt::wire::{put_var_int, var_int_len};
+use crate::mqtt::{
+    Properties, Property, PropertyId, Publish, QoS, Str, Version, Will, MAX_REMAINING_LENGTH,
+};
 
 /// A will, kept from the CONNECT until the connection ends.
 #[derive(Clone, Debug)]
@@ -132,43 +137,80 @@ impl Session {
         }
     }
 
-    /// The PUBLISH that carries `message` to this client as `delivery` says,
-    /// with `packet_id` (0 at QoS 0), at `now`: 5.0 gets the forwarded
-    /// properties, the message expiry interval left (rounded up) and the
-    /// subscription identifiers.
-    pub(super) fn publish(
+    /// The PUBLISH that carries `item` to this client as its delivery says,
+    /// as `id` (0 at QoS 0), at `now`: 5.0 gets the forwarded properties,
+    /// the message expiry interval left (rounded up) and the subscription
+    /// identifiers. Written in one go from the message's views; `None` when
+    /// it is over the client's maximum packet size (MQTT-3.1.2-25) or over
+    /// what a packet can hold.
+    pub(super) fn encode_publish(
         &self,
-        message: &Message,
-        delivery: &Delivery,
-        packet_id: u16,
+        item: &Queued,
+        id: u16,
+        dup: bool,
         now: Instant,
-    ) -> Publish {
-        let publish = Publish::new(&message.topic, &message.payload)
-            .with_qos(delivery.qos, packet_id)
-            .with_retain(delivery.retain);
-        if self.version != Version::V5 {
-            return publish;
+    ) -> Option<Bytes> {
+        let (message, delivery) = (&item.message, &item.delivery);
+        let properties = match self.version {
+            Version::V311 => None,
+            Version::V5 => Some(properties(message, delivery, now)),
+        };
+        let qos = delivery.qos;
+        let body = 2usize
+            .checked_add(message.topic.len())?
+            .checked_add(if qos == QoS::AtMostOnce { 0 } else { 2 })?
+            .checked_add(properties.as_ref().map_or(0, Properties::wire_len))?
+            .checked_add(message.payload.len())?;
+        if body > MAX_REMAINING_LENGTH {
+            return None;
         }
-        let left = message.expires_at.map(|t| {
-            let d = t.saturating_duration_since(now);
-            let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
-            u32::try_from(secs).unwrap_or(u32::MAX)
-        });
-        if left.is_none() && delivery.subscription_ids.is_empty() {
-            return publish.with_properties(message.properties.clone());
+        let total = 1 + var_int_len(body) + body;
+        if self
+            .max_packet
+            .is_some_and(|max| u32::try_from(total).map_or(true, |n| n > max))
+        {
+            return None;
         }
-        let mut builder = Some(Properties::builder());
-        for p in message.properties.iter() {
-            builder = builder.and_then(|b| b.push(p).ok());
+        let mut buf = BytesMut::with_capacity(total);
+        let dup = dup && qos != QoS::AtMostOnce;
+        buf.put_u8(0x30 | (u8::from(dup) << 3) | ((qos as u8) << 1) | u8::from(delivery.retain));
+        put_var_int(&mut buf, body);
+        // `Str` bounds its length to 65,535.
+        buf.put_u16(message.topic.len() as u16);
+        buf.put_slice(message.topic.as_bytes());
+        if qos != QoS::AtMostOnce {
+            buf.put_u16(id);
         }
-        if let Some(secs) = left {
-            builder = builder.and_then(|b| b.push(Property::MessageExpiryInterval(secs)).ok());
+        if let Some(p) = &properties {
+            p.put(&mut buf);
         }
-        for &id in &delivery.subscription_ids {
-            builder = builder.and_then(|b| b.push(Property::SubscriptionIdentifier(id)).ok());
-        }
-        publish.with_properties(builder.map_or_else(|| message.properties.clone(), |b| b.build()))
+        buf.put_slice(&message.payload);
+        Some(buf.freeze())
     }
+}
+
+/// The 5.0 properties of a PUBLISH of `message` sent at `now` as `delivery`
+/// says.
+fn properties(message: &Message, delivery: &Delivery, now: Instant) -> Properties {
+    let left = message.expires_at.map(|t| {
+        let d = t.saturating_duration_since(now);
+        let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+        u32::try_from(secs).unwrap_or(u32::MAX)
+    });
+    if left.is_none() && delivery.subscription_ids.is_empty() {
+        return message.properties.clone();
+    }
+    let mut builder = Some(Properties::builder());
+    for p in message.properties.iter() {
+        builder = builder.and_then(|b| b.push(p).ok());
+    }
+    if let Some(secs) = left {
+        builder = builder.and_then(|b| b.push(Property::MessageExpiryInterval(secs)).ok());
+    }
+    for &id in &delivery.subscription_ids {
+        builder = builder.and_then(|b| b.push(Property::SubscriptionIdentifier(id)).ok());
+    }
+    builder.map_or_else(|| message.properties.clone(), |b| b.build())
 }
 
 /// The message of a decoded PUBLISH whose topic is `topic` (an alias

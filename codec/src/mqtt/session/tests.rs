@@ -722,7 +722,7 @@ fn mqtt_3_1_2_25_message_over_the_client_maximum_packet_size_is_dropped() {
 }
 
 #[test]
-fn mqtt_queue_limit_closes_0x97() {
+fn section_8_quota_exceeded_0x97_closes_message_queue_limit_reached() {
     let mut h = Harness::new(MqttConfig {
         max_queued_messages: 2,
         ..MqttConfig::default()
@@ -922,7 +922,7 @@ fn mqtt_offline_sessions_are_capped() {
 }
 
 #[test]
-fn mqtt_server_closes_controller_and_shutdown() {
+fn section_8_administrative_action_0x98_and_shutdown_0x8b() {
     for (why, code, reason) in [
         (
             ServerClose::Controller,
@@ -988,7 +988,7 @@ fn mqtt_3_3_2_3_4_message_expiry_is_sent_decremented_and_expired_ones_dropped() 
 }
 
 #[test]
-fn mqtt_message_too_large_closes_0x95() {
+fn section_8_packet_too_large_0x95_closes_message_too_large() {
     both_ways(|h| {
         h.registry = Registry::new(
             MqttConfig {
@@ -1165,168 +1165,4 @@ fn mqtt_bytes_held_behind_a_connect_are_bounded() {
         (CloseReason::MessageQueueLimitReached, Some(0x97))
     );
     assert!(h.sent_to(1).is_empty());
-}
-
-/// One step a server could take, for the model test below.
-#[derive(Clone, Debug)]
-enum Step {
-    Open(u64),
-    /// Connection, which packet of [`packets`] (or raw bytes).
-    Packet(u64, usize),
-    Raw(u64, Vec<u8>),
-    Lost(u64),
-    Advance(u64),
-    Deliver(usize, u8),
-    Close(usize, bool),
-}
-
-const CLIENTS: [&str; 2] = ["m", "n"];
-
-/// Packets of both versions a client could send, valid and not.
-fn packets() -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for version in [Version::V311, Version::V5] {
-        for (i, id) in CLIENTS.iter().enumerate() {
-            let mut c = with_will(version, (version == Version::V5).then_some(2));
-            c = Connect::new(version, Str::from_static(id), c.will(), None, None).unwrap();
-            c.clean_start = i == 0;
-            c.keep_alive = 5;
-            if version == Version::V5 {
-                c.properties = Properties::builder()
-                    .push(Property::SessionExpiryInterval(10))
-                    .unwrap()
-                    .push(Property::ReceiveMaximum(2))
-                    .unwrap()
-                    .build();
-            }
-            out.push(Packet::Connect(c));
-        }
-        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
-            out.push(Packet::Publish(publish("t", b"p", qos, 1 + qos as u16)));
-        }
-        for id in 1..=3 {
-            out.push(Packet::PubAck(Ack::new(id)));
-            out.push(Packet::PubRec(Ack::new(id)));
-            out.push(Packet::PubRel(Ack::new(id)));
-            out.push(Packet::PubComp(Ack::new(id)));
-        }
-        out.push(Packet::PingReq);
-        out.push(Packet::Disconnect(Disconnect::default()));
-    }
-    let mut bytes: Vec<Vec<u8>> = Vec::new();
-    for (i, p) in out.iter().enumerate() {
-        let version = if i < out.len() / 2 {
-            Version::V311
-        } else {
-            Version::V5
-        };
-        bytes.push(p.to_bytes(version).unwrap().to_vec());
-    }
-    bytes
-}
-
-mod model {
-    use super::*;
-    use proptest::prelude::*;
-    use std::collections::HashSet;
-
-    fn step() -> impl Strategy<Value = Step> {
-        let n = packets().len();
-        prop_oneof![
-            (1u64..4).prop_map(Step::Open),
-            (1u64..4, 0..n).prop_map(|(c, p)| Step::Packet(c, p)),
-            (1u64..4, proptest::collection::vec(any::<u8>(), 0..12))
-                .prop_map(|(c, b)| Step::Raw(c, b)),
-            (1u64..4).prop_map(Step::Lost),
-            (0u64..12_000).prop_map(Step::Advance),
-            (0usize..2, 0u8..3).prop_map(|(c, q)| Step::Deliver(c, q)),
-            (0usize..2, any::<bool>()).prop_map(|(c, b)| Step::Close(c, b)),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn mqtt_registry_keeps_its_books_whatever_the_server_and_clients_do(
-            steps in proptest::collection::vec(step(), 1..60),
-        ) {
-            let packets = packets();
-            let config = MqttConfig {
-                limits: Limits::builder().max_clients(2).max_message_size(256).build().unwrap(),
-                max_queued_messages: 3,
-                max_sessions: 1,
-                ..MqttConfig::default()
-            };
-            let mut r = Registry::new(config, SeededRandom::new(5));
-            let mut now = Instant::now();
-            let mut closed: HashSet<ConnId> = HashSet::new();
-            for step in steps {
-                match step {
-                    // A server never names two connections alike.
-                    Step::Open(c) if closed.contains(&ConnId(c)) => {}
-                    Step::Open(c) => r.open(now, ConnId(c)),
-                    Step::Packet(c, p) => r.handle_bytes(now, ConnId(c), &packets[p]),
-                    Step::Raw(c, b) => r.handle_bytes(now, ConnId(c), &b),
-                    Step::Lost(c) => r.connection_lost(now, ConnId(c)),
-                    Step::Advance(ms) => {
-                        let end = now + Duration::from_millis(ms);
-                        let mut fired = 0;
-                        while let Some(t) = r.poll_timeout().filter(|t| *t <= end) {
-                            now = now.max(t);
-                            r.handle_timeout(now);
-                            fired += 1;
-                            prop_assert!(fired < 1000, "timers keep firing");
-                        }
-                        now = end;
-                    }
-                    Step::Deliver(c, q) => {
-                        let qos = QoS::from_u8(q).unwrap();
-                        let m = Message {
-                            topic: Str::from_static("d"),
-                            payload: Bytes::from_static(b"x"),
-                            qos,
-                            retain: false,
-                            properties: Properties::new(),
-                            expires_at: None,
-                        };
-                        let d = Delivery { qos, retain: false, subscription_ids: Vec::new() };
-                        r.deliver(now, CLIENTS[c], &m, d);
-                    }
-                    Step::Close(c, controller) => {
-                        let why = if controller { ServerClose::Controller } else { ServerClose::Shutdown };
-                        r.close(now, CLIENTS[c], why);
-                    }
-                }
-                // The server's side: decide every CONNECT, drain the rest.
-                loop {
-                    let mut any = false;
-                    while let Some(e) = r.poll_event() {
-                        any = true;
-                        if let Event::Connect(incoming) = e {
-                            r.accept(now, incoming);
-                        }
-                    }
-                    while let Some((c, _)) = r.poll_transmit() {
-                        any = true;
-                        prop_assert!(!closed.contains(&c), "{c:?} written after its close");
-                    }
-                    while let Some((c, _)) = r.poll_close() {
-                        any = true;
-                        prop_assert!(closed.insert(c), "{c:?} closed twice");
-                    }
-                    if !any {
-                        break;
-                    }
-                }
-                let online = r.sessions().filter(|s| s.conn.is_some()).count();
-                prop_assert_eq!(r.connected(), online);
-                prop_assert!(r.connected() <= 2);
-                prop_assert!(r.sessions().count() - online <= 1, "offline cap");
-                for s in r.sessions() {
-                    if let Some(c) = s.conn {
-                        prop_assert!(!closed.contains(&c));
-                    }
-                }
-            }
-        }
-    }
 }
