@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
-use sessionwire::mqtt::{Connect, Decoder, Packet, Sender, Str, Version};
+use sessionwire::mqtt::{ConnAck, Connect, Decoder, Packet, Sender, Str, Version};
 use sessionwire::Limits;
 
 use crate::server::Server;
@@ -265,6 +265,25 @@ pub fn tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} is not installed (bash .ci/run installs it)"))
 }
 
+/// Both MQTT versions, for the tests that run over each.
+pub const VERSIONS: [Version; 2] = [Version::V311, Version::V5];
+
+/// How long a test waits for anything a client should see.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// The broker of [`BrokerKind::from_env`] with the default options.
+pub fn broker() -> Broker {
+    Broker::start_default(&BrokerOptions::default())
+}
+
+/// A short name of a version for client ids and topics: `311` or `5`.
+pub fn tag(version: Version) -> &'static str {
+    match version {
+        Version::V311 => "311",
+        Version::V5 => "5",
+    }
+}
+
 /// The `-V` argument of mosquitto_pub/mosquitto_sub for a version.
 pub fn mosquitto_version(v: Version) -> &'static str {
     match v {
@@ -434,13 +453,19 @@ impl RawClient {
         client_id: &str,
         keep_alive: u16,
     ) -> (RawClient, u8) {
-        let mut c = RawClient::open(addr, version);
         let id = Str::try_from(client_id).expect("a valid client id");
         let mut connect = Connect::new(version, id, None, None, None).expect("a CONNECT");
         connect.keep_alive = keep_alive;
+        let (c, ack) = RawClient::connect_with(addr, connect);
+        (c, ack.code)
+    }
+
+    /// Connects and sends `connect`; returns the client and the CONNACK.
+    pub fn connect_with(addr: SocketAddr, connect: Connect) -> (RawClient, ConnAck) {
+        let mut c = RawClient::open(addr, connect.version);
         c.send(&Packet::Connect(connect));
         match c.read(Duration::from_secs(5)) {
-            Read::Packet(Packet::ConnAck(ack)) => (c, ack.code),
+            Read::Packet(Packet::ConnAck(ack)) => (c, ack),
             other => panic!("expected a CONNACK, got {other:?}"),
         }
     }

@@ -23,27 +23,12 @@ use serde_json::Value;
 use sessionwire::mqtt::{Packet, Publish, QoS, Str, Version};
 use sessionwire_client::mqtt_load::{self, MqttLoadConfig, Pattern};
 use sessionwire_tests::mqtt::{
-    args, mosquitto_version, paho_script, payload, tool, Broker, BrokerKind, BrokerOptions, Proc,
-    RawClient, Read,
+    args, broker, mosquitto_version, paho_script, payload, tag, tool, Broker, BrokerKind,
+    BrokerOptions, Proc, RawClient, Read, VERSIONS, WAIT,
 };
 
-/// Longest wait for anything a client should see.
-const WAIT: Duration = Duration::from_secs(15);
 /// How long a client waits where it must receive nothing.
 const QUIET_SECONDS: &str = "1";
-
-const VERSIONS: [Version; 2] = [Version::V311, Version::V5];
-
-fn broker() -> Broker {
-    Broker::start_default(&BrokerOptions::default())
-}
-
-fn v(version: Version) -> &'static str {
-    match version {
-        Version::V311 => "311",
-        Version::V5 => "5",
-    }
-}
 
 /// The host and port options of mosquitto_pub/mosquitto_sub.
 fn mosquitto_args(b: &Broker, version: Version) -> Vec<String> {
@@ -101,7 +86,7 @@ fn paho(b: &Broker, version: Version, mode: &str, more: &[&str]) -> Proc {
         "--broker".to_owned(),
         b.addr().to_string(),
         "--version".to_owned(),
-        v(version).to_owned(),
+        tag(version).to_owned(),
     ];
     a.extend(args(more));
     Proc::spawn(&tool("python3"), &a)
@@ -153,7 +138,7 @@ fn mqtt_4_3_qos_levels_mosquitto_clients() {
     let b = broker();
     for version in VERSIONS {
         for (sub_qos, pub_qos, got) in [(0, 0, 0), (1, 1, 1), (2, 2, 2), (1, 2, 1), (2, 0, 0)] {
-            let topic = format!("qos/{}/{sub_qos}{pub_qos}", v(version));
+            let topic = format!("qos/{}/{sub_qos}{pub_qos}", tag(version));
             let sub = subscribed_mosquitto_sub(
                 &b,
                 version,
@@ -168,7 +153,7 @@ fn mqtt_4_3_qos_levels_mosquitto_clients() {
                     "15",
                 ],
             );
-            let id = format!("qos-pub-{}-{sub_qos}{pub_qos}", v(version));
+            let id = format!("qos-pub-{}-{sub_qos}{pub_qos}", tag(version));
             let code = mosquitto_pub(
                 &b,
                 version,
@@ -209,7 +194,7 @@ fn mqtt_4_3_qos_levels_paho() {
     let b = broker();
     for version in VERSIONS {
         for (sub_qos, pub_qos, got) in [(0, 0, 0), (1, 1, 1), (2, 2, 2), (2, 1, 1)] {
-            let topic = format!("paho/{}/{sub_qos}{pub_qos}", v(version));
+            let topic = format!("paho/{}/{sub_qos}{pub_qos}", tag(version));
             let sub = subscribed_paho(
                 &b,
                 version,
@@ -260,7 +245,7 @@ fn mqtt_6_0_0_3_websocket_paho() {
     let (ws, path) = b.websocket();
     let ws = ws.to_string();
     for version in VERSIONS {
-        let topic = format!("ws/{}", v(version));
+        let topic = format!("ws/{}", tag(version));
         let over_ws = ["--broker", ws.as_str(), "--websocket", path];
         let mut sub_args = vec!["--topic", topic.as_str(), "--qos", "1"];
         sub_args.extend(over_ws);
@@ -298,7 +283,7 @@ fn mqtt_6_0_0_3_websocket_paho() {
 fn mqtt_3_3_1_6_retained_message_mosquitto_clients() {
     let b = broker();
     for version in VERSIONS {
-        let topic = format!("retained/{}", v(version));
+        let topic = format!("retained/{}", tag(version));
         let code = mosquitto_pub(&b, version, &["-t", &topic, "-q", "1", "-r", "-m", "kept"]);
         assert_eq!(code, Some(0));
         let (code, lines) =
@@ -323,7 +308,7 @@ fn mqtt_3_3_1_6_retained_message_mosquitto_clients() {
 fn mqtt_3_3_1_6_retained_message_paho() {
     let b = broker();
     for version in VERSIONS {
-        let topic = format!("retained/paho/{}", v(version));
+        let topic = format!("retained/paho/{}", tag(version));
         paho_run(
             &b,
             version,
@@ -378,8 +363,8 @@ fn assert_closed(
 fn mqtt_3_1_2_8_will_on_unclean_drop_mosquitto_clients() {
     let b = broker();
     for version in VERSIONS {
-        let topic = format!("will/{}", v(version));
-        let id = format!("will-holder-{}", v(version));
+        let topic = format!("will/{}", tag(version));
+        let id = format!("will-holder-{}", tag(version));
         let watcher = subscribed_mosquitto_sub(
             &b,
             version,
@@ -437,8 +422,8 @@ fn unclean_close_event(b: &Broker, id: &str) {
 fn mqtt_3_1_2_8_will_on_unclean_drop_paho() {
     let b = broker();
     for version in VERSIONS {
-        let topic = format!("will/paho/{}", v(version));
-        let id = format!("paho-will-{}", v(version));
+        let topic = format!("will/paho/{}", tag(version));
+        let id = format!("paho-will-{}", tag(version));
         let watcher = subscribed_paho(&b, version, &["--topic", &topic, "--qos", "1"]);
         let mut holder = paho(
             &b,
@@ -473,7 +458,7 @@ fn mqtt_3_1_2_8_will_on_unclean_drop_paho() {
 fn mqtt_3_1_4_3_takeover_paho() {
     let b = broker();
     for version in VERSIONS {
-        let id = format!("paho-twin-{}", v(version));
+        let id = format!("paho-twin-{}", tag(version));
         let mut first = paho(&b, version, "hold", &["--id", &id]);
         first.wait_line(WAIT, "\"connected\"");
         let lines = paho_run(&b, version, "sub", &["--id", &id, "--count", "0"]);
@@ -498,7 +483,7 @@ fn mqtt_3_1_4_3_takeover_paho() {
 fn mqtt_3_1_4_3_takeover_mosquitto_pub() {
     let b = broker();
     for version in VERSIONS {
-        let id = format!("raw-twin-{}", v(version));
+        let id = format!("raw-twin-{}", tag(version));
         let (mut raw, code) = RawClient::connect(b.addr(), version, &id, 0);
         assert_eq!(code, 0);
         let code = mosquitto_pub(&b, version, &["-i", &id, "-t", "twin", "-m", "x"]);
@@ -522,7 +507,7 @@ fn mqtt_3_1_4_3_takeover_mosquitto_pub() {
 fn mqtt_3_1_2_24_keep_alive_timeout() {
     let b = broker();
     for version in VERSIONS {
-        let id = format!("silent-{}", v(version));
+        let id = format!("silent-{}", tag(version));
         let (mut raw, code) = RawClient::connect(b.addr(), version, &id, 1);
         assert_eq!(code, 0);
         let start = Instant::now();
@@ -605,7 +590,7 @@ fn mqtt_3_2_2_15_oversize_publish_0x95() {
 fn mqtt_3_3_1_4_malformed_packet_0x81() {
     let b = broker();
     for version in VERSIONS {
-        let id = format!("garbage-{}", v(version));
+        let id = format!("garbage-{}", tag(version));
         let (mut raw, code) = RawClient::connect(b.addr(), version, &id, 0);
         assert_eq!(code, 0);
         raw.send_raw(&[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01]);
@@ -629,8 +614,8 @@ fn mqtt_3_3_1_4_malformed_packet_0x81() {
 fn mqtt_3_1_2_4_persistent_session_resumed_mosquitto_clients() {
     let b = broker();
     for version in VERSIONS {
-        let id = format!("keeper-{}", v(version));
-        let topic = format!("queued/{}", v(version));
+        let id = format!("keeper-{}", tag(version));
+        let topic = format!("queued/{}", tag(version));
         let mut sub = vec!["-i", id.as_str(), "-c", "-q", "1", "-t", topic.as_str()];
         if version == Version::V5 {
             sub.extend(["-x", "300"]);
@@ -659,8 +644,8 @@ fn mqtt_3_1_2_4_persistent_session_resumed_mosquitto_clients() {
 fn mqtt_3_1_2_4_persistent_session_resumed_paho() {
     let b = broker();
     for version in VERSIONS {
-        let id = format!("paho-keeper-{}", v(version));
-        let topic = format!("queued/paho/{}", v(version));
+        let id = format!("paho-keeper-{}", tag(version));
+        let topic = format!("queued/paho/{}", tag(version));
         let common = [
             "--id",
             id.as_str(),
