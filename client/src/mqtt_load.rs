@@ -276,7 +276,9 @@ struct Shared {
     /// modulo their count (never fewer than the window).
     receipts: Vec<AtomicU32>,
     /// Receivers per message.
-    receivers: u32,
+    /// Receivers per message: the subscribers that subscribed (set after
+    /// their ramp; fan-in: 1).
+    receivers: AtomicU32,
     published: AtomicU64,
     delivered: AtomicU64,
     ready: AtomicUsize,
@@ -298,7 +300,7 @@ impl Shared {
             base: Instant::now(),
             window: Semaphore::new(window),
             receipts: (0..ring).map(|_| AtomicU32::new(0)).collect(),
-            receivers,
+            receivers: AtomicU32::new(receivers),
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             ready: AtomicUsize::new(0),
@@ -429,7 +431,12 @@ pub async fn run(config: &MqttLoadConfig) -> MqttReport {
         Pattern::FanIn => 1,
         Pattern::FanOut => u32::try_from(n).unwrap_or(u32::MAX),
     };
-    let run_id = std::process::id() ^ (Instant::now().elapsed().subsec_nanos());
+    // Topics and client ids of this run, apart from any other run's.
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let run_id = std::process::id() ^ clock;
     let shared = Arc::new(Shared::new(
         MqttLoadConfig {
             window,
@@ -462,6 +469,15 @@ pub async fn run(config: &MqttLoadConfig) -> MqttReport {
         }));
     }
     wait_ready(&shared, subscribers, ramp_deadline).await;
+    if config.pattern == Pattern::FanOut {
+        // A subscriber that failed its ramp receives nothing: each message
+        // goes to those that subscribed (a late one would count as lost).
+        let subscribed = shared.ready.load(Ordering::Relaxed).max(1);
+        shared.receivers.store(
+            u32::try_from(subscribed).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+    }
     let mut pub_tasks = Vec::with_capacity(publishers);
     for i in 0..publishers {
         let (shared, gate, phase) = (shared.clone(), gate.clone(), phase_rx.clone());
@@ -490,7 +506,7 @@ pub async fn run(config: &MqttLoadConfig) -> MqttReport {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let published = shared.published.load(Ordering::Relaxed);
-    let expected = published * u64::from(receivers);
+    let expected = published * u64::from(shared.receivers.load(Ordering::Relaxed));
     let drain_deadline = Instant::now() + config.drain;
     while shared.delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -660,7 +676,7 @@ fn received(shared: &Shared, payload: &[u8]) -> Option<u64> {
         shared.window.add_permits(1);
     } else {
         let slot = &shared.receipts[usize::try_from(seq).unwrap_or(0) % shared.receipts.len()];
-        if slot.fetch_add(1, Ordering::AcqRel) + 1 == shared.receivers {
+        if slot.fetch_add(1, Ordering::AcqRel) + 1 == shared.receivers.load(Ordering::Relaxed) {
             slot.store(0, Ordering::Release);
             shared.window.add_permits(1);
         }
