@@ -390,30 +390,7 @@ fn mqtt_3_1_2_8_will_on_unclean_drop_mosquitto_clients() {
         let (code, lines) = watcher.finish(WAIT);
         assert_eq!(code, Some(0), "{lines:#?}");
         assert_eq!(messages(&lines), [format!("{topic} 1 0 gone")]);
-        unclean_close_event(&b, &id);
-    }
-}
-
-/// The event of a connection lost without a DISCONNECT (our server only).
-fn unclean_close_event(b: &Broker, id: &str) {
-    if b.kind() == BrokerKind::Sessionwire {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let events = b.mqtt_events();
-            let ended = events.iter().any(|e| {
-                sessionwire_tests::mqtt::event_client_id(e) == Some(id)
-                    && e["reason"].is_string()
-                    && e["reason"] != "CLOSED_BY_CLIENT"
-            });
-            if ended {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no close event for {id}: {events:#?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        close_event(&b, &id, "CONNECTION_LOST", None);
     }
 }
 
@@ -448,7 +425,7 @@ fn mqtt_3_1_2_8_will_on_unclean_drop_paho() {
             paho_messages(&lines),
             [(topic, "gone".to_owned(), 1, false)]
         );
-        unclean_close_event(&b, &id);
+        close_event(&b, &id, "CONNECTION_LOST", None);
     }
 }
 
