@@ -695,3 +695,75 @@ fn mqtt_4_3_2_qos1_load_loses_nothing() {
         }
     }
 }
+
+/// Our server, whatever `SESSIONWIRE_MQTT_BROKER` says: for what only it has
+/// (the control API, its shutdown).
+fn ours() -> (Broker, tokio::runtime::Runtime) {
+    let b = Broker::start(BrokerKind::Sessionwire, &BrokerOptions::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    (b, rt)
+}
+
+/// The last thing the paho helper reported: how its connection ended.
+fn paho_end(p: Proc) -> Value {
+    let (code, lines) = p.finish(WAIT);
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let end = paho_events(&lines).pop().expect("a last line");
+    assert_eq!(end["event"], "disconnected", "{lines:#?}");
+    end
+}
+
+/// The control API closes a paho client's session: DISCONNECT 0x98
+/// (administrative action) in 5.0, CLOSED_BY_CONTROLLER in the log.
+#[test]
+fn mqtt_control_api_close_0x98_paho() {
+    let (b, rt) = ours();
+    let Broker::Sessionwire { server, .. } = &b else {
+        unreachable!("ours() starts our server")
+    };
+    for version in VERSIONS {
+        let id = format!("controlled-{}", tag(version));
+        let mut p = paho(&b, version, "hold", &["--id", &id]);
+        p.wait_line(WAIT, "\"connected\"");
+        let path = format!("/sessions/{id}/close");
+        let reply = rt
+            .block_on(server.control(hyper::Method::POST, &path, ""))
+            .expect("the control API answers");
+        assert_eq!(reply.status, hyper::StatusCode::NO_CONTENT, "{reply:?}");
+        let end = paho_end(p);
+        match version {
+            Version::V5 => assert_eq!(end["reason_code"], 0x98, "{end}"),
+            Version::V311 => assert_ne!(end["reason_code"], 0, "{end}"),
+        }
+        close_event(&b, &id, "CLOSED_BY_CONTROLLER", Some(0x98));
+    }
+}
+
+/// Shutting the server down (SIGTERM) ends every paho client: 5.0 ones get
+/// DISCONNECT 0x8B (server shutting down) first.
+#[test]
+fn mqtt_shutdown_0x8b_paho() {
+    let (mut b, _rt) = ours();
+    let mut clients = Vec::new();
+    for version in VERSIONS {
+        let id = format!("stopped-{}", tag(version));
+        let mut p = paho(&b, version, "hold", &["--id", &id]);
+        p.wait_line(WAIT, "\"connected\"");
+        clients.push((version, id, p));
+    }
+    let Broker::Sessionwire { server, .. } = &mut b else {
+        unreachable!("ours() starts our server")
+    };
+    assert_eq!(server.terminate(WAIT), Some(0), "a clean exit");
+    for (version, id, p) in clients {
+        let end = paho_end(p);
+        match version {
+            Version::V5 => assert_eq!(end["reason_code"], 0x8B, "{end}"),
+            Version::V311 => assert_ne!(end["reason_code"], 0, "{end}"),
+        }
+        close_event(&b, &id, "ABORTED", Some(0x8B));
+    }
+}
