@@ -23,7 +23,7 @@ use serde_json::Value;
 use sessionwire::mqtt::{ConnAck, Connect, Decoder, Packet, Sender, Str, Version};
 use sessionwire::Limits;
 
-use crate::server::Server;
+use crate::server::{add_user, Server};
 use crate::workspace_root;
 
 /// Which broker a test runs against.
@@ -52,6 +52,9 @@ pub struct BrokerOptions {
     /// Largest packet accepted from a client (`--max-message-size`,
     /// mosquitto's `max_packet_size`).
     pub max_packet_size: Option<usize>,
+    /// User names and passwords the broker accepts (empty: anyone
+    /// connects); our users file, mosquitto's password file.
+    pub users: Vec<(String, String)>,
 }
 
 /// A running broker; stopped when dropped.
@@ -83,7 +86,16 @@ impl Broker {
                     args.push(max.to_string());
                 }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let server = Server::start(&args);
+                let server = Server::start_with(&args, |dir| {
+                    if options.users.is_empty() {
+                        return Vec::new();
+                    }
+                    let users = dir.join("users");
+                    for (user, password) in &options.users {
+                        add_user(&users, user, password);
+                    }
+                    vec!["--users".to_owned(), users.display().to_string()]
+                });
                 let mqtt = server.mqtt.expect("the server's MQTT listener");
                 Broker::Sessionwire { server, mqtt }
             }
@@ -208,6 +220,22 @@ impl Mosquitto {
         );
         if let Some(max) = options.max_packet_size {
             config.push_str(&format!("max_packet_size {max}\n"));
+        }
+        if !options.users.is_empty() {
+            let file = dir.path().join("passwords");
+            std::fs::write(&file, "").expect("writing the password file");
+            for (user, password) in &options.users {
+                let status = Command::new(tool("mosquitto_passwd"))
+                    .arg("-b")
+                    .arg(&file)
+                    .arg(user)
+                    .arg(password)
+                    .status()
+                    .expect("running mosquitto_passwd");
+                assert!(status.success(), "mosquitto_passwd failed");
+            }
+            config = config.replace("allow_anonymous true", "allow_anonymous false");
+            config.push_str(&format!("password_file {}\n", file.display()));
         }
         let path = dir.path().join("mosquitto.conf");
         std::fs::write(&path, config).expect("writing mosquitto.conf");

@@ -331,6 +331,39 @@ fn mqtt_3_3_1_6_retained_message_paho() {
     }
 }
 
+/// MQTT-3.1.3-5 / 3.2.2: with a users file, a wrong password is refused
+/// (CONNACK 0x04 in 3.1.1, 0x86 in 5.0; ABORTED in the log) and the right
+/// one accepted, both sent by mosquitto_pub.
+#[test]
+fn mqtt_3_2_2_bad_user_name_or_password_mosquitto_pub() {
+    let b = Broker::start_default(&BrokerOptions {
+        users: vec![("alice".to_owned(), "s3cret".to_owned())],
+        ..BrokerOptions::default()
+    });
+    for version in VERSIONS {
+        let id = format!("guesser-{}", tag(version));
+        let code = mosquitto_pub(
+            &b,
+            version,
+            &[
+                "-i", &id, "-u", "alice", "-P", "guess", "-t", "t", "-m", "x",
+            ],
+        );
+        assert_ne!(code, Some(0), "{version:?}: a wrong password accepted");
+        close_event(&b, &id, "ABORTED", Some(0x86));
+        let id = format!("alice-{}", tag(version));
+        let code = mosquitto_pub(
+            &b,
+            version,
+            &[
+                "-i", &id, "-u", "alice", "-P", "s3cret", "-t", "t", "-m", "x",
+            ],
+        );
+        assert_eq!(code, Some(0), "{version:?}: the right password refused");
+        close_event(&b, &id, "CLOSED_BY_CLIENT", Some(0));
+    }
+}
+
 /// Waits for the event of `client_id`'s connection ending for `reason`
 /// (our server only).
 fn close_event(b: &Broker, client_id: &str, reason: &str, code: Option<u8>) {
@@ -538,6 +571,7 @@ fn mqtt_3_1_2_23_pingreq_keeps_the_connection() {
 fn mqtt_3_2_2_15_oversize_publish_0x95() {
     let b = Broker::start_default(&BrokerOptions {
         max_packet_size: Some(1024),
+        ..BrokerOptions::default()
     });
     let watcher = subscribed_mosquitto_sub(&b, Version::V5, &["-t", "big/#", "-W", "3"]);
     let big = "x".repeat(2000);
