@@ -772,3 +772,144 @@ async fn mqtt_idle_connections_from_one_address_leave_room_for_others() {
     other.connect("elsewhere").await;
     drop(idle);
 }
+
+#[tokio::test]
+async fn mqtt_4_8_2_shared_subscription_prefers_members_with_a_connection() {
+    let server = start();
+    // w1 keeps its session (and its membership) while offline.
+    let mut away = Client::tcp(&server, Version::V5).await;
+    let mut connect = Connect::new(Version::V5, s("w1"), None, None, None).unwrap();
+    connect.clean_start = false;
+    connect.properties = Properties::builder()
+        .push(Property::SessionExpiryInterval(60))
+        .unwrap()
+        .build();
+    assert_eq!(away.connect_with(connect).await.code, 0);
+    away.subscribe(1, "$share/g/work", sub(QoS::AtLeastOnce))
+        .await;
+    away.send(Packet::Disconnect(Default::default())).await;
+    assert!(away.recv().await.is_none());
+    let mut here = Client::tcp(&server, Version::V5).await;
+    here.connect("w2").await;
+    here.subscribe(1, "$share/g/work", sub(QoS::AtLeastOnce))
+        .await;
+    let mut boss = Client::tcp(&server, Version::V5).await;
+    boss.connect("boss").await;
+    for i in 1..=4u16 {
+        boss.publish("work", b"job", QoS::AtLeastOnce, false, i)
+            .await;
+    }
+    for _ in 0..4 {
+        assert_eq!(here.received().await.payload(), b"job");
+    }
+    here.quiet().await;
+}
+
+#[tokio::test]
+async fn mqtt_3_3_2_3_application_properties_pass_through_unchanged() {
+    let server = start();
+    let mut sub5 = Client::tcp(&server, Version::V5).await;
+    sub5.connect("props-in").await;
+    sub5.subscribe(1, "p", sub(QoS::AtLeastOnce)).await;
+    let mut publisher = Client::tcp(&server, Version::V5).await;
+    publisher.connect("props-out").await;
+    let sent = vec![
+        Property::PayloadFormatIndicator(1),
+        Property::ContentType(s("text/plain")),
+        Property::ResponseTopic(s("replies/1")),
+        Property::CorrelationData(Bytes::from_static(b"\x00\x01corr")),
+        Property::UserProperty(s("k"), s("v1")),
+        Property::UserProperty(s("k"), s("v2")),
+    ];
+    let mut builder = Properties::builder();
+    for p in &sent {
+        builder = builder.push(p.clone()).unwrap();
+    }
+    let publish = Publish::new(&s("p"), b"body")
+        .with_qos(QoS::AtLeastOnce, 1)
+        .with_properties(builder.build());
+    publisher.send(Packet::Publish(publish)).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    let got = sub5.received().await;
+    let props: Vec<Property> = got.properties.iter().collect();
+    for p in &sent {
+        assert!(props.contains(p), "{p:?} missing from {props:?}");
+    }
+    // User properties keep their order (MQTT-3.3.2-18).
+    let users: Vec<&Property> = props
+        .iter()
+        .filter(|p| matches!(p, Property::UserProperty(..)))
+        .collect();
+    assert_eq!(users, [&sent[4], &sent[5]]);
+}
+
+#[tokio::test]
+async fn mqtt_3_10_4_unsubscribe_stops_deliveries() {
+    let server = start();
+    for version in BOTH {
+        let mut c = Client::tcp(&server, version).await;
+        c.connect("leaver").await;
+        c.subscribe(1, "u/+", sub(QoS::AtMostOnce)).await;
+        c.subscribe(2, "u/keep", sub(QoS::AtMostOnce)).await;
+        let filters = sessionwire::mqtt::TopicFilters::new(&[s("u/+")]).unwrap();
+        c.send(Packet::Unsubscribe(sessionwire::mqtt::Unsubscribe {
+            packet_id: 3,
+            properties: Properties::new(),
+            filters,
+        }))
+        .await;
+        assert!(matches!(c.recv().await, Some(Packet::UnsubAck(a)) if a.packet_id == 3));
+        let mut p = Client::tcp(&server, version).await;
+        p.connect("poster").await;
+        p.publish("u/other", b"no", QoS::AtLeastOnce, false, 1)
+            .await;
+        p.publish("u/keep", b"yes", QoS::AtLeastOnce, false, 2)
+            .await;
+        assert_eq!(c.received().await.payload(), b"yes");
+        c.quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn mqtt_3_3_1_9_to_13_retain_handling_and_retain_as_published() {
+    let server = start();
+    let mut publisher = Client::tcp(&server, Version::V5).await;
+    publisher.connect("rh-pub").await;
+    publisher
+        .publish("rh/t", b"stored", QoS::AtLeastOnce, true, 1)
+        .await;
+    let mut c = Client::tcp(&server, Version::V5).await;
+    c.connect("rh-sub").await;
+    let with = |rh: u8, rap: bool| SubscriptionOptions {
+        retain_handling: rh,
+        retain_as_published: rap,
+        ..sub(QoS::AtLeastOnce)
+    };
+    // 2: never.
+    c.subscribe(1, "rh/#", with(2, false)).await;
+    c.quiet().await;
+    // 1: only for a new subscription; rh/# exists already.
+    c.subscribe(2, "rh/#", with(1, false)).await;
+    c.quiet().await;
+    c.subscribe(3, "rh/+", with(1, true)).await;
+    let got = c.received().await;
+    assert_eq!((got.payload(), got.retain), (&b"stored"[..], true));
+    // 0: every time.
+    c.subscribe(4, "rh/+", with(0, true)).await;
+    assert_eq!(c.received().await.payload(), b"stored");
+    // A live retained publication: retain kept for rh/+ (retain as
+    // published), one delivery for both subscriptions.
+    publisher
+        .publish("rh/t", b"again", QoS::AtLeastOnce, true, 2)
+        .await;
+    let got = c.received().await;
+    assert_eq!((got.payload(), got.retain), (&b"again"[..], true));
+    c.quiet().await;
+    // Without retain as published anywhere, the flag is cleared.
+    c.subscribe(5, "rh/+", with(2, false)).await;
+    publisher
+        .publish("rh/t", b"third", QoS::AtLeastOnce, true, 3)
+        .await;
+    let got = c.received().await;
+    assert_eq!((got.payload(), got.retain), (&b"third"[..], false));
+}

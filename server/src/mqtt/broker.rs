@@ -84,6 +84,10 @@ pub struct Broker {
     tree: Tree,
     retained: Retained<Message>,
     conns: HashMap<ConnId, Conn>,
+    /// The client ids with a connection now, and how many (two for a
+    /// moment during a takeover): a shared subscription's turn prefers
+    /// them.
+    online: HashMap<String, u32>,
     /// Connections whose outbox is not empty, to send on the next flush.
     dirty: Vec<ConnId>,
     maximum_qos: QoS,
@@ -105,6 +109,7 @@ impl Broker {
             tree: Tree::new(tree),
             retained: Retained::new(retained),
             conns: HashMap::new(),
+            online: HashMap::new(),
             dirty: Vec::new(),
             passwords: None,
             stopping: false,
@@ -278,6 +283,16 @@ impl Broker {
             while let Some((id, close)) = self.registry.poll_close() {
                 busy = true;
                 let conn = self.conns.remove(&id);
+                if let Some((client_id, _)) = conn.as_ref().and_then(|c| c.client.as_ref()) {
+                    // A takeover may have given the client id a new
+                    // connection already: it stays online.
+                    if let Some(n) = self.online.get_mut(client_id.as_str()) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            self.online.remove(client_id.as_str());
+                        }
+                    }
+                }
                 let (client, user, transport) = match &conn {
                     Some(c) => (c.client.clone(), c.user.as_deref(), Some(c.transport)),
                     None => (None, None, None),
@@ -370,6 +385,7 @@ impl Broker {
                     ..Record::default()
                 });
                 tracing::debug!(client_id, session_present, "MQTT client connected");
+                *self.online.entry(client_id.clone()).or_insert(0) += 1;
                 c.client = Some((client_id, version));
             }
             Event::Publish { from, message } | Event::Will { from, message } => {
@@ -448,7 +464,11 @@ impl Broker {
                 tracing::warn!(topic, error = ?e, "retained message not kept: store full");
             }
         }
-        for m in self.tree.matches(message.topic.as_str(), from) {
+        let online = &self.online;
+        let matches = self
+            .tree
+            .matches_preferring(message.topic.as_str(), from, |c| online.contains_key(c));
+        for m in matches {
             let delivery = Delivery {
                 qos: m.qos.min(message.qos),
                 retain: message.retain && m.retain_as_published,

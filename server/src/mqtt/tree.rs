@@ -272,10 +272,23 @@ impl Tree {
     /// subscription group (which moves the group on to its next member).
     /// In no particular order.
     pub fn matches(&self, topic: &str, publisher: &str) -> Vec<Match> {
+        self.matches_preferring(topic, publisher, |_| true)
+    }
+
+    /// [`matches`](Self::matches), where a shared group's turn skips the
+    /// members `available` says no to (a session without connection), unless
+    /// none is available: then the next member gets it all the same.
+    pub fn matches_preferring(
+        &self,
+        topic: &str,
+        publisher: &str,
+        available: impl Fn(&str) -> bool,
+    ) -> Vec<Match> {
         let levels: Vec<&str> = topic.split('/').collect();
         let mut walk = Walk {
             ends: Vec::new(),
             shared: Vec::new(),
+            available: &available,
         };
         let dollar = levels.first().is_some_and(|l| l.starts_with('$'));
         walk.node(&self.root, &levels, dollar);
@@ -356,12 +369,13 @@ fn remove(node: &mut Node, levels: &[&str], client_id: &str, group: Option<&str>
 
 /// One match in progress: the ordinary subscribers of every filter node
 /// that matches, and the shared groups' picks.
-struct Walk<'t> {
+struct Walk<'t, 'a> {
     ends: Vec<&'t HashMap<Arc<str>, Subscription>>,
     shared: Vec<Match>,
+    available: &'a dyn Fn(&str) -> bool,
 }
 
-impl<'t> Walk<'t> {
+impl<'t> Walk<'t, '_> {
     /// Matches what is left of the topic (`levels`) from `node`; `dollar`:
     /// this is the first level of a `$` topic, which wildcards skip.
     fn node(&mut self, node: &'t Node, levels: &[&str], dollar: bool) {
@@ -402,9 +416,13 @@ impl<'t> Walk<'t> {
             if count == 0 {
                 continue;
             }
-            let next = group.next.get() % count;
-            group.next.set((next + 1) % count);
-            let (client, sub) = &group.members[next];
+            let start = group.next.get() % count;
+            let pick = (0..count)
+                .map(|i| (start + i) % count)
+                .find(|&i| (self.available)(&group.members[i].0))
+                .unwrap_or(start);
+            group.next.set((pick + 1) % count);
+            let (client, sub) = &group.members[pick];
             self.shared.push(Match::of(client, sub, true));
         }
     }
@@ -623,6 +641,35 @@ mod tests {
         let m = tree.matches("t", "p");
         assert_eq!(m.len(), 2);
         assert_eq!(m.iter().filter(|m| m.shared).count(), 1);
+    }
+
+    #[test]
+    fn mqtt_4_8_2_shared_turn_skips_members_without_connection() {
+        let mut tree = Tree::default();
+        for c in ["a", "b", "c"] {
+            tree.subscribe(c, "$share/g/t", sub(QoS::AtLeastOnce))
+                .unwrap();
+        }
+        let online = |c: &str| c != "b";
+        let picks: Vec<String> = (0..4)
+            .map(|_| {
+                tree.matches_preferring("t", "p", online)[0]
+                    .client_id
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(picks, ["a", "c", "a", "c"]);
+        // Nobody connected: the turn goes on regardless.
+        let picks: Vec<String> = (0..3)
+            .map(|_| {
+                tree.matches_preferring("t", "p", |_| false)[0]
+                    .client_id
+                    .to_string()
+            })
+            .collect();
+        let mut sorted = picks.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["a", "b", "c"], "{picks:?}");
     }
 
     #[test]
