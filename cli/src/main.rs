@@ -284,6 +284,12 @@ fn check(args: &CheckArgs) -> Result<Summary, String> {
             if let (Some(map), Some(sc)) = (line.as_object_mut(), &scenario) {
                 let entries: Vec<String> = sc.transcript.iter().map(|e| e.to_string()).collect();
                 map.insert("transcript".into(), json!(entries));
+                // An MQTT scenario's first close has a reason code too.
+                map.insert("code".into(), json!(sc.code.map(|c| format!("0x{c:02x}"))));
+                map.insert(
+                    "matches".into(),
+                    json!(expected.map(|_| mismatch.is_none())),
+                );
             }
             if let (Some(map), Some(r)) = (line.as_object_mut(), &report) {
                 mqtt_json(map, r);
@@ -386,6 +392,9 @@ fn print_text(
         job.target,
         o.verdict
     )?;
+    if let Some(c) = scenario.and_then(|s| s.code) {
+        write!(out, ", code 0x{c:02x}")?;
+    }
     match (o.violation, report) {
         (Some(v), Some(r)) => {
             let code = r

@@ -203,12 +203,15 @@ async fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Signals are ours before anyone learns the ports: a SIGTERM sent as
+    // soon as the line is read stops the server cleanly.
+    let signals = sessionwire_server::listen_for_signals();
     // The one line tests read to find the ports.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", server.listening_line());
     let _ = out.flush();
     drop(out);
-    sessionwire_server::wait_for_signal().await;
+    signals.await;
     server.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -17,6 +17,7 @@ fn sensors(clients: usize) -> Tree {
     let mut tree = Tree::new(TreeLimits {
         max_filters_per_client: 16,
         max_subscriptions: 10_000_000,
+        ..TreeLimits::default()
     });
     for c in 0..clients {
         let id = format!("device-{c}");

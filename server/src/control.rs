@@ -16,7 +16,8 @@
 //! (`3.1.1` or `5.0`), `transport: "mqtt"` and `state` (`connected` or
 //! `offline`); `close` (or `DELETE`) with a client id as `ID` ends that
 //! session, sending a 5.0 client DISCONNECT 0x98 first (a client id holding
-//! `/` cannot be named in a path). The other actions do not apply to MQTT.
+//! `/` is named percent-encoded, `%2F`). The other actions do not apply to
+//! MQTT.
 
 use std::convert::Infallible;
 use std::io;
@@ -104,9 +105,26 @@ pub enum Route {
     MethodNotAllowed,
 }
 
-/// Routes a request by method and path.
+/// Routes a request by method and path. The session id is percent-decoded
+/// (an MQTT client id may hold `/` or spaces: `a%2Fb`); one that does not
+/// decode to UTF-8 names no session.
 pub fn route(method: &Method, path: &str) -> Route {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let decoded: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let parts: Vec<&str> = parts
+        .iter()
+        .zip(&decoded)
+        .enumerate()
+        .map(|(i, (raw, dec))| if i == 2 { dec.as_str() } else { *raw })
+        .collect();
     match parts.as_slice() {
         ["", "sessions"] => match *method {
             Method::GET => Route::List,
@@ -329,6 +347,12 @@ mod tests {
             Route::NotFound
         );
         assert_eq!(route(&Method::GET, "/"), Route::NotFound);
+        // An MQTT client id with a slash or a space, percent-encoded.
+        assert_eq!(
+            route(&Method::POST, "/sessions/dev%2F1%20a/close"),
+            Route::Act("dev/1 a".into(), SessionEvent::ClosedByController)
+        );
+        assert_eq!(route(&Method::POST, "/sessions/%FF/close"), Route::NotFound);
         assert_eq!(route(&Method::GET, "/sessions/a/b/c"), Route::NotFound);
     }
 }

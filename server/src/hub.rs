@@ -351,10 +351,15 @@ pub struct Hub {
 
 impl Hub {
     /// A hub with no session; MQTT with the default settings under these
-    /// limits.
+    /// limits (its outbound queue bounded by the same numbers as the
+    /// protocol's).
     pub fn new(limits: Limits, config: SessionConfig, events: EventLog) -> Hub {
         let mqtt = Broker::new(
             MqttConfig {
+                // One queue bound for both protocols (--queue-limit,
+                // --queue-bytes).
+                max_queued_messages: limits.max_queue_messages(),
+                max_queued_bytes: limits.max_queue_bytes(),
                 limits: limits.clone(),
                 ..MqttConfig::default()
             },

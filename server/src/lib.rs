@@ -447,26 +447,38 @@ impl Server {
 
 /// Resolves on SIGINT or SIGTERM (Ctrl-C where there are no signals).
 pub async fn wait_for_signal() {
+    listen_for_signals().await;
+}
+
+/// Takes SIGINT and SIGTERM over now (from the call, not from the first
+/// poll) and resolves when one comes: call it before telling the world the
+/// server is up, so that a signal sent at once stops the server cleanly
+/// rather than killing the process. Must be called within a tokio runtime.
+pub fn listen_for_signals() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let term = signal(SignalKind::terminate());
         let int = signal(SignalKind::interrupt());
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

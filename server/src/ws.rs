@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
@@ -143,20 +143,29 @@ pub fn upgrade<B>(req: Request<B>, shared: Arc<Shared>, peer: SocketAddr) -> Res
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_default();
     let request = ConnectionRequest::from_query(&target);
-    spawn_upgraded(req, slot, shared, peer, move |ws, shared| async move {
-        run(ws, request, &shared, peer).await;
-    });
+    let config = shared.ws_config;
+    spawn_upgraded(
+        req,
+        slot,
+        shared,
+        peer,
+        config,
+        move |ws, shared| async move {
+            run(ws, request, &shared, peer).await;
+        },
+    );
     switching(&accept, None)
 }
 
 /// Spawns the connection task for when hyper hands the upgraded socket
 /// over: the task holds the WebSocket slot and counts among the tasks
-/// shutdown waits for.
+/// shutdown waits for; `config` sets the WebSocket's limits.
 pub(crate) fn spawn_upgraded<B, F, Fut>(
     mut req: Request<B>,
     slot: OwnedSemaphorePermit,
     shared: Arc<Shared>,
     peer: SocketAddr,
+    config: WebSocketConfig,
     task: F,
 ) where
     F: FnOnce(Ws, Arc<Shared>) -> Fut + Send + 'static,
@@ -172,7 +181,7 @@ pub(crate) fn spawn_upgraded<B, F, Fut>(
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
-                    Some(shared.ws_config),
+                    Some(config),
                 )
                 .await;
                 task(ws, Arc::clone(&shared)).await;

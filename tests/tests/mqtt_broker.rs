@@ -913,3 +913,88 @@ async fn mqtt_3_3_1_9_to_13_retain_handling_and_retain_as_published() {
     let got = c.received().await;
     assert_eq!((got.payload(), got.retain), (&b"third"[..], false));
 }
+
+#[tokio::test]
+async fn mqtt_queue_limit_closes_a_subscriber_that_falls_behind_with_0x97() {
+    // --queue-limit bounds MQTT sessions' queues too.
+    let server = Server::start(&["--ping-period", "0", "--queue-limit", "4"]);
+    let mut slow = Client::tcp(&server, Version::V5).await;
+    let mut connect = Connect::new(Version::V5, s("slow"), None, None, None).unwrap();
+    // Receive maximum 1: one message in flight, the rest queued.
+    connect.properties = Properties::builder()
+        .push(Property::ReceiveMaximum(1))
+        .unwrap()
+        .build();
+    assert_eq!(slow.connect_with(connect).await.code, 0);
+    slow.subscribe(1, "flood", sub(QoS::AtLeastOnce)).await;
+    let mut publisher = Client::tcp(&server, Version::V5).await;
+    publisher.connect("flooder").await;
+    for i in 1..=8u16 {
+        publisher
+            .publish("flood", b"m", QoS::AtLeastOnce, false, i)
+            .await;
+    }
+    // The first message, never acknowledged, then the close.
+    assert!(matches!(slow.recv().await, Some(Packet::Publish(_))));
+    match slow.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.code, 0x97),
+        other => panic!("expected DISCONNECT 0x97, got {other:?}"),
+    }
+    let closed = event_of(&server, "closed", "slow").await;
+    assert_eq!(closed["reason"], "MESSAGE_QUEUE_LIMIT_REACHED");
+}
+
+#[tokio::test]
+async fn mqtt_3_2_2_3_6_oversized_publish_over_websocket_gets_0x95() {
+    let server = start();
+    let mut ws = Client::ws(server.addr, Version::V5).await;
+    ws.connect("big-ws").await;
+    // Over the default 32 KiB packet bound, in one WebSocket frame.
+    let payload = vec![b'x'; 40_000];
+    let publish = Publish::new(&s("big"), &payload);
+    ws.send(Packet::Publish(publish)).await;
+    match ws.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.code, 0x95),
+        other => panic!("expected DISCONNECT 0x95, got {other:?}"),
+    }
+    let closed = event_of(&server, "closed", "big-ws").await;
+    assert_eq!(closed["reason"], "MESSAGE_TOO_LARGE");
+    assert_eq!(closed["transport"], "mqtt-ws");
+}
+
+#[tokio::test]
+async fn mqtt_3_1_4_3_takeover_at_the_client_limit_is_not_refused() {
+    let server = Server::start(&["--ping-period", "0", "--max-clients", "1"]);
+    let mut first = Client::tcp(&server, Version::V5).await;
+    first.connect("only").await;
+    let mut second = Client::tcp(&server, Version::V5).await;
+    second.connect("only").await;
+    match first.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.code, 0x8E),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    // Another client id is still one too many.
+    let mut other = Client::tcp(&server, Version::V5).await;
+    let connect = Connect::new(Version::V5, s("another"), None, None, None).unwrap();
+    assert_eq!(other.connect_with(connect).await.code, 0x89);
+}
+
+#[tokio::test]
+async fn mqtt_deep_filters_and_topics_are_refused_without_harm() {
+    let server = start();
+    let mut c = Client::tcp(&server, Version::V311).await;
+    c.connect("deep").await;
+    // Past the tree's level bound: granted by the SUBACK, not kept.
+    c.subscribe(1, &"+/".repeat(16_000), sub(QoS::AtMostOnce))
+        .await;
+    c.subscribe(2, "ok", sub(QoS::AtMostOnce)).await;
+    let mut p = Client::tcp(&server, Version::V311).await;
+    p.connect("deep-pub").await;
+    // A topic of 30,000 levels, retained: neither routed nor kept.
+    let deep = "/".repeat(30_000);
+    p.publish(&deep, b"x", QoS::AtLeastOnce, true, 1).await;
+    p.publish("ok", b"still here", QoS::AtLeastOnce, false, 2)
+        .await;
+    assert_eq!(c.received().await.payload(), b"still here");
+    c.quiet().await;
+}

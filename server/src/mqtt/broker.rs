@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::conn::{ConnOut, MqttCommand, MqttOut};
 use super::retained::{sends_retained, Retained, RetainedLimits};
-use super::tree::{Subscription, Tree, TreeLimits};
+use super::tree::{charge, Subscription, Tree, TreeLimits};
 use crate::events::{EventLog, Record};
 use crate::hub::{Command, OsRandom};
 use crate::passwords::{PasswordChecks, Verdict};
@@ -336,9 +336,10 @@ impl Broker {
     }
 
     /// Sends each connection its outbox as one batch; a connection that
-    /// has [`MQTT_CONN_QUEUE`](super::conn::MQTT_CONN_QUEUE) batches
-    /// waiting does not keep up and is dropped (its session, if
-    /// persistent, keeps its unacknowledged messages).
+    /// has [`MQTT_CONN_QUEUE`](super::conn::MQTT_CONN_QUEUE) batches or
+    /// [`conn_bytes`](super::conn::conn_bytes) bytes waiting does not keep
+    /// up: the codec closes it as a full queue (`Registry::outbound_full`,
+    /// MESSAGE_QUEUE_LIMIT_REACHED, 0x97 when it can still be written).
     fn flush(&mut self) {
         let mut slow = Vec::new();
         for id in self.dirty.drain(..) {
@@ -356,9 +357,12 @@ impl Broker {
         for id in slow {
             if let Some(c) = self.conns.get(&id) {
                 tracing::debug!(conn = id.0, "MQTT connection does not keep up: dropped");
+                // Its task may be stuck writing to a client that does not
+                // read: it stops, and the socket goes.
                 c.out.give_up();
             }
-            self.registry.connection_lost(Instant::now(), id);
+            // The codec closes it as a full queue (0x97).
+            self.registry.outbound_full(Instant::now(), id);
         }
     }
 
@@ -425,7 +429,12 @@ impl Broker {
             }
             None => return self.registry.refuse(now, incoming, Refuse::Busy),
         };
-        if self.stopping || self.registry.connected().saturating_add(others) >= self.max_clients {
+        // A client taking its own connection over adds no client.
+        let takeover = self
+            .online
+            .contains_key(incoming.connect().client_id().as_str());
+        let full = self.registry.connected().saturating_add(others) >= self.max_clients;
+        if self.stopping || (full && !takeover) {
             return self.registry.refuse(now, incoming, Refuse::Busy);
         }
         let Some((checks, hub)) = &self.passwords else {
@@ -456,7 +465,8 @@ impl Broker {
             let stored = if message.payload.is_empty() {
                 self.retained.set(now, topic, None, 0, None)
             } else {
-                let size = topic.len().saturating_add(message.payload.len());
+                // The topic's levels are trie nodes: charged as a filter is.
+                let size = charge(topic).saturating_add(message.payload.len());
                 self.retained
                     .set(now, topic, Some(message.clone()), size, message.expires_at)
             };
@@ -527,7 +537,7 @@ mod tests {
     ];
 
     fn open(broker: &mut Broker, events: &mut EventLog, capacity: usize) -> ConnIn {
-        let (out, rx) = ConnOut::pair(capacity);
+        let (out, rx) = ConnOut::pair(capacity, 1 << 20);
         let open = MqttCommand::Open {
             conn: 1,
             peer: IpAddr::from([127, 0, 0, 1]),
@@ -575,6 +585,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // Closed as a full queue, then told to close.
+        assert!(matches!(rx.try_next(), Some(MqttOut::Close)));
     }
 
     #[tokio::test]

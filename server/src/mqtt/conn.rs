@@ -7,7 +7,7 @@
 //! Every channel is bounded: into the hub, the hub's queue (a connection
 //! waits, and stops reading, when it is full), one read of at most
 //! [`READ_CHUNK`] bytes per command; out of it, [`MQTT_CONN_QUEUE`] batches
-//! per connection. The session layer bounds what waits beyond that (its
+//! and [`conn_bytes`] bytes per connection. The session layer bounds what waits beyond that (its
 //! in-flight window and queue); a connection whose batches are not taken is
 //! dropped by the hub.
 //!
@@ -40,6 +40,9 @@ pub const READ_CHUNK: usize = 8 * 1024;
 /// Batches of bytes the hub may have queued for one connection; past it the
 /// connection is too slow and is dropped.
 pub const MQTT_CONN_QUEUE: usize = 64;
+
+/// Bytes a WebSocket frame may hold beyond twice the largest packet.
+const WS_FRAME_SLACK: usize = 1024;
 
 /// How long a closing connection keeps reading (and discarding) after its
 /// last write, so that the socket ends with a FIN rather than a reset that
@@ -92,11 +95,15 @@ struct Outbox {
     closing: Notify,
     /// Most batches waiting (a close is always taken).
     capacity: usize,
+    /// Most bytes waiting in those batches.
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct OutState {
     queue: VecDeque<MqttOut>,
+    /// Bytes in the queued batches.
+    bytes: usize,
     /// The hub dropped its end.
     hub_gone: bool,
     /// The task dropped its end.
@@ -118,25 +125,31 @@ pub struct ConnOut(Arc<Outbox>);
 pub struct ConnIn(Arc<Outbox>);
 
 impl ConnOut {
-    /// Both ends; at most `capacity` batches wait.
-    pub fn pair(capacity: usize) -> (ConnOut, ConnIn) {
+    /// Both ends; at most `capacity` batches and `max_bytes` bytes wait.
+    pub fn pair(capacity: usize, max_bytes: usize) -> (ConnOut, ConnIn) {
         let outbox = Arc::new(Outbox {
             state: Mutex::new(OutState::default()),
             ready: Notify::new(),
             closing: Notify::new(),
             capacity,
+            max_bytes,
         });
         (ConnOut(Arc::clone(&outbox)), ConnIn(outbox))
     }
 
-    /// Queues `out`; false when the connection has `capacity` batches
-    /// waiting (a [`MqttOut::Close`] always fits) or its task is gone.
+    /// Queues `out`; false when it would take the connection past its
+    /// batches or bytes waiting (a [`MqttOut::Close`] always fits) or its
+    /// task is gone.
     pub fn send(&self, out: MqttOut) -> bool {
         let mut state = self.0.state();
-        let full = state.queue.len() >= self.0.capacity && !matches!(out, MqttOut::Close);
-        if full || state.task_gone {
+        let size = out.size();
+        let bytes = state.bytes.checked_add(size);
+        let full =
+            state.queue.len() >= self.0.capacity || bytes.is_none_or(|b| b > self.0.max_bytes);
+        if (full && !matches!(out, MqttOut::Close)) || state.task_gone {
             return false;
         }
+        state.bytes = bytes.unwrap_or(usize::MAX);
         state.queue.push_back(out);
         drop(state);
         self.0.ready.notify_one();
@@ -164,6 +177,7 @@ impl ConnIn {
             {
                 let mut state = self.0.state();
                 if let Some(out) = state.queue.pop_front() {
+                    state.bytes = state.bytes.saturating_sub(out.size());
                     return Some(out);
                 }
                 if state.hub_gone {
@@ -179,7 +193,10 @@ impl ConnIn {
     /// The next batch or close if one is waiting.
     #[cfg(test)]
     pub fn try_next(&self) -> Option<MqttOut> {
-        self.0.state().queue.pop_front()
+        let mut state = self.0.state();
+        let out = state.queue.pop_front()?;
+        state.bytes = state.bytes.saturating_sub(out.size());
+        Some(out)
     }
 
     /// Resolves when the hub gives up on the connection.
@@ -203,6 +220,16 @@ pub enum MqttOut {
     Write(Vec<Bytes>),
     /// Everything is written: close the connection.
     Close,
+}
+
+impl MqttOut {
+    /// The bytes it holds.
+    fn size(&self) -> usize {
+        match self {
+            MqttOut::Write(batch) => batch.iter().map(Bytes::len).sum(),
+            MqttOut::Close => 0,
+        }
+    }
 }
 
 /// Accepts MQTT connections over TCP until shutdown.
@@ -284,10 +311,18 @@ async fn run_tcp(
     }
 }
 
+/// Bytes the hub may have queued for one connection: the outbound queue
+/// bound (`--queue-bytes`), and at least two of the largest packets.
+pub fn conn_bytes(limits: &sessionwire::Limits) -> usize {
+    limits
+        .max_queue_bytes()
+        .max(limits.max_message_size().saturating_mul(2))
+}
+
 /// Registers a new connection with the hub.
 async fn open(shared: &Shared, peer: SocketAddr, transport: &'static str) -> Option<(u64, ConnIn)> {
     let conn = shared.next_conn();
-    let (out, rx) = ConnOut::pair(MQTT_CONN_QUEUE);
+    let (out, rx) = ConnOut::pair(MQTT_CONN_QUEUE, conn_bytes(&shared.limits));
     let open = MqttCommand::Open {
         conn,
         peer: peer.ip(),
@@ -391,9 +426,29 @@ pub fn upgrade<B>(req: Request<B>, shared: Arc<Shared>, peer: SocketAddr) -> Res
         Ok(x) => x,
         Err(r) => return *r,
     };
-    crate::ws::spawn_upgraded(req, slot, shared, peer, move |ws, shared| async move {
-        run_ws(ws, peer, &shared).await;
-    });
+    // A frame may hold a whole packet of the largest size and parts of
+    // others: the frame bound is twice the packet bound, so that an
+    // oversized packet reaches the codec (0x95) rather than breaking the
+    // WebSocket.
+    let limit = shared
+        .limits
+        .max_message_size()
+        .saturating_mul(2)
+        .saturating_add(WS_FRAME_SLACK);
+    let config = shared
+        .ws_config
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    crate::ws::spawn_upgraded(
+        req,
+        slot,
+        shared,
+        peer,
+        config,
+        move |ws, shared| async move {
+            run_ws(ws, peer, &shared).await;
+        },
+    );
     crate::ws::switching(&accept, Some("mqtt"))
 }
 
@@ -478,7 +533,7 @@ mod tests {
 
     #[tokio::test]
     async fn outbox_is_bounded_but_always_takes_the_close() {
-        let (out, rx) = ConnOut::pair(2);
+        let (out, rx) = ConnOut::pair(2, 100);
         let batch = || MqttOut::Write(vec![Bytes::from_static(b"x")]);
         assert!(out.send(batch()));
         assert!(out.send(batch()));
@@ -493,14 +548,26 @@ mod tests {
         assert!(matches!(rx.next().await, Some(MqttOut::Write(_))));
         assert!(rx.next().await.is_none());
         // The task is gone: nothing more is queued.
-        let (out, rx) = ConnOut::pair(2);
+        let (out, rx) = ConnOut::pair(2, 100);
         drop(rx);
         assert!(!out.send(batch()));
     }
 
     #[tokio::test]
+    async fn outbox_is_bounded_in_bytes() {
+        let (out, rx) = ConnOut::pair(10, 5);
+        let three = || MqttOut::Write(vec![Bytes::from_static(b"abc")]);
+        assert!(out.send(three()));
+        assert!(!out.send(three()), "3 + 3 > 5");
+        assert!(out.send(MqttOut::Write(vec![Bytes::from_static(b"de")])));
+        assert!(matches!(rx.next().await, Some(MqttOut::Write(_))));
+        assert!(out.send(three()), "room again once taken");
+        assert!(out.send(MqttOut::Close));
+    }
+
+    #[tokio::test]
     async fn outbox_wakes_a_waiting_task() {
-        let (out, rx) = ConnOut::pair(2);
+        let (out, rx) = ConnOut::pair(2, 100);
         let task = tokio::spawn(async move { rx.next().await.is_some() });
         tokio::task::yield_now().await;
         assert!(out.send(MqttOut::Close));

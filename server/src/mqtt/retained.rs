@@ -27,16 +27,22 @@ use std::time::Instant;
 pub struct RetainedLimits {
     /// Messages held (one per topic).
     pub max_messages: usize,
-    /// Bytes held, as the caller counts a message (topic and payload).
+    /// Bytes held, as the caller counts a message (the broker: its topic
+    /// as [`charge`](super::tree::charge) counts a filter, and its payload).
     pub max_bytes: usize,
+    /// Levels a retained topic may have: the trie's depth, and so the
+    /// depth of every walk through it.
+    pub max_levels: usize,
 }
 
 impl Default for RetainedLimits {
-    /// 10,000 messages, 64 MiB.
+    /// 10,000 messages, 64 MiB,
+    /// [`DEFAULT_MAX_LEVELS`](super::tree::DEFAULT_MAX_LEVELS) levels.
     fn default() -> RetainedLimits {
         RetainedLimits {
             max_messages: 10_000,
             max_bytes: 64 * 1024 * 1024,
+            max_levels: super::tree::DEFAULT_MAX_LEVELS,
         }
     }
 }
@@ -48,6 +54,8 @@ pub enum RetainError {
     TooMany,
     /// The message would take the store past [`RetainedLimits::max_bytes`].
     TooLarge,
+    /// The topic has more than [`RetainedLimits::max_levels`] levels.
+    TooDeep,
 }
 
 /// Whether a subscription gets the retained messages its filter matches:
@@ -145,6 +153,9 @@ impl<M> Retained<M> {
             self.delete(topic);
             return Ok(());
         };
+        if topic.split('/').nth(self.limits.max_levels).is_some() {
+            return Err(RetainError::TooDeep);
+        }
         let old = self.size_of(topic);
         if !self.fits(old, size) {
             self.purge(now);
@@ -436,11 +447,28 @@ mod tests {
     }
 
     #[test]
+    fn retained_topic_depth_is_bounded_so_walks_through_the_trie_are() {
+        let now = Instant::now();
+        let mut s = Retained::default();
+        let huge = "/".repeat(65_535);
+        assert_eq!(
+            s.set(now, &huge, Some("x"), 1, None),
+            Err(RetainError::TooDeep)
+        );
+        // Deleting or looking it up walks no deeper than the trie.
+        s.set(now, &huge, None, 0, None).unwrap();
+        assert!(s.matching(&huge, now).is_empty());
+        assert!(s.matching(&format!("{huge}#"), now).is_empty());
+        assert!(s.is_empty());
+    }
+
+    #[test]
     fn retained_store_bounded_in_count_and_bytes() {
         let now = Instant::now();
         let mut s = Retained::new(RetainedLimits {
             max_messages: 2,
             max_bytes: 10,
+            ..RetainedLimits::default()
         });
         s.set(now, "a", Some("a"), 4, None).unwrap();
         s.set(now, "b", Some("b"), 4, None).unwrap();
@@ -464,6 +492,7 @@ mod tests {
         let mut s = Retained::new(RetainedLimits {
             max_messages: 1,
             max_bytes: 10,
+            ..RetainedLimits::default()
         });
         s.set(now, "a", Some("a"), 1, Some(now + Duration::from_millis(1)))
             .unwrap();

@@ -43,14 +43,39 @@ pub struct TreeLimits {
     pub max_filters_per_client: usize,
     /// Subscriptions over all clients.
     pub max_subscriptions: usize,
+    /// Levels a filter may have: the trie's depth, and so the depth of
+    /// every walk through it (a 65,535-byte filter could have 65,536).
+    pub max_levels: usize,
+    /// Memory the subscriptions may take, as [`charge`] counts it.
+    pub max_bytes: usize,
 }
 
+/// What one subscription is charged against [`TreeLimits::max_bytes`]: its
+/// filter, kept twice (the client's list and the trie's levels), and a
+/// node per level, whether or not another filter shares it.
+pub fn charge(filter: &str) -> usize {
+    let levels = filter.split('/').count();
+    filter
+        .len()
+        .saturating_mul(2)
+        .saturating_add(levels.saturating_mul(NODE_COST))
+}
+
+/// The memory of one trie node with one entry, roughly.
+const NODE_COST: usize = 160;
+
+/// Levels a filter or a retained topic may have by default.
+pub const DEFAULT_MAX_LEVELS: usize = 128;
+
 impl Default for TreeLimits {
-    /// 1,000 filters per client, a million subscriptions.
+    /// 1,000 filters per client, a million subscriptions,
+    /// [`DEFAULT_MAX_LEVELS`] levels, 256 MiB.
     fn default() -> TreeLimits {
         TreeLimits {
             max_filters_per_client: 1_000,
             max_subscriptions: 1_000_000,
+            max_levels: DEFAULT_MAX_LEVELS,
+            max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -85,10 +110,13 @@ impl Subscription {
 pub enum SubscribeError {
     /// The client has [`TreeLimits::max_filters_per_client`] already.
     ClientFull,
-    /// The tree holds [`TreeLimits::max_subscriptions`] already.
+    /// The tree holds [`TreeLimits::max_subscriptions`] already, or the
+    /// subscription would take it past [`TreeLimits::max_bytes`].
     TreeFull,
     /// `$share/` without a group name or a filter after it.
     BadShare,
+    /// The filter has more than [`TreeLimits::max_levels`] levels.
+    TooDeep,
 }
 
 /// One delivery a message gets.
@@ -151,6 +179,8 @@ pub struct Tree {
     /// Each client's filters, as subscribed (shared ones with their prefix).
     clients: HashMap<Arc<str>, HashMap<Box<str>, Subscription>>,
     total: usize,
+    /// The [`charge`] of every subscription held.
+    bytes: usize,
     limits: TreeLimits,
 }
 
@@ -188,6 +218,9 @@ impl Tree {
         sub: Subscription,
     ) -> Result<bool, SubscribeError> {
         let (group, path) = split_share(filter)?;
+        if path.split('/').nth(self.limits.max_levels).is_some() {
+            return Err(SubscribeError::TooDeep);
+        }
         let existed = self
             .clients
             .get(client_id)
@@ -197,7 +230,10 @@ impl Tree {
             if count >= self.limits.max_filters_per_client {
                 return Err(SubscribeError::ClientFull);
             }
-            if self.total >= self.limits.max_subscriptions {
+            let bytes = self.bytes.checked_add(charge(filter));
+            if self.total >= self.limits.max_subscriptions
+                || bytes.is_none_or(|b| b > self.limits.max_bytes)
+            {
                 return Err(SubscribeError::TreeFull);
             }
         }
@@ -227,6 +263,7 @@ impl Tree {
             .insert(Box::from(filter), sub);
         if !existed {
             self.total += 1;
+            self.bytes += charge(filter);
         }
         Ok(existed)
     }
@@ -244,6 +281,7 @@ impl Tree {
             self.clients.remove(client_id);
         }
         self.total -= 1;
+        self.bytes -= charge(filter);
         if let Ok((group, path)) = split_share(filter) {
             let levels: Vec<&str> = path.split('/').collect();
             remove(&mut self.root, &levels, client_id, group);
@@ -258,6 +296,7 @@ impl Tree {
             return 0;
         };
         for filter in filters.keys() {
+            self.bytes -= charge(filter);
             if let Ok((group, path)) = split_share(filter) {
                 let levels: Vec<&str> = path.split('/').collect();
                 remove(&mut self.root, &levels, client_id, group);
@@ -714,10 +753,33 @@ mod tests {
     }
 
     #[test]
+    fn filter_depth_is_bounded_so_walks_through_the_trie_are() {
+        let mut tree = Tree::default();
+        let deep = "a/".repeat(DEFAULT_MAX_LEVELS - 1) + "a";
+        tree.subscribe("c", &deep, sub(QoS::AtMostOnce)).unwrap();
+        let deeper = format!("{deep}/a");
+        assert_eq!(
+            tree.subscribe("c", &deeper, sub(QoS::AtMostOnce)),
+            Err(SubscribeError::TooDeep)
+        );
+        assert_eq!(
+            tree.subscribe("c", &format!("$share/g/{deeper}"), sub(QoS::AtMostOnce)),
+            Err(SubscribeError::TooDeep)
+        );
+        // The longest topic a PUBLISH may carry walks no deeper than the
+        // trie.
+        let huge = "/".repeat(65_535);
+        assert!(tree.matches(&huge, "p").is_empty());
+        assert_eq!(clients(&mut tree, &deep), ["c"]);
+        assert_eq!(tree.remove_client("c"), 1);
+    }
+
+    #[test]
     fn subscriptions_bounded_per_client_and_in_total() {
         let mut tree = Tree::new(TreeLimits {
             max_filters_per_client: 2,
             max_subscriptions: 3,
+            ..TreeLimits::default()
         });
         tree.subscribe("a", "1", sub(QoS::AtMostOnce)).unwrap();
         tree.subscribe("a", "2", sub(QoS::AtMostOnce)).unwrap();
@@ -734,6 +796,22 @@ mod tests {
         );
         assert_eq!(tree.len(), 3);
         assert_eq!(clients(&mut tree, "3"), Vec::<String>::new());
+        // And in memory: room for two of these, then none until one goes.
+        let long = "x".repeat(1000);
+        let mut tree = Tree::new(TreeLimits {
+            max_bytes: 2 * charge(&long),
+            ..TreeLimits::default()
+        });
+        tree.subscribe("a", &long, sub(QoS::AtMostOnce)).unwrap();
+        tree.subscribe("b", &long, sub(QoS::AtMostOnce)).unwrap();
+        assert_eq!(
+            tree.subscribe("c", &long, sub(QoS::AtMostOnce)),
+            Err(SubscribeError::TreeFull)
+        );
+        assert!(tree.unsubscribe("a", &long));
+        tree.subscribe("c", &long, sub(QoS::AtMostOnce)).unwrap();
+        assert_eq!(tree.remove_client("b") + tree.remove_client("c"), 2);
+        assert_eq!(tree.bytes, 0);
     }
 
     fn level() -> impl Strategy<Value = String> {

@@ -86,7 +86,7 @@
 //! | more QoS 2 PUBLISH waiting for PUBREL than `receive_maximum` | 0x93 | | LOST_MESSAGES |
 //! | topic alias above `topic_alias_maximum` (0x94); unknown alias (0x82) | 0x94, 0x82 | | INVALID_INBOUND_MESSAGE |
 //! | PUBLISH above `maximum_qos` | 0x9B | | INVALID_INBOUND_MESSAGE |
-//! | outbound queue full while connected (`max_queued_*`) | 0x97 | | MESSAGE_QUEUE_LIMIT_REACHED |
+//! | outbound queue full while connected (`max_queued_*`), or the server's write buffer (`outbound_full`) | 0x97 | | MESSAGE_QUEUE_LIMIT_REACHED |
 //! | `close(.., ServerClose::Controller)` | 0x98 | | CLOSED_BY_CONTROLLER |
 //! | `close(.., ServerClose::Shutdown)` | 0x8B | | ABORTED |
 //! | DISCONNECT from the client | its code | | CLOSED_BY_CLIENT |
@@ -137,7 +137,8 @@
 //!   `receive_maximum`), aliases (`topic_alias_maximum`), connected clients
 //!   (`limits.max_clients`), offline sessions (`max_sessions`). Bytes
 //!   handed to `poll_transmit` are the server's to bound (its socket
-//!   buffer).
+//!   buffer); when a client reads too slowly the server calls
+//!   [`Registry::outbound_full`], which closes it as a full queue does.
 
 mod config;
 mod event;

@@ -455,15 +455,16 @@ impl<R: RandomSource> Registry<R> {
     /// goes out at once if the client is connected (and is dropped
     /// otherwise); QoS 1 and 2 wait in the session's queue while its
     /// in-flight window is full or it is offline. A message the client's
-    /// maximum packet size cannot take, or already expired, is dropped. A
-    /// full queue closes a connected client (DISCONNECT 0x97,
-    /// MESSAGE_QUEUE_LIMIT_REACHED, the queue discarded) and drops the
-    /// message for an offline one.
+    /// maximum packet size cannot take, already expired, or with an empty
+    /// topic is dropped. A full queue closes a connected client (DISCONNECT
+    /// 0x97, MESSAGE_QUEUE_LIMIT_REACHED, the queue discarded) and drops
+    /// the message for an offline one.
     pub fn deliver(&mut self, now: Instant, client_id: &str, message: &Message, options: Delivery) {
         let Some(&key) = self.by_client.get(client_id) else {
             return;
         };
-        if message.expires_at.is_some_and(|t| t <= now) {
+        // Expired, or no topic to send it to (MQTT-4.7.3-1).
+        if message.expires_at.is_some_and(|t| t <= now) || message.topic.is_empty() {
             return;
         }
         let (max_q, max_b) = (
@@ -528,6 +529,27 @@ impl<R: RandomSource> Registry<R> {
             None if fate == SessionFate::End => self.end_session(now, key),
             None => {}
         }
+    }
+
+    /// The server's write buffer for `conn` passed its bound (the client
+    /// reads slower than it is sent to): closed like a full queue
+    /// (DISCONNECT 0x97 if it can still be written, MESSAGE_QUEUE_LIMIT_REACHED),
+    /// the session's queue discarded, its will published. Bytes handed out
+    /// by [`poll_transmit`](Self::poll_transmit) are the server's to bound;
+    /// this keeps the close decision here.
+    pub fn outbound_full(&mut self, now: Instant, conn: ConnId) {
+        let key = match self.conns.get(&conn).map(|c| c.phase) {
+            Some(Phase::Connected(key)) => key,
+            Some(_) => {
+                self.end_conn_for(now, conn, 0x97, WillFate::Discard, SessionFate::Keep);
+                return;
+            }
+            None => return,
+        };
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.queue.clear();
+        }
+        self.server_close_conn(now, conn, 0x97, SessionFate::Keep);
     }
 
     /// The next bytes to write, in order for each connection. Drain them

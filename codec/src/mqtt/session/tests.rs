@@ -1166,3 +1166,47 @@ fn mqtt_bytes_held_behind_a_connect_are_bounded() {
     );
     assert!(h.sent_to(1).is_empty());
 }
+
+#[test]
+fn mqtt_4_7_3_1_a_message_without_a_topic_is_not_sent() {
+    let mut h = Harness::new(MqttConfig::default());
+    h.connect(1, connect(Version::V311, "r"));
+    let message = Message {
+        topic: Str::from_static(""),
+        payload: Bytes::from_static(b"x"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Properties::new(),
+        expires_at: None,
+    };
+    let delivery = Delivery {
+        qos: QoS::AtMostOnce,
+        retain: false,
+        subscription_ids: Vec::new(),
+    };
+    h.registry.deliver(h.now, "r", &message, delivery);
+    h.drain();
+    assert!(h.sent_to(1).is_empty());
+    deliver(&mut h, "r", QoS::AtMostOnce, b"y");
+    assert_eq!(h.sent_to(1).len(), 1);
+}
+
+#[test]
+fn section_8_a_slow_reader_closes_message_queue_limit_reached() {
+    let mut h = Harness::new(MqttConfig::default());
+    h.connect(1, connect(Version::V5, "slow"));
+    h.events();
+    h.registry.outbound_full(h.now, ConnId(1));
+    h.drain();
+    assert!(matches!(&h.sent_to(1)[..], [Packet::Disconnect(d)] if d.code == 0x97));
+    let closes = h.closes();
+    assert_eq!(
+        (closes[0].1.reason, closes[0].1.code),
+        (CloseReason::MessageQueueLimitReached, Some(0x97))
+    );
+    assert_eq!(h.registry.connected(), 0);
+    // Once closed, the call does nothing.
+    h.registry.outbound_full(h.now, ConnId(1));
+    h.drain();
+    assert!(h.closes().is_empty());
+}
