@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use sessionwire::mqtt::{QoS, Version};
 use sessionwire_client::load::{self, LoadConfig};
+use sessionwire_client::mqtt_load::{self, MqttLoadConfig, Pattern};
 use sessionwire_client::throughput::{self, RequestMix, ThroughputConfig, Transport};
 
 /// What a load run measures.
@@ -18,6 +20,22 @@ pub enum Mode {
     /// Request/response throughput: each session keeps --window requests in
     /// flight for --duration (or until --requests are answered).
     Throughput,
+    /// MQTT publish/subscribe through a broker at --addr (its MQTT
+    /// listener): --mqtt-pattern fan-in (--sessions publishers, one
+    /// subscriber) or fan-out (one publisher, --sessions subscribers), at
+    /// --qos, with --window messages on their way at once, for --duration.
+    Mqtt,
+}
+
+/// `--mqtt-version`: the MQTT version the load's clients speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1.
+    #[value(name = "311")]
+    V311,
+    /// MQTT 5.0.
+    #[value(name = "5")]
+    V5,
 }
 
 /// The options of `sessionwire load`.
@@ -66,6 +84,18 @@ pub struct LoadArgs {
     /// answered with SERVICE_ERROR 100) or `both` in turn.
     #[arg(long, default_value = "both")]
     pub mix: RequestMix,
+    /// MQTT: `fan-in` or `fan-out`.
+    #[arg(long, default_value = "fan-in")]
+    pub mqtt_pattern: Pattern,
+    /// MQTT: the protocol version.
+    #[arg(long, value_enum, default_value_t = MqttVersion::V5)]
+    pub mqtt_version: MqttVersion,
+    /// MQTT: QoS of the publications and subscriptions (0 or 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// MQTT: payload size in bytes (at least 20: index, sequence, time).
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    pub payload: usize,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -82,6 +112,31 @@ impl LoadArgs {
             settle: self.settle,
             ramp_timeout: self.ramp_timeout,
             server_pid: self.server_pid,
+        }
+    }
+
+    fn mqtt_config(&self) -> MqttLoadConfig {
+        MqttLoadConfig {
+            addr: self.addr,
+            version: match self.mqtt_version {
+                MqttVersion::V311 => Version::V311,
+                MqttVersion::V5 => Version::V5,
+            },
+            pattern: self.mqtt_pattern,
+            connections: self.sessions,
+            qos: if self.qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            },
+            window: self.window,
+            payload: self.payload,
+            duration: Duration::from_secs(self.duration),
+            settle: Duration::from_secs(self.settle),
+            connect_concurrency: self.connect_concurrency,
+            ramp_timeout: Duration::from_secs(self.ramp_timeout),
+            server_pid: self.server_pid,
+            ..MqttLoadConfig::default()
         }
     }
 
@@ -104,6 +159,8 @@ impl LoadArgs {
 pub fn run(args: &LoadArgs) -> ExitCode {
     let outcome = match args.mode {
         Mode::Throughput => throughput::run_blocking(&args.throughput_config())
+            .map(|r| (r.to_string(), r.to_json(), r.is_clean())),
+        Mode::Mqtt => mqtt_load::run_blocking(&args.mqtt_config())
             .map(|r| (r.to_string(), r.to_json(), r.is_clean())),
         Mode::Hold => {
             load::run_blocking(&args.config()).map(|r| (r.to_string(), r.to_json(), r.is_clean()))
@@ -145,6 +202,40 @@ mod tests {
         let parsed = Cli::parse_from(["load"]).load.config();
         let default = LoadConfig::default();
         assert_eq!(format!("{parsed:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn mqtt_args_reach_the_config() {
+        let parsed = Cli::parse_from([
+            "load",
+            "--mode",
+            "mqtt",
+            "--addr",
+            "127.0.0.1:1883",
+            "--mqtt-pattern",
+            "fan-out",
+            "--mqtt-version",
+            "311",
+            "--qos",
+            "0",
+            "--sessions",
+            "7",
+            "--window",
+            "5",
+            "--payload",
+            "100",
+        ])
+        .load;
+        assert_eq!(parsed.mode, Mode::Mqtt);
+        let config = parsed.mqtt_config();
+        assert_eq!(config.pattern, Pattern::FanOut);
+        assert_eq!(config.version, Version::V311);
+        assert_eq!(config.qos, QoS::AtMostOnce);
+        assert_eq!(
+            (config.connections, config.window, config.payload),
+            (7, 5, 100)
+        );
+        assert!(Cli::try_parse_from(["load", "--qos", "2"]).is_err());
     }
 
     #[test]

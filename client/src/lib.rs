@@ -27,6 +27,7 @@
 
 mod http;
 pub mod load;
+pub mod mqtt_load;
 pub mod throughput;
 mod ws;
 

@@ -146,6 +146,37 @@ impl Percentiles {
     }
 }
 
+impl Percentiles {
+    /// The percentiles as a JSON object (`latency_us` in the reports).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "count": self.count,
+            "p50": self.p50,
+            "p90": self.p90,
+            "p99": self.p99,
+            "p999": self.p999,
+            "max": self.max,
+        })
+    }
+}
+
+/// `count` over `elapsed`, per second (0 for no time).
+pub fn per_second(count: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        count as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// Growth of a process's resident memory from `before` to `kib`, in bytes,
+/// per one of `n` things (sessions, connections) held.
+pub fn bytes_per(before: Option<ProcessMemory>, kib: Option<u64>, n: usize) -> Option<u64> {
+    let n = u64::try_from(n.max(1)).ok()?;
+    Some(kib?.saturating_sub(before?.rss_kib) * 1024 / n)
+}
+
 /// What a load run saw.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -187,28 +218,27 @@ pub struct Report {
 impl Report {
     /// Messages per second during the exchange.
     pub fn messages_per_second(&self) -> f64 {
-        let secs = self.exchange.as_secs_f64();
-        if secs > 0.0 {
-            self.messages as f64 / secs
-        } else {
-            0.0
-        }
+        per_second(self.messages, self.exchange)
     }
 
     /// The server's resident memory per held idle session, in bytes: growth
     /// of VmRSS from before the ramp to the idle point, over the sessions held.
     pub fn idle_bytes_per_session(&self) -> Option<u64> {
-        let (b, i) = (self.server_before?, self.server_idle?);
-        let held = u64::try_from(self.connected.max(1)).ok()?;
-        Some(i.rss_kib.saturating_sub(b.rss_kib) * 1024 / held)
+        bytes_per(
+            self.server_before,
+            self.server_idle.map(|m| m.rss_kib),
+            self.connected,
+        )
     }
 
     /// The server's peak memory per session, in bytes: VmHWM at the end, less
     /// VmRSS before the ramp, over the sessions connected.
     pub fn peak_bytes_per_session(&self) -> Option<u64> {
-        let (b, a) = (self.server_before?, self.server_after?);
-        let held = u64::try_from(self.connected.max(1)).ok()?;
-        Some(a.hwm_kib.saturating_sub(b.rss_kib) * 1024 / held)
+        bytes_per(
+            self.server_before,
+            self.server_after.map(|m| m.hwm_kib),
+            self.connected,
+        )
     }
 
     /// Whether the run met its bar: every session held, nothing lost.
@@ -234,14 +264,7 @@ impl Report {
             "messages": self.messages,
             "messages_per_s": self.messages_per_second(),
             "user_pings": self.user_pings,
-            "latency_us": {
-                "count": self.latency.count,
-                "p50": self.latency.p50,
-                "p90": self.latency.p90,
-                "p99": self.latency.p99,
-                "p999": self.latency.p999,
-                "max": self.latency.max,
-            },
+            "latency_us": self.latency.to_json(),
             "lost": self.lost,
             "server_before": mem(self.server_before),
             "server_idle": mem(self.server_idle),

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub mod attack;
+pub mod mqtt;
 pub mod server;
 
 /// The workspace root.
