@@ -251,7 +251,7 @@ impl Decoder {
                     self.buf.reserve(input.len().min(self.max));
                     self.buf.extend_from_slice(&input[..total]);
                     *input = &input[total..];
-                    let packet = self.buf.split_to(total).freeze();
+                    let packet = self.take_packet(total, input);
                     return self.decode_framed(&packet, header, total);
                 }
                 Ok(Framing::Incomplete(Some(total))) => {
@@ -275,7 +275,7 @@ impl Decoder {
             let framed = framing(&self.buf, self.version, self.from, self.order, self.max);
             let need = match framed {
                 Ok(Framing::Complete(header, total)) => {
-                    let packet = self.buf.split_to(total).freeze();
+                    let packet = self.take_packet(total, input);
                     return self.decode_framed(&packet, header, total);
                 }
                 Ok(Framing::Incomplete(Some(total))) => total - self.buf.len(),
@@ -291,6 +291,19 @@ impl Decoder {
             self.buf.extend_from_slice(&input[..take]);
             *input = &input[take..];
         }
+    }
+
+    /// Splits the whole packet of `total` bytes off the buffer. Once the
+    /// buffer is empty and `input` used up, the buffer lets go of its
+    /// allocation (an empty `BytesMut` split from one still holds it): a
+    /// connection between packets keeps nothing, and the packet's bytes
+    /// live as long as the packet.
+    fn take_packet(&mut self, total: usize, input: &[u8]) -> Bytes {
+        let packet = self.buf.split_to(total).freeze();
+        if self.buf.is_empty() && input.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        packet
     }
 
     fn fail(&mut self, v: Violation) -> Violation {

@@ -83,7 +83,8 @@ pub struct Broker {
     registry: Registry<OsRandom>,
     tree: Tree,
     retained: Retained<Message>,
-    conns: HashMap<ConnId, Conn>,
+    /// Boxed: the table's spare slots then cost a pointer each.
+    conns: HashMap<ConnId, Box<Conn>>,
     /// The client ids with a connection now, and how many (two for a
     /// moment during a takeover): a shared subscription's turn prefers
     /// them.
@@ -158,14 +159,14 @@ impl Broker {
                 let id = ConnId(conn);
                 self.conns.insert(
                     id,
-                    Conn {
+                    Box::new(Conn {
                         out,
                         outbox: Vec::new(),
                         peer,
                         transport,
                         client: None,
                         user: None,
-                    },
+                    }),
                 );
                 self.registry.open(now, id);
             }

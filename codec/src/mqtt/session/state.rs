@@ -92,10 +92,12 @@ pub(super) struct Session {
     pub(super) offline_since: Option<Instant>,
     /// When it ends, while offline.
     pub(super) ends_at: Option<Instant>,
-    /// The will of its connection, while connected.
-    pub(super) will: Option<PendingWill>,
+    /// The will of its connection, while connected. Boxed, as the delayed
+    /// will below: most sessions have none, and a [`Message`] inline would
+    /// grow every session by its size.
+    pub(super) will: Option<Box<PendingWill>>,
     /// A will whose delay runs, and when it is due.
-    pub(super) will_due: Option<(Instant, Message)>,
+    pub(super) will_due: Option<Box<(Instant, Message)>>,
     pub(super) inflight: Inflight,
     pub(super) queue: Queue,
     /// The in-flight window: our cap and the client's receive maximum.
@@ -130,7 +132,7 @@ impl Session {
     /// The next time something is due: the end of its offline life, or its
     /// delayed will.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        let will = self.will_due.as_ref().map(|(t, _)| *t);
+        let will = self.will_due.as_ref().map(|due| due.0);
         match (self.ends_at, will) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
