@@ -27,6 +27,12 @@
 //! | `expect-publish CLIENTID TOPIC`, `expect-will CLIENTID TOPIC` | the next message the registry handed to the broker not yet expected is a PUBLISH (a will) of that client to that topic |
 //! | `expect-no-message` | every message handed to the broker was expected |
 //!
+//! The runner answers SUBSCRIBE and UNSUBSCRIBE as a broker would: every
+//! subscription granted at the requested QoS (already capped at the
+//! maximum QoS by the registry); an UNSUBACK code 0x00 for a filter the
+//! client subscribed to earlier in the scenario (and its session has not
+//! ended since), 0x11 for any other.
+//!
 //! After every line the registry is drained: transmits, events (a CONNECT
 //! is accepted or refused at once by the `auth` lines) and closes. The
 //! verdict is the first close decision, with its MQTT 5.0 reason code and
@@ -49,14 +55,14 @@
 //! assert_eq!((outcome.close_line, outcome.code), (Some(5), Some(0x8d)));
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use sessionwire::mqtt::session::{
-    Close, ConnId, Delivery, Event, Message, MqttConfig, Refuse, Registry, ServerClose,
+    AnswerError, Close, ConnId, Delivery, Event, Message, MqttConfig, Refuse, Registry, ServerClose,
 };
 use sessionwire::mqtt::{Properties, QoS, Str};
 use sessionwire::session::ids::SeededRandom;
@@ -126,6 +132,8 @@ struct Runner {
     unexpected: HashMap<u64, VecDeque<Bytes>>,
     /// Messages handed to the broker not yet expected.
     routed: VecDeque<Routed>,
+    /// Filters subscribed to, by client, as the broker would hold them.
+    subscribed: HashSet<(String, String)>,
     outcome: ScenarioOutcome,
 }
 
@@ -147,6 +155,7 @@ pub(crate) fn run(
         registry: None,
         unexpected: HashMap::new(),
         routed: VecDeque::new(),
+        subscribed: HashSet::new(),
         outcome: ScenarioOutcome::empty(),
     };
     for (line, words) in commands(text) {
@@ -504,17 +513,55 @@ impl Runner {
             }
             Event::Subscribe {
                 client_id,
+                packet_id,
                 subscriptions,
             } => {
                 let filters: Vec<&str> = subscriptions.iter().map(|s| s.filter.as_str()).collect();
-                (0, format!("subscribe {client_id} {}", filters.join(" ")))
+                let text = format!("subscribe {client_id} {}", filters.join(" "));
+                let codes: Vec<u8> = subscriptions.iter().map(|s| s.options.qos as u8).collect();
+                for s in &subscriptions {
+                    self.subscribed
+                        .insert((client_id.clone(), s.filter.clone()));
+                }
+                let answered = self.registry().suback(&client_id, packet_id, &codes);
+                self.answer(line, answered);
+                (0, text)
             }
-            Event::Unsubscribe { client_id, filters } => {
+            Event::Unsubscribe {
+                client_id,
+                packet_id,
+                filters,
+            } => {
+                let codes: Vec<u8> = filters
+                    .iter()
+                    .map(|f| {
+                        if self.subscribed.remove(&(client_id.clone(), f.clone())) {
+                            0x00
+                        } else {
+                            0x11
+                        }
+                    })
+                    .collect();
+                let answered = self.registry().unsuback(&client_id, packet_id, &codes);
+                self.answer(line, answered);
                 (0, format!("unsubscribe {client_id} {}", filters.join(" ")))
             }
-            Event::SessionEnded { client_id } => (0, format!("session-ended {client_id}")),
+            Event::SessionEnded { client_id } => {
+                self.subscribed.retain(|(c, _)| *c != client_id);
+                (0, format!("session-ended {client_id}"))
+            }
         };
         self.record(line, conn, MqttEntry::Event(text));
+    }
+}
+
+impl Runner {
+    /// Records an answer the registry did not write: the request's
+    /// connection was closed first (the runner's codes are always legal).
+    fn answer(&mut self, line: usize, result: Result<(), AnswerError>) {
+        if let Err(e) = result {
+            self.record(line, 0, MqttEntry::Event(format!("answer refused: {e}")));
+        }
     }
 }
 

@@ -181,6 +181,20 @@ impl Client {
         options: SubscriptionOptions,
         properties: Properties,
     ) {
+        let codes = self
+            .subscribe_answer(packet_id, filter, options, properties)
+            .await;
+        assert_eq!(codes, [options.qos as u8], "granted");
+    }
+
+    /// Sends a SUBSCRIBE of one filter; the SUBACK's codes.
+    async fn subscribe_answer(
+        &mut self,
+        packet_id: u16,
+        filter: &str,
+        options: SubscriptionOptions,
+        properties: Properties,
+    ) -> Vec<u8> {
         let subscriptions = Subscriptions::new(&[(s(filter), options)]).unwrap();
         self.send(Packet::Subscribe(Subscribe {
             packet_id,
@@ -191,9 +205,28 @@ impl Client {
         match self.recv().await {
             Some(Packet::SubAck(a)) => {
                 assert_eq!(a.packet_id, packet_id);
-                assert_eq!(&a.codes[..], &[options.qos as u8], "granted");
+                a.codes.to_vec()
             }
             other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Sends an UNSUBSCRIBE of `filters`; the UNSUBACK's codes (none in
+    /// 3.1.1).
+    async fn unsubscribe(&mut self, packet_id: u16, filters: &[&str]) -> Vec<u8> {
+        let filters: Vec<Str> = filters.iter().map(|f| s(f)).collect();
+        self.send(Packet::Unsubscribe(sessionwire::mqtt::Unsubscribe {
+            packet_id,
+            properties: Properties::new(),
+            filters: sessionwire::mqtt::TopicFilters::new(&filters).unwrap(),
+        }))
+        .await;
+        match self.recv().await {
+            Some(Packet::UnsubAck(a)) => {
+                assert_eq!(a.packet_id, packet_id);
+                a.codes.to_vec()
+            }
+            other => panic!("expected UNSUBACK, got {other:?}"),
         }
     }
 
@@ -984,9 +1017,12 @@ async fn mqtt_deep_filters_and_topics_are_refused_without_harm() {
     let server = start();
     let mut c = Client::tcp(&server, Version::V311).await;
     c.connect("deep").await;
-    // Past the tree's level bound: granted by the SUBACK, not kept.
-    c.subscribe(1, &"+/".repeat(16_000), sub(QoS::AtMostOnce))
+    // Past the tree's level bound: refused, 0x80.
+    let deep_filter = "+/".repeat(16_000);
+    let codes = c
+        .subscribe_answer(1, &deep_filter, sub(QoS::AtMostOnce), Properties::new())
         .await;
+    assert_eq!(codes, [0x80]);
     c.subscribe(2, "ok", sub(QoS::AtMostOnce)).await;
     let mut p = Client::tcp(&server, Version::V311).await;
     p.connect("deep-pub").await;
@@ -996,5 +1032,43 @@ async fn mqtt_deep_filters_and_topics_are_refused_without_harm() {
     p.publish("ok", b"still here", QoS::AtLeastOnce, false, 2)
         .await;
     assert_eq!(c.received().await.payload(), b"still here");
+    c.quiet().await;
+}
+
+#[tokio::test]
+async fn mqtt_3_9_3_suback_refuses_a_filter_past_the_level_bound() {
+    let server = start();
+    // 129 levels: one past the bound of 128.
+    let filter = format!("{}#", "a/".repeat(128));
+    for (version, refused) in [(Version::V311, 0x80), (Version::V5, 0x97)] {
+        let mut c = Client::tcp(&server, version).await;
+        c.connect("too-deep").await;
+        let codes = c
+            .subscribe_answer(1, &filter, sub(QoS::AtLeastOnce), Properties::new())
+            .await;
+        // 5.0: Quota exceeded, the code for a limit of the server's own.
+        assert_eq!(codes, [refused], "{version:?}");
+        // One level fewer is kept.
+        let kept = format!("{}#", "a/".repeat(127));
+        c.subscribe(2, &kept, sub(QoS::AtLeastOnce)).await;
+        // The refused one was never held: nothing to unsubscribe.
+        let codes = c.unsubscribe(3, &[&filter, &kept]).await;
+        match version {
+            Version::V5 => assert_eq!(codes, [0x11, 0x00]),
+            _ => assert_eq!(codes, [] as [u8; 0]),
+        }
+        c.quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn mqtt_3_11_3_unsuback_says_whether_a_subscription_existed() {
+    let server = start();
+    let mut c = Client::tcp(&server, Version::V5).await;
+    c.connect("unsub").await;
+    c.subscribe(1, "x/+", sub(QoS::AtLeastOnce)).await;
+    assert_eq!(c.unsubscribe(2, &["x/+", "y"]).await, [0x00, 0x11]);
+    // Removed by the first: none left.
+    assert_eq!(c.unsubscribe(3, &["x/+"]).await, [0x11]);
     c.quiet().await;
 }

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::conn::{ConnOut, MqttCommand, MqttOut};
 use super::retained::{sends_retained, Retained, RetainedLimits};
-use super::tree::{charge, Subscription, Tree, TreeLimits};
+use super::tree::{charge, SubscribeError, Subscription, Tree, TreeLimits};
 use crate::events::{EventLog, Record};
 use crate::hub::{Command, OsRandom};
 use crate::passwords::{PasswordChecks, Verdict};
@@ -398,15 +398,40 @@ impl Broker {
             }
             Event::Subscribe {
                 client_id,
+                packet_id,
                 subscriptions,
             } => {
+                let mut codes = Vec::with_capacity(subscriptions.len());
+                let mut retained = Vec::new();
                 for request in subscriptions {
-                    self.subscribe(now, &client_id, request);
+                    let (code, sends) = self.subscribe(&client_id, request);
+                    codes.push(code);
+                    retained.extend(sends);
+                }
+                if let Err(e) = self.registry.suback(&client_id, packet_id, &codes) {
+                    tracing::debug!(client_id, packet_id, error = %e, "SUBACK not sent");
+                }
+                for (filter, sub) in retained {
+                    self.send_retained(now, &client_id, &filter, sub);
                 }
             }
-            Event::Unsubscribe { client_id, filters } => {
-                for filter in filters {
-                    self.tree.unsubscribe(&client_id, &filter);
+            Event::Unsubscribe {
+                client_id,
+                packet_id,
+                filters,
+            } => {
+                let codes: Vec<u8> = filters
+                    .iter()
+                    .map(|filter| {
+                        if self.tree.unsubscribe(&client_id, filter) {
+                            0x00
+                        } else {
+                            NO_SUBSCRIPTION_EXISTED
+                        }
+                    })
+                    .collect();
+                if let Err(e) = self.registry.unsuback(&client_id, packet_id, &codes) {
+                    tracing::debug!(client_id, packet_id, error = %e, "UNSUBACK not sent");
                 }
             }
             Event::SessionEnded { client_id } => {
@@ -489,8 +514,14 @@ impl Broker {
         }
     }
 
-    /// Stores one subscription and sends the retained messages it gets.
-    fn subscribe(&mut self, now: Instant, client_id: &str, request: SubscriptionRequest) {
+    /// Stores one subscription; returns its SUBACK code (the QoS granted,
+    /// or the refusal) and, when it gets retained messages, the filter and
+    /// subscription to send them for once the SUBACK is written.
+    fn subscribe(
+        &mut self,
+        client_id: &str,
+        request: SubscriptionRequest,
+    ) -> (u8, Option<(String, Subscription)>) {
         let options = request.options;
         let sub = Subscription {
             qos: options.qos.min(self.maximum_qos),
@@ -501,17 +532,24 @@ impl Broker {
         let existed = match self.tree.subscribe(client_id, &request.filter, sub) {
             Ok(existed) => existed,
             Err(e) => {
-                tracing::warn!(client_id, filter = request.filter, error = ?e, "subscription not kept");
-                return;
+                tracing::debug!(client_id, filter = request.filter, error = ?e, "subscription refused");
+                return (refusal(e), None);
             }
         };
+        let granted = sub.qos as u8;
         let shared = request.filter.starts_with("$share/");
         if !sends_retained(options.retain_handling, existed, shared) {
-            return;
+            return (granted, None);
         }
+        (granted, Some((request.filter, sub)))
+    }
+
+    /// Sends the retained messages matching `filter` to a new subscription
+    /// (after its SUBACK).
+    fn send_retained(&mut self, now: Instant, client_id: &str, filter: &str, sub: Subscription) {
         let retained: Vec<Message> = self
             .retained
-            .matching(&request.filter, now)
+            .matching(filter, now)
             .into_iter()
             .map(|(_, m)| m.clone())
             .collect();
@@ -523,6 +561,20 @@ impl Broker {
             };
             self.registry.deliver(now, client_id, &message, delivery);
         }
+    }
+}
+
+/// UNSUBACK 0x11, No subscription existed (a 3.1.1 client is sent no code).
+const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
+
+/// The SUBACK code of a subscription the tree does not keep (a 3.1.1
+/// client is sent 0x80 for any of them). A bound of this broker is an
+/// implementation-imposed limit, which 5.0 names Quota exceeded (0x97);
+/// a malformed `$share/` is Topic Filter invalid (0x8F).
+fn refusal(e: SubscribeError) -> u8 {
+    match e {
+        SubscribeError::ClientFull | SubscribeError::TreeFull | SubscribeError::TooDeep => 0x97,
+        SubscribeError::BadShare => 0x8F,
     }
 }
 

@@ -98,7 +98,8 @@ pub struct SubscriptionRequest {
     /// The topic filter (checked by the packet codec; `$share/...` kept
     /// whole).
     pub filter: String,
-    /// The options, QoS already lowered to what the SUBACK granted.
+    /// The options, QoS already lowered to the maximum QoS: what the SUBACK
+    /// grants unless the broker refuses the subscription.
     pub options: SubscriptionOptions,
     /// 5.0: the subscription identifier of the SUBSCRIBE, if any.
     pub id: Option<u32>,
@@ -136,18 +137,25 @@ pub enum Event {
         /// The will message.
         message: Message,
     },
-    /// A client subscribed; the SUBACK is already queued.
+    /// A client subscribes: apply it, then answer with
+    /// [`Registry::suback`](super::Registry::suback) (one code per
+    /// subscription). Until then its packet id is in use.
     Subscribe {
         /// The client.
         client_id: String,
+        /// The SUBSCRIBE's packet identifier, for the answer.
+        packet_id: u16,
         /// Its subscriptions, in packet order.
         subscriptions: Vec<SubscriptionRequest>,
     },
-    /// A client unsubscribed; the UNSUBACK is already queued (5.0: 0x00 for
-    /// every filter, see the module documentation).
+    /// A client unsubscribes: apply it, then answer with
+    /// [`Registry::unsuback`](super::Registry::unsuback) (one code per
+    /// filter). Until then its packet id is in use.
     Unsubscribe {
         /// The client.
         client_id: String,
+        /// The UNSUBSCRIBE's packet identifier, for the answer.
+        packet_id: u16,
         /// Its filters, in packet order.
         filters: Vec<String>,
     },
@@ -158,6 +166,42 @@ pub enum Event {
         client_id: String,
     },
 }
+
+/// Why [`Registry::suback`](super::Registry::suback) or
+/// [`Registry::unsuback`](super::Registry::unsuback) wrote nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnswerError {
+    /// The client has no connection with such a request awaiting its
+    /// answer (it is gone, or the id was answered already).
+    NotAwaited,
+    /// The number of codes is not the number of filters in the request.
+    WrongCount {
+        /// Filters in the request.
+        expected: usize,
+        /// Codes given.
+        got: usize,
+    },
+    /// A code the packet cannot carry (5.0's list is the reference; a
+    /// 3.1.1 SUBACK says 0x80 for every refusal).
+    BadCode(u8),
+    /// A SUBACK granting more than the configured maximum QoS.
+    AboveMaximumQos(u8),
+}
+
+impl std::fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AnswerError::NotAwaited => f.write_str("no such request awaits an answer"),
+            AnswerError::WrongCount { expected, got } => {
+                write!(f, "{got} codes for {expected} filters")
+            }
+            AnswerError::BadCode(c) => write!(f, "code {c:#04x} not allowed here"),
+            AnswerError::AboveMaximumQos(q) => write!(f, "QoS {q} above the maximum QoS"),
+        }
+    }
+}
+
+impl std::error::Error for AnswerError {}
 
 /// A decision to close a connection, handed out once by
 /// [`Registry::poll_close`](super::Registry::poll_close) after the

@@ -124,9 +124,11 @@
 //! - Offline, QoS 0 messages are dropped and QoS 1 and 2 are queued; a full
 //!   queue drops the new message (there is no connection to close). A
 //!   queue full while connected closes 0x97 and discards the queue.
-//! - The server's 5.0 UNSUBACK answers 0x00 for every filter: whether a
-//!   subscription existed is the broker's knowledge, and 0x00 is what a
-//!   client needs to go on.
+//! - SUBSCRIBE and UNSUBSCRIBE are the broker's to answer: the registry
+//!   hands them out as events with their packet id and writes the SUBACK
+//!   or UNSUBACK the broker gives back ([`Registry::suback`],
+//!   [`Registry::unsuback`]), after checking its codes against the
+//!   version and the maximum QoS. Until then the packet id is in use.
 //! - The server never sets topic aliases on what it sends.
 //! - Client identifiers the server assigns are `auto-` and 24 hex digits
 //!   from the injected random source (3.1.1 clients with an empty id and
@@ -151,8 +153,8 @@ mod state;
 
 pub use config::MqttConfig;
 pub use event::{
-    Close, ConnId, Delivery, Event, Incoming, Message, Refuse, ServerClose, SessionInfo,
-    SubscriptionRequest,
+    AnswerError, Close, ConnId, Delivery, Event, Incoming, Message, Refuse, ServerClose,
+    SessionInfo, SubscriptionRequest,
 };
 pub use registry::Registry;
 

@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use super::config::MqttConfig;
 use super::event::{
-    Close, ConnId, Delivery, Event, Incoming, Message, Refuse, ServerClose, SessionInfo,
-    SubscriptionRequest,
+    AnswerError, Close, ConnId, Delivery, Event, Incoming, Message, Refuse, ServerClose,
+    SessionInfo, SubscriptionRequest,
 };
 use super::inflight::{Acked, Resend, Stage};
 use super::queue::Queued;
@@ -64,6 +64,20 @@ struct Conn {
     // map's 48.
     #[allow(clippy::box_collection)]
     aliases: Option<Box<HashMap<u16, Str>>>,
+    /// SUBSCRIBEs and UNSUBSCRIBEs handed to the broker and not answered
+    /// yet. Each id is in it once (a reuse is a fault), so it holds at most
+    /// 65,535 entries; the server answers before it reads more bytes, so
+    /// it holds no more than one read's requests.
+    awaiting: Vec<Awaiting>,
+}
+
+/// A request the broker is to answer.
+#[derive(Clone, Copy, Debug)]
+struct Awaiting {
+    packet_id: u16,
+    packet: PacketType,
+    /// Its filters: the number of codes the answer carries.
+    filters: usize,
 }
 
 impl Conn {
@@ -175,6 +189,7 @@ impl<R: RandomSource> Registry<R> {
                 version: None,
                 client_id: None,
                 aliases: None,
+                awaiting: Vec::new(),
             }),
         );
         self.refile_conn(conn);
@@ -765,50 +780,44 @@ impl<R: RandomSource> Registry<R> {
                 self.send(conn, version, &Packet::PubComp(comp));
             }
             Packet::Subscribe(sub) => {
+                self.await_answer(conn, key, PacketType::Subscribe, sub.packet_id, at)?;
                 let max = self.config.maximum_qos;
                 let id = match sub.properties.get(PropertyId::SubscriptionIdentifier) {
                     Some(Property::SubscriptionIdentifier(n)) => Some(n),
                     _ => None,
                 };
-                let mut codes = Vec::new();
                 let mut subscriptions = Vec::new();
                 for (filter, mut options) in sub.subscriptions.iter() {
                     options.qos = min_qos(options.qos, max);
-                    codes.push(options.qos as u8);
                     subscriptions.push(SubscriptionRequest {
                         filter: filter.as_str().to_owned(),
                         options,
                         id,
                     });
                 }
-                let suback = SubAck {
-                    packet_id: sub.packet_id,
-                    properties: Properties::new(),
-                    codes: Bytes::from(codes),
-                };
-                self.send(conn, version, &Packet::SubAck(suback));
+                self.set_awaited_count(conn, subscriptions.len());
                 if let Some(client_id) = self.client_of(key) {
                     self.events.push_back(Event::Subscribe {
                         client_id,
+                        packet_id: sub.packet_id,
                         subscriptions,
                     });
                 }
             }
             Packet::Unsubscribe(unsub) => {
+                self.await_answer(conn, key, PacketType::Unsubscribe, unsub.packet_id, at)?;
                 let filters: Vec<String> = unsub
                     .filters
                     .iter()
                     .map(|f| f.as_str().to_owned())
                     .collect();
-                let unsuback = UnsubAck {
-                    packet_id: unsub.packet_id,
-                    properties: Properties::new(),
-                    codes: Bytes::from(vec![0u8; filters.len()]),
-                };
-                self.send(conn, version, &Packet::UnsubAck(unsuback));
+                self.set_awaited_count(conn, filters.len());
                 if let Some(client_id) = self.client_of(key) {
-                    self.events
-                        .push_back(Event::Unsubscribe { client_id, filters });
+                    self.events.push_back(Event::Unsubscribe {
+                        client_id,
+                        packet_id: unsub.packet_id,
+                        filters,
+                    });
                 }
             }
             Packet::PingReq => self.send(conn, version, &Packet::PingResp),
@@ -839,6 +848,145 @@ impl<R: RandomSource> Registry<R> {
             }
         }
         Ok(())
+    }
+
+    /// Files a SUBSCRIBE or UNSUBSCRIBE as awaiting the broker's answer; its
+    /// id must not be awaiting one already nor be a QoS 2 PUBLISH's.
+    fn await_answer(
+        &mut self,
+        conn: ConnId,
+        key: u64,
+        packet: PacketType,
+        packet_id: u16,
+        at: usize,
+    ) -> Result<(), Violation> {
+        let inbound = self
+            .sessions
+            .get(&key)
+            .is_some_and(|s| s.inflight.inbound_contains(packet_id));
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        if inbound || c.awaiting.iter().any(|a| a.packet_id == packet_id) {
+            return Err(Violation::new(
+                ViolationKind::Mqtt(MqttFault::PacketIdInUse(packet_id)),
+                at,
+            ));
+        }
+        c.awaiting.push(Awaiting {
+            packet_id,
+            packet,
+            filters: 0,
+        });
+        Ok(())
+    }
+
+    /// Sets the number of filters of the request filed last on `conn`.
+    fn set_awaited_count(&mut self, conn: ConnId, filters: usize) {
+        if let Some(a) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.awaiting.last_mut())
+        {
+            a.filters = filters;
+        }
+    }
+
+    /// The broker's answer to a SUBSCRIBE of `client_id`: one code per
+    /// subscription, in packet order: the QoS granted (at most the
+    /// configured maximum QoS), or a 5.0 refusal (0x80, 0x83, 0x87, 0x8F,
+    /// 0x91, 0x97, 0x9E, 0xA1, 0xA2), which a 3.1.1 client is sent as
+    /// 0x80. Nothing is written when the answer is refused.
+    pub fn suback(
+        &mut self,
+        client_id: &str,
+        packet_id: u16,
+        codes: &[u8],
+    ) -> Result<(), AnswerError> {
+        let max = self.config.maximum_qos as u8;
+        for &c in codes {
+            match c {
+                0x00..=0x02 if c > max => return Err(AnswerError::AboveMaximumQos(c)),
+                0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2 => {}
+                _ => return Err(AnswerError::BadCode(c)),
+            }
+        }
+        let (conn, version) =
+            self.take_awaited(client_id, PacketType::Subscribe, packet_id, codes.len())?;
+        let codes = match version {
+            Version::V5 => Bytes::copy_from_slice(codes),
+            _ => codes
+                .iter()
+                .map(|&c| if c >= 0x80 { 0x80 } else { c })
+                .collect(),
+        };
+        let suback = SubAck {
+            packet_id,
+            properties: Properties::new(),
+            codes,
+        };
+        self.send(conn, version, &Packet::SubAck(suback));
+        Ok(())
+    }
+
+    /// The broker's answer to an UNSUBSCRIBE of `client_id`: one code per
+    /// filter, in packet order: 0x00 (removed), 0x11 (there was no such
+    /// subscription), or a refusal (0x80, 0x83, 0x87, 0x8F, 0x91). A 3.1.1
+    /// UNSUBACK carries no codes. Nothing is written when the answer is
+    /// refused.
+    pub fn unsuback(
+        &mut self,
+        client_id: &str,
+        packet_id: u16,
+        codes: &[u8],
+    ) -> Result<(), AnswerError> {
+        if let Some(&c) = codes
+            .iter()
+            .find(|&&c| !matches!(c, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91))
+        {
+            return Err(AnswerError::BadCode(c));
+        }
+        let (conn, version) =
+            self.take_awaited(client_id, PacketType::Unsubscribe, packet_id, codes.len())?;
+        let unsuback = UnsubAck {
+            packet_id,
+            properties: Properties::new(),
+            codes: Bytes::copy_from_slice(codes),
+        };
+        self.send(conn, version, &Packet::UnsubAck(unsuback));
+        Ok(())
+    }
+
+    /// Takes the request `packet_id` of `client_id`'s connection off its
+    /// awaiting list, if it is of this type and has `count` filters.
+    fn take_awaited(
+        &mut self,
+        client_id: &str,
+        packet: PacketType,
+        packet_id: u16,
+        count: usize,
+    ) -> Result<(ConnId, Version), AnswerError> {
+        let conn = self
+            .by_client
+            .get(client_id)
+            .and_then(|key| self.sessions.get(key))
+            .and_then(|s| s.conn)
+            .ok_or(AnswerError::NotAwaited)?;
+        let c = self.conns.get_mut(&conn).ok_or(AnswerError::NotAwaited)?;
+        let i = c
+            .awaiting
+            .iter()
+            .position(|a| a.packet_id == packet_id && a.packet == packet)
+            .ok_or(AnswerError::NotAwaited)?;
+        let expected = c.awaiting[i].filters;
+        if expected != count {
+            return Err(AnswerError::WrongCount {
+                expected,
+                got: count,
+            });
+        }
+        c.awaiting.swap_remove(i);
+        Ok((conn, c.version.unwrap_or(Version::V311)))
     }
 
     fn client_of(&self, key: u64) -> Option<String> {
@@ -883,6 +1031,9 @@ impl<R: RandomSource> Registry<R> {
             }
             None => p.topic_view(),
         };
+        if p.qos != QoS::AtMostOnce && c.awaiting.iter().any(|a| a.packet_id == p.packet_id) {
+            return Err(fault(MqttFault::PacketIdInUse(p.packet_id)));
+        }
         let Some(s) = self.sessions.get_mut(&key) else {
             return Ok(());
         };

@@ -591,16 +591,21 @@ fn mqtt_3_3_4_unknown_topic_alias_is_a_protocol_error() {
     assert!(matches!(&h.sent_to(1)[..], [Packet::Disconnect(d)] if d.code == 0x82));
 }
 
+/// A fresh registry whose maximum QoS is 1.
+fn qos_1_at_most(h: &mut Harness) {
+    h.registry = Registry::new(
+        MqttConfig {
+            maximum_qos: QoS::AtLeastOnce,
+            ..MqttConfig::default()
+        },
+        SeededRandom::new(1),
+    );
+}
+
 #[test]
 fn mqtt_3_8_4_subscribe_and_unsubscribe_are_answered_and_reported() {
     both_ways(|h| {
-        h.registry = Registry::new(
-            MqttConfig {
-                maximum_qos: QoS::AtLeastOnce,
-                ..MqttConfig::default()
-            },
-            SeededRandom::new(1),
-        );
+        qos_1_at_most(h);
         h.connect(1, connect(Version::V5, "s"));
         h.events();
         let subs = [
@@ -628,26 +633,147 @@ fn mqtt_3_8_4_subscribe_and_unsubscribe_are_answered_and_reported() {
             filters: TopicFilters::new(&[Str::from_static("a/#")]).unwrap(),
         };
         h.send(1, Version::V5, Packet::Unsubscribe(unsub));
-        let sent = h.sent_to(1);
-        let [Packet::SubAck(suback), Packet::UnsubAck(unsuback)] = &sent[..] else {
-            panic!("{sent:?}")
-        };
-        // Granted: min(requested, maximum QoS).
-        assert_eq!((suback.packet_id, &suback.codes[..]), (3, &[1u8, 0][..]));
-        assert_eq!((unsuback.packet_id, &unsuback.codes[..]), (4, &[0u8][..]));
+        // The broker answers, not the registry.
+        assert_eq!(h.sent_to(1), []);
         let ev = h.events();
         let [Event::Subscribe {
             client_id,
+            packet_id: 3,
             subscriptions,
-        }, Event::Unsubscribe { filters, .. }] = &ev[..]
+        }, Event::Unsubscribe {
+            packet_id: 4,
+            filters,
+            ..
+        }] = &ev[..]
         else {
             panic!("{ev:?}")
         };
         assert_eq!(client_id, "s");
         assert_eq!(subscriptions[0].filter, "a/#");
+        // Lowered to the maximum QoS.
         assert_eq!(subscriptions[0].options.qos, QoS::AtLeastOnce);
         assert_eq!(subscriptions[1].id, Some(42));
         assert_eq!(filters, &["a/#".to_owned()]);
+        assert_eq!(h.registry.unsuback("s", 4, &[0x11]), Ok(()));
+        assert_eq!(h.registry.suback("s", 3, &[1, 0x97]), Ok(()));
+        h.drain();
+        let sent = h.sent_to(1);
+        let [Packet::UnsubAck(unsuback), Packet::SubAck(suback)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!((suback.packet_id, &suback.codes[..]), (3, &[1u8, 0x97][..]));
+        assert_eq!(
+            (unsuback.packet_id, &unsuback.codes[..]),
+            (4, &[0x11u8][..])
+        );
+        // Answered once.
+        assert_eq!(
+            h.registry.suback("s", 3, &[1, 0]),
+            Err(AnswerError::NotAwaited)
+        );
+    });
+}
+
+/// Sends a SUBSCRIBE of `filters` (QoS 2 each) with `packet_id`.
+fn subscribe(h: &mut Harness, version: Version, packet_id: u16, filters: &[&'static str]) {
+    let subs: Vec<_> = filters
+        .iter()
+        .map(|f| {
+            (
+                Str::from_static(f),
+                SubscriptionOptions::qos(QoS::ExactlyOnce),
+            )
+        })
+        .collect();
+    let sub = Subscribe {
+        packet_id,
+        properties: Properties::new(),
+        subscriptions: Subscriptions::new(&subs).unwrap(),
+    };
+    h.send(1, version, Packet::Subscribe(sub));
+}
+
+#[test]
+fn mqtt_3_9_3_suback_codes_are_checked_against_version_and_maximum_qos() {
+    both_ways(|h| {
+        qos_1_at_most(h);
+        h.connect(1, connect(Version::V311, "s"));
+        subscribe(h, Version::V311, 7, &["a", "b"]);
+        let r = &mut h.registry;
+        assert_eq!(
+            r.suback("s", 7, &[2, 0]),
+            Err(AnswerError::AboveMaximumQos(2))
+        );
+        assert_eq!(r.suback("s", 7, &[0x03, 0]), Err(AnswerError::BadCode(3)));
+        assert_eq!(
+            r.suback("s", 7, &[0x11, 0]),
+            Err(AnswerError::BadCode(0x11))
+        );
+        assert_eq!(
+            r.suback("s", 7, &[1]),
+            Err(AnswerError::WrongCount {
+                expected: 2,
+                got: 1
+            })
+        );
+        assert_eq!(r.unsuback("s", 7, &[0, 0]), Err(AnswerError::NotAwaited));
+        assert_eq!(r.suback("t", 7, &[1, 0]), Err(AnswerError::NotAwaited));
+        assert_eq!(h.sent_to(1), []);
+        // A 3.1.1 client hears 0x80 for any refusal.
+        assert_eq!(h.registry.suback("s", 7, &[1, 0x97]), Ok(()));
+        h.drain();
+        let sent = h.sent_to(1);
+        let [Packet::SubAck(suback)] = &sent[..] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(&suback.codes[..], &[1u8, 0x80][..]);
+        assert_eq!(
+            h.registry.unsuback("s", 8, &[0x12]),
+            Err(AnswerError::BadCode(0x12))
+        );
+    });
+}
+
+#[test]
+fn mqtt_2_2_1_3_packet_id_in_use_until_the_subscribe_is_answered() {
+    both_ways(|h| {
+        h.connect(1, connect(Version::V5, "s"));
+        subscribe(h, Version::V5, 9, &["a"]);
+        h.events();
+        // A QoS 1 PUBLISH with the awaiting id: in use.
+        let p = publish("t", b"x", QoS::AtLeastOnce, 9);
+        h.send(1, Version::V5, Packet::Publish(p));
+        assert!(matches!(&h.sent_to(1)[..], [Packet::Disconnect(d)] if d.code == 0x82));
+        let closes = h.closes();
+        assert_eq!(closes.len(), 1, "{closes:?}");
+        assert_eq!(closes[0].1.reason, CloseReason::LostMessages);
+        // Its connection is gone: nothing to answer.
+        assert_eq!(
+            h.registry.suback("s", 9, &[0]),
+            Err(AnswerError::NotAwaited)
+        );
+    });
+}
+
+#[test]
+fn mqtt_2_2_1_3_packet_id_free_again_once_answered() {
+    both_ways(|h| {
+        h.connect(1, connect(Version::V5, "s"));
+        subscribe(h, Version::V5, 9, &["a"]);
+        assert_eq!(h.registry.suback("s", 9, &[2]), Ok(()));
+        let unsub = Unsubscribe {
+            packet_id: 9,
+            properties: Properties::new(),
+            filters: TopicFilters::new(&[Str::from_static("a")]).unwrap(),
+        };
+        h.send(1, Version::V5, Packet::Unsubscribe(unsub.clone()));
+        // Not answered yet: the same id again is a reuse.
+        h.send(1, Version::V5, Packet::Unsubscribe(unsub));
+        let sent = h.sent_to(1);
+        assert!(
+            matches!(&sent[..], [Packet::SubAck(_), Packet::Disconnect(d)] if d.code == 0x82),
+            "{sent:?}"
+        );
     });
 }
 
