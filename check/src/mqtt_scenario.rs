@@ -56,63 +56,22 @@
 //! ```
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use sessionwire::mqtt::session::{
-    AnswerError, Close, ConnId, Delivery, Event, Message, MqttConfig, Refuse, Registry, ServerClose,
+    AnswerError, ConnId, Delivery, Event, Message, MqttConfig, Refuse, Registry, ServerClose,
 };
 use sessionwire::mqtt::{Properties, QoS, Str};
 use sessionwire::session::ids::SeededRandom;
 use sessionwire::{CloseReason, Limits};
 
-use crate::scenario::{
-    commands, parse_hex, parse_u64, settings, write_bytes, EntryKind, ScenarioError,
-    ScenarioErrorKind, ScenarioOutcome, TranscriptEntry, MAX_TIMER_STEPS,
+pub use crate::scenario::outcome::MqttEntry;
+use crate::scenario::outcome::{
+    commands, parse_hex, parse_u64, settings, EntryKind, ScenarioError, ScenarioErrorKind,
+    ScenarioOutcome, TranscriptEntry, MAX_TIMER_STEPS,
 };
-
-/// One thing an MQTT scenario's registry did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MqttEntry {
-    /// Bytes written to the connection.
-    Transmit(Bytes),
-    /// An event for the server, as text (`publish c a/b qos 1`, ...).
-    Event(String),
-    /// The connection closed; its session, if any, is kept.
-    Disconnected(Close),
-    /// The connection closed.
-    Closed(Close),
-}
-
-impl fmt::Display for MqttEntry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let close = |f: &mut fmt::Formatter<'_>, c: &Close| {
-            write!(f, "{}", c.reason)?;
-            if let Some(code) = c.code {
-                write!(f, " code 0x{code:02x}")?;
-            }
-            if let Some(id) = &c.client_id {
-                write!(f, " client {id}")?;
-            }
-            Ok(())
-        };
-        match self {
-            MqttEntry::Transmit(b) => write_bytes(f, "mqtt", b),
-            MqttEntry::Event(e) => write!(f, "event {e}"),
-            MqttEntry::Disconnected(c) => {
-                f.write_str("disconnected ")?;
-                close(f, c)?;
-                f.write_str(", session kept")
-            }
-            MqttEntry::Closed(c) => {
-                f.write_str("closed ")?;
-                close(f, c)
-            }
-        }
-    }
-}
 
 /// The seed of the runner's random source: assigned client ids are the
 /// same on every run.
