@@ -37,7 +37,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::hub::Command;
+use super::channel::Command;
 
 /// The largest token file read.
 const MAX_TOKEN_FILE: u64 = 4096;

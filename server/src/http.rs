@@ -44,7 +44,7 @@ use sessionwire::{polling, Message};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::hub::{Attach, Command, Connected, HttpAnswer};
+use super::channel::{Attach, Command, Connected, HttpAnswer};
 use super::response::respond;
 use super::slots::ConnSlot;
 use super::Shared;

@@ -26,6 +26,8 @@
 //!   codec's MQTT session registry;
 //! - `hub`: the one task that owns the [`Registry`](sessionwire::session::Registry)
 //!   and every session; connections talk to it over bounded channels;
+//! - `channel`: what connections and the hub say to each other (commands,
+//!   answers, a WebSocket connection's batches);
 //! - `control`: the control API on its own listener, behind a bearer token;
 //! - `events`: the JSON-lines event log;
 //! - `passwords`: the pool that checks passwords, bounded in memory, in
@@ -41,6 +43,7 @@
 
 #![warn(missing_docs)]
 
+mod channel;
 mod control;
 mod events;
 mod http;
@@ -66,9 +69,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use self::channel::Command;
 use self::control::ControlToken;
 use self::events::EventLog;
-use self::hub::{Command, Hub};
+use self::hub::Hub;
 use self::passwords::PasswordChecks;
 use self::slots::{Pending, SOURCE_PENDING};
 use self::users::Users;

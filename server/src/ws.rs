@@ -44,7 +44,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 
-use super::hub::{Attach, Command, ConnSignal, Connected, Out, WsConn, CONN_QUEUE};
+use super::channel::{Attach, Command, ConnSignal, Connected, Out, WsConn, CONN_QUEUE};
 use super::Shared;
 
 /// WebSocket connections allowed beyond --max-clients (closing ones, refused

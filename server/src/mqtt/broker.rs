@@ -28,11 +28,11 @@ use sessionwire::mqtt::session::{
 use sessionwire::mqtt::{QoS, Version};
 use tokio::sync::mpsc;
 
-use super::conn::{ConnOut, MqttCommand, MqttOut};
+use super::channel::{ConnOut, MqttCommand, MqttOut};
 use super::retained::{sends_retained, Retained, RetainedLimits};
 use super::tree::{charge, SubscribeError, Subscription, Tree, TreeLimits};
+use crate::channel::{Command, OsRandom};
 use crate::events::{EventLog, Record};
-use crate::hub::{Command, OsRandom};
 use crate::passwords::{PasswordChecks, Verdict};
 
 /// The version's name in the event log and the control API.
@@ -581,7 +581,7 @@ fn refusal(e: SubscribeError) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::conn::ConnIn;
+    use crate::mqtt::channel::ConnIn;
     use std::time::Duration;
 
     /// A 3.1.1 CONNECT: client "c", clean session, keep alive 60 s.

@@ -14,12 +14,11 @@
 //! A WebSocket data frame that is not binary closes the connection
 //! (MQTT-6.0.0-1), as the end of the stream does.
 
-use std::collections::VecDeque;
 use std::future::{poll_fn, ready, Future};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -32,7 +31,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::hub::Command;
+use super::channel::{ConnIn, ConnOut, MqttCommand, MqttOut};
+use crate::channel::Command;
 use crate::slots::PendingSlot;
 use crate::Shared;
 
@@ -53,227 +53,6 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// How long the last writes may wait for a client that is slow to read.
 const FINAL_WRITE: Duration = Duration::from_secs(5);
-
-/// What a connection tells the hub.
-#[derive(Debug)]
-pub enum MqttCommand {
-    /// A connection opened.
-    Open {
-        /// Its number.
-        conn: u64,
-        /// The client's address (password checks are bounded per address).
-        peer: IpAddr,
-        /// `mqtt` (TCP) or `mqtt-ws`.
-        transport: &'static str,
-        /// The way to it.
-        out: ConnOut,
-    },
-    /// Bytes the client sent, in order.
-    Bytes {
-        /// The connection.
-        conn: u64,
-        /// What was read.
-        data: Bytes,
-    },
-    /// The connection is gone (its end, an I/O error, a frame MQTT does not
-    /// allow).
-    Lost {
-        /// The connection.
-        conn: u64,
-    },
-}
-
-/// The batches waiting for one connection, shared by the hub (which
-/// pushes) and the connection's task (which takes). A queue that allocates
-/// only when used, rather than a channel, which allocates a block of slots
-/// up front for every idle connection; one task waits on it, so its waker
-/// is kept in the state rather than in a [`tokio::sync::Notify`] (two of
-/// which, and their waiting futures, would double the bytes an idle
-/// connection holds here and in its task).
-#[derive(Debug)]
-struct Outbox {
-    state: Mutex<OutState>,
-    /// Most batches waiting (a close is always taken).
-    capacity: usize,
-    /// Most bytes waiting in those batches.
-    max_bytes: usize,
-}
-
-#[derive(Debug, Default)]
-struct OutState {
-    queue: VecDeque<MqttOut>,
-    /// Bytes in the queued batches.
-    bytes: usize,
-    /// The hub dropped its end.
-    hub_gone: bool,
-    /// The task dropped its end.
-    task_gone: bool,
-    /// The hub gave up on the connection: a task stuck writing to a client
-    /// that does not read stops.
-    gave_up: bool,
-    /// The task, waiting for a batch, the hub's end or its giving up.
-    waker: Option<Waker>,
-}
-
-impl OutState {
-    /// Keeps `cx`'s waker for the next change.
-    fn wait(&mut self, cx: &Context<'_>) {
-        match &self.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => self.waker = Some(cx.waker().clone()),
-        }
-    }
-}
-
-impl Outbox {
-    fn state(&self) -> std::sync::MutexGuard<'_, OutState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Changes the state with `f` and, if it says it changed something,
-    /// wakes the waiting task once the lock is released; what `f` said.
-    fn change(&self, f: impl FnOnce(&mut OutState) -> bool) -> bool {
-        let mut state = self.state();
-        let changed = f(&mut state);
-        let waker = if changed { state.waker.take() } else { None };
-        drop(state);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        changed
-    }
-}
-
-/// The hub's end of an MQTT connection.
-#[derive(Debug)]
-pub struct ConnOut(Arc<Outbox>);
-
-/// The connection task's end.
-#[derive(Debug)]
-pub struct ConnIn(Arc<Outbox>);
-
-impl ConnOut {
-    /// Both ends; at most `capacity` batches and `max_bytes` bytes wait.
-    pub fn pair(capacity: usize, max_bytes: usize) -> (ConnOut, ConnIn) {
-        let outbox = Arc::new(Outbox {
-            state: Mutex::new(OutState::default()),
-            capacity,
-            max_bytes,
-        });
-        (ConnOut(Arc::clone(&outbox)), ConnIn(outbox))
-    }
-
-    /// Queues `out`; false when it would take the connection past its
-    /// batches or bytes waiting (a [`MqttOut::Close`] always fits) or its
-    /// task is gone.
-    pub fn send(&self, out: MqttOut) -> bool {
-        let (capacity, max_bytes) = (self.0.capacity, self.0.max_bytes);
-        self.0.change(|state| {
-            let bytes = state.bytes.checked_add(out.size());
-            let full = state.queue.len() >= capacity || bytes.is_none_or(|b| b > max_bytes);
-            if (full && !matches!(out, MqttOut::Close)) || state.task_gone {
-                return false;
-            }
-            state.bytes = bytes.unwrap_or(usize::MAX);
-            state.queue.push_back(out);
-            true
-        })
-    }
-
-    /// Tells the task to stop writing and end.
-    pub fn give_up(&self) {
-        self.0.change(|state| {
-            state.gave_up = true;
-            true
-        });
-    }
-}
-
-impl Drop for ConnOut {
-    fn drop(&mut self) {
-        self.0.change(|state| {
-            state.hub_gone = true;
-            true
-        });
-    }
-}
-
-impl ConnIn {
-    /// The next batch or close; `None` once the hub let go with nothing
-    /// left.
-    pub async fn next(&self) -> Option<MqttOut> {
-        poll_fn(|cx| self.poll_next(cx)).await
-    }
-
-    /// [`next`](Self::next) as a poll: the waker is kept under the same
-    /// lock as the queue, so no push is missed.
-    fn poll_next(&self, cx: &Context<'_>) -> Poll<Option<MqttOut>> {
-        let mut state = self.0.state();
-        if let Some(out) = state.queue.pop_front() {
-            state.bytes = state.bytes.saturating_sub(out.size());
-            if state.queue.is_empty() {
-                // An idle connection keeps no slots.
-                state.queue = VecDeque::new();
-            }
-            return Poll::Ready(Some(out));
-        }
-        if state.hub_gone {
-            return Poll::Ready(None);
-        }
-        state.wait(cx);
-        Poll::Pending
-    }
-
-    /// The next batch or close if one is waiting.
-    #[cfg(test)]
-    pub fn try_next(&self) -> Option<MqttOut> {
-        let mut state = self.0.state();
-        let out = state.queue.pop_front()?;
-        state.bytes = state.bytes.saturating_sub(out.size());
-        Some(out)
-    }
-
-    /// Resolves when the hub gives up on the connection.
-    pub async fn closing(&self) {
-        poll_fn(|cx| {
-            let mut state = self.0.state();
-            if state.gave_up {
-                return Poll::Ready(());
-            }
-            state.wait(cx);
-            Poll::Pending
-        })
-        .await;
-    }
-}
-
-impl Drop for ConnIn {
-    fn drop(&mut self) {
-        let mut state = self.0.state();
-        state.task_gone = true;
-        state.queue = VecDeque::new();
-        state.waker = None;
-    }
-}
-
-/// What the hub tells an MQTT connection.
-#[derive(Debug)]
-pub enum MqttOut {
-    /// Write these bytes, in order, with one flush.
-    Write(Vec<Bytes>),
-    /// Everything is written: close the connection.
-    Close,
-}
-
-impl MqttOut {
-    /// The bytes it holds.
-    fn size(&self) -> usize {
-        match self {
-            MqttOut::Write(batch) => batch.iter().map(Bytes::len).sum(),
-            MqttOut::Close => 0,
-        }
-    }
-}
 
 /// Accepts MQTT connections over TCP until shutdown.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {

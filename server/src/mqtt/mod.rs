@@ -6,6 +6,8 @@
 //!   subprotocol `mqtt`), one task per connection;
 //! - `broker`: the codec's registry with the tree and the retained
 //!   messages, driven by the hub;
+//! - `channel`: what a connection and the hub say to each other, and the
+//!   connection's bounded outbox;
 //! - [`tree`]: the subscription index, a trie of topic levels;
 //! - [`retained`]: retained messages by topic, found by filter.
 //!
@@ -13,6 +15,7 @@
 //! other brokers) can use them; the rest is the server's own.
 
 pub(crate) mod broker;
+pub(crate) mod channel;
 pub(crate) mod conn;
 pub mod retained;
 pub mod tree;
