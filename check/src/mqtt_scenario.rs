@@ -69,7 +69,7 @@ use sessionwire::{CloseReason, Limits};
 
 pub use crate::scenario::outcome::MqttEntry;
 use crate::scenario::outcome::{
-    commands, parse_hex, parse_u64, settings, EntryKind, ScenarioError, ScenarioErrorKind,
+    commands, parse_hex, parse_u64, replay, settings, EntryKind, ScenarioError, ScenarioErrorKind,
     ScenarioOutcome, TranscriptEntry, MAX_TIMER_STEPS,
 };
 
@@ -117,11 +117,7 @@ pub(crate) fn run(
         subscribed: HashSet::new(),
         outcome: ScenarioOutcome::empty(),
     };
-    for (line, words) in commands(text) {
-        r.line(line, &words)
-            .map_err(|kind| ScenarioError { line, kind })?;
-        r.drain(line);
-    }
+    replay(text, &mut r, Runner::line, Runner::drain)?;
     Ok(r.outcome)
 }
 

@@ -61,7 +61,7 @@ use sessionwire::{CloseReason, Limits};
 
 pub(crate) mod outcome;
 
-use outcome::{commands, parse_hex, parse_u64, settings};
+use outcome::{parse_hex, parse_u64, replay, settings};
 pub use outcome::{
     EntryKind, ScenarioError, ScenarioErrorKind, ScenarioOutcome, TranscriptEntry, MAX_TIMER_STEPS,
 };
@@ -117,11 +117,7 @@ pub fn run(text: &str, limits: &Limits, origin: Instant) -> Result<ScenarioOutco
         writable: true,
         outcome: ScenarioOutcome::empty(),
     };
-    for (line, words) in commands(text) {
-        r.line(line, &words)
-            .map_err(|kind| ScenarioError { line, kind })?;
-        r.drain(line);
-    }
+    replay(text, &mut r, Runner::line, Runner::drain)?;
     Ok(r.outcome)
 }
 

@@ -248,6 +248,22 @@ pub(crate) fn commands(text: &str) -> impl Iterator<Item = (usize, Vec<&str>)> {
     })
 }
 
+/// Feeds each command of `text` to a runner's `line`, then lets it `drain`
+/// what the command caused; the first command in error stops the replay,
+/// reported with its line. Both scenario formats replay this way.
+pub(crate) fn replay<R>(
+    text: &str,
+    runner: &mut R,
+    line: fn(&mut R, usize, &[&str]) -> Result<(), ScenarioErrorKind>,
+    drain: fn(&mut R, usize),
+) -> Result<(), ScenarioError> {
+    for (n, words) in commands(text) {
+        line(runner, n, &words).map_err(|kind| ScenarioError { line: n, kind })?;
+        drain(runner, n);
+    }
+    Ok(())
+}
+
 pub(crate) fn parse_u64(text: &str) -> Result<u64, ScenarioErrorKind> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ScenarioErrorKind::BadNumber);
