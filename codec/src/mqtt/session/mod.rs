@@ -142,6 +142,7 @@
 //!   buffer); when a client reads too slowly the server calls
 //!   [`Registry::outbound_full`], which closes it as a full queue does.
 
+mod clock;
 mod config;
 mod event;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -150,6 +151,7 @@ mod inflight;
 mod queue;
 mod registry;
 mod state;
+mod table;
 
 pub use config::MqttConfig;
 pub use event::{
