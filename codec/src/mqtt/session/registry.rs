@@ -17,7 +17,7 @@ use super::event::{
 };
 use super::inflight::{Acked, Resend, Stage};
 use super::queue::Queued;
-use super::state::{message_of, min_qos, PendingWill, Session};
+use super::state::{message_of, min_qos, Alias, PendingWill, Session};
 use super::table::{Keyed, Table};
 use crate::mqtt::{
     v311_connack_code, Ack, ConnAck, Decoder, Disconnect, MqttFault, Packet, PacketType,
@@ -61,9 +61,16 @@ struct Conn {
     /// The keep alive in force, in seconds (0: none); the client is closed
     /// after 1.5 times as long without a packet.
     keep_alive: u16,
+    /// Topic aliases the server may set on what it sends (5.0): the lower
+    /// of the client's Topic Alias Maximum and ours.
+    alias_max: u16,
     version: Option<Version>,
     rare: Option<Box<ConnRare>>,
 }
+
+/// The most bytes of topic one connection's outbound topic aliases keep:
+/// the first topics sent get an alias only while they fit.
+const SENT_ALIAS_BYTES: usize = 4096;
 
 /// The state of a connection that most connections hold only for a while.
 #[derive(Debug, Default)]
@@ -80,6 +87,11 @@ struct ConnRare {
     /// 65,535 entries; the server answers before it reads more bytes, so
     /// it holds no more than one read's requests.
     awaiting: Vec<Awaiting>,
+    /// Topic aliases the server set (5.0), by topic: given to the first
+    /// distinct topics sent, 1 upwards, kept for the connection's life.
+    sent_aliases: HashMap<Box<str>, u16>,
+    /// Bytes of the topics in `sent_aliases`, at most [`SENT_ALIAS_BYTES`].
+    sent_alias_bytes: usize,
 }
 
 impl ConnRare {
@@ -88,6 +100,7 @@ impl ConnRare {
             && self.client_id.is_none()
             && self.aliases.is_empty()
             && self.awaiting.is_empty()
+            && self.sent_aliases.is_empty()
     }
 }
 
@@ -125,6 +138,27 @@ impl Conn {
         if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
             self.rare = None;
         }
+    }
+
+    /// The topic alias of a PUBLISH of `topic` sent now: the alias the
+    /// topic was given, or a new one while there are aliases and bytes
+    /// left; `None`: the topic goes whole without one.
+    fn alias_for(&self, topic: &str) -> Option<Alias> {
+        if self.alias_max == 0 || topic.is_empty() {
+            return None;
+        }
+        let (given, bytes) = self
+            .rare
+            .as_ref()
+            .map_or((0, 0), |r| (r.sent_aliases.len(), r.sent_alias_bytes));
+        if let Some(&a) = self.rare.as_ref().and_then(|r| r.sent_aliases.get(topic)) {
+            return Some(Alias::Use(a));
+        }
+        let next = u16::try_from(given).ok()?.checked_add(1)?;
+        let fits = bytes
+            .checked_add(topic.len())
+            .is_some_and(|n| n <= SENT_ALIAS_BYTES);
+        (next <= self.alias_max && fits).then_some(Alias::Set(next))
     }
 
     fn deadline(&self, connect_timeout: Duration) -> Option<Tick> {
@@ -230,6 +264,7 @@ impl<R: RandomSource> Registry<R> {
             since,
             filed: None,
             keep_alive: 0,
+            alias_max: 0,
             version: None,
             rare: None,
         });
@@ -387,6 +422,11 @@ impl<R: RandomSource> Registry<R> {
             Some(Property::MaximumPacketSize(n)) => NonZeroU32::new(n),
             _ => None,
         };
+        // 0 for 3.1.1, whose CONNECT has no properties.
+        let client_alias_max = match connect.properties.get(PropertyId::TopicAliasMaximum) {
+            Some(Property::TopicAliasMaximum(n)) => n,
+            _ => 0,
+        };
         let keep_alive = match (version, config.server_keep_alive) {
             (Version::V5, Some(k)) => k,
             _ => connect.keep_alive,
@@ -422,6 +462,7 @@ impl<R: RandomSource> Registry<R> {
             }
             c.since = since;
             c.keep_alive = keep_alive;
+            c.alias_max = client_alias_max.min(config.outbound_topic_aliases);
         }
         // CONNACK.
         let mut properties = Properties::builder();
@@ -485,7 +526,7 @@ impl<R: RandomSource> Registry<R> {
                         let bytes = self
                             .sessions
                             .get(key)
-                            .and_then(|s| s.encode_publish(&item, id, true, now));
+                            .and_then(|s| s.encode_publish(&item, id, true, now, None));
                         if let Some(bytes) = bytes {
                             self.transmits.push_back((conn, bytes));
                         }
@@ -1219,10 +1260,17 @@ impl<R: RandomSource> Registry<R> {
                 id
             }
         };
+        let topic = item.message.topic.as_str();
+        let alias = self.conns.by_key(&conn).and_then(|c| c.alias_for(topic));
         // Too big for the client (MQTT-3.1.2-25): dropped.
-        let Some(bytes) = s.encode_publish(&item, id, false, now) else {
+        let Some(bytes) = s.encode_publish(&item, id, false, now, alias) else {
             return;
         };
+        if let (Some(Alias::Set(a)), Some(c)) = (alias, self.conns.by_key_mut(&conn)) {
+            let rare = c.rare();
+            rare.sent_alias_bytes += topic.len();
+            rare.sent_aliases.insert(topic.into(), a);
+        }
         if let Some(stage) = stage {
             s.rare().inflight.insert(id, item, stage);
         }

@@ -217,21 +217,37 @@ impl Session {
     /// identifiers. Written in one go from the message's views; `None` when
     /// it is over the client's maximum packet size (MQTT-3.1.2-25) or over
     /// what a packet can hold.
+    ///
+    /// With `alias` (5.0) it carries that topic alias: with its topic when
+    /// `Alias::Set`, in place of it when `Alias::Use`.
     pub(super) fn encode_publish(
         &self,
         item: &Queued,
         id: u16,
         dup: bool,
         now: Instant,
+        alias: Option<Alias>,
     ) -> Option<Bytes> {
         let (message, delivery) = (&item.message, &item.delivery);
+        let alias = alias.filter(|_| self.version == Version::V5);
         let properties = match self.version {
             Version::V311 => None,
-            Version::V5 => Some(properties(message, delivery, now)),
+            Version::V5 => Some(match properties(message, delivery, now, alias) {
+                Some(p) => p,
+                // A property that cannot be written (a subscription
+                // identifier out of range): the message's own, and no
+                // alias, which would then be missing.
+                None if alias.is_none() => message.properties.clone(),
+                None => return None,
+            }),
+        };
+        let topic = match alias {
+            Some(Alias::Use(_)) => "",
+            _ => message.topic.as_str(),
         };
         let qos = delivery.qos;
         let body = 2usize
-            .checked_add(message.topic.len())?
+            .checked_add(topic.len())?
             .checked_add(if qos == QoS::AtMostOnce { 0 } else { 2 })?
             .checked_add(properties.as_ref().map_or(0, Properties::wire_len))?
             .checked_add(message.payload.len())?;
@@ -250,8 +266,8 @@ impl Session {
         buf.put_u8(0x30 | (u8::from(dup) << 3) | ((qos as u8) << 1) | u8::from(delivery.retain));
         put_var_int(&mut buf, body);
         // `Str` bounds its length to 65,535.
-        buf.put_u16(message.topic.len() as u16);
-        buf.put_slice(message.topic.as_bytes());
+        buf.put_u16(topic.len() as u16);
+        buf.put_slice(topic.as_bytes());
         if qos != QoS::AtMostOnce {
             buf.put_u16(id);
         }
@@ -263,16 +279,31 @@ impl Session {
     }
 }
 
+/// A topic alias on a PUBLISH the server sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Alias {
+    /// The first PUBLISH of its topic: topic and alias, which the client
+    /// files.
+    Set(u16),
+    /// A later one: the alias alone, the topic empty.
+    Use(u16),
+}
+
 /// The 5.0 properties of a PUBLISH of `message` sent at `now` as `delivery`
-/// says.
-fn properties(message: &Message, delivery: &Delivery, now: Instant) -> Properties {
+/// says, with `alias`; `None` if one cannot be written.
+fn properties(
+    message: &Message,
+    delivery: &Delivery,
+    now: Instant,
+    alias: Option<Alias>,
+) -> Option<Properties> {
     let left = message.expires_at.map(|t| {
         let d = t.saturating_duration_since(now);
         let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
         u32::try_from(secs).unwrap_or(u32::MAX)
     });
-    if left.is_none() && delivery.subscription_ids.is_empty() {
-        return message.properties.clone();
+    if left.is_none() && delivery.subscription_ids.is_empty() && alias.is_none() {
+        return Some(message.properties.clone());
     }
     let mut builder = Some(Properties::builder());
     for p in message.properties.iter() {
@@ -284,7 +315,10 @@ fn properties(message: &Message, delivery: &Delivery, now: Instant) -> Propertie
     for &id in &delivery.subscription_ids {
         builder = builder.and_then(|b| b.push(Property::SubscriptionIdentifier(id)).ok());
     }
-    builder.map_or_else(|| message.properties.clone(), |b| b.build())
+    if let Some(Alias::Set(a) | Alias::Use(a)) = alias {
+        builder = builder.and_then(|b| b.push(Property::TopicAlias(a)).ok());
+    }
+    builder.map(|b| b.build())
 }
 
 /// The message of a decoded PUBLISH whose topic is `topic` (an alias
