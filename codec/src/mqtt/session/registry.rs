@@ -61,9 +61,6 @@ struct Conn {
     /// The keep alive in force, in seconds (0: none); the client is closed
     /// after 1.5 times as long without a packet.
     keep_alive: u16,
-    /// Topic aliases the server may set on what it sends (5.0): the lower
-    /// of the client's Topic Alias Maximum and ours.
-    alias_max: u16,
     version: Option<Version>,
     rare: Option<Box<ConnRare>>,
 }
@@ -140,11 +137,12 @@ impl Conn {
         }
     }
 
-    /// The topic alias of a PUBLISH of `topic` sent now: the alias the
-    /// topic was given, or a new one while there are aliases and bytes
-    /// left; `None`: the topic goes whole without one.
-    fn alias_for(&self, topic: &str) -> Option<Alias> {
-        if self.alias_max == 0 || topic.is_empty() {
+    /// The topic alias of a PUBLISH of `topic` sent now, with at most
+    /// `alias_max` aliases: the alias the topic was given, or a new one
+    /// while there are aliases and bytes left; `None`: the topic goes whole
+    /// without one.
+    fn alias_for(&self, topic: &str, alias_max: u16) -> Option<Alias> {
+        if alias_max == 0 || topic.is_empty() {
             return None;
         }
         let (given, bytes) = self
@@ -158,7 +156,7 @@ impl Conn {
         let fits = bytes
             .checked_add(topic.len())
             .is_some_and(|n| n <= SENT_ALIAS_BYTES);
-        (next <= self.alias_max && fits).then_some(Alias::Set(next))
+        (next <= alias_max && fits).then_some(Alias::Set(next))
     }
 
     fn deadline(&self, connect_timeout: Duration) -> Option<Tick> {
@@ -264,7 +262,6 @@ impl<R: RandomSource> Registry<R> {
             since,
             filed: None,
             keep_alive: 0,
-            alias_max: 0,
             version: None,
             rare: None,
         });
@@ -451,6 +448,7 @@ impl<R: RandomSource> Registry<R> {
             s.trim();
             s.window = window;
             s.max_packet = max_packet;
+            s.alias_max = client_alias_max.min(config.outbound_topic_aliases);
         }
         self.refile_session(key);
         self.connected += 1;
@@ -462,7 +460,6 @@ impl<R: RandomSource> Registry<R> {
             }
             c.since = since;
             c.keep_alive = keep_alive;
-            c.alias_max = client_alias_max.min(config.outbound_topic_aliases);
         }
         // CONNACK.
         let mut properties = Properties::builder();
@@ -1261,7 +1258,13 @@ impl<R: RandomSource> Registry<R> {
             }
         };
         let topic = item.message.topic.as_str();
-        let alias = self.conns.by_key(&conn).and_then(|c| c.alias_for(topic));
+        let alias = match s.alias_max {
+            0 => None,
+            max => self
+                .conns
+                .by_key(&conn)
+                .and_then(|c| c.alias_for(topic, max)),
+        };
         // Too big for the client (MQTT-3.1.2-25): dropped.
         let Some(bytes) = s.encode_publish(&item, id, false, now, alias) else {
             return;

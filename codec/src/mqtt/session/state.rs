@@ -100,6 +100,9 @@ pub(super) struct Session {
     pub(super) window: u16,
     /// The packet identifier given last to a message sent.
     pub(super) last_id: u16,
+    /// Topic aliases the server may set on what it sends its connection
+    /// (5.0): the lower of the client's Topic Alias Maximum and ours.
+    pub(super) alias_max: u16,
     /// The version of its last connection.
     pub(super) version: Version,
     /// Whether the CONNECT asked for no expiry (a DISCONNECT may not set
@@ -148,6 +151,7 @@ impl Session {
             max_packet: None,
             window: 1,
             last_id: 0,
+            alias_max: 0,
             version,
             expiry_was_zero: true,
             rare: None,
