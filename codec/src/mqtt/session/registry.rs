@@ -364,8 +364,8 @@ impl<R: RandomSource> Registry<R> {
         }
         let takes_over = self
             .sessions
-            .by_key(client_id.as_str())
-            .and_then(|s| s.conn);
+            .find(client_id.as_str())
+            .and_then(|key| self.conn_of(key));
         if takes_over.is_none() && self.connected >= self.config.limits.max_clients() {
             let v = Violation::new(ViolationKind::Mqtt(MqttFault::ServerBusy), 0);
             self.refuse_violation(now, conn, version, v);
@@ -430,9 +430,10 @@ impl<R: RandomSource> Registry<R> {
         };
         let will = connect.will().map(|w| PendingWill::of(w, now));
         let window = config.max_inflight.min(client_receive_max).max(1);
+        let slot = self.conns.find(&conn);
         if let Some(s) = self.sessions.get_mut(key) {
             s.version = version;
-            s.conn = Some(conn);
+            s.conn = slot;
             s.expiry = expiry;
             s.expiry_was_zero = requested == 0;
             if let Some(since) = s.offline_since.take() {
@@ -618,12 +619,12 @@ impl<R: RandomSource> Registry<R> {
             delivery: options,
         };
         if s.rare().queue.push(item, max_q, max_b).is_err() {
-            let conn = s.conn;
-            if conn.is_some() {
+            let connected = s.conn.is_some();
+            if connected {
                 s.rare().queue.clear();
             }
             s.trim();
-            if let Some(conn) = conn {
+            if let Some(conn) = self.conn_of(key) {
                 self.server_close_conn(now, conn, 0x97, SessionFate::Keep);
             }
             return;
@@ -638,7 +639,7 @@ impl<R: RandomSource> Registry<R> {
         let Some(key) = self.sessions.find(client_id) else {
             return;
         };
-        let conn = self.sessions.get(key).and_then(|s| s.conn);
+        let conn = self.conn_of(key);
         let (code, fate) = match why {
             ServerClose::Controller => (0x98, SessionFate::End),
             ServerClose::Shutdown => (0x8B, SessionFate::Keep),
@@ -721,7 +722,7 @@ impl<R: RandomSource> Registry<R> {
         self.sessions.iter().map(|s| SessionInfo {
             client_id: s.client_id.to_string(),
             version: s.version,
-            conn: s.conn,
+            conn: s.conn.and_then(|slot| self.conns.get(slot)).map(|c| c.id),
         })
     }
 
@@ -1067,15 +1068,13 @@ impl<R: RandomSource> Registry<R> {
         packet_id: u16,
         count: usize,
     ) -> Result<(ConnId, Version), AnswerError> {
-        let conn = self
+        let c = self
             .sessions
             .by_key(client_id)
             .and_then(|s| s.conn)
+            .and_then(|slot| self.conns.get_mut(slot))
             .ok_or(AnswerError::NotAwaited)?;
-        let c = self
-            .conns
-            .by_key_mut(&conn)
-            .ok_or(AnswerError::NotAwaited)?;
+        let conn = c.id;
         let awaiting = &mut c.rare.as_mut().ok_or(AnswerError::NotAwaited)?.awaiting;
         let i = awaiting
             .iter()
@@ -1095,6 +1094,12 @@ impl<R: RandomSource> Registry<R> {
             c.trim();
         }
         Ok((conn, c.version.unwrap_or(Version::V311)))
+    }
+
+    /// The connection of the session in slot `key`, if connected.
+    fn conn_of(&self, key: u32) -> Option<ConnId> {
+        let slot = self.sessions.get(key)?.conn?;
+        self.conns.get(slot).map(|c| c.id)
     }
 
     fn client_of(&self, key: u32) -> Option<String> {
@@ -1234,9 +1239,10 @@ impl<R: RandomSource> Registry<R> {
         let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        let Some(conn) = s.conn else {
+        let Some(c) = s.conn.and_then(|slot| self.conns.get(slot)) else {
             return;
         };
+        let conn = c.id;
         let stage = match item.delivery.qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(Stage::Qos1Sent),
@@ -1260,10 +1266,7 @@ impl<R: RandomSource> Registry<R> {
         let topic = item.message.topic.as_str();
         let alias = match s.alias_max {
             0 => None,
-            max => self
-                .conns
-                .by_key(&conn)
-                .and_then(|c| c.alias_for(topic, max)),
+            max => c.alias_for(topic, max),
         };
         // Too big for the client (MQTT-3.1.2-25): dropped.
         let Some(bytes) = s.encode_publish(&item, id, false, now, alias) else {

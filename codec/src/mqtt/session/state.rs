@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::clock::Tick;
-use super::event::{ConnId, Delivery, Message};
+use super::event::{Delivery, Message};
 use super::inflight::Inflight;
 use super::queue::{Queue, Queued};
 use super::table::Keyed;
@@ -86,8 +86,8 @@ pub(super) struct Session {
     /// Its client identifier: the one copy the registry keeps (its table
     /// finds the session by it).
     pub(super) client_id: Box<str>,
-    /// Its connection; `None` while offline.
-    pub(super) conn: Option<ConnId>,
+    /// The slot of its connection in the registry; `None` while offline.
+    pub(super) conn: Option<u32>,
     /// Since when it is offline; it ends `expiry` later.
     pub(super) offline_since: Option<Tick>,
     /// The deadline filed in the registry's timer heap.
