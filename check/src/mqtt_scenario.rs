@@ -12,7 +12,7 @@
 //! | line | meaning |
 //! |---|---|
 //! | `protocol mqtt` | the first command: this is an MQTT scenario |
-//! | `config KEY=VALUE ...` | before the first `open`: `max_message_size`, `max_clients`, `receive_maximum`, `max_inflight`, `max_queued_messages`, `max_queued_bytes`, `topic_alias_maximum`, `server_keep_alive` (seconds, `off`), `max_session_expiry` (seconds), `connect_timeout_ms`, `maximum_qos`, `max_sessions` |
+//! | `config KEY=VALUE ...` | before the first `open`: `max_message_size`, `max_clients`, `receive_maximum`, `max_inflight`, `max_queued_messages`, `max_queued_bytes`, `topic_alias_maximum`, `outbound_topic_aliases`, `server_keep_alive` (seconds, `off`), `max_session_expiry` (seconds), `connect_timeout_ms`, `maximum_qos`, `max_sessions` |
 //! | `auth USER PASS` | accept this user name with this password; once any `auth` line is given nothing else is accepted |
 //! | `deny CLIENTID` | refuse a CONNECT of this client as not authorized |
 //! | `open N` | connection N opens |
@@ -342,6 +342,7 @@ impl Runner {
                 "max_queued_messages" => c.max_queued_messages = small(value)?,
                 "max_queued_bytes" => c.max_queued_bytes = small(value)?,
                 "topic_alias_maximum" => c.topic_alias_maximum = small(value)?,
+                "outbound_topic_aliases" => c.outbound_topic_aliases = small(value)?,
                 "server_keep_alive" if value == "off" => c.server_keep_alive = None,
                 "server_keep_alive" => c.server_keep_alive = Some(small(value)?),
                 "max_session_expiry" => c.max_session_expiry = small(value)?,

@@ -20,7 +20,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sessionwire::mqtt::{Packet, Publish, QoS, Str, Version};
+use sessionwire::mqtt::{
+    Connect, Packet, Property, PropertyId, Publish, QoS, Str, Subscribe, SubscriptionOptions,
+    Subscriptions, Version,
+};
 use sessionwire_client::mqtt_load::{self, MqttLoadConfig, Pattern};
 use sessionwire_tests::mqtt::{
     args, broker, mosquitto_version, paho_script, payload, tag, tool, Broker, BrokerKind,
@@ -799,5 +802,145 @@ fn mqtt_shutdown_0x8b_paho() {
             Version::V311 => assert_ne!(end["reason_code"], 0, "{end}"),
         }
         close_event(&b, &id, "ABORTED", Some(0x8B));
+    }
+}
+
+/// The topics a client reads from `(topic, alias)` pairs as they came: an
+/// alias with a topic sets it, an alias alone stands for its topic.
+fn resolve_aliases(received: &[(String, Option<u64>)]) -> Vec<String> {
+    let mut aliases = std::collections::HashMap::new();
+    received
+        .iter()
+        .map(|(topic, alias)| match alias {
+            Some(a) if topic.is_empty() => aliases
+                .get(a)
+                .cloned()
+                .unwrap_or_else(|| panic!("alias {a} used before it was set: {received:?}")),
+            Some(a) => {
+                aliases.insert(*a, topic.clone());
+                topic.clone()
+            }
+            None => topic.clone(),
+        })
+        .collect()
+}
+
+/// The topics `publisher` publishes at QoS 0, in order, in
+/// [`mqtt_3_1_2_26_server_topic_aliases_paho`] and
+/// [`mqtt_3_1_2_26_server_topic_aliases_raw_socket`].
+const ALIASED: [&str; 5] = ["alias/a", "alias/a", "alias/b", "alias/c", "alias/a"];
+
+/// MQTT-3.1.2-26, 3.3.2-11 with paho-mqtt 2.x, which announces a Topic
+/// Alias Maximum when asked to but does not resolve the aliases it is sent:
+/// its application gets the alias and, once the alias is known, an empty
+/// topic. Our server gives the first two topics an alias each (the
+/// client's maximum), sets each once and then sends it alone; resolved,
+/// the topics are those published. Mosquitto 2.0.11 sends no aliases.
+#[test]
+fn mqtt_3_1_2_26_server_topic_aliases_paho() {
+    let b = broker();
+    let sub = subscribed_paho(
+        &b,
+        Version::V5,
+        &[
+            "--topic",
+            "alias/#",
+            "--count",
+            "5",
+            "--topic-alias-maximum",
+            "2",
+        ],
+    );
+    for topic in ALIASED {
+        paho_run(
+            &b,
+            Version::V5,
+            "pub",
+            &["--topic", topic, "--message", "m"],
+        );
+    }
+    let (code, lines) = sub.finish(WAIT);
+    assert_eq!(code, Some(0), "paho sub: {lines:#?}");
+    let received: Vec<(String, Option<u64>)> = paho_events(&lines)
+        .into_iter()
+        .filter(|e| e["event"] == "message")
+        .map(|e| {
+            let topic = e["topic"].as_str().unwrap_or_default().to_owned();
+            (topic, e["alias"].as_u64())
+        })
+        .collect();
+    assert_eq!(resolve_aliases(&received), ALIASED, "{received:?}");
+    let aliases: Vec<Option<u64>> = received.iter().map(|(_, a)| *a).collect();
+    let want = match b.kind() {
+        BrokerKind::Sessionwire => vec![Some(1), Some(1), Some(2), None, Some(1)],
+        BrokerKind::Mosquitto => vec![None; 5],
+    };
+    assert_eq!(aliases, want, "{received:?}");
+    // What paho handed its application: the topic empty behind an alias.
+    if b.kind() == BrokerKind::Sessionwire {
+        assert_eq!(received[1].0, "", "{received:?}");
+    }
+}
+
+/// The same over a raw socket, whose client (the codec's decoder) reads the
+/// PUBLISH packets as they are: the first of a topic carries topic and
+/// alias, the later ones the alias and an empty topic, never an alias above
+/// the client's maximum; a client announcing none gets none.
+#[test]
+fn mqtt_3_1_2_26_server_topic_aliases_raw_socket() {
+    let b = broker();
+    for (id, most) in [("aliases-2", 2u16), ("aliases-none", 0)] {
+        let mut connect =
+            Connect::new(Version::V5, Str::try_from(id).unwrap(), None, None, None).unwrap();
+        if most > 0 {
+            connect.properties = sessionwire::mqtt::Properties::builder()
+                .push(Property::TopicAliasMaximum(most))
+                .unwrap()
+                .build();
+        }
+        let (mut sub, ack) = RawClient::connect_with(b.addr(), connect);
+        assert_eq!(ack.code, 0);
+        let filter = format!("{id}/#");
+        let subscriptions = Subscriptions::new(&[(
+            Str::try_from(filter.as_str()).unwrap(),
+            SubscriptionOptions::qos(QoS::AtMostOnce),
+        )])
+        .unwrap();
+        sub.send(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Default::default(),
+            subscriptions,
+        }));
+        assert!(matches!(sub.read(WAIT), Read::Packet(Packet::SubAck(_))));
+        let (mut publisher, code) = RawClient::connect(b.addr(), Version::V5, "aliaser-pub", 0);
+        assert_eq!(code, 0);
+        let topics: Vec<String> = ALIASED.iter().map(|t| format!("{id}/{t}")).collect();
+        for topic in &topics {
+            let p = Publish::new(&Str::try_from(topic.as_str()).unwrap(), b"m");
+            publisher.send(&Packet::Publish(p));
+        }
+        let mut received = Vec::new();
+        while received.len() < topics.len() {
+            match sub.read(WAIT) {
+                Read::Packet(Packet::Publish(p)) => {
+                    let alias = match p.properties.get(PropertyId::TopicAlias) {
+                        Some(Property::TopicAlias(a)) => Some(u64::from(a)),
+                        _ => None,
+                    };
+                    received.push((p.topic().to_owned(), alias));
+                }
+                other => panic!("expected a PUBLISH, got {other:?} after {received:?}"),
+            }
+        }
+        assert_eq!(resolve_aliases(&received), topics, "{received:?}");
+        let aliases: Vec<Option<u64>> = received.iter().map(|(_, a)| *a).collect();
+        let want = match (b.kind(), most) {
+            (BrokerKind::Sessionwire, 2) => vec![Some(1), Some(1), Some(2), None, Some(1)],
+            _ => vec![None; 5],
+        };
+        assert_eq!(aliases, want, "{id}: {received:?}");
+        if want[1].is_some() {
+            assert_eq!(received[1].0, "", "alias 1 alone the second time");
+        }
     }
 }

@@ -28,6 +28,11 @@ pub struct MqttConfig {
     pub max_queued_bytes: usize,
     /// Topic aliases a 5.0 client may set (0: none); announced to it.
     pub topic_alias_maximum: u16,
+    /// Topic aliases the server sets on what it sends a 5.0 client, at
+    /// most the client's own Topic Alias Maximum (0: none). The first
+    /// topics sent to a connection get one each, in turn, until this many
+    /// have one or their topics pass 4 KiB.
+    pub outbound_topic_aliases: u16,
     /// A keep alive imposed on 5.0 clients (announced as the server keep
     /// alive); `None` keeps the client's. 3.1.1 clients keep their own.
     pub server_keep_alive: Option<u16>,
@@ -54,6 +59,7 @@ impl Default for MqttConfig {
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,
             topic_alias_maximum: 16,
+            outbound_topic_aliases: 16,
             server_keep_alive: None,
             max_session_expiry: 86_400,
             connect_timeout: Duration::from_secs(10),

@@ -149,6 +149,8 @@ pub fn mqtt_session(data: &[u8], origin: Instant) -> Option<(CloseReason, usize)
         max_queued_messages: usize::from(setup.max_queued_messages % 5),
         max_queued_bytes: 64,
         topic_alias_maximum: u16::from(setup.topic_alias_maximum % 4),
+        // The same byte, so that inputs keep their meaning.
+        outbound_topic_aliases: u16::from(setup.topic_alias_maximum % 4),
         server_keep_alive: setup.server_keep_alive.map(|k| u16::from(k % 8)),
         max_session_expiry: u32::from(setup.max_session_expiry % 20),
         connect_timeout: Duration::from_millis(1000 + u64::from(setup.connect_timeout_ms)),

@@ -55,7 +55,6 @@ pub(super) enum Acked {
 #[derive(Debug, Default)]
 pub(super) struct Inflight {
     out: BTreeMap<u16, Outbound>,
-    next_id: u16,
     next_seq: u64,
     inbound: BTreeSet<u16>,
 }
@@ -66,13 +65,19 @@ impl Inflight {
         self.out.len()
     }
 
-    /// A free packet identifier: the next after the last one given, skipping
-    /// those in flight; `None` only when all 65,535 are taken.
-    pub(super) fn allocate(&mut self) -> Option<u16> {
+    /// Whether nothing is in flight either way.
+    pub(super) fn is_empty(&self) -> bool {
+        self.out.is_empty() && self.inbound.is_empty()
+    }
+
+    /// A free packet identifier: the next after `last`, the one given last
+    /// (kept by the session, which outlives this table), skipping those in
+    /// flight; `None` only when all 65,535 are taken.
+    pub(super) fn allocate(&self, last: &mut u16) -> Option<u16> {
         for _ in 0..=u16::MAX {
-            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if !self.out.contains_key(&self.next_id) {
-                return Some(self.next_id);
+            *last = last.checked_add(1).unwrap_or(1);
+            if !self.out.contains_key(last) {
+                return Some(*last);
             }
         }
         None
@@ -147,12 +152,6 @@ impl Inflight {
     pub(super) fn inbound_release(&mut self, id: u16) -> bool {
         self.inbound.remove(&id)
     }
-
-    /// Forgets the client's QoS 2 identifiers (a new connection with clean
-    /// start, or the session's end).
-    pub(super) fn clear(&mut self) {
-        *self = Inflight::default();
-    }
 }
 
 #[cfg(test)]
@@ -183,15 +182,16 @@ mod tests {
     #[test]
     fn mqtt_2_2_1_3_identifiers_in_flight_are_not_given_again() {
         let mut f = Inflight::default();
-        let a = f.allocate().unwrap();
+        let mut last = 0;
+        let a = f.allocate(&mut last).unwrap();
         f.insert(a, item(), Stage::Qos1Sent);
-        let b = f.allocate().unwrap();
+        let b = f.allocate(&mut last).unwrap();
         assert_ne!(a, b);
         // Wrapping around skips what is still in flight.
-        f.next_id = u16::MAX;
-        assert_eq!(f.allocate(), Some(b));
+        last = u16::MAX;
+        assert_eq!(f.allocate(&mut last), Some(b));
         f.insert(b, item(), Stage::Qos1Sent);
-        assert_eq!(f.allocate(), Some(b + 1));
+        assert_eq!(f.allocate(&mut last), Some(b + 1));
     }
 
     #[test]

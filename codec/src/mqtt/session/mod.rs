@@ -129,19 +129,28 @@
 //!   or UNSUBACK the broker gives back ([`Registry::suback`],
 //!   [`Registry::unsuback`]), after checking its codes against the
 //!   version and the maximum QoS. Until then the packet id is in use.
-//! - The server never sets topic aliases on what it sends.
+//! - Topic aliases on what the server sends (5.0): a client whose CONNECT
+//!   gives a Topic Alias Maximum gets one for each of the first distinct
+//!   topics sent on its connection, up to that maximum and
+//!   `outbound_topic_aliases`, while those topics come to at most 4 KiB;
+//!   the first PUBLISH of a topic carries topic and alias, the later ones
+//!   the alias and an empty topic. Other topics go whole; an alias is never
+//!   given to another topic. A new connection starts afresh, and what a
+//!   resumed session sends again carries its topic whole.
 //! - Client identifiers the server assigns are `auto-` and 24 hex digits
 //!   from the injected random source (3.1.1 clients with an empty id and
 //!   clean session get one too, unannounced).
 //! - Bounds: one packet in the decoder (`limits.max_message_size`), the
 //!   queue (`max_queued_messages`, `max_queued_bytes`), in flight (the
 //!   lower of `max_inflight` and the client's receive maximum; inbound
-//!   `receive_maximum`), aliases (`topic_alias_maximum`), connected clients
+//!   `receive_maximum`), aliases (`topic_alias_maximum`; ours
+//!   `outbound_topic_aliases` and 4 KiB of topic), connected clients
 //!   (`limits.max_clients`), offline sessions (`max_sessions`). Bytes
 //!   handed to `poll_transmit` are the server's to bound (its socket
 //!   buffer); when a client reads too slowly the server calls
 //!   [`Registry::outbound_full`], which closes it as a full queue does.
 
+mod clock;
 mod config;
 mod event;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -150,6 +159,7 @@ mod inflight;
 mod queue;
 mod registry;
 mod state;
+mod table;
 
 pub use config::MqttConfig;
 pub use event::{

@@ -4,10 +4,12 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::clock::{Clock, Tick};
 use super::config::MqttConfig;
 use super::event::{
     AnswerError, Close, ConnId, Delivery, Event, Incoming, Message, Refuse, ServerClose,
@@ -15,7 +17,8 @@ use super::event::{
 };
 use super::inflight::{Acked, Resend, Stage};
 use super::queue::Queued;
-use super::state::{message_of, min_qos, PendingWill, Session};
+use super::state::{message_of, min_qos, Alias, PendingWill, Session};
+use super::table::{Keyed, Table};
 use crate::mqtt::{
     v311_connack_code, Ack, ConnAck, Decoder, Disconnect, MqttFault, Packet, PacketType,
     Properties, Property, PropertyId, Publish, QoS, Str, SubAck, UnsubAck, Version,
@@ -23,12 +26,11 @@ use crate::mqtt::{
 use crate::session::ids::RandomSource;
 use crate::{CloseReason, Violation, ViolationKind};
 
-/// A timer: of a connection (CONNECT timeout, keep alive) or of a session
-/// (offline expiry, will delay).
+/// A timer: of the connection or of the session in a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Conn(ConnId),
-    Session(u64),
+    Conn(u32),
+    Session(u32),
 }
 
 /// Where a connection stands.
@@ -38,40 +40,72 @@ enum Phase {
     AwaitConnect,
     /// Its CONNECT was handed out as an [`Incoming`].
     Authenticating,
-    /// Accepted, attached to this session.
-    Connected(u64),
+    /// Accepted, attached to the session in this slot.
+    Connected(u32),
 }
 
-/// One transport connection.
+/// One transport connection. What most connections hold only for a while
+/// or never (bytes behind the CONNECT, topic aliases, unanswered
+/// SUBSCRIBEs) is in [`ConnRare`], allocated only while it holds
+/// something.
 #[derive(Debug)]
 struct Conn {
+    id: ConnId,
     decoder: Decoder,
     phase: Phase,
-    opened: Instant,
-    /// When the last whole packet arrived.
-    last_packet: Instant,
-    /// 1.5 times the keep alive in force; `None`: no keep alive.
-    keep_alive: Option<Duration>,
+    /// When it opened, until it is connected; then when the last whole
+    /// packet arrived.
+    since: Tick,
     /// The deadline filed in the timer heap.
-    filed: Option<Instant>,
+    filed: Option<Tick>,
+    /// The keep alive in force, in seconds (0: none); the client is closed
+    /// after 1.5 times as long without a packet.
+    keep_alive: u16,
+    version: Option<Version>,
+    rare: Option<Box<ConnRare>>,
+}
+
+/// The most bytes of topic one connection's outbound topic aliases keep:
+/// the first topics sent get an alias only while they fit.
+const SENT_ALIAS_BYTES: usize = 4096;
+
+/// The state of a connection that most connections hold only for a while.
+#[derive(Debug, Default)]
+struct ConnRare {
     /// Bytes received while the CONNECT is being checked.
     pending: Vec<u8>,
-    version: Option<Version>,
+    /// The client identifier of its CONNECT, until it is connected (then
+    /// its session's).
     client_id: Option<String>,
-    /// 5.0 topic aliases the client set, by alias; boxed and made at the
-    /// first alias, since most connections set none.
-    // Boxed on purpose: 8 bytes in every connection rather than an empty
-    // map's 48.
-    #[allow(clippy::box_collection)]
-    aliases: Option<Box<HashMap<u16, Str>>>,
+    /// 5.0 topic aliases the client set, by alias.
+    aliases: HashMap<u16, Str>,
     /// SUBSCRIBEs and UNSUBSCRIBEs handed to the broker and not answered
     /// yet. Each id is in it once (a reuse is a fault), so it holds at most
     /// 65,535 entries; the server answers before it reads more bytes, so
-    /// it holds no more than one read's requests. Boxed and made at the
-    /// first request, dropped once all are answered: an idle connection
-    /// pays 8 bytes for it.
-    #[allow(clippy::box_collection)]
-    awaiting: Option<Box<Vec<Awaiting>>>,
+    /// it holds no more than one read's requests.
+    awaiting: Vec<Awaiting>,
+    /// Topic aliases the server set (5.0), by topic: given to the first
+    /// distinct topics sent, 1 upwards, kept for the connection's life.
+    sent_aliases: HashMap<Box<str>, u16>,
+    /// Bytes of the topics in `sent_aliases`, at most [`SENT_ALIAS_BYTES`].
+    sent_alias_bytes: usize,
+}
+
+impl ConnRare {
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+            && self.client_id.is_none()
+            && self.aliases.is_empty()
+            && self.awaiting.is_empty()
+            && self.sent_aliases.is_empty()
+    }
+}
+
+impl Keyed for Conn {
+    type Key = ConnId;
+    fn key(&self) -> &ConnId {
+        &self.id
+    }
 }
 
 /// A request the broker is to answer.
@@ -86,17 +120,52 @@ struct Awaiting {
 impl Conn {
     /// Whether a SUBSCRIBE or UNSUBSCRIBE with this id awaits its answer.
     fn awaits(&self, packet_id: u16) -> bool {
-        self.awaiting
+        self.rare
             .as_ref()
-            .is_some_and(|a| a.iter().any(|a| a.packet_id == packet_id))
+            .is_some_and(|r| r.awaiting.iter().any(|a| a.packet_id == packet_id))
     }
 
-    fn deadline(&self, connect_timeout: Duration) -> Option<Instant> {
+    /// Its rare state, made if need be.
+    fn rare(&mut self) -> &mut ConnRare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Lets go of the rare state once it holds nothing.
+    fn trim(&mut self) {
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+    }
+
+    /// The topic alias of a PUBLISH of `topic` sent now, with at most
+    /// `alias_max` aliases: the alias the topic was given, or a new one
+    /// while there are aliases and bytes left; `None`: the topic goes whole
+    /// without one.
+    fn alias_for(&self, topic: &str, alias_max: u16) -> Option<Alias> {
+        if alias_max == 0 || topic.is_empty() {
+            return None;
+        }
+        let (given, bytes) = self
+            .rare
+            .as_ref()
+            .map_or((0, 0), |r| (r.sent_aliases.len(), r.sent_alias_bytes));
+        if let Some(&a) = self.rare.as_ref().and_then(|r| r.sent_aliases.get(topic)) {
+            return Some(Alias::Use(a));
+        }
+        let next = u16::try_from(given).ok()?.checked_add(1)?;
+        let fits = bytes
+            .checked_add(topic.len())
+            .is_some_and(|n| n <= SENT_ALIAS_BYTES);
+        (next <= alias_max && fits).then_some(Alias::Set(next))
+    }
+
+    fn deadline(&self, connect_timeout: Duration) -> Option<Tick> {
         match self.phase {
-            Phase::AwaitConnect | Phase::Authenticating => self.opened.checked_add(connect_timeout),
-            Phase::Connected(_) => self
-                .keep_alive
-                .and_then(|k| self.last_packet.checked_add(k)),
+            Phase::AwaitConnect | Phase::Authenticating => Some(self.since.after(connect_timeout)),
+            Phase::Connected(_) => (self.keep_alive > 0).then(|| {
+                self.since
+                    .after(Duration::from_millis(u64::from(self.keep_alive) * 1500))
+            }),
         }
     }
 }
@@ -127,16 +196,16 @@ enum SessionFate {
 pub struct Registry<R: RandomSource> {
     config: MqttConfig,
     random: R,
-    /// Boxed, as the sessions: a table keeps room for more entries than it
-    /// holds (up to twice as many), and each empty slot of a table of
-    /// pointers costs 8 bytes rather than a whole entry.
-    conns: HashMap<ConnId, Box<Conn>>,
-    sessions: HashMap<u64, Box<Session>>,
-    by_client: HashMap<String, u64>,
-    next_session: u64,
+    clock: Clock,
+    /// Connections by [`ConnId`], sessions by client identifier; each
+    /// names the other by slot number.
+    conns: Table<Conn>,
+    sessions: Table<Session>,
     /// Offline sessions, offline the longest first.
-    offline: BTreeSet<(Instant, u64)>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    offline: BTreeSet<(Tick, u32)>,
+    /// At most one entry per connection and per session (see
+    /// [`refile_conn`](Self::refile_conn)).
+    timers: BinaryHeap<Reverse<(Tick, Timer)>>,
     transmits: VecDeque<(ConnId, Bytes)>,
     events: VecDeque<Event>,
     closes: VecDeque<(ConnId, Close)>,
@@ -162,10 +231,9 @@ impl<R: RandomSource> Registry<R> {
         Registry {
             config,
             random,
-            conns: HashMap::new(),
-            sessions: HashMap::new(),
-            by_client: HashMap::new(),
-            next_session: 0,
+            clock: Clock::default(),
+            conns: Table::new(),
+            sessions: Table::new(),
             offline: BTreeSet::new(),
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
@@ -183,25 +251,20 @@ impl<R: RandomSource> Registry<R> {
     /// A transport connection opened: its CONNECT must be whole within
     /// [`MqttConfig::connect_timeout`]. An id already open is ignored.
     pub fn open(&mut self, now: Instant, conn: ConnId) {
-        if self.conns.contains_key(&conn) {
+        if self.conns.find(&conn).is_some() {
             return;
         }
-        self.conns.insert(
-            conn,
-            Box::new(Conn {
-                decoder: Decoder::server(&self.config.limits),
-                phase: Phase::AwaitConnect,
-                opened: now,
-                last_packet: now,
-                keep_alive: None,
-                filed: None,
-                pending: Vec::new(),
-                version: None,
-                client_id: None,
-                aliases: None,
-                awaiting: None,
-            }),
-        );
+        let since = self.clock.tick(now);
+        self.conns.insert(Conn {
+            id: conn,
+            decoder: Decoder::server(&self.config.limits),
+            phase: Phase::AwaitConnect,
+            since,
+            filed: None,
+            keep_alive: 0,
+            version: None,
+            rare: None,
+        });
         self.refile_conn(conn);
     }
 
@@ -218,24 +281,21 @@ impl<R: RandomSource> Registry<R> {
     /// MESSAGE_QUEUE_LIMIT_REACHED).
     fn hold(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         let limit = self.config.limits.max_message_size();
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.by_key_mut(&conn) else {
             return;
         };
-        if c.pending
-            .len()
-            .checked_add(bytes.len())
-            .is_none_or(|n| n > limit)
-        {
+        let held = c.rare.as_ref().map_or(0, |r| r.pending.len());
+        if held.checked_add(bytes.len()).is_none_or(|n| n > limit) {
             self.end_conn_for(now, conn, 0x97, WillFate::Discard, SessionFate::Keep);
         } else {
-            c.pending.extend_from_slice(bytes);
+            c.rare().pending.extend_from_slice(bytes);
         }
     }
 
     /// Decodes `input` packet by packet and acts on each.
     fn consume(&mut self, now: Instant, conn: ConnId, mut input: &[u8]) {
         while !input.is_empty() {
-            let Some(c) = self.conns.get_mut(&conn) else {
+            let Some(c) = self.conns.by_key_mut(&conn) else {
                 return;
             };
             if c.phase == Phase::Authenticating {
@@ -247,7 +307,9 @@ impl<R: RandomSource> Registry<R> {
             match c.decoder.feed(&mut input) {
                 Ok(None) => return,
                 Ok(Some(packet)) => {
-                    c.last_packet = now;
+                    if let Phase::Connected(_) = c.phase {
+                        c.since = self.clock.tick(now);
+                    }
                     if let Err(v) = self.on_packet(now, conn, packet, at) {
                         self.fault(now, conn, v);
                         return;
@@ -264,7 +326,7 @@ impl<R: RandomSource> Registry<R> {
     /// The transport connection closed without a decision of ours (socket
     /// closed, I/O error): CONNECTION_LOST, the will is published.
     pub fn connection_lost(&mut self, now: Instant, conn: ConnId) {
-        if self.conns.contains_key(&conn) {
+        if self.conns.find(&conn).is_some() {
             self.end_conn(
                 now,
                 conn,
@@ -282,7 +344,7 @@ impl<R: RandomSource> Registry<R> {
     /// closed meanwhile) is ignored.
     pub fn accept(&mut self, now: Instant, incoming: Incoming) {
         let Incoming { conn, connect } = incoming;
-        if self.conns.get(&conn).map(|c| c.phase) != Some(Phase::Authenticating) {
+        if self.conns.by_key(&conn).map(|c| c.phase) != Some(Phase::Authenticating) {
             return;
         }
         let version = connect.version;
@@ -300,10 +362,10 @@ impl<R: RandomSource> Registry<R> {
                 client_id.push_str(&format!("{b:02x}"));
             }
         }
-        let existing = self.by_client.get(&client_id).copied();
-        let takes_over = existing
-            .and_then(|k| self.sessions.get(&k))
-            .and_then(|s| s.conn);
+        let takes_over = self
+            .sessions
+            .find(client_id.as_str())
+            .and_then(|key| self.conn_of(key));
         if takes_over.is_none() && self.connected >= self.config.limits.max_clients() {
             let v = Violation::new(ViolationKind::Mqtt(MqttFault::ServerBusy), 0);
             self.refuse_violation(now, conn, version, v);
@@ -319,16 +381,21 @@ impl<R: RandomSource> Registry<R> {
             self.server_close_conn(now, old, 0x8E, fate);
         }
         let mut session_present = false;
-        let key = match self.by_client.get(&client_id).copied() {
+        let key = match self.sessions.find(client_id.as_str()) {
             Some(k) if resume => {
                 session_present = true;
-                k
+                Some(k)
             }
             Some(k) => {
                 self.end_session(now, k);
                 self.new_session(&client_id, version)
             }
             None => self.new_session(&client_id, version),
+        };
+        let Some(key) = key else {
+            // No slot left for a session.
+            self.refuse_connect(now, conn, version, 0x80, Some(0x03));
+            return;
         };
         // The session as this connection sets it up.
         let config = self.config.clone();
@@ -349,39 +416,51 @@ impl<R: RandomSource> Registry<R> {
             _ => u16::MAX,
         };
         let max_packet = match connect.properties.get(PropertyId::MaximumPacketSize) {
-            Some(Property::MaximumPacketSize(n)) => Some(n),
+            Some(Property::MaximumPacketSize(n)) => NonZeroU32::new(n),
             _ => None,
+        };
+        // 0 for 3.1.1, whose CONNECT has no properties.
+        let client_alias_max = match connect.properties.get(PropertyId::TopicAliasMaximum) {
+            Some(Property::TopicAliasMaximum(n)) => n,
+            _ => 0,
         };
         let keep_alive = match (version, config.server_keep_alive) {
             (Version::V5, Some(k)) => k,
             _ => connect.keep_alive,
         };
         let will = connect.will().map(|w| PendingWill::of(w, now));
-        let window = usize::from(config.max_inflight.min(client_receive_max).max(1));
-        if let Some(s) = self.sessions.get_mut(&key) {
+        let window = config.max_inflight.min(client_receive_max).max(1);
+        let slot = self.conns.find(&conn);
+        if let Some(s) = self.sessions.get_mut(key) {
             s.version = version;
-            s.conn = Some(conn);
-            s.expiry = Duration::from_secs(u64::from(expiry));
+            s.conn = slot;
+            s.expiry = expiry;
             s.expiry_was_zero = requested == 0;
             if let Some(since) = s.offline_since.take() {
                 self.offline.remove(&(since, key));
             }
-            s.ends_at = None;
-            // A new connection to the session cancels a delayed will
-            // (MQTT-3.1.3-9).
-            s.will_due = None;
-            s.will = will.map(Box::new);
+            if will.is_some() || s.rare_ref().is_some() {
+                let rare = s.rare();
+                // A new connection to the session cancels a delayed will
+                // (MQTT-3.1.3-9).
+                rare.will_due = None;
+                rare.will = will;
+            }
+            s.trim();
             s.window = window;
             s.max_packet = max_packet;
+            s.alias_max = client_alias_max.min(config.outbound_topic_aliases);
         }
         self.refile_session(key);
         self.connected += 1;
-        if let Some(c) = self.conns.get_mut(&conn) {
+        let since = self.clock.tick(now);
+        if let Some(c) = self.conns.by_key_mut(&conn) {
             c.phase = Phase::Connected(key);
-            c.client_id = Some(client_id.clone());
-            c.last_packet = now;
-            c.keep_alive =
-                (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+            if let Some(r) = c.rare.as_mut() {
+                r.client_id = None;
+            }
+            c.since = since;
+            c.keep_alive = keep_alive;
         }
         // CONNACK.
         let mut properties = Properties::builder();
@@ -435,16 +514,17 @@ impl<R: RandomSource> Registry<R> {
         if session_present {
             let again = self
                 .sessions
-                .get(&key)
-                .map(|s| s.inflight.resend())
+                .get(key)
+                .and_then(|s| s.rare_ref())
+                .map(|r| r.inflight.resend())
                 .unwrap_or_default();
             for what in again {
                 match what {
                     Resend::Publish(id, item) => {
                         let bytes = self
                             .sessions
-                            .get(&key)
-                            .and_then(|s| s.encode_publish(&item, id, true, now));
+                            .get(key)
+                            .and_then(|s| s.encode_publish(&item, id, true, now, None));
                         if let Some(bytes) = bytes {
                             self.transmits.push_back((conn, bytes));
                         }
@@ -458,8 +538,12 @@ impl<R: RandomSource> Registry<R> {
         // Packets that came behind the CONNECT.
         let pending = self
             .conns
-            .get_mut(&conn)
-            .map(|c| std::mem::take(&mut c.pending))
+            .by_key_mut(&conn)
+            .map(|c| {
+                let pending = c.rare.as_mut().map(|r| std::mem::take(&mut r.pending));
+                c.trim();
+                pending.unwrap_or_default()
+            })
             .unwrap_or_default();
         if !pending.is_empty() {
             self.consume(now, conn, &pending);
@@ -471,7 +555,7 @@ impl<R: RandomSource> Registry<R> {
     /// 0x04, 0x05, 0x03; 5.0 0x86, 0x87, 0x89), then the close.
     pub fn refuse(&mut self, now: Instant, incoming: Incoming, why: Refuse) {
         let Incoming { conn, connect } = incoming;
-        if self.conns.get(&conn).map(|c| c.phase) != Some(Phase::Authenticating) {
+        if self.conns.by_key(&conn).map(|c| c.phase) != Some(Phase::Authenticating) {
             return;
         }
         let fault = match why {
@@ -492,7 +576,7 @@ impl<R: RandomSource> Registry<R> {
     /// 0x97, MESSAGE_QUEUE_LIMIT_REACHED, the queue discarded) and drops
     /// the message for an offline one.
     pub fn deliver(&mut self, now: Instant, client_id: &str, message: &Message, options: Delivery) {
-        let Some(&key) = self.by_client.get(client_id) else {
+        let Some(key) = self.sessions.find(client_id) else {
             return;
         };
         // Expired, or no topic to send it to (MQTT-4.7.3-1).
@@ -503,7 +587,7 @@ impl<R: RandomSource> Registry<R> {
             self.config.max_queued_messages,
             self.config.max_queued_bytes,
         );
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
         if options.qos == QoS::AtMostOnce {
@@ -516,7 +600,7 @@ impl<R: RandomSource> Registry<R> {
             }
             return;
         }
-        if s.conn.is_some() && s.queue.is_empty() && s.inflight.outbound_len() < s.window {
+        if s.conn.is_some() && s.queue_is_empty() && s.outbound_len() < usize::from(s.window) {
             // Room in flight: sent at once.
             let item = Queued {
                 message: message.clone(),
@@ -534,9 +618,13 @@ impl<R: RandomSource> Registry<R> {
             message: kept,
             delivery: options,
         };
-        if s.queue.push(item, max_q, max_b).is_err() {
-            if let Some(conn) = s.conn {
-                s.queue.clear();
+        if s.rare().queue.push(item, max_q, max_b).is_err() {
+            let connected = s.conn.is_some();
+            if connected {
+                s.rare().queue.clear();
+            }
+            s.trim();
+            if let Some(conn) = self.conn_of(key) {
                 self.server_close_conn(now, conn, 0x97, SessionFate::Keep);
             }
             return;
@@ -548,10 +636,10 @@ impl<R: RandomSource> Registry<R> {
     /// DISCONNECT 0x98 or 0x8B first; its will is published. A controller
     /// close also ends the session (offline ones included).
     pub fn close(&mut self, now: Instant, client_id: &str, why: ServerClose) {
-        let Some(&key) = self.by_client.get(client_id) else {
+        let Some(key) = self.sessions.find(client_id) else {
             return;
         };
-        let conn = self.sessions.get(&key).and_then(|s| s.conn);
+        let conn = self.conn_of(key);
         let (code, fate) = match why {
             ServerClose::Controller => (0x98, SessionFate::End),
             ServerClose::Shutdown => (0x8B, SessionFate::Keep),
@@ -570,7 +658,7 @@ impl<R: RandomSource> Registry<R> {
     /// by [`poll_transmit`](Self::poll_transmit) are the server's to bound;
     /// this keeps the close decision here.
     pub fn outbound_full(&mut self, now: Instant, conn: ConnId) {
-        let key = match self.conns.get(&conn).map(|c| c.phase) {
+        let key = match self.conns.by_key(&conn).map(|c| c.phase) {
             Some(Phase::Connected(key)) => key,
             Some(_) => {
                 self.end_conn_for(now, conn, 0x97, WillFate::Discard, SessionFate::Keep);
@@ -578,8 +666,11 @@ impl<R: RandomSource> Registry<R> {
             }
             None => return,
         };
-        if let Some(s) = self.sessions.get_mut(&key) {
-            s.queue.clear();
+        if let Some(s) = self.sessions.get_mut(key) {
+            if let Some(r) = s.rare_mut() {
+                r.queue.clear();
+            }
+            s.trim();
         }
         self.server_close_conn(now, conn, 0x97, SessionFate::Keep);
     }
@@ -604,31 +695,34 @@ impl<R: RandomSource> Registry<R> {
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers
+            .peek()
+            .and_then(|Reverse((t, _))| self.clock.instant(*t))
     }
 
     /// Fires every timer due at `now`: CONNECT timeouts, keep alive
     /// (DISCONNECT 0x8D, CLIENT_UNRESPONSIVE), delayed wills, offline
     /// session expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let tick = self.clock.tick(now);
         while let Some(&Reverse((at, timer))) = self.timers.peek() {
-            if at > now {
+            if at > tick {
                 return;
             }
             self.timers.pop();
             match timer {
-                Timer::Conn(conn) => self.conn_timer(now, conn, at),
-                Timer::Session(key) => self.session_timer(now, key, at),
+                Timer::Conn(slot) => self.conn_timer(now, tick, slot, at),
+                Timer::Session(key) => self.session_timer(now, tick, key, at),
             }
         }
     }
 
     /// Every session, connected or offline.
     pub fn sessions(&self) -> impl Iterator<Item = SessionInfo> + '_ {
-        self.sessions.values().map(|s| SessionInfo {
-            client_id: s.client_id.clone(),
+        self.sessions.iter().map(|s| SessionInfo {
+            client_id: s.client_id.to_string(),
             version: s.version,
-            conn: s.conn,
+            conn: s.conn.and_then(|slot| self.conns.get(slot)).map(|c| c.id),
         })
     }
 
@@ -642,16 +736,17 @@ impl<R: RandomSource> Registry<R> {
         self.conns.len()
     }
 
-    fn conn_timer(&mut self, now: Instant, conn: ConnId, at: Instant) {
+    fn conn_timer(&mut self, now: Instant, tick: Tick, slot: u32, at: Tick) {
         let timeout = self.config.connect_timeout;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
+        let conn = c.id;
         if c.filed == Some(at) {
             c.filed = None;
         }
         match c.deadline(timeout) {
-            Some(d) if d <= now => match c.phase {
+            Some(d) if d <= tick => match c.phase {
                 Phase::Connected(_) => self.server_close_conn(now, conn, 0x8D, SessionFate::Keep),
                 // No CONNECT in time: nothing to answer.
                 _ => self.end_conn(
@@ -666,25 +761,23 @@ impl<R: RandomSource> Registry<R> {
         }
     }
 
-    fn session_timer(&mut self, now: Instant, key: u64, at: Instant) {
-        let Some(s) = self.sessions.get_mut(&key) else {
+    fn session_timer(&mut self, now: Instant, tick: Tick, key: u32, at: Tick) {
+        let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
         if s.filed == Some(at) {
             s.filed = None;
         }
-        if s.will_due.as_ref().is_some_and(|due| due.0 <= now) {
-            if let Some(due) = s.will_due.take() {
-                let (_, message) = *due;
-                let from = s.client_id.clone();
-                self.events.push_back(Event::Will { from, message });
-            }
+        let due = s
+            .rare_mut()
+            .filter(|r| r.will_due.as_ref().is_some_and(|due| due.0 <= tick))
+            .and_then(|r| r.will_due.take());
+        if let Some((_, message)) = due {
+            s.trim();
+            let from = s.client_id.to_string();
+            self.events.push_back(Event::Will { from, message });
         }
-        let ends = self
-            .sessions
-            .get(&key)
-            .and_then(|s| s.ends_at)
-            .is_some_and(|t| t <= now);
+        let ends = s.ends_at().is_some_and(|t| t <= tick);
         if ends {
             self.end_session(now, key);
         } else {
@@ -692,36 +785,29 @@ impl<R: RandomSource> Registry<R> {
         }
     }
 
-    fn new_session(&mut self, client_id: &str, version: Version) -> u64 {
-        let key = self.next_session;
-        self.next_session = self.next_session.wrapping_add(1);
-        self.sessions
-            .insert(key, Box::new(Session::new(client_id.to_owned(), version)));
-        self.by_client.insert(client_id.to_owned(), key);
-        key
+    /// A new session for `client_id`, which has none; `None` when there
+    /// is no slot number left.
+    fn new_session(&mut self, client_id: &str, version: Version) -> Option<u32> {
+        self.sessions.insert(Session::new(client_id, version))
     }
 
     /// Ends a session: a will still waiting is published now, the
     /// server is told to drop its subscriptions.
-    fn end_session(&mut self, _now: Instant, key: u64) {
-        let Some(mut s) = self.sessions.remove(&key) else {
+    fn end_session(&mut self, _now: Instant, key: u32) {
+        let Some(mut s) = self.sessions.remove(key) else {
             return;
         };
-        self.by_client.remove(&s.client_id);
         if let Some(since) = s.offline_since.take() {
             self.offline.remove(&(since, key));
         }
-        if let Some(due) = s.will_due.take() {
-            let (_, message) = *due;
+        if let Some((_, message)) = s.rare_mut().and_then(|r| r.will_due.take()) {
             self.events.push_back(Event::Will {
-                from: s.client_id.clone(),
+                from: s.client_id.to_string(),
                 message,
             });
         }
-        s.inflight.clear();
-        s.queue.clear();
         self.events.push_back(Event::SessionEnded {
-            client_id: s.client_id,
+            client_id: s.client_id.into(),
         });
     }
 
@@ -734,7 +820,7 @@ impl<R: RandomSource> Registry<R> {
         at: usize,
     ) -> Result<(), Violation> {
         let fault = |f: MqttFault| Violation::new(ViolationKind::Mqtt(f), at);
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.by_key_mut(&conn) else {
             return Ok(());
         };
         let (key, packet) = match (c.phase, packet) {
@@ -742,7 +828,9 @@ impl<R: RandomSource> Registry<R> {
                 c.version = Some(connect.version);
                 let id = connect.client_id();
                 // An empty one is assigned at `accept`.
-                c.client_id = (!id.is_empty()).then(|| id.as_str().to_owned());
+                if !id.is_empty() {
+                    c.rare().client_id = Some(id.as_str().to_owned());
+                }
                 if connect.version == Version::V5 {
                     if connect
                         .properties
@@ -776,10 +864,13 @@ impl<R: RandomSource> Registry<R> {
             Packet::PubRec(a) => self.on_ack(now, conn, key, PacketType::PubRec, a, at)?,
             Packet::PubComp(a) => self.on_ack(now, conn, key, PacketType::PubComp, a, at)?,
             Packet::PubRel(a) => {
-                let known = self
-                    .sessions
-                    .get_mut(&key)
-                    .is_some_and(|s| s.inflight.inbound_release(a.packet_id));
+                let known = self.sessions.get_mut(key).is_some_and(|s| {
+                    let known = s
+                        .rare_mut()
+                        .is_some_and(|r| r.inflight.inbound_release(a.packet_id));
+                    s.trim();
+                    known
+                });
                 let mut comp = Ack::new(a.packet_id);
                 if !known && version == Version::V5 {
                     // Packet Identifier not found: answered, not a fault
@@ -836,13 +927,13 @@ impl<R: RandomSource> Registry<R> {
                     d.properties.get(PropertyId::SessionExpiryInterval)
                 {
                     let cap = self.config.max_session_expiry;
-                    let Some(s) = self.sessions.get_mut(&key) else {
+                    let Some(s) = self.sessions.get_mut(key) else {
                         return Ok(());
                     };
                     if s.expiry_was_zero && secs != 0 {
                         return Err(fault(MqttFault::SessionExpiryAfterZero));
                     }
-                    s.expiry = Duration::from_secs(u64::from(secs.min(cap)));
+                    s.expiry = secs.min(cap);
                 }
                 // 0x00 (and every 3.1.1 DISCONNECT) discards the will; 0x04
                 // asks for it, and so does any error the client reports.
@@ -865,16 +956,16 @@ impl<R: RandomSource> Registry<R> {
     fn await_answer(
         &mut self,
         conn: ConnId,
-        key: u64,
+        key: u32,
         packet: PacketType,
         packet_id: u16,
         at: usize,
     ) -> Result<(), Violation> {
         let inbound = self
             .sessions
-            .get(&key)
-            .is_some_and(|s| s.inflight.inbound_contains(packet_id));
-        let Some(c) = self.conns.get_mut(&conn) else {
+            .get(key)
+            .is_some_and(|s| s.inbound_contains(packet_id));
+        let Some(c) = self.conns.by_key_mut(&conn) else {
             return Ok(());
         };
         if inbound || c.awaits(packet_id) {
@@ -883,7 +974,7 @@ impl<R: RandomSource> Registry<R> {
                 at,
             ));
         }
-        c.awaiting.get_or_insert_with(Box::default).push(Awaiting {
+        c.rare().awaiting.push(Awaiting {
             packet_id,
             packet,
             filters: 0,
@@ -895,9 +986,9 @@ impl<R: RandomSource> Registry<R> {
     fn set_awaited_count(&mut self, conn: ConnId, filters: usize) {
         if let Some(a) = self
             .conns
-            .get_mut(&conn)
-            .and_then(|c| c.awaiting.as_mut())
-            .and_then(|a| a.last_mut())
+            .by_key_mut(&conn)
+            .and_then(|c| c.rare.as_mut())
+            .and_then(|r| r.awaiting.last_mut())
         {
             a.filters = filters;
         }
@@ -977,14 +1068,14 @@ impl<R: RandomSource> Registry<R> {
         packet_id: u16,
         count: usize,
     ) -> Result<(ConnId, Version), AnswerError> {
-        let conn = self
-            .by_client
-            .get(client_id)
-            .and_then(|key| self.sessions.get(key))
+        let c = self
+            .sessions
+            .by_key(client_id)
             .and_then(|s| s.conn)
+            .and_then(|slot| self.conns.get_mut(slot))
             .ok_or(AnswerError::NotAwaited)?;
-        let c = self.conns.get_mut(&conn).ok_or(AnswerError::NotAwaited)?;
-        let awaiting = c.awaiting.as_mut().ok_or(AnswerError::NotAwaited)?;
+        let conn = c.id;
+        let awaiting = &mut c.rare.as_mut().ok_or(AnswerError::NotAwaited)?.awaiting;
         let i = awaiting
             .iter()
             .position(|a| a.packet_id == packet_id && a.packet == packet)
@@ -998,13 +1089,21 @@ impl<R: RandomSource> Registry<R> {
         }
         awaiting.swap_remove(i);
         if awaiting.is_empty() {
-            c.awaiting = None;
+            // Drops the vector's allocation with it.
+            c.rare().awaiting = Vec::new();
+            c.trim();
         }
         Ok((conn, c.version.unwrap_or(Version::V311)))
     }
 
-    fn client_of(&self, key: u64) -> Option<String> {
-        self.sessions.get(&key).map(|s| s.client_id.clone())
+    /// The connection of the session in slot `key`, if connected.
+    fn conn_of(&self, key: u32) -> Option<ConnId> {
+        let slot = self.sessions.get(key)?.conn?;
+        self.conns.get(slot).map(|c| c.id)
+    }
+
+    fn client_of(&self, key: u32) -> Option<String> {
+        self.sessions.get(key).map(|s| s.client_id.to_string())
     }
 
     /// A PUBLISH from the client.
@@ -1012,7 +1111,7 @@ impl<R: RandomSource> Registry<R> {
         &mut self,
         now: Instant,
         conn: ConnId,
-        key: u64,
+        key: u32,
         version: Version,
         p: Publish,
         at: usize,
@@ -1022,7 +1121,7 @@ impl<R: RandomSource> Registry<R> {
             return Err(fault(MqttFault::QosNotSupported(p.qos as u8)));
         }
         let alias_max = self.config.topic_alias_maximum;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(c) = self.conns.by_key_mut(&conn) else {
             return Ok(());
         };
         let alias = match p.properties.get(PropertyId::TopicAlias) {
@@ -1031,16 +1130,16 @@ impl<R: RandomSource> Registry<R> {
         };
         let topic = match alias {
             Some(a) if a > alias_max => return Err(fault(MqttFault::TopicAliasInvalid(a))),
-            Some(a) if p.topic().is_empty() => match c.aliases.as_ref().and_then(|m| m.get(&a)) {
-                Some(t) => t.clone(),
-                None => return Err(fault(MqttFault::TopicAliasUnknown(a))),
-            },
+            Some(a) if p.topic().is_empty() => {
+                match c.rare.as_ref().and_then(|r| r.aliases.get(&a)) {
+                    Some(t) => t.clone(),
+                    None => return Err(fault(MqttFault::TopicAliasUnknown(a))),
+                }
+            }
             Some(a) => {
                 // A copy: the alias outlives the packet's buffer.
                 let t = Str::try_from(p.topic()).unwrap_or_default();
-                c.aliases
-                    .get_or_insert_with(Box::default)
-                    .insert(a, t.clone());
+                c.rare().aliases.insert(a, t.clone());
                 t
             }
             None => p.topic_view(),
@@ -1048,15 +1147,15 @@ impl<R: RandomSource> Registry<R> {
         if p.qos != QoS::AtMostOnce && c.awaits(p.packet_id) {
             return Err(fault(MqttFault::PacketIdInUse(p.packet_id)));
         }
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let Some(s) = self.sessions.get_mut(key) else {
             return Ok(());
         };
-        let from = s.client_id.clone();
+        let from = s.client_id.to_string();
         match p.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.send(conn, version, &Packet::PubAck(Ack::new(p.packet_id))),
             QoS::ExactlyOnce => {
-                if s.inflight.inbound_contains(p.packet_id) {
+                if s.inbound_contains(p.packet_id) {
                     if !p.dup {
                         return Err(fault(MqttFault::PacketIdInUse(p.packet_id)));
                     }
@@ -1064,10 +1163,11 @@ impl<R: RandomSource> Registry<R> {
                     self.send(conn, version, &Packet::PubRec(Ack::new(p.packet_id)));
                     return Ok(());
                 }
-                if s.inflight.inbound_len() >= usize::from(self.config.receive_maximum.max(1)) {
+                let inbound = s.rare_ref().map_or(0, |r| r.inflight.inbound_len());
+                if inbound >= usize::from(self.config.receive_maximum.max(1)) {
                     return Err(fault(MqttFault::ReceiveMaximumExceeded));
                 }
-                s.inflight.inbound_insert(p.packet_id);
+                s.rare().inflight.inbound_insert(p.packet_id);
                 self.send(conn, version, &Packet::PubRec(Ack::new(p.packet_id)));
             }
         }
@@ -1081,16 +1181,19 @@ impl<R: RandomSource> Registry<R> {
         &mut self,
         now: Instant,
         conn: ConnId,
-        key: u64,
+        key: u32,
         packet: PacketType,
         a: Ack,
         at: usize,
     ) -> Result<(), Violation> {
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let Some(s) = self.sessions.get_mut(key) else {
             return Ok(());
         };
         let refused = packet == PacketType::PubRec && a.code >= 0x80;
-        match s.inflight.ack(packet, a.packet_id, refused) {
+        let acked = s
+            .rare_mut()
+            .and_then(|r| r.inflight.ack(packet, a.packet_id, refused));
+        match acked {
             None => Err(Violation::new(
                 ViolationKind::Mqtt(MqttFault::AckNotInFlight {
                     packet,
@@ -1105,21 +1208,24 @@ impl<R: RandomSource> Registry<R> {
             }
             Some(Acked::Done) => {
                 self.pump(now, key);
+                if let Some(s) = self.sessions.get_mut(key) {
+                    s.trim();
+                }
                 Ok(())
             }
         }
     }
 
     /// Sends queued messages while the in-flight window has room.
-    fn pump(&mut self, now: Instant, key: u64) {
+    fn pump(&mut self, now: Instant, key: u32) {
         loop {
-            let Some(s) = self.sessions.get_mut(&key) else {
+            let Some(s) = self.sessions.get_mut(key) else {
                 return;
             };
-            if s.conn.is_none() || s.inflight.outbound_len() >= s.window {
+            if s.conn.is_none() || s.outbound_len() >= usize::from(s.window) {
                 return;
             }
-            let Some(item) = s.queue.pop(now) else {
+            let Some(item) = s.rare_mut().and_then(|r| r.queue.pop(now)) else {
                 return;
             };
             self.send_message(now, key, item);
@@ -1129,13 +1235,14 @@ impl<R: RandomSource> Registry<R> {
     /// Sends one message to a connected session (QoS 1 and 2 with a new
     /// packet identifier, filed in flight), unless the client's maximum
     /// packet size is too small for it (dropped).
-    fn send_message(&mut self, now: Instant, key: u64, item: Queued) {
-        let Some(s) = self.sessions.get_mut(&key) else {
+    fn send_message(&mut self, now: Instant, key: u32, item: Queued) {
+        let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
-        let Some(conn) = s.conn else {
+        let Some(c) = s.conn.and_then(|slot| self.conns.get(slot)) else {
             return;
         };
+        let conn = c.id;
         let stage = match item.delivery.qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(Stage::Qos1Sent),
@@ -1143,17 +1250,35 @@ impl<R: RandomSource> Registry<R> {
         };
         let id = match stage {
             None => 0,
-            Some(_) => match s.inflight.allocate() {
-                Some(id) => id,
-                None => return,
-            },
+            Some(_) => {
+                let mut last = s.last_id;
+                let id = match s.rare_ref() {
+                    Some(r) => r.inflight.allocate(&mut last),
+                    None => Some(last.checked_add(1).unwrap_or(1)),
+                };
+                let Some(id) = id else {
+                    return;
+                };
+                s.last_id = id;
+                id
+            }
+        };
+        let topic = item.message.topic.as_str();
+        let alias = match s.alias_max {
+            0 => None,
+            max => c.alias_for(topic, max),
         };
         // Too big for the client (MQTT-3.1.2-25): dropped.
-        let Some(bytes) = s.encode_publish(&item, id, false, now) else {
+        let Some(bytes) = s.encode_publish(&item, id, false, now, alias) else {
             return;
         };
+        if let (Some(Alias::Set(a)), Some(c)) = (alias, self.conns.by_key_mut(&conn)) {
+            let rare = c.rare();
+            rare.sent_alias_bytes += topic.len();
+            rare.sent_aliases.insert(topic.into(), a);
+        }
         if let Some(stage) = stage {
-            s.inflight.insert(id, item, stage);
+            s.rare().inflight.insert(id, item, stage);
         }
         self.transmits.push_back((conn, bytes));
     }
@@ -1169,7 +1294,7 @@ impl<R: RandomSource> Registry<R> {
     /// refusal CONNACK where the fault is one, after it a 5.0 DISCONNECT
     /// with the reason code; then the close.
     fn fault(&mut self, now: Instant, conn: ConnId, v: Violation) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.by_key(&conn) else {
             return;
         };
         match c.phase {
@@ -1247,7 +1372,7 @@ impl<R: RandomSource> Registry<R> {
     /// The server closes a connected client with the 5.0 reason `code`
     /// (DISCONNECT for 5.0), the will published, the session's fate given.
     fn server_close_conn(&mut self, now: Instant, conn: ConnId, code: u8, fate: SessionFate) {
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(c) = self.conns.by_key(&conn) else {
             return;
         };
         if c.version == Some(Version::V5) && matches!(c.phase, Phase::Connected(_)) {
@@ -1295,15 +1420,19 @@ impl<R: RandomSource> Registry<R> {
         will: WillFate,
         fate: SessionFate,
     ) {
-        let Some(c) = self.conns.remove(&conn) else {
+        let Some(c) = self.conns.find(&conn).and_then(|at| self.conns.remove(at)) else {
             return;
+        };
+        let client_id = match c.phase {
+            Phase::Connected(key) => self.sessions.get(key).map(|s| s.client_id.to_string()),
+            _ => c.rare.and_then(|r| r.client_id),
         };
         self.closes.push_back((
             conn,
             Close {
                 reason,
                 code,
-                client_id: c.client_id.clone(),
+                client_id,
             },
         ));
         let Phase::Connected(key) = c.phase else {
@@ -1311,37 +1440,35 @@ impl<R: RandomSource> Registry<R> {
         };
         self.connected = self.connected.saturating_sub(1);
         let cap = self.config.max_sessions;
-        let Some(s) = self.sessions.get_mut(&key) else {
+        let tick = self.clock.tick(now);
+        let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
         s.conn = None;
-        let pending = s.will.take();
-        let ends = fate == SessionFate::End || (fate == SessionFate::Keep && s.expiry.is_zero());
+        let pending = s.rare_mut().and_then(|r| r.will.take());
+        let ends = fate == SessionFate::End || (fate == SessionFate::Keep && s.expiry == 0);
         if let (Some(w), WillFate::Publish) = (pending, will) {
             if w.delay.is_zero() || ends {
                 // Due now: no delay, or the session ends now.
                 self.events.push_back(Event::Will {
-                    from: s.client_id.clone(),
+                    from: s.client_id.to_string(),
                     message: w.message,
                 });
             } else if fate == SessionFate::Keep {
                 // Due after its delay, or when the session ends if that
                 // comes first (`end_session` publishes it then).
-                s.will_due = now.checked_add(w.delay).map(|t| Box::new((t, w.message)));
+                s.rare().will_due = Some((tick.after(w.delay), w.message));
             }
             // Resumed at once by a new connection: a delayed will is
             // cancelled (MQTT-3.1.3-9).
         }
+        s.trim();
         match fate {
             SessionFate::Resume => {}
             _ if ends => self.end_session(now, key),
             _ => {
-                let Some(s) = self.sessions.get_mut(&key) else {
-                    return;
-                };
-                s.offline_since = Some(now);
-                s.ends_at = now.checked_add(s.expiry);
-                self.offline.insert((now, key));
+                s.offline_since = Some(tick);
+                self.offline.insert((tick, key));
                 self.refile_session(key);
                 // The offline-session cap: the one offline the longest goes.
                 while self.offline.len() > cap {
@@ -1358,20 +1485,23 @@ impl<R: RandomSource> Registry<R> {
     /// than the one filed (a later one is refiled when the earlier fires).
     fn refile_conn(&mut self, conn: ConnId) {
         let timeout = self.config.connect_timeout;
-        let Some(c) = self.conns.get_mut(&conn) else {
+        let Some(slot) = self.conns.find(&conn) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
         if let Some(d) = c.deadline(timeout) {
             if c.filed.is_none_or(|f| d < f) {
                 c.filed = Some(d);
-                self.timers.push(Reverse((d, Timer::Conn(conn))));
+                self.timers.push(Reverse((d, Timer::Conn(slot))));
             }
         }
     }
 
     /// [`refile_conn`](Self::refile_conn) for a session.
-    fn refile_session(&mut self, key: u64) {
-        let Some(s) = self.sessions.get_mut(&key) else {
+    fn refile_session(&mut self, key: u32) {
+        let Some(s) = self.sessions.get_mut(key) else {
             return;
         };
         if let Some(d) = s.deadline() {

@@ -15,6 +15,7 @@ use crate::mqtt::{
 };
 use crate::session::ids::SeededRandom;
 use crate::{CloseReason, Limits};
+use std::collections::HashMap;
 
 /// What a test saw, all connections together.
 #[derive(Debug, Default)]
@@ -163,8 +164,13 @@ fn publish(topic: &'static str, payload: &[u8], qos: QoS, id: u16) -> Publish {
 }
 
 fn deliver(h: &mut Harness, client: &str, qos: QoS, payload: &'static [u8]) {
+    deliver_to_topic(h, client, "t/1", qos, payload);
+}
+
+/// Delivers `payload` on `topic` to `client` at `qos`.
+fn deliver_to_topic(h: &mut Harness, client: &str, topic: &str, qos: QoS, payload: &'static [u8]) {
     let message = Message {
-        topic: Str::from_static("t/1"),
+        topic: Str::try_from(topic).unwrap(),
         payload: Bytes::from_static(payload),
         qos,
         retain: false,
@@ -1335,4 +1341,158 @@ fn section_8_a_slow_reader_closes_message_queue_limit_reached() {
     h.registry.outbound_full(h.now, ConnId(1));
     h.drain();
     assert!(h.closes().is_empty());
+}
+
+/// A 5.0 CONNECT of `client_id` with clean start `clean` and a Topic Alias
+/// Maximum of `max` (none when 0).
+fn connect_with_alias_maximum(client_id: &'static str, clean: bool, max: u16) -> Connect {
+    let mut c = connect(Version::V5, client_id);
+    c.clean_start = clean;
+    if max > 0 {
+        c.properties = Properties::builder()
+            .push(Property::TopicAliasMaximum(max))
+            .unwrap()
+            .push(Property::SessionExpiryInterval(60))
+            .unwrap()
+            .build();
+    }
+    c
+}
+
+/// Delivers `topic` to `client` at `qos`.
+fn deliver_topic(h: &mut Harness, client: &str, topic: &str, qos: QoS) {
+    deliver_to_topic(h, client, topic, qos, b"m");
+}
+
+/// What a client that resolves topic aliases reads from `packets`: each
+/// PUBLISH's topic (an alias resolved through `aliases`, the client's
+/// table, which an alias with a topic sets) and the alias it carried.
+fn resolve(packets: Vec<Packet>, aliases: &mut HashMap<u16, String>) -> Vec<(String, Option<u16>)> {
+    let mut out = Vec::new();
+    for p in packets {
+        let Packet::Publish(p) = p else {
+            continue;
+        };
+        let alias = match p.properties.get(PropertyId::TopicAlias) {
+            Some(Property::TopicAlias(a)) => Some(a),
+            _ => None,
+        };
+        let topic = match alias {
+            Some(a) if p.topic().is_empty() => aliases.get(&a).expect("alias set before").clone(),
+            Some(a) => {
+                aliases.insert(a, p.topic().to_owned());
+                p.topic().to_owned()
+            }
+            None => {
+                assert!(!p.topic().is_empty(), "an empty topic needs an alias");
+                p.topic().to_owned()
+            }
+        };
+        out.push((topic, alias));
+    }
+    out
+}
+
+#[test]
+fn mqtt_3_1_2_26_server_topic_aliases_within_the_client_maximum_resolve_to_the_topics() {
+    for byte_by_byte in [false, true] {
+        let mut h = Harness::new(MqttConfig::default());
+        h.byte_by_byte = byte_by_byte;
+        h.connect(1, connect_with_alias_maximum("a", false, 2));
+        let topics = ["x/1", "x/2", "x/3", "x/1", "x/2", "x/3", "x/1"];
+        for (i, topic) in topics.iter().enumerate() {
+            let qos = if i % 2 == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            deliver_topic(&mut h, "a", topic, qos);
+            if qos == QoS::AtLeastOnce {
+                let sent = h.sent_to(1);
+                let Some(Packet::Publish(p)) = sent.last() else {
+                    panic!("{sent:?}")
+                };
+                let id = p.packet_id;
+                h.seen.sent.extend(sent.into_iter().map(|p| (ConnId(1), p)));
+                h.send(1, Version::V5, Packet::PubAck(Ack::new(id)));
+            }
+        }
+        let mut table = HashMap::new();
+        let got = resolve(h.sent_to(1), &mut table);
+        let resolved: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(resolved, topics);
+        // The first two topics get aliases 1 and 2, set once, then used
+        // alone; the third has none left and goes whole.
+        let aliases: Vec<Option<u16>> = got.iter().map(|(_, a)| *a).collect();
+        assert_eq!(
+            aliases,
+            [Some(1), Some(2), None, Some(1), Some(2), None, Some(1)]
+        );
+        // Aliases belong to a connection: the session resumed on a new one
+        // starts again from 1, its redelivered message with its topic whole.
+        deliver_topic(&mut h, "a", "x/2", QoS::AtLeastOnce);
+        h.sent_to(1);
+        h.registry.connection_lost(h.now, ConnId(1));
+        h.drain();
+        h.closes();
+        h.connect(2, connect_with_alias_maximum("a", false, 2));
+        let resent = h.sent_to(2);
+        assert!(
+            matches!(&resent[..], [Packet::Publish(p)] if p.dup && p.topic() == "x/2" && p.properties.get(PropertyId::TopicAlias).is_none()),
+            "{resent:?}"
+        );
+        deliver_topic(&mut h, "a", "x/3", QoS::AtMostOnce);
+        let mut table = HashMap::new();
+        assert_eq!(
+            resolve(h.sent_to(2), &mut table),
+            [("x/3".to_owned(), Some(1))]
+        );
+    }
+}
+
+#[test]
+fn mqtt_3_1_2_27_no_server_topic_aliases_unless_both_sides_allow_them() {
+    // The client announces none.
+    let mut h = Harness::new(MqttConfig::default());
+    h.connect(1, connect_with_alias_maximum("a", true, 0));
+    // The server's cap is 0.
+    let mut off = Harness::new(MqttConfig {
+        outbound_topic_aliases: 0,
+        ..MqttConfig::default()
+    });
+    off.connect(1, connect_with_alias_maximum("a", true, 10));
+    // 3.1.1 has no aliases.
+    let mut old = Harness::new(MqttConfig::default());
+    old.connect(1, connect(Version::V311, "a"));
+    for h in [&mut h, &mut off, &mut old] {
+        for _ in 0..2 {
+            deliver_topic(h, "a", "x/1", QoS::AtMostOnce);
+        }
+        let mut table = HashMap::new();
+        assert_eq!(
+            resolve(h.sent_to(1), &mut table),
+            [("x/1".to_owned(), None), ("x/1".to_owned(), None)]
+        );
+    }
+}
+
+#[test]
+fn server_topic_aliases_bounded_by_the_server_cap_and_topic_bytes() {
+    let mut h = Harness::new(MqttConfig {
+        outbound_topic_aliases: 1,
+        ..MqttConfig::default()
+    });
+    h.connect(1, connect_with_alias_maximum("a", true, 100));
+    let long = "l".repeat(5000);
+    for topic in [long.as_str(), "x/1", "x/2", "x/1"] {
+        deliver_topic(&mut h, "a", topic, QoS::AtMostOnce);
+    }
+    let mut table = HashMap::new();
+    let aliases: Vec<Option<u16>> = resolve(h.sent_to(1), &mut table)
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    // The long topic passes the 4 KiB the aliases keep; the server's cap
+    // (1) holds below the client's (100).
+    assert_eq!(aliases, [None, Some(1), None, Some(1)]);
 }
