@@ -1,8 +1,9 @@
 //! The broker: the codec's MQTT [`Registry`] (every client's protocol state)
-//! with the server's [`Tree`] of subscriptions and [`Retained`] messages,
-//! driven by the hub task (`hub.rs`), which owns it beside the session
-//! protocol's registry so that the client limit, the event log, the control
-//! API and shutdown cover both.
+//! with the server's [`Tree`] of subscriptions and [`Retained`] messages and
+//! the table of connections (TCP sockets, WebSocket outboxes), owned by the
+//! MQTT event loop (`event_loop.rs`). The client limit, the event log, the
+//! control API and shutdown cover both protocols through what the loop and
+//! the hub share.
 //!
 //! What the registry hands out is carried out here with no rule of its own
 //! about the protocol: [`Event::Publish`] and [`Event::Will`] go through
@@ -26,12 +27,14 @@ use sessionwire::mqtt::session::{
     SubscriptionRequest,
 };
 use sessionwire::mqtt::{QoS, Version};
-use tokio::sync::mpsc;
+use sessionwire::CloseReason;
 
-use super::channel::{ConnOut, MqttCommand, MqttOut};
+use super::channel::{ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
+use super::conn::conn_bytes;
 use super::retained::{sends_retained, Retained, RetainedLimits};
+use super::tcp::{Sent, TcpConn};
 use super::tree::{charge, SubscribeError, Subscription, Tree, TreeLimits};
-use crate::channel::{Command, OsRandom};
+use crate::channel::OsRandom;
 use crate::events::{EventLog, Record};
 use crate::passwords::{PasswordChecks, Verdict};
 
@@ -54,11 +57,19 @@ pub struct MqttSessionInfo {
     pub state: &'static str,
 }
 
+/// How a connection is written to.
+enum Link {
+    /// MQTT over TCP: the socket itself.
+    Tcp(TcpConn),
+    /// MQTT over WebSocket: its task's outbox.
+    Ws(ConnOut),
+}
+
 /// The transport side of one MQTT connection.
 struct Conn {
-    out: ConnOut,
+    link: Link,
     /// Bytes drained from the registry and not yet sent: one batch per
-    /// command handled.
+    /// loop turn.
     outbox: Vec<Bytes>,
     peer: IpAddr,
     transport: &'static str,
@@ -70,10 +81,16 @@ struct Conn {
 
 impl Conn {
     /// Tells the connection to close after what it was sent; one whose
-    /// channel is full is told to give up instead.
-    fn finish(self) {
-        if !self.out.send(MqttOut::Close) {
-            self.out.give_up();
+    /// channel is full is told to give up instead. A socket goes to
+    /// `closing`, where the loop writes what waits and ends it.
+    fn finish(self, id: ConnId, closing: &mut Vec<(u64, TcpConn)>) {
+        match self.link {
+            Link::Tcp(t) => closing.push((id.0, t)),
+            Link::Ws(out) => {
+                if !out.send(MqttOut::Close) {
+                    out.give_up();
+                }
+            }
         }
     }
 }
@@ -91,12 +108,19 @@ pub struct Broker {
     online: HashMap<String, u32>,
     /// Connections whose outbox is not empty, to send on the next flush.
     dirty: Vec<ConnId>,
+    /// Sockets whose connection ended, for the loop to finish.
+    closing: Vec<(u64, TcpConn)>,
+    /// Bytes that may wait for one connection's socket.
+    conn_bytes: usize,
+    /// The loop's poll, with which sockets are registered.
+    io: Option<mio::Registry>,
     maximum_qos: QoS,
     /// The client limit, over both protocols.
     max_clients: usize,
-    /// With a users file: the password checks and the way back into the
-    /// hub for their verdicts. Without one, anyone connects.
-    passwords: Option<(Arc<PasswordChecks>, mpsc::WeakSender<Command>)>,
+    /// With a users file: the password checks, the runtime they run on
+    /// and the way back into the loop for their verdicts. Without one,
+    /// anyone connects.
+    passwords: Option<(Arc<PasswordChecks>, tokio::runtime::Handle, WeakLoopSender)>,
     stopping: bool,
 }
 
@@ -106,21 +130,132 @@ impl Broker {
         Broker {
             maximum_qos: config.maximum_qos,
             max_clients: config.limits.max_clients(),
+            conn_bytes: conn_bytes(&config.limits),
             registry: Registry::new(config, OsRandom),
             tree: Tree::new(tree),
             retained: Retained::new(retained),
             conns: HashMap::new(),
             online: HashMap::new(),
             dirty: Vec::new(),
+            closing: Vec::new(),
+            io: None,
             passwords: None,
             stopping: false,
         }
     }
 
-    /// Checks CONNECT user names and passwords with `checks`; `hub` is the
-    /// way back into the hub for their verdicts.
-    pub fn with_passwords(&mut self, checks: Arc<PasswordChecks>, hub: mpsc::WeakSender<Command>) {
-        self.passwords = Some((checks, hub));
+    /// Checks CONNECT user names and passwords with `checks` on `runtime`;
+    /// `back` is the way back into the loop for their verdicts.
+    pub fn with_passwords(
+        &mut self,
+        checks: Arc<PasswordChecks>,
+        runtime: tokio::runtime::Handle,
+        back: WeakLoopSender,
+    ) {
+        self.passwords = Some((checks, runtime, back));
+    }
+
+    /// Registers the TCP sockets [`open_tcp`](Self::open_tcp) is given
+    /// with `io`, the loop's poll.
+    pub fn with_io(&mut self, io: mio::Registry) {
+        self.io = Some(io);
+    }
+
+    /// A TCP connection opened: registered with the loop's poll under its
+    /// number for reading and writing (edge-triggered: no system call more
+    /// when the socket fills or drains); false if it could not be.
+    pub fn open_tcp(&mut self, now: Instant, conn: u64, peer: IpAddr, mut tcp: TcpConn) -> bool {
+        let Some(io) = &self.io else {
+            return false;
+        };
+        let Ok(token) = usize::try_from(conn) else {
+            return false;
+        };
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        if io
+            .register(tcp.stream(), mio::Token(token), interest)
+            .is_err()
+        {
+            return false;
+        }
+        self.insert(now, conn, peer, "mqtt", Link::Tcp(tcp));
+        true
+    }
+
+    fn insert(
+        &mut self,
+        now: Instant,
+        conn: u64,
+        peer: IpAddr,
+        transport: &'static str,
+        link: Link,
+    ) {
+        let id = ConnId(conn);
+        self.conns.insert(
+            id,
+            Box::new(Conn {
+                link,
+                outbox: Vec::new(),
+                peer,
+                transport,
+                client: None,
+                user: None,
+            }),
+        );
+        self.registry.open(now, id);
+    }
+
+    /// The socket of `conn` is readable: one read into `buf`, handed to
+    /// the registry; true when the read filled `buf` (there may be more).
+    pub fn readable(&mut self, now: Instant, conn: u64, buf: &mut [u8]) -> bool {
+        let id = ConnId(conn);
+        let Some(Link::Tcp(t)) = self.conns.get_mut(&id).map(|c| &mut c.link) else {
+            return false;
+        };
+        match t.read(buf) {
+            Ok(0) => self.lost(now, id),
+            Ok(n) => {
+                self.registry.handle_bytes(now, id, &buf[..n]);
+                return n == buf.len();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => self.lost(now, id),
+        }
+        false
+    }
+
+    /// The socket of `conn` can take more: what waits for it is written.
+    pub fn writable(&mut self, now: Instant, conn: u64) {
+        let id = ConnId(conn);
+        let Some(Link::Tcp(t)) = self.conns.get_mut(&id).map(|c| &mut c.link) else {
+            return;
+        };
+        if t.has_unsent() && t.write_unsent() == Sent::Failed {
+            self.lost(now, id);
+        }
+    }
+
+    /// Whether the broker knows the connection `conn`.
+    pub fn has(&self, conn: u64) -> bool {
+        self.conns.contains_key(&ConnId(conn))
+    }
+
+    /// Open connections, TCP and WebSocket.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The sockets whose connection ended since the last call.
+    pub fn take_closing(&mut self) -> Vec<(u64, TcpConn)> {
+        std::mem::take(&mut self.closing)
+    }
+
+    /// The connection is gone: nothing more can be written to it.
+    fn lost(&mut self, now: Instant, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.outbox.clear();
+            self.registry.connection_lost(now, id);
+        }
     }
 
     /// MQTT clients connected now (for the client limit).
@@ -134,76 +269,39 @@ impl Broker {
     }
 
     /// Runs the registry's timers (keep alive, CONNECT timeout, will delay,
-    /// session expiry).
-    pub fn handle_timeout(&mut self, now: Instant, events: &mut EventLog, others: usize) {
+    /// session expiry); [`drive`](Self::drive) carries out what they did.
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.registry.handle_timeout(now);
-        self.drive(now, events, others);
     }
 
-    /// Handles what a connection said; `others` is the number of clients
-    /// of the session protocol (the client limit counts both).
-    pub fn handle(
-        &mut self,
-        now: Instant,
-        command: MqttCommand,
-        events: &mut EventLog,
-        others: usize,
-    ) {
+    /// Handles what a WebSocket connection said; [`drive`](Self::drive)
+    /// carries out what it did.
+    pub fn handle(&mut self, now: Instant, command: MqttCommand) {
         match command {
             MqttCommand::Open {
                 conn,
                 peer,
                 transport,
                 out,
-            } => {
-                let id = ConnId(conn);
-                self.conns.insert(
-                    id,
-                    Box::new(Conn {
-                        out,
-                        outbox: Vec::new(),
-                        peer,
-                        transport,
-                        client: None,
-                        user: None,
-                    }),
-                );
-                self.registry.open(now, id);
-            }
+            } => self.insert(now, conn, peer, transport, Link::Ws(out)),
             MqttCommand::Bytes { conn, data } => {
                 let id = ConnId(conn);
                 if self.conns.contains_key(&id) {
                     self.registry.handle_bytes(now, id, &data);
                 }
             }
-            MqttCommand::Lost { conn } => {
-                let id = ConnId(conn);
-                if let Some(c) = self.conns.get_mut(&id) {
-                    // Nothing more can be written to it.
-                    c.outbox.clear();
-                    self.registry.connection_lost(now, id);
-                }
-            }
+            MqttCommand::Lost { conn } => self.lost(now, ConnId(conn)),
         }
-        self.drive(now, events, others);
     }
 
     /// A password check is over: accept or refuse.
-    pub fn checked(
-        &mut self,
-        now: Instant,
-        incoming: Incoming,
-        verdict: Verdict,
-        events: &mut EventLog,
-        others: usize,
-    ) {
+    pub fn checked(&mut self, now: Instant, incoming: Incoming, verdict: Verdict) {
         match verdict {
             _ if self.stopping => self.registry.refuse(now, incoming, Refuse::Busy),
             Verdict::Accepted => self.registry.accept(now, incoming),
             Verdict::Refused => self.registry.refuse(now, incoming, Refuse::BadCredentials),
             Verdict::Busy => self.registry.refuse(now, incoming, Refuse::Busy),
         }
-        self.drive(now, events, others);
     }
 
     /// The sessions, connected and offline, sorted by client id.
@@ -227,17 +325,10 @@ impl Broker {
 
     /// Control API: closes the client's connection (5.0: DISCONNECT 0x98)
     /// and ends its session; whether there was such a session.
-    pub fn close(
-        &mut self,
-        now: Instant,
-        client_id: &str,
-        events: &mut EventLog,
-        others: usize,
-    ) -> bool {
+    pub fn close(&mut self, now: Instant, client_id: &str) -> bool {
         let found = self.registry.sessions().any(|s| s.client_id == client_id);
         if found {
             self.registry.close(now, client_id, ServerClose::Controller);
-            self.drive(now, events, others);
         }
         found
     }
@@ -257,14 +348,16 @@ impl Broker {
         }
         self.drive(now, events, 0);
         // Connections that never sent a CONNECT just go.
-        for (_, c) in self.conns.drain() {
-            c.finish();
+        for (id, c) in self.conns.drain() {
+            c.finish(id, &mut self.closing);
         }
     }
 
     /// Carries out what the registry hands out until it has nothing more:
-    /// events (which may deliver, and so transmit), transmits, closes.
-    fn drive(&mut self, now: Instant, events: &mut EventLog, others: usize) {
+    /// events (which may deliver, and so transmit), transmits (each
+    /// connection's written as one batch), closes. `others` is the number
+    /// of clients of the session protocol (the client limit counts both).
+    pub fn drive(&mut self, now: Instant, events: &mut EventLog, others: usize) {
         loop {
             let mut busy = false;
             while let Some(event) = self.registry.poll_event() {
@@ -280,7 +373,7 @@ impl Broker {
                     c.outbox.push(bytes);
                 }
             }
-            self.flush();
+            self.flush(now);
             while let Some((id, close)) = self.registry.poll_close() {
                 busy = true;
                 let conn = self.conns.remove(&id);
@@ -307,14 +400,18 @@ impl Broker {
                 } else {
                     "refused"
                 };
-                if client.is_none() && close.code.is_none() && close.client_id.is_none() {
+                let no_connect =
+                    client.is_none() && close.code.is_none() && close.client_id.is_none();
+                if no_connect && close.reason != CloseReason::ClientUnresponsive {
                     // Gone before its CONNECT was whole: nothing to log.
                     tracing::debug!(conn = id.0, reason = %close.reason, "MQTT connection ended before CONNECT");
                     if let Some(c) = conn {
-                        c.finish();
+                        c.finish(id, &mut self.closing);
                     }
                     continue;
                 }
+                // A connection whose CONNECT never came in time is closed
+                // (CLIENT_UNRESPONSIVE) with no client id.
                 events.record(&Record {
                     event,
                     protocol: Some("mqtt"),
@@ -327,7 +424,7 @@ impl Broker {
                     ..Record::default()
                 });
                 if let Some(c) = conn {
-                    c.finish();
+                    c.finish(id, &mut self.closing);
                 }
             }
             if !busy {
@@ -336,13 +433,16 @@ impl Broker {
         }
     }
 
-    /// Sends each connection its outbox as one batch; a connection that
-    /// has [`MQTT_CONN_QUEUE`](super::conn::MQTT_CONN_QUEUE) batches or
-    /// [`conn_bytes`](super::conn::conn_bytes) bytes waiting does not keep
-    /// up: the codec closes it as a full queue (`Registry::outbound_full`,
-    /// MESSAGE_QUEUE_LIMIT_REACHED, 0x97 when it can still be written).
-    fn flush(&mut self) {
+    /// Writes each connection its outbox as one batch: a socket with one
+    /// `writev`, a WebSocket task through its outbox. A connection that has
+    /// [`conn_bytes`](super::conn::conn_bytes) bytes waiting (or, over
+    /// WebSocket, [`MQTT_CONN_QUEUE`](super::conn::MQTT_CONN_QUEUE)
+    /// batches) does not keep up: the codec closes it as a full queue
+    /// (`Registry::outbound_full`, MESSAGE_QUEUE_LIMIT_REACHED, 0x97 when
+    /// it can still be written).
+    fn flush(&mut self, now: Instant) {
         let mut slow = Vec::new();
+        let mut lost = Vec::new();
         for id in self.dirty.drain(..) {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
@@ -351,19 +451,29 @@ impl Broker {
                 continue;
             }
             let batch = std::mem::take(&mut c.outbox);
-            if !c.out.send(MqttOut::Write(batch)) {
-                slow.push(id);
+            match &mut c.link {
+                Link::Ws(out) => {
+                    if !out.send(MqttOut::Write(batch)) {
+                        // Its task may be stuck writing to a client that
+                        // does not read: it stops, and the socket goes.
+                        out.give_up();
+                        slow.push(id);
+                    }
+                }
+                Link::Tcp(t) => match t.write(&batch, self.conn_bytes) {
+                    Sent::Ok => {}
+                    Sent::Full => slow.push(id),
+                    Sent::Failed => lost.push(id),
+                },
             }
         }
         for id in slow {
-            if let Some(c) = self.conns.get(&id) {
-                tracing::debug!(conn = id.0, "MQTT connection does not keep up: dropped");
-                // Its task may be stuck writing to a client that does not
-                // read: it stops, and the socket goes.
-                c.out.give_up();
-            }
+            tracing::debug!(conn = id.0, "MQTT connection does not keep up: dropped");
             // The codec closes it as a full queue (0x97).
-            self.registry.outbound_full(Instant::now(), id);
+            self.registry.outbound_full(now, id);
+        }
+        for id in lost {
+            self.lost(now, id);
         }
     }
 
@@ -463,7 +573,7 @@ impl Broker {
         if self.stopping || (full && !takeover) {
             return self.registry.refuse(now, incoming, Refuse::Busy);
         }
-        let Some((checks, hub)) = &self.passwords else {
+        let Some((checks, runtime, back)) = &self.passwords else {
             return self.registry.accept(now, incoming);
         };
         let Some(user) = user else {
@@ -474,11 +584,11 @@ impl Broker {
             .password()
             .map(|p| p.to_vec())
             .unwrap_or_default();
-        let (checks, hub) = (Arc::clone(checks), hub.clone());
-        tokio::spawn(async move {
+        let (checks, back) = (Arc::clone(checks), back.clone());
+        runtime.spawn(async move {
             let verdict = checks.check(peer, user, password).await;
-            if let Some(hub) = hub.upgrade() {
-                let _ = hub.send(Command::MqttChecked { incoming, verdict }).await;
+            if let Some(back) = back.upgrade() {
+                back.send(LoopCommand::Checked { incoming, verdict }).await;
             }
         });
     }
@@ -597,18 +707,20 @@ mod tests {
             transport: "mqtt",
             out,
         };
-        broker.handle(Instant::now(), open, events, 0);
+        handle(broker, events, open, 0);
         rx
+    }
+
+    /// One loop turn: the command, then what it did.
+    fn handle(broker: &mut Broker, events: &mut EventLog, command: MqttCommand, others: usize) {
+        let now = Instant::now();
+        broker.handle(now, command);
+        broker.drive(now, events, others);
     }
 
     fn bytes(broker: &mut Broker, events: &mut EventLog, data: &'static [u8]) {
         let data = Bytes::from_static(data);
-        broker.handle(
-            Instant::now(),
-            MqttCommand::Bytes { conn: 1, data },
-            events,
-            0,
-        );
+        handle(broker, events, MqttCommand::Bytes { conn: 1, data }, 0);
     }
 
     fn broker() -> (Broker, EventLog) {
@@ -649,9 +761,10 @@ mod tests {
         bytes(&mut broker, &mut events, CONNECT);
         assert!(matches!(rx.try_next(), Some(MqttOut::Write(_))));
         assert_eq!(broker.list()[0].client_id, "c");
-        assert!(broker.close(Instant::now(), "c", &mut events, 0));
+        assert!(broker.close(Instant::now(), "c"));
+        broker.drive(Instant::now(), &mut events, 0);
         assert!(matches!(rx.try_next(), Some(MqttOut::Close)));
-        assert!(!broker.close(Instant::now(), "nobody", &mut events, 0));
+        assert!(!broker.close(Instant::now(), "nobody"));
     }
 
     #[tokio::test]
@@ -668,10 +781,10 @@ mod tests {
         let rx = open(&mut broker, &mut events, 8);
         // Two clients of the session protocol hold both places.
         let data = Bytes::from_static(CONNECT);
-        broker.handle(
-            Instant::now(),
-            MqttCommand::Bytes { conn: 1, data },
+        handle(
+            &mut broker,
             &mut events,
+            MqttCommand::Bytes { conn: 1, data },
             2,
         );
         match rx.try_next() {
