@@ -18,6 +18,9 @@
 //! `transport` (`mqtt` over TCP, `mqtt-ws`), `principal` (the user name),
 //! `reason`, `reason_id` and `reason_code` (the MQTT 5.0 reason code of the
 //! close; a 3.1.1 client is logged with the code a 5.0 one would have got).
+//! A connection closed before its CONNECT was taken, and one whose CONNECT
+//! never came within the CONNECT timeout (CLIENT_UNRESPONSIVE), is logged
+//! `refused` with no client id.
 //!
 //! `principal` is `null` for an anonymous session; `violation` (the fault's
 //! stable name) and `offset` appear only when a fault caused the close.

@@ -410,8 +410,9 @@ impl Broker {
                     }
                     continue;
                 }
-                // A connection whose CONNECT never came in time is closed
-                // (CLIENT_UNRESPONSIVE) with no client id.
+                // Logged `refused` without a client id: a close decided
+                // before a CONNECT was taken, or no CONNECT in time
+                // (CLIENT_UNRESPONSIVE).
                 events.record(&Record {
                     event,
                     protocol: Some("mqtt"),
