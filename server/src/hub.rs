@@ -495,6 +495,11 @@ impl Hub {
         attach: Attach,
         reply: oneshot::Sender<Connected>,
     ) {
+        // Counted before the answer goes: a client the MQTT loop admits
+        // after this one saw its answer counts it.
+        self.clients
+            .sessions
+            .store(self.registry.live_sessions(), Ordering::Release);
         let transport = match attach {
             Attach::WebSocket(_) => ConnectionType::WebSocket,
             Attach::Http => ConnectionType::HttpPolling,

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,7 +35,7 @@ use super::conn::conn_bytes;
 use super::retained::{sends_retained, Retained, RetainedLimits};
 use super::tcp::{Sent, TcpConn};
 use super::tree::{charge, SubscribeError, Subscription, Tree, TreeLimits};
-use crate::channel::OsRandom;
+use crate::channel::{Clients, OsRandom};
 use crate::events::{EventLog, Record};
 use crate::passwords::{PasswordChecks, Verdict};
 
@@ -65,21 +66,26 @@ enum Link {
     Ws(ConnOut),
 }
 
-/// The transport side of one MQTT connection.
+/// The transport side of one MQTT connection: what the registry does not
+/// hold (its client id comes with the registry's close).
 struct Conn {
     link: Link,
-    /// Bytes drained from the registry and not yet sent: one batch per
-    /// loop turn.
-    outbox: Vec<Bytes>,
     peer: IpAddr,
-    transport: &'static str,
-    /// Set once connected: who and which version.
-    client: Option<(String, Version)>,
+    /// Set once connected: which version.
+    version: Option<Version>,
     /// The user name of its CONNECT, for the log.
     user: Option<String>,
 }
 
 impl Conn {
+    /// The transport's name in the event log.
+    fn transport(&self) -> &'static str {
+        match self.link {
+            Link::Tcp(_) => "mqtt",
+            Link::Ws(_) => "mqtt-ws",
+        }
+    }
+
     /// Tells the connection to close after what it was sent; one whose
     /// channel is full is told to give up instead. A socket goes to
     /// `closing`, where the loop writes what waits and ends it.
@@ -104,10 +110,14 @@ pub struct Broker {
     conns: HashMap<ConnId, Box<Conn>>,
     /// The client ids with a connection now, and how many (two for a
     /// moment during a takeover): a shared subscription's turn prefers
-    /// them.
-    online: HashMap<String, u32>,
-    /// Connections whose outbox is not empty, to send on the next flush.
-    dirty: Vec<ConnId>,
+    /// them, and a takeover adds no client at the limit.
+    online: Online,
+    /// Bytes drained from the registry and not yet written, in order for
+    /// each connection: each connection's are written as one batch at the
+    /// next flush.
+    outbox: Vec<(ConnId, Bytes)>,
+    /// One connection's batch, while it is written.
+    batch: Vec<Bytes>,
     /// Sockets whose connection ended, for the loop to finish.
     closing: Vec<(u64, TcpConn)>,
     /// Bytes that may wait for one connection's socket.
@@ -117,6 +127,9 @@ pub struct Broker {
     maximum_qos: QoS,
     /// The client limit, over both protocols.
     max_clients: usize,
+    /// The clients of both protocols: the broker writes its own count
+    /// before any CONNACK goes out, and reads the other's.
+    clients: Arc<Clients>,
     /// With a users file: the password checks, the runtime they run on
     /// and the way back into the loop for their verdicts. Without one,
     /// anyone connects.
@@ -135,9 +148,11 @@ impl Broker {
             tree: Tree::new(tree),
             retained: Retained::new(retained),
             conns: HashMap::new(),
-            online: HashMap::new(),
-            dirty: Vec::new(),
+            online: Online::default(),
+            outbox: Vec::new(),
+            batch: Vec::new(),
             closing: Vec::new(),
+            clients: Arc::default(),
             io: None,
             passwords: None,
             stopping: false,
@@ -153,6 +168,11 @@ impl Broker {
         back: WeakLoopSender,
     ) {
         self.passwords = Some((checks, runtime, back));
+    }
+
+    /// Counts the clients of both protocols in `clients`.
+    pub fn with_clients(&mut self, clients: Arc<Clients>) {
+        self.clients = clients;
     }
 
     /// Registers the TCP sockets [`open_tcp`](Self::open_tcp) is given
@@ -178,27 +198,18 @@ impl Broker {
         {
             return false;
         }
-        self.insert(now, conn, peer, "mqtt", Link::Tcp(tcp));
+        self.insert(now, conn, peer, Link::Tcp(tcp));
         true
     }
 
-    fn insert(
-        &mut self,
-        now: Instant,
-        conn: u64,
-        peer: IpAddr,
-        transport: &'static str,
-        link: Link,
-    ) {
+    fn insert(&mut self, now: Instant, conn: u64, peer: IpAddr, link: Link) {
         let id = ConnId(conn);
         self.conns.insert(
             id,
             Box::new(Conn {
                 link,
-                outbox: Vec::new(),
                 peer,
-                transport,
-                client: None,
+                version: None,
                 user: None,
             }),
         );
@@ -252,13 +263,14 @@ impl Broker {
 
     /// The connection is gone: nothing more can be written to it.
     fn lost(&mut self, now: Instant, id: ConnId) {
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.outbox.clear();
+        if self.conns.contains_key(&id) {
+            self.outbox.retain(|(c, _)| *c != id);
             self.registry.connection_lost(now, id);
         }
     }
 
-    /// MQTT clients connected now (for the client limit).
+    /// MQTT clients connected now.
+    #[cfg(test)]
     pub fn connected(&self) -> usize {
         self.registry.connected()
     }
@@ -278,12 +290,7 @@ impl Broker {
     /// carries out what it did.
     pub fn handle(&mut self, now: Instant, command: MqttCommand) {
         match command {
-            MqttCommand::Open {
-                conn,
-                peer,
-                transport,
-                out,
-            } => self.insert(now, conn, peer, transport, Link::Ws(out)),
+            MqttCommand::Open { conn, peer, out } => self.insert(now, conn, peer, Link::Ws(out)),
             MqttCommand::Bytes { conn, data } => {
                 let id = ConnId(conn);
                 if self.conns.contains_key(&id) {
@@ -346,7 +353,7 @@ impl Broker {
         for client_id in connected {
             self.registry.close(now, &client_id, ServerClose::Shutdown);
         }
-        self.drive(now, events, 0);
+        self.drive(now, events);
         // Connections that never sent a CONNECT just go.
         for (id, c) in self.conns.drain() {
             c.finish(id, &mut self.closing);
@@ -355,53 +362,40 @@ impl Broker {
 
     /// Carries out what the registry hands out until it has nothing more:
     /// events (which may deliver, and so transmit), transmits (each
-    /// connection's written as one batch), closes. `others` is the number
-    /// of clients of the session protocol (the client limit counts both).
-    pub fn drive(&mut self, now: Instant, events: &mut EventLog, others: usize) {
+    /// connection's written as one batch), closes.
+    pub fn drive(&mut self, now: Instant, events: &mut EventLog) {
         loop {
             let mut busy = false;
             while let Some(event) = self.registry.poll_event() {
                 busy = true;
-                self.event(now, event, events, others);
+                self.event(now, event, events);
             }
-            while let Some((id, bytes)) = self.registry.poll_transmit() {
+            while let Some(transmit) = self.registry.poll_transmit() {
                 busy = true;
-                if let Some(c) = self.conns.get_mut(&id) {
-                    if c.outbox.is_empty() {
-                        self.dirty.push(id);
-                    }
-                    c.outbox.push(bytes);
-                }
+                self.outbox.push(transmit);
             }
             self.flush(now);
             while let Some((id, close)) = self.registry.poll_close() {
                 busy = true;
                 let conn = self.conns.remove(&id);
-                if let Some((client_id, _)) = conn.as_ref().and_then(|c| c.client.as_ref()) {
+                let version = conn.as_ref().and_then(|c| c.version);
+                let client_id = close.client_id.as_deref();
+                if let (Some(_), Some(client_id)) = (version, client_id) {
                     // A takeover may have given the client id a new
                     // connection already: it stays online.
-                    if let Some(n) = self.online.get_mut(client_id.as_str()) {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            self.online.remove(client_id.as_str());
-                        }
-                    }
+                    self.online.left(client_id);
                 }
-                let (client, user, transport) = match &conn {
-                    Some(c) => (c.client.clone(), c.user.as_deref(), Some(c.transport)),
-                    None => (None, None, None),
+                let (user, transport) = match &conn {
+                    Some(c) => (c.user.as_deref(), Some(c.transport())),
+                    None => (None, None),
                 };
-                let client_id = close
-                    .client_id
-                    .as_deref()
-                    .or(client.as_ref().map(|c| c.0.as_str()));
-                let event = if client.is_some() {
+                let event = if version.is_some() {
                     "closed"
                 } else {
                     "refused"
                 };
                 let no_connect =
-                    client.is_none() && close.code.is_none() && close.client_id.is_none();
+                    version.is_none() && close.code.is_none() && close.client_id.is_none();
                 if no_connect && close.reason != CloseReason::ClientUnresponsive {
                     // Gone before its CONNECT was whole: nothing to log.
                     tracing::debug!(conn = id.0, reason = %close.reason, "MQTT connection ended before CONNECT");
@@ -418,7 +412,7 @@ impl Broker {
                     protocol: Some("mqtt"),
                     principal: user,
                     client_id,
-                    version: client.as_ref().map(|c| version_name(c.1)),
+                    version: version.map(version_name),
                     transport_name: transport,
                     reason: Some(close.reason),
                     reason_code: close.code,
@@ -442,26 +436,39 @@ impl Broker {
     /// (`Registry::outbound_full`, MESSAGE_QUEUE_LIMIT_REACHED, 0x97 when
     /// it can still be written).
     fn flush(&mut self, now: Instant) {
+        // Counted before the CONNACKs go: a client the other protocol
+        // admits after seeing ours counts it.
+        self.clients
+            .mqtt
+            .store(self.registry.connected(), Ordering::Release);
+        if self.outbox.is_empty() {
+            return;
+        }
         let mut slow = Vec::new();
         let mut lost = Vec::new();
-        for id in self.dirty.drain(..) {
+        // Stable: each connection's bytes stay in order.
+        self.outbox.sort_by_key(|(id, _)| *id);
+        let mut transmits = std::mem::take(&mut self.outbox).into_iter().peekable();
+        while let Some((id, first)) = transmits.next() {
+            let batch = &mut self.batch;
+            batch.clear();
+            batch.push(first);
+            while let Some((_, more)) = transmits.next_if(|(next, _)| *next == id) {
+                batch.push(more);
+            }
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
-            if c.outbox.is_empty() {
-                continue;
-            }
-            let batch = std::mem::take(&mut c.outbox);
             match &mut c.link {
                 Link::Ws(out) => {
-                    if !out.send(MqttOut::Write(batch)) {
+                    if !out.send(MqttOut::Write(std::mem::take(batch))) {
                         // Its task may be stuck writing to a client that
                         // does not read: it stops, and the socket goes.
                         out.give_up();
                         slow.push(id);
                     }
                 }
-                Link::Tcp(t) => match t.write(&batch, self.conn_bytes) {
+                Link::Tcp(t) => match t.write(batch, self.conn_bytes) {
                     Sent::Ok => {}
                     Sent::Full => slow.push(id),
                     Sent::Failed => lost.push(id),
@@ -478,9 +485,9 @@ impl Broker {
         }
     }
 
-    fn event(&mut self, now: Instant, event: Event, events: &mut EventLog, others: usize) {
+    fn event(&mut self, now: Instant, event: Event, events: &mut EventLog) {
         match event {
-            Event::Connect(incoming) => self.connect(now, incoming, others),
+            Event::Connect(incoming) => self.connect(now, incoming),
             Event::Connected {
                 conn,
                 client_id,
@@ -496,13 +503,13 @@ impl Broker {
                     principal: c.user.as_deref(),
                     client_id: Some(&client_id),
                     version: Some(version_name(version)),
-                    transport_name: Some(c.transport),
+                    transport_name: Some(c.transport()),
                     code: Some(0),
                     ..Record::default()
                 });
                 tracing::debug!(client_id, session_present, "MQTT client connected");
-                *self.online.entry(client_id.clone()).or_insert(0) += 1;
-                c.client = Some((client_id, version));
+                c.version = Some(version);
+                self.online.joined(&client_id);
             }
             Event::Publish { from, message } | Event::Will { from, message } => {
                 self.route(now, &from, &message);
@@ -553,7 +560,7 @@ impl Broker {
 
     /// A CONNECT passed the registry's checks: the client limit (both
     /// protocols), then the users file.
-    fn connect(&mut self, now: Instant, incoming: Incoming, others: usize) {
+    fn connect(&mut self, now: Instant, incoming: Incoming) {
         let conn = incoming.conn();
         let user = incoming
             .connect()
@@ -569,7 +576,8 @@ impl Broker {
         // A client taking its own connection over adds no client.
         let takeover = self
             .online
-            .contains_key(incoming.connect().client_id().as_str());
+            .contains(incoming.connect().client_id().as_str());
+        let others = self.clients.sessions.load(Ordering::Acquire);
         let full = self.registry.connected().saturating_add(others) >= self.max_clients;
         if self.stopping || (full && !takeover) {
             return self.registry.refuse(now, incoming, Refuse::Busy);
@@ -614,7 +622,7 @@ impl Broker {
         let online = &self.online;
         let matches = self
             .tree
-            .matches_preferring(message.topic.as_str(), from, |c| online.contains_key(c));
+            .matches_preferring(message.topic.as_str(), from, |c| online.contains(c));
         for m in matches {
             let delivery = Delivery {
                 qos: m.qos.min(message.qos),
@@ -675,6 +683,42 @@ impl Broker {
     }
 }
 
+/// The client ids with a connection now, by a keyed hash of the id
+/// rather than a copy of it (the registry holds the id): an attacker
+/// cannot choose ids that collide, and a collision would only make a shared
+/// subscription prefer a client without a connection or let a takeover's
+/// exemption from the client limit cover another client.
+#[derive(Default)]
+struct Online {
+    hasher: std::hash::RandomState,
+    count: HashMap<u64, u32>,
+}
+
+impl Online {
+    fn key(&self, client_id: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one(client_id)
+    }
+
+    fn contains(&self, client_id: &str) -> bool {
+        self.count.contains_key(&self.key(client_id))
+    }
+
+    fn joined(&mut self, client_id: &str) {
+        *self.count.entry(self.key(client_id)).or_insert(0) += 1;
+    }
+
+    fn left(&mut self, client_id: &str) {
+        let key = self.key(client_id);
+        if let Some(n) = self.count.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.count.remove(&key);
+            }
+        }
+    }
+}
+
 /// UNSUBACK 0x11, No subscription existed (a 3.1.1 client is sent no code).
 const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
 
@@ -705,23 +749,22 @@ mod tests {
         let open = MqttCommand::Open {
             conn: 1,
             peer: IpAddr::from([127, 0, 0, 1]),
-            transport: "mqtt",
             out,
         };
-        handle(broker, events, open, 0);
+        handle(broker, events, open);
         rx
     }
 
     /// One loop turn: the command, then what it did.
-    fn handle(broker: &mut Broker, events: &mut EventLog, command: MqttCommand, others: usize) {
+    fn handle(broker: &mut Broker, events: &mut EventLog, command: MqttCommand) {
         let now = Instant::now();
         broker.handle(now, command);
-        broker.drive(now, events, others);
+        broker.drive(now, events);
     }
 
     fn bytes(broker: &mut Broker, events: &mut EventLog, data: &'static [u8]) {
         let data = Bytes::from_static(data);
-        handle(broker, events, MqttCommand::Bytes { conn: 1, data }, 0);
+        handle(broker, events, MqttCommand::Bytes { conn: 1, data });
     }
 
     fn broker() -> (Broker, EventLog) {
@@ -731,6 +774,20 @@ mod tests {
             RetainedLimits::default(),
         );
         (b, EventLog::open(None).unwrap())
+    }
+
+    #[test]
+    fn mqtt_3_1_4_3_a_takeover_keeps_the_client_online_until_both_connections_left() {
+        let mut online = Online::default();
+        online.joined("c");
+        // The new connection is online before the old one is closed.
+        online.joined("c");
+        online.left("c");
+        assert!(online.contains("c"));
+        assert!(!online.contains("d"));
+        online.left("c");
+        assert!(!online.contains("c"));
+        assert!(online.count.is_empty(), "nothing kept for a client gone");
     }
 
     #[tokio::test]
@@ -763,7 +820,7 @@ mod tests {
         assert!(matches!(rx.try_next(), Some(MqttOut::Write(_))));
         assert_eq!(broker.list()[0].client_id, "c");
         assert!(broker.close(Instant::now(), "c"));
-        broker.drive(Instant::now(), &mut events, 0);
+        broker.drive(Instant::now(), &mut events);
         assert!(matches!(rx.try_next(), Some(MqttOut::Close)));
         assert!(!broker.close(Instant::now(), "nobody"));
     }
@@ -779,14 +836,16 @@ mod tests {
         };
         let mut broker = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
         let mut events = EventLog::open(None).unwrap();
+        let clients = Arc::new(Clients::default());
+        broker.with_clients(Arc::clone(&clients));
         let rx = open(&mut broker, &mut events, 8);
         // Two clients of the session protocol hold both places.
+        clients.sessions.store(2, Ordering::Release);
         let data = Bytes::from_static(CONNECT);
         handle(
             &mut broker,
             &mut events,
             MqttCommand::Bytes { conn: 1, data },
-            2,
         );
         match rx.try_next() {
             // 3.1.1 CONNACK 0x03: server unavailable.

@@ -137,8 +137,6 @@ pub enum MqttCommand {
         conn: u64,
         /// The client's address (password checks are bounded per address).
         peer: IpAddr,
-        /// `mqtt` (TCP) or `mqtt-ws`.
-        transport: &'static str,
         /// The way to it.
         out: ConnOut,
     },
@@ -179,7 +177,7 @@ struct OutState {
     /// Bytes in the queued batches.
     bytes: usize,
     /// The loop dropped its end.
-    hub_gone: bool,
+    loop_gone: bool,
     /// The task dropped its end.
     task_gone: bool,
     /// The loop gave up on the connection: a task stuck writing to a client
@@ -266,7 +264,7 @@ impl ConnOut {
 impl Drop for ConnOut {
     fn drop(&mut self) {
         self.0.change(|state| {
-            state.hub_gone = true;
+            state.loop_gone = true;
             true
         });
     }
@@ -291,7 +289,7 @@ impl ConnIn {
             }
             return Poll::Ready(Some(out));
         }
-        if state.hub_gone {
+        if state.loop_gone {
             return Poll::Ready(None);
         }
         state.wait(cx);

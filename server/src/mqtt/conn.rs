@@ -47,19 +47,10 @@ pub fn conn_bytes(limits: &sessionwire::Limits) -> usize {
 
 /// Registers a new connection with the loop: its number, its end of the
 /// outbox, and whether the loop took it (once the future resolves).
-fn open<'a>(
-    shared: &'a Shared,
-    peer: IpAddr,
-    transport: &'static str,
-) -> (u64, ConnIn, impl Future<Output = bool> + 'a) {
+fn open(shared: &Shared, peer: IpAddr) -> (u64, ConnIn, impl Future<Output = bool> + '_) {
     let conn = shared.next_conn();
     let (out, rx) = ConnOut::pair(MQTT_CONN_QUEUE, conn_bytes(&shared.limits));
-    let open = MqttCommand::Open {
-        conn,
-        peer,
-        transport,
-        out,
-    };
+    let open = MqttCommand::Open { conn, peer, out };
     (conn, rx, to_loop(shared, open))
 }
 
@@ -136,7 +127,7 @@ pub fn upgrade<B>(req: Request<B>, shared: Arc<Shared>, peer: SocketAddr) -> Res
 use crate::ws::Ws;
 
 async fn run_ws(mut ws: Ws, peer: SocketAddr, shared: &Shared) {
-    let (conn, rx, opened) = open(shared, peer.ip(), "mqtt-ws");
+    let (conn, rx, opened) = open(shared, peer.ip());
     if !opened.await {
         return;
     }
@@ -224,7 +215,7 @@ mod tests {
         assert!(matches!(rx.next().await, Some(MqttOut::Write(_))));
         assert!(matches!(rx.next().await, Some(MqttOut::Write(_))));
         assert!(matches!(rx.next().await, Some(MqttOut::Close)));
-        // The hub lets go: the task sees the end once the queue is empty.
+        // The loop lets go: the task sees the end once the queue is empty.
         assert!(out.send(batch()));
         drop(out);
         assert!(matches!(rx.next().await, Some(MqttOut::Write(_))));
@@ -279,7 +270,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn outbox_wakes_a_waiting_task_when_the_hub_lets_go() {
+    async fn outbox_wakes_a_waiting_task_when_the_loop_lets_go() {
         let (out, rx) = ConnOut::pair(2, 100);
         let task = tokio::spawn(async move { rx.next().await.is_none() });
         tokio::task::yield_now().await;

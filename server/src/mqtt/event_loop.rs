@@ -123,6 +123,7 @@ pub fn spawn(setup: Setup) -> io::Result<LoopSender> {
         Default::default(),
     );
     broker.with_io(poll.registry().try_clone()?);
+    broker.with_clients(setup.clients);
     if let Some(checks) = setup.passwords {
         broker.with_passwords(
             checks,
@@ -142,7 +143,6 @@ pub fn spawn(setup: Setup) -> io::Result<LoopSender> {
         slots: setup.slots,
         pending: setup.pending,
         log: setup.log,
-        clients: setup.clients,
         next_conn: setup.next_conn,
         rx,
         more_commands: false,
@@ -179,7 +179,6 @@ struct Loop {
     slots: Arc<Semaphore>,
     pending: Arc<Pending>,
     log: EventLog,
-    clients: Arc<Clients>,
     next_conn: Arc<AtomicU64>,
     rx: mpsc::Receiver<LoopCommand>,
     /// Commands were left for the next turn.
@@ -260,11 +259,7 @@ impl Loop {
     /// Carries out what the turn did, and hands the loop the sockets whose
     /// connection ended.
     fn drive(&mut self, now: Instant) {
-        let others = self.clients.sessions.load(Ordering::Acquire);
-        self.broker.drive(now, &mut self.log, others);
-        self.clients
-            .mqtt
-            .store(self.broker.connected(), Ordering::Release);
+        self.broker.drive(now, &mut self.log);
         for (conn, tcp) in self.broker.take_closing() {
             self.close(now, conn, tcp);
         }

@@ -10,7 +10,7 @@
 
 use std::io::{self, IoSlice, Read as _, Write as _};
 
-use bytes::Bytes;
+use bytes::{Buf as _, Bytes, BytesMut};
 use mio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -23,13 +23,14 @@ const GATHER: usize = 64;
 #[derive(Debug)]
 pub struct TcpConn {
     stream: TcpStream,
-    /// Bytes the socket would not take yet; empty (and unallocated) while
-    /// the client keeps up.
-    unsent: Vec<u8>,
+    /// Bytes the socket would not take yet; `None` while the client keeps
+    /// up (boxed, as is `waiting`: a pointer in every idle connection
+    /// rather than the whole buffer or slot).
+    unsent: Option<Box<BytesMut>>,
     /// Its address's place among connections not answered yet, given back
     /// at the first write (the CONNACK, or the end of a connection whose
     /// CONNECT never came).
-    waiting: Option<PendingSlot>,
+    waiting: Option<Box<PendingSlot>>,
     /// Its place among the MQTT-over-TCP connections.
     _slot: OwnedSemaphorePermit,
     /// Its writes passed the bound: closed without a last write.
@@ -52,8 +53,8 @@ impl TcpConn {
     pub fn new(stream: TcpStream, slot: OwnedSemaphorePermit, waiting: PendingSlot) -> TcpConn {
         TcpConn {
             stream,
-            unsent: Vec::new(),
-            waiting: Some(waiting),
+            unsent: None,
+            waiting: Some(Box::new(waiting)),
             _slot: slot,
             gave_up: false,
         }
@@ -82,18 +83,13 @@ impl TcpConn {
         let Some(total) = batch.iter().try_fold(0usize, |n, b| n.checked_add(b.len())) else {
             return self.give_up();
         };
-        if !self.unsent.is_empty() {
+        if let Some(unsent) = self.unsent.as_mut() {
             // The socket is full: the writable event writes the rest.
-            if self
-                .unsent
-                .len()
-                .checked_add(total)
-                .is_none_or(|n| n > bound)
-            {
+            if unsent.len().checked_add(total).is_none_or(|n| n > bound) {
                 return self.give_up();
             }
             for b in batch {
-                self.unsent.extend_from_slice(b);
+                unsent.extend_from_slice(b);
             }
             return Sent::Ok;
         }
@@ -109,23 +105,31 @@ impl TcpConn {
                 Err(_) => return Sent::Failed,
             }
         }
+        if written == total {
+            return Sent::Ok;
+        }
         if total - written > bound {
             return self.give_up();
         }
+        let mut unsent = BytesMut::with_capacity(total - written);
         let mut skip = written;
         for b in batch {
             let from = skip.min(b.len());
             skip -= from;
-            self.unsent.extend_from_slice(&b[from..]);
+            unsent.extend_from_slice(&b[from..]);
         }
+        self.unsent = Some(Box::new(unsent));
         Sent::Ok
     }
 
     /// The socket can take more: writes what waits.
     pub fn write_unsent(&mut self) -> Sent {
+        let Some(unsent) = self.unsent.as_mut() else {
+            return Sent::Ok;
+        };
         let mut written = 0;
-        while written < self.unsent.len() {
-            match self.stream.write(&self.unsent[written..]) {
+        while written < unsent.len() {
+            match self.stream.write(&unsent[written..]) {
                 Ok(0) => return Sent::Failed,
                 Ok(n) => written += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -133,18 +137,18 @@ impl TcpConn {
                 Err(_) => return Sent::Failed,
             }
         }
-        if written == self.unsent.len() {
+        if written == unsent.len() {
             // Nothing stays allocated for a connection that keeps up.
-            self.unsent = Vec::new();
+            self.unsent = None;
         } else {
-            self.unsent.drain(..written);
+            unsent.advance(written);
         }
         Sent::Ok
     }
 
     /// Whether bytes wait for the socket.
     pub fn has_unsent(&self) -> bool {
-        !self.unsent.is_empty()
+        self.unsent.is_some()
     }
 
     /// Whether it was given up on (its writes passed the bound).
@@ -159,7 +163,7 @@ impl TcpConn {
 
     fn give_up(&mut self) -> Sent {
         self.gave_up = true;
-        self.unsent = Vec::new();
+        self.unsent = None;
         Sent::Full
     }
 }
