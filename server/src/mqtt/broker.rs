@@ -448,7 +448,7 @@ impl Broker {
         let mut lost = Vec::new();
         // Stable: each connection's bytes stay in order.
         self.outbox.sort_by_key(|(id, _)| *id);
-        let mut transmits = std::mem::take(&mut self.outbox).into_iter().peekable();
+        let mut transmits = self.outbox.drain(..).peekable();
         while let Some((id, first)) = transmits.next() {
             let batch = &mut self.batch;
             batch.clear();
@@ -475,6 +475,7 @@ impl Broker {
                 },
             }
         }
+        drop(transmits);
         for id in slow {
             tracing::debug!(conn = id.0, "MQTT connection does not keep up: dropped");
             // The codec closes it as a full queue (0x97).
