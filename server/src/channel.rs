@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sessionwire::mqtt::session::Incoming as MqttIncoming;
 use sessionwire::session::handshake::ConnectionRequest;
 use sessionwire::session::ids::RandomSourceFailed;
 use sessionwire::session::{HttpClose, Incoming, RandomSource, SessionEvent, SessionToken};
@@ -20,7 +19,6 @@ use sessionwire::Violation;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::mqtt::channel::MqttCommand;
 use crate::passwords::Verdict;
 
 /// Most messages handed to one WebSocket connection and not yet taken by
@@ -136,20 +134,22 @@ pub enum Command {
         /// Whether the session was found.
         reply: oneshot::Sender<bool>,
     },
-    /// An MQTT connection's news.
-    Mqtt(MqttCommand),
-    /// The password check of an MQTT CONNECT is over.
-    MqttChecked {
-        /// The attempt, to accept or refuse.
-        incoming: MqttIncoming,
-        /// What the check found.
-        verdict: Verdict,
-    },
     /// Abort every session and stop.
     Shutdown {
         /// Answered once every session is aborted.
         done: oneshot::Sender<()>,
     },
+}
+
+/// The clients of each protocol, for `--max-clients` across both: each
+/// count is written by its owner (the hub, the MQTT event loop) and read by
+/// the other.
+#[derive(Debug, Default)]
+pub struct Clients {
+    /// Live sessions of the session protocol.
+    pub sessions: AtomicUsize,
+    /// Connected MQTT clients.
+    pub mqtt: AtomicUsize,
 }
 
 /// The transport of a connection request.

@@ -18,6 +18,9 @@
 //! `transport` (`mqtt` over TCP, `mqtt-ws`), `principal` (the user name),
 //! `reason`, `reason_id` and `reason_code` (the MQTT 5.0 reason code of the
 //! close; a 3.1.1 client is logged with the code a 5.0 one would have got).
+//! A connection closed before its CONNECT was taken, and one whose CONNECT
+//! never came within the CONNECT timeout (CLIENT_UNRESPONSIVE), is logged
+//! `refused` with no client id.
 //!
 //! `principal` is `null` for an anonymous session; `violation` (the fault's
 //! stable name) and `offset` appear only when a fault caused the close.
@@ -180,7 +183,9 @@ enum Sink {
     /// up never stalls the hub (lines beyond the backlog are dropped).
     Thread {
         tx: SyncSender<String>,
-        writer: JoinHandle<()>,
+        /// `None` in a [`share`](EventLog::share)d log: the first one
+        /// joins the writer.
+        writer: Option<JoinHandle<()>>,
     },
 }
 
@@ -222,7 +227,10 @@ impl EventLog {
                             }
                             let _ = out.flush();
                         })?;
-                Sink::Thread { tx, writer }
+                Sink::Thread {
+                    tx,
+                    writer: Some(writer),
+                }
             }
             Some(path) => Sink::File(BufWriter::new(
                 OpenOptions::new().create(true).append(true).open(path)?,
@@ -271,9 +279,31 @@ impl EventLog {
             }
             Sink::Thread { tx, writer } => {
                 drop(tx);
-                let _ = writer.join();
+                if let Some(writer) = writer {
+                    let _ = writer.join();
+                }
             }
         }
+    }
+
+    /// A second writer to the same log, for another thread (the MQTT event
+    /// loop): the same file (appended to, each line flushed whole) or the
+    /// same writer thread. Close it before the first, whose
+    /// [`close`](Self::close) waits for the writer thread.
+    pub fn share(&self) -> io::Result<EventLog> {
+        let sink = match &self.sink {
+            Sink::Off => Sink::Off,
+            Sink::File(out) => Sink::File(BufWriter::new(out.get_ref().try_clone()?)),
+            Sink::Thread { tx, .. } => Sink::Thread {
+                tx: tx.clone(),
+                writer: None,
+            },
+        };
+        Ok(EventLog {
+            sink,
+            dropped: 0,
+            failed: false,
+        })
     }
 }
 

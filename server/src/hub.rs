@@ -32,12 +32,11 @@ use sessionwire::{Limits, Message, Violation};
 use tokio::sync::{mpsc, oneshot};
 
 use super::channel::{
-    Attach, Command, Connected, HttpAnswer, OsRandom, Out, SessionInfo, WsConn, CONN_QUEUE,
+    Attach, Clients, Command, Connected, HttpAnswer, OsRandom, Out, SessionInfo, WsConn, CONN_QUEUE,
 };
 use super::events::{transport_name, EventLog, Record};
-use super::mqtt::broker::Broker;
+use super::mqtt::channel::{LoopCommand, LoopSender};
 use super::passwords::{PasswordChecks, Verdict};
-use sessionwire::mqtt::session::MqttConfig;
 
 /// Most commands handled on one wake of the hub before its timers are
 /// looked at again.
@@ -86,29 +85,19 @@ pub struct Hub {
     /// The password checks (with a users file) and the way back into the
     /// hub for their verdicts.
     passwords: Option<(Arc<PasswordChecks>, mpsc::WeakSender<Command>)>,
-    /// The MQTT clients and the broker's state.
-    mqtt: Broker,
+    /// The way to the MQTT event loop, which owns the broker (`None`: no
+    /// MQTT, in tests).
+    mqtt: Option<LoopSender>,
+    /// The clients of both protocols (the hub writes its own count).
+    clients: Arc<Clients>,
 }
 
 impl Hub {
-    /// A hub with no session; MQTT with the default settings under these
-    /// limits (its outbound queue bounded by the same numbers as the
-    /// protocol's).
+    /// A hub with no session and no MQTT.
     pub fn new(limits: Limits, config: SessionConfig, events: EventLog) -> Hub {
-        let mqtt = Broker::new(
-            MqttConfig {
-                // One queue bound for both protocols (--queue-limit,
-                // --queue-bytes).
-                max_queued_messages: limits.max_queue_messages(),
-                max_queued_bytes: limits.max_queue_bytes(),
-                limits: limits.clone(),
-                ..MqttConfig::default()
-            },
-            Default::default(),
-            Default::default(),
-        );
         Hub {
-            mqtt,
+            mqtt: None,
+            clients: Arc::default(),
             registry: Registry::new(limits, config, OsRandom),
             entries: HashMap::new(),
             last_timers: None,
@@ -128,9 +117,15 @@ impl Hub {
         checks: Arc<PasswordChecks>,
         hub: &mpsc::Sender<Command>,
     ) -> Hub {
-        self.mqtt
-            .with_passwords(Arc::clone(&checks), hub.downgrade());
         self.passwords = Some((checks, hub.downgrade()));
+        self
+    }
+
+    /// Serves the control API's MQTT part through the event loop `mqtt`,
+    /// and counts the clients of both protocols in `clients`.
+    pub fn with_mqtt(mut self, mqtt: LoopSender, clients: Arc<Clients>) -> Hub {
+        self.mqtt = Some(mqtt);
+        self.clients = clients;
         self
     }
 
@@ -138,10 +133,12 @@ impl Hub {
     /// the event log for the caller to flush.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> EventLog {
         loop {
-            let deadline = [self.registry.poll_timeout(), self.mqtt.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
+            self.clients
+                .sessions
+                .store(self.registry.live_sessions(), Ordering::Release);
+            let deadline = self
+                .registry
+                .poll_timeout()
                 .map(|t| match self.last_timers {
                     Some(last) if t <= last => last + Duration::from_millis(1),
                     _ => t,
@@ -299,17 +296,15 @@ impl Hub {
                     self.process(token);
                 }
             }
-            Command::Mqtt(command) => {
-                let others = self.registry.live_sessions();
-                self.mqtt.handle(now, command, &mut self.events, others);
-            }
-            Command::MqttChecked { incoming, verdict } => {
-                let others = self.registry.live_sessions();
-                self.mqtt
-                    .checked(now, incoming, verdict, &mut self.events, others);
-            }
             Command::List { reply } => {
-                let _ = reply.send(self.list(now));
+                let sessions = self.list(now);
+                // The loop adds the MQTT sessions and answers.
+                match &self.mqtt {
+                    Some(mqtt) => mqtt.send_soon(LoopCommand::List { sessions, reply }),
+                    None => {
+                        let _ = reply.send(sessions);
+                    }
+                }
             }
             Command::Act { id, event, reply } => {
                 let found = parse_id(&id)
@@ -321,13 +316,19 @@ impl Hub {
                     }
                     self.process(token);
                 }
-                // Not a session of the protocol: an MQTT client id.
-                let found = found.is_some()
-                    || (event == SessionEvent::ClosedByController && {
-                        let others = self.registry.live_sessions();
-                        self.mqtt.close(now, &id, &mut self.events, others)
-                    });
-                let _ = reply.send(found);
+                // Not a session of the protocol: an MQTT client id, which
+                // the loop closes and answers for.
+                match &self.mqtt {
+                    Some(mqtt) if found.is_none() && event == SessionEvent::ClosedByController => {
+                        mqtt.send_soon(LoopCommand::Close {
+                            client_id: id,
+                            reply,
+                        });
+                    }
+                    _ => {
+                        let _ = reply.send(found.is_some());
+                    }
+                }
             }
             Command::Shutdown { done } => {
                 self.shutdown();
@@ -401,11 +402,9 @@ impl Hub {
             return self.answer(now, outcome, principal, attach, reply);
         }
         // The client limit counts MQTT clients too.
-        let clients = self
-            .registry
-            .live_sessions()
-            .saturating_add(self.mqtt.connected());
-        if self.mqtt.connected() > 0 && clients >= self.registry.limits().max_clients() {
+        let mqtt = self.clients.mqtt.load(Ordering::Acquire);
+        let clients = self.registry.live_sessions().saturating_add(mqtt);
+        if mqtt > 0 && clients >= self.registry.limits().max_clients() {
             let outcome = self.registry.refuse(incoming, Refuse::Busy);
             return self.answer(now, outcome, principal, attach, reply);
         }
@@ -496,6 +495,11 @@ impl Hub {
         attach: Attach,
         reply: oneshot::Sender<Connected>,
     ) {
+        // Counted before the answer goes: a client the MQTT loop admits
+        // after this one saw its answer counts it.
+        self.clients
+            .sessions
+            .store(self.registry.live_sessions(), Ordering::Release);
         let transport = match attach {
             Attach::WebSocket(_) => ConnectionType::WebSocket,
             Attach::Http => ConnectionType::HttpPolling,
@@ -677,8 +681,6 @@ impl Hub {
         for token in self.registry.handle_timeout(now) {
             self.process(token);
         }
-        let others = self.registry.live_sessions();
-        self.mqtt.handle_timeout(now, &mut self.events, others);
     }
 
     fn list(&self, now: Instant) -> Vec<SessionInfo> {
@@ -708,23 +710,12 @@ impl Hub {
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
-        out.extend(self.mqtt.list().into_iter().map(|m| SessionInfo {
-            protocol: Some("mqtt"),
-            id: m.client_id,
-            version: Some(m.version),
-            principal: None,
-            transport: "mqtt",
-            state: m.state,
-            age_ms: None,
-            queue_depth: None,
-        }));
         out
     }
 
     fn shutdown(&mut self) {
         self.stopping = true;
         let now = Instant::now();
-        self.mqtt.shutdown(now, &mut self.events);
         let tokens: Vec<SessionToken> = self.entries.keys().copied().collect();
         tracing::info!(sessions = tokens.len(), "aborting open sessions");
         for token in tokens {

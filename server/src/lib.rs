@@ -21,9 +21,9 @@
 //! - `http`: the main listener, WebSocket upgrades and the HTTP polling
 //!   transport on one port (hyper);
 //! - `ws`: one task per WebSocket connection (tokio-tungstenite);
-//! - [`mqtt`]: MQTT listeners (TCP, and WebSocket on `/mqtt`) and the broker
-//!   (subscription tree, retained messages) the hub drives beside the
-//!   codec's MQTT session registry;
+//! - [`mqtt`]: MQTT over TCP on one event-loop thread that owns the broker
+//!   (subscription tree, retained messages, the codec's MQTT session
+//!   registry), and over WebSocket on `/mqtt`;
 //! - `hub`: the one task that owns the [`Registry`](sessionwire::session::Registry)
 //!   and every session; connections talk to it over bounded channels;
 //! - `channel`: what connections and the hub say to each other (commands,
@@ -69,10 +69,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use self::channel::Command;
+use self::channel::{Clients, Command};
 use self::control::ControlToken;
 use self::events::EventLog;
 use self::hub::Hub;
+use self::mqtt::channel::{LoopCommand, LoopSender};
 use self::passwords::PasswordChecks;
 use self::slots::{Pending, SOURCE_PENDING};
 use self::users::Users;
@@ -196,25 +197,18 @@ pub(crate) struct Shared {
     /// WebSocket connections: taken before the 101, held until the task
     /// ends.
     pub ws_slots: Arc<Semaphore>,
-    /// MQTT connections over TCP: taken at the accept, held until the task
-    /// ends.
-    pub mqtt_slots: Arc<Semaphore>,
-    /// MQTT connections over TCP that have not been answered their CONNECT
-    /// yet, per source address (bounded as the HTTP request heads are,
-    /// against [`mqtt_slots`](Self::mqtt_slots)).
-    pub mqtt_pending: Arc<Pending>,
+    /// The way into the MQTT event loop.
+    pub mqtt: LoopSender,
     /// Bounds the HTTP connections open at once.
     pub connections: Arc<Semaphore>,
     /// Bytes of HTTP send bodies read and not yet taken by their session
     /// ([`http::read_budget`]): one permit per byte, taken before it is
     /// buffered.
     pub reading: Arc<Semaphore>,
-    /// Connection numbers.
-    next_conn: AtomicU64,
+    /// Connection numbers (shared with the MQTT event loop).
+    next_conn: Arc<AtomicU64>,
     /// WebSocket connection tasks alive (shutdown waits for them).
     pub ws_tasks: AtomicUsize,
-    /// MQTT over TCP connection tasks alive (shutdown waits for them).
-    pub mqtt_tasks: AtomicUsize,
     /// Flips to `true` on shutdown.
     pub stop: watch::Receiver<bool>,
 }
@@ -327,8 +321,7 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
 
     let mqtt = match args.mqtt_listen {
         Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
+            let l = mio::net::TcpListener::bind(addr)
                 .map_err(|e| format!("cannot listen for MQTT on {addr}: {e}"))?;
             let bound = l.local_addr().map_err(|e| format!("MQTT address: {e}"))?;
             Some((l, bound))
@@ -349,6 +342,21 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
     let connections = Arc::new(Semaphore::new(http_connections));
     let mqtt_places = limits.max_clients().saturating_add(ws::WS_SLACK);
     let mqtt_slots = Arc::new(Semaphore::new(mqtt_places));
+    let next_conn = Arc::new(AtomicU64::new(1));
+    let clients = Arc::new(Clients::default());
+    let passwords = passwords.map(Arc::new);
+    let mqtt_addr = mqtt.as_ref().map(|(_, addr)| *addr);
+    let mqtt_loop = mqtt::event_loop::spawn(mqtt::event_loop::Setup {
+        listener: mqtt.map(|(l, _)| l),
+        limits: limits.clone(),
+        slots: Arc::clone(&mqtt_slots),
+        pending: Pending::new(SOURCE_PENDING, mqtt_slots, mqtt_places),
+        log: events.share().map_err(|e| format!("--events: {e}"))?,
+        clients: Arc::clone(&clients),
+        next_conn: Arc::clone(&next_conn),
+        passwords: passwords.clone(),
+    })
+    .map_err(|e| format!("cannot start the MQTT event loop: {e}"))?;
     let shared = Arc::new(Shared {
         hub: hub_tx,
         limits: limits.clone(),
@@ -358,25 +366,19 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         ws_slots: Arc::new(Semaphore::new(
             limits.max_clients().saturating_add(ws::WS_SLACK),
         )),
-        mqtt_slots: Arc::clone(&mqtt_slots),
-        mqtt_pending: Pending::new(SOURCE_PENDING, mqtt_slots, mqtt_places),
+        mqtt: mqtt_loop.clone(),
         connections,
         reading: Arc::new(Semaphore::new(http::read_budget(&limits))),
-        next_conn: AtomicU64::new(1),
+        next_conn,
         ws_tasks: AtomicUsize::new(0),
-        mqtt_tasks: AtomicUsize::new(0),
         stop: stop_rx.clone(),
     });
-    let mut hub = Hub::new(limits, args.session.clone(), events);
+    let mut hub = Hub::new(limits, args.session.clone(), events).with_mqtt(mqtt_loop, clients);
     if let Some(checks) = passwords {
-        hub = hub.with_passwords(Arc::new(checks), &shared.hub);
+        hub = hub.with_passwords(checks, &shared.hub);
     }
     let hub = tokio::spawn(hub.run(hub_rx));
     tokio::spawn(http::accept_loop(listener, Arc::clone(&shared)));
-    let mqtt_addr = mqtt.map(|(l, addr)| {
-        tokio::spawn(mqtt::conn::accept_loop(l, Arc::clone(&shared)));
-        addr
-    });
 
     let control_addr = match control {
         Some((l, addr, token)) => {
@@ -415,6 +417,15 @@ impl Server {
         tracing::info!("shutting down");
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         let _ = self.stop.send(true);
+        // The MQTT loop closes its clients (5.0: DISCONNECT 0x8B) and ends
+        // once their last writes are done, beside the hub's aborts.
+        let (loop_done, loop_stopped) = oneshot::channel();
+        let until = std::time::Instant::now() + SHUTDOWN_GRACE;
+        let stop_loop = LoopCommand::Shutdown {
+            until,
+            done: loop_done,
+        };
+        let _ = tokio::time::timeout_at(deadline, self.shared.mqtt.send(stop_loop)).await;
         let (done_tx, done_rx) = oneshot::channel();
         if self
             .shared
@@ -425,10 +436,11 @@ impl Server {
         {
             let _ = tokio::time::timeout_at(deadline, done_rx).await;
         }
-        // Give the WebSocket and MQTT tasks the time to write their ABORT
-        // or DISCONNECT.
-        while (self.shared.ws_tasks.load(Ordering::Acquire) > 0
-            || self.shared.mqtt_tasks.load(Ordering::Acquire) > 0)
+        // The loop's event log is flushed before the hub's is closed.
+        let _ = tokio::time::timeout_at(deadline, loop_stopped).await;
+        // Give the WebSocket tasks the time to write their ABORT or
+        // DISCONNECT.
+        while self.shared.ws_tasks.load(Ordering::Acquire) > 0
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1072,3 +1072,78 @@ async fn mqtt_3_11_3_unsuback_says_whether_a_subscription_existed() {
     assert_eq!(c.unsubscribe(3, &["x/+"]).await, [0x11]);
     c.quiet().await;
 }
+
+/// A client that subscribes and then reads nothing: what waits for its
+/// socket beyond the kernel's buffers is bounded (`--queue-bytes`, at least
+/// two of the largest packets); past that bound it is closed
+/// MESSAGE_QUEUE_LIMIT_REACHED (0x97), and the publisher is still served.
+#[tokio::test]
+async fn mqtt_a_client_that_does_not_read_is_closed_at_its_write_bound() {
+    let server = Server::start(&[
+        "--ping-period",
+        "0",
+        "--queue-bytes",
+        "65536",
+        "--max-message-size",
+        "16384",
+    ]);
+    let addr = server.mqtt.expect("MQTT listens over TCP");
+    // A small receive window, so that the kernel holds little for it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = within("tcp connect", socket.connect(addr)).await.unwrap();
+    let mut sleeper = Client::over(Link::Tcp(stream), Version::V5);
+    sleeper.connect("sleeper").await;
+    sleeper.subscribe(1, "flood", sub(QoS::AtMostOnce)).await;
+    let mut publisher = Client::tcp(&server, Version::V5).await;
+    publisher.connect("flooder").await;
+    let closed = |e: &Value| {
+        e["event"] == "closed" && e["protocol"] == "mqtt" && e["client_id"] == "sleeper"
+    };
+    let payload = vec![0x5a; 8 * 1024];
+    // At most 32 MiB, far beyond any socket buffer on loopback.
+    for i in 0..4096 {
+        publisher
+            .publish("flood", &payload, QoS::AtMostOnce, false, 0)
+            .await;
+        if i % 64 == 63 && server.events().iter().any(closed) {
+            break;
+        }
+    }
+    let event = event_of(&server, "closed", "sleeper").await;
+    assert_eq!(event["reason"], "MESSAGE_QUEUE_LIMIT_REACHED");
+    assert_eq!(event["reason_code"], 0x97);
+    publisher
+        .publish("after", b"still served", QoS::AtLeastOnce, false, 1)
+        .await;
+}
+
+/// Hundreds of clients on the event loop, then shutdown (SIGTERM): every
+/// 5.0 client gets DISCONNECT 0x8B (Server shutting down) and the end of
+/// the stream, and the server exits 0 within its grace.
+#[tokio::test]
+async fn mqtt_shutdown_reaches_every_one_of_many_clients() {
+    const CLIENTS: usize = 300;
+    let mut server = start();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let mut c = Client::tcp(&server, Version::V5).await;
+        c.connect(&format!("many-{i}")).await;
+        clients.push(c);
+    }
+    let read = tokio::spawn(async move {
+        let mut ended = 0;
+        for mut c in clients {
+            match c.recv().await {
+                Some(Packet::Disconnect(d)) => assert_eq!(d.code, 0x8B),
+                other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+            }
+            assert!(c.recv().await.is_none(), "the stream ends");
+            ended += 1;
+        }
+        ended
+    });
+    assert_eq!(server.terminate(Duration::from_secs(10)), Some(0));
+    let ended = within("every client sees the end", read).await.unwrap();
+    assert_eq!(ended, CLIENTS);
+}

@@ -332,8 +332,10 @@ fn until_pingresp(c: &mut RawClient) {
 }
 
 /// A connection that sends no CONNECT is closed after the CONNECT timeout
-/// (10 s by default; mosquitto waits longer). Our server logs no event for
-/// it: the event log records MQTT connections from their CONNECT on.
+/// (10 s by default; mosquitto waits longer), CLIENT_UNRESPONSIVE with no
+/// packet (no version is known), and the event log says so: a `refused`
+/// line (as for any connection ended before its CONNECT was taken) with no
+/// client id and no reason code.
 #[test]
 fn mqtt_connect_timeout() {
     let b = broker();
@@ -346,5 +348,12 @@ fn mqtt_connect_timeout() {
             took >= Duration::from_secs(9) && took <= Duration::from_secs(15),
             "closed after {took:?}"
         );
+        let event = b
+            .expect_close_event(WAIT, None, "CLIENT_UNRESPONSIVE", None)
+            .expect("our server logs it");
+        assert_eq!(event["event"], "refused");
+        assert_eq!(event["transport"], "mqtt");
+        assert!(event.get("client_id").is_none_or(|id| id.is_null()));
+        assert!(event.get("reason_code").is_none_or(|c| c.is_null()));
     }
 }

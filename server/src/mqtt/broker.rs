@@ -1,8 +1,9 @@
 //! The broker: the codec's MQTT [`Registry`] (every client's protocol state)
-//! with the server's [`Tree`] of subscriptions and [`Retained`] messages,
-//! driven by the hub task (`hub.rs`), which owns it beside the session
-//! protocol's registry so that the client limit, the event log, the control
-//! API and shutdown cover both.
+//! with the server's [`Tree`] of subscriptions and [`Retained`] messages and
+//! the table of connections (TCP sockets, WebSocket outboxes), owned by the
+//! MQTT event loop (`event_loop.rs`). The client limit, the event log, the
+//! control API and shutdown cover both protocols through what the loop and
+//! the hub share.
 //!
 //! What the registry hands out is carried out here with no rule of its own
 //! about the protocol: [`Event::Publish`] and [`Event::Will`] go through
@@ -17,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,12 +28,14 @@ use sessionwire::mqtt::session::{
     SubscriptionRequest,
 };
 use sessionwire::mqtt::{QoS, Version};
-use tokio::sync::mpsc;
+use sessionwire::CloseReason;
 
-use super::channel::{ConnOut, MqttCommand, MqttOut};
+use super::channel::{ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
+use super::conn::conn_bytes;
 use super::retained::{sends_retained, Retained, RetainedLimits};
+use super::tcp::{Sent, TcpConn};
 use super::tree::{charge, SubscribeError, Subscription, Tree, TreeLimits};
-use crate::channel::{Command, OsRandom};
+use crate::channel::{Clients, OsRandom};
 use crate::events::{EventLog, Record};
 use crate::passwords::{PasswordChecks, Verdict};
 
@@ -54,26 +58,45 @@ pub struct MqttSessionInfo {
     pub state: &'static str,
 }
 
-/// The transport side of one MQTT connection.
+/// How a connection is written to.
+enum Link {
+    /// MQTT over TCP: the socket itself.
+    Tcp(TcpConn),
+    /// MQTT over WebSocket: its task's outbox.
+    Ws(ConnOut),
+}
+
+/// The transport side of one MQTT connection: what the registry does not
+/// hold (its client id comes with the registry's close).
 struct Conn {
-    out: ConnOut,
-    /// Bytes drained from the registry and not yet sent: one batch per
-    /// command handled.
-    outbox: Vec<Bytes>,
+    link: Link,
     peer: IpAddr,
-    transport: &'static str,
-    /// Set once connected: who and which version.
-    client: Option<(String, Version)>,
+    /// Set once connected: which version.
+    version: Option<Version>,
     /// The user name of its CONNECT, for the log.
     user: Option<String>,
 }
 
 impl Conn {
+    /// The transport's name in the event log.
+    fn transport(&self) -> &'static str {
+        match self.link {
+            Link::Tcp(_) => "mqtt",
+            Link::Ws(_) => "mqtt-ws",
+        }
+    }
+
     /// Tells the connection to close after what it was sent; one whose
-    /// channel is full is told to give up instead.
-    fn finish(self) {
-        if !self.out.send(MqttOut::Close) {
-            self.out.give_up();
+    /// channel is full is told to give up instead. A socket goes to
+    /// `closing`, where the loop writes what waits and ends it.
+    fn finish(self, id: ConnId, closing: &mut Vec<(u64, TcpConn)>) {
+        match self.link {
+            Link::Tcp(t) => closing.push((id.0, t)),
+            Link::Ws(out) => {
+                if !out.send(MqttOut::Close) {
+                    out.give_up();
+                }
+            }
         }
     }
 }
@@ -87,16 +110,30 @@ pub struct Broker {
     conns: HashMap<ConnId, Box<Conn>>,
     /// The client ids with a connection now, and how many (two for a
     /// moment during a takeover): a shared subscription's turn prefers
-    /// them.
-    online: HashMap<String, u32>,
-    /// Connections whose outbox is not empty, to send on the next flush.
-    dirty: Vec<ConnId>,
+    /// them, and a takeover adds no client at the limit.
+    online: Online,
+    /// Bytes drained from the registry and not yet written, in order for
+    /// each connection: each connection's are written as one batch at the
+    /// next flush.
+    outbox: Vec<(ConnId, Bytes)>,
+    /// One connection's batch, while it is written.
+    batch: Vec<Bytes>,
+    /// Sockets whose connection ended, for the loop to finish.
+    closing: Vec<(u64, TcpConn)>,
+    /// Bytes that may wait for one connection's socket.
+    conn_bytes: usize,
+    /// The loop's poll, with which sockets are registered.
+    io: Option<mio::Registry>,
     maximum_qos: QoS,
     /// The client limit, over both protocols.
     max_clients: usize,
-    /// With a users file: the password checks and the way back into the
-    /// hub for their verdicts. Without one, anyone connects.
-    passwords: Option<(Arc<PasswordChecks>, mpsc::WeakSender<Command>)>,
+    /// The clients of both protocols: the broker writes its own count
+    /// before any CONNACK goes out, and reads the other's.
+    clients: Arc<Clients>,
+    /// With a users file: the password checks, the runtime they run on
+    /// and the way back into the loop for their verdicts. Without one,
+    /// anyone connects.
+    passwords: Option<(Arc<PasswordChecks>, tokio::runtime::Handle, WeakLoopSender)>,
     stopping: bool,
 }
 
@@ -106,24 +143,134 @@ impl Broker {
         Broker {
             maximum_qos: config.maximum_qos,
             max_clients: config.limits.max_clients(),
+            conn_bytes: conn_bytes(&config.limits),
             registry: Registry::new(config, OsRandom),
             tree: Tree::new(tree),
             retained: Retained::new(retained),
             conns: HashMap::new(),
-            online: HashMap::new(),
-            dirty: Vec::new(),
+            online: Online::default(),
+            outbox: Vec::new(),
+            batch: Vec::new(),
+            closing: Vec::new(),
+            clients: Arc::default(),
+            io: None,
             passwords: None,
             stopping: false,
         }
     }
 
-    /// Checks CONNECT user names and passwords with `checks`; `hub` is the
-    /// way back into the hub for their verdicts.
-    pub fn with_passwords(&mut self, checks: Arc<PasswordChecks>, hub: mpsc::WeakSender<Command>) {
-        self.passwords = Some((checks, hub));
+    /// Checks CONNECT user names and passwords with `checks` on `runtime`;
+    /// `back` is the way back into the loop for their verdicts.
+    pub fn with_passwords(
+        &mut self,
+        checks: Arc<PasswordChecks>,
+        runtime: tokio::runtime::Handle,
+        back: WeakLoopSender,
+    ) {
+        self.passwords = Some((checks, runtime, back));
     }
 
-    /// MQTT clients connected now (for the client limit).
+    /// Counts the clients of both protocols in `clients`.
+    pub fn with_clients(&mut self, clients: Arc<Clients>) {
+        self.clients = clients;
+    }
+
+    /// Registers the TCP sockets [`open_tcp`](Self::open_tcp) is given
+    /// with `io`, the loop's poll.
+    pub fn with_io(&mut self, io: mio::Registry) {
+        self.io = Some(io);
+    }
+
+    /// A TCP connection opened: registered with the loop's poll under its
+    /// number for reading and writing (edge-triggered: no system call more
+    /// when the socket fills or drains); false if it could not be.
+    pub fn open_tcp(&mut self, now: Instant, conn: u64, peer: IpAddr, mut tcp: TcpConn) -> bool {
+        let Some(io) = &self.io else {
+            return false;
+        };
+        let Ok(token) = usize::try_from(conn) else {
+            return false;
+        };
+        let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+        if io
+            .register(tcp.stream(), mio::Token(token), interest)
+            .is_err()
+        {
+            return false;
+        }
+        self.insert(now, conn, peer, Link::Tcp(tcp));
+        true
+    }
+
+    fn insert(&mut self, now: Instant, conn: u64, peer: IpAddr, link: Link) {
+        let id = ConnId(conn);
+        self.conns.insert(
+            id,
+            Box::new(Conn {
+                link,
+                peer,
+                version: None,
+                user: None,
+            }),
+        );
+        self.registry.open(now, id);
+    }
+
+    /// The socket of `conn` is readable: one read into `buf`, handed to
+    /// the registry; true when the read filled `buf` (there may be more).
+    pub fn readable(&mut self, now: Instant, conn: u64, buf: &mut [u8]) -> bool {
+        let id = ConnId(conn);
+        let Some(Link::Tcp(t)) = self.conns.get_mut(&id).map(|c| &mut c.link) else {
+            return false;
+        };
+        match t.read(buf) {
+            Ok(0) => self.lost(now, id),
+            Ok(n) => {
+                self.registry.handle_bytes(now, id, &buf[..n]);
+                return n == buf.len();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => self.lost(now, id),
+        }
+        false
+    }
+
+    /// The socket of `conn` can take more: what waits for it is written.
+    pub fn writable(&mut self, now: Instant, conn: u64) {
+        let id = ConnId(conn);
+        let Some(Link::Tcp(t)) = self.conns.get_mut(&id).map(|c| &mut c.link) else {
+            return;
+        };
+        if t.has_unsent() && t.write_unsent() == Sent::Failed {
+            self.lost(now, id);
+        }
+    }
+
+    /// Whether the broker knows the connection `conn`.
+    pub fn has(&self, conn: u64) -> bool {
+        self.conns.contains_key(&ConnId(conn))
+    }
+
+    /// Open connections, TCP and WebSocket.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The sockets whose connection ended since the last call.
+    pub fn take_closing(&mut self) -> Vec<(u64, TcpConn)> {
+        std::mem::take(&mut self.closing)
+    }
+
+    /// The connection is gone: nothing more can be written to it.
+    fn lost(&mut self, now: Instant, id: ConnId) {
+        if self.conns.contains_key(&id) {
+            self.outbox.retain(|(c, _)| *c != id);
+            self.registry.connection_lost(now, id);
+        }
+    }
+
+    /// MQTT clients connected now.
+    #[cfg(test)]
     pub fn connected(&self) -> usize {
         self.registry.connected()
     }
@@ -134,76 +281,34 @@ impl Broker {
     }
 
     /// Runs the registry's timers (keep alive, CONNECT timeout, will delay,
-    /// session expiry).
-    pub fn handle_timeout(&mut self, now: Instant, events: &mut EventLog, others: usize) {
+    /// session expiry); [`drive`](Self::drive) carries out what they did.
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.registry.handle_timeout(now);
-        self.drive(now, events, others);
     }
 
-    /// Handles what a connection said; `others` is the number of clients
-    /// of the session protocol (the client limit counts both).
-    pub fn handle(
-        &mut self,
-        now: Instant,
-        command: MqttCommand,
-        events: &mut EventLog,
-        others: usize,
-    ) {
+    /// Handles what a WebSocket connection said; [`drive`](Self::drive)
+    /// carries out what it did.
+    pub fn handle(&mut self, now: Instant, command: MqttCommand) {
         match command {
-            MqttCommand::Open {
-                conn,
-                peer,
-                transport,
-                out,
-            } => {
-                let id = ConnId(conn);
-                self.conns.insert(
-                    id,
-                    Box::new(Conn {
-                        out,
-                        outbox: Vec::new(),
-                        peer,
-                        transport,
-                        client: None,
-                        user: None,
-                    }),
-                );
-                self.registry.open(now, id);
-            }
+            MqttCommand::Open { conn, peer, out } => self.insert(now, conn, peer, Link::Ws(out)),
             MqttCommand::Bytes { conn, data } => {
                 let id = ConnId(conn);
                 if self.conns.contains_key(&id) {
                     self.registry.handle_bytes(now, id, &data);
                 }
             }
-            MqttCommand::Lost { conn } => {
-                let id = ConnId(conn);
-                if let Some(c) = self.conns.get_mut(&id) {
-                    // Nothing more can be written to it.
-                    c.outbox.clear();
-                    self.registry.connection_lost(now, id);
-                }
-            }
+            MqttCommand::Lost { conn } => self.lost(now, ConnId(conn)),
         }
-        self.drive(now, events, others);
     }
 
     /// A password check is over: accept or refuse.
-    pub fn checked(
-        &mut self,
-        now: Instant,
-        incoming: Incoming,
-        verdict: Verdict,
-        events: &mut EventLog,
-        others: usize,
-    ) {
+    pub fn checked(&mut self, now: Instant, incoming: Incoming, verdict: Verdict) {
         match verdict {
             _ if self.stopping => self.registry.refuse(now, incoming, Refuse::Busy),
             Verdict::Accepted => self.registry.accept(now, incoming),
             Verdict::Refused => self.registry.refuse(now, incoming, Refuse::BadCredentials),
             Verdict::Busy => self.registry.refuse(now, incoming, Refuse::Busy),
         }
-        self.drive(now, events, others);
     }
 
     /// The sessions, connected and offline, sorted by client id.
@@ -227,17 +332,10 @@ impl Broker {
 
     /// Control API: closes the client's connection (5.0: DISCONNECT 0x98)
     /// and ends its session; whether there was such a session.
-    pub fn close(
-        &mut self,
-        now: Instant,
-        client_id: &str,
-        events: &mut EventLog,
-        others: usize,
-    ) -> bool {
+    pub fn close(&mut self, now: Instant, client_id: &str) -> bool {
         let found = self.registry.sessions().any(|s| s.client_id == client_id);
         if found {
             self.registry.close(now, client_id, ServerClose::Controller);
-            self.drive(now, events, others);
         }
         found
     }
@@ -255,79 +353,73 @@ impl Broker {
         for client_id in connected {
             self.registry.close(now, &client_id, ServerClose::Shutdown);
         }
-        self.drive(now, events, 0);
+        self.drive(now, events);
         // Connections that never sent a CONNECT just go.
-        for (_, c) in self.conns.drain() {
-            c.finish();
+        for (id, c) in self.conns.drain() {
+            c.finish(id, &mut self.closing);
         }
     }
 
     /// Carries out what the registry hands out until it has nothing more:
-    /// events (which may deliver, and so transmit), transmits, closes.
-    fn drive(&mut self, now: Instant, events: &mut EventLog, others: usize) {
+    /// events (which may deliver, and so transmit), transmits (each
+    /// connection's written as one batch), closes.
+    pub fn drive(&mut self, now: Instant, events: &mut EventLog) {
         loop {
             let mut busy = false;
             while let Some(event) = self.registry.poll_event() {
                 busy = true;
-                self.event(now, event, events, others);
+                self.event(now, event, events);
             }
-            while let Some((id, bytes)) = self.registry.poll_transmit() {
+            while let Some(transmit) = self.registry.poll_transmit() {
                 busy = true;
-                if let Some(c) = self.conns.get_mut(&id) {
-                    if c.outbox.is_empty() {
-                        self.dirty.push(id);
-                    }
-                    c.outbox.push(bytes);
-                }
+                self.outbox.push(transmit);
             }
-            self.flush();
+            self.flush(now);
             while let Some((id, close)) = self.registry.poll_close() {
                 busy = true;
                 let conn = self.conns.remove(&id);
-                if let Some((client_id, _)) = conn.as_ref().and_then(|c| c.client.as_ref()) {
+                let version = conn.as_ref().and_then(|c| c.version);
+                let client_id = close.client_id.as_deref();
+                if let (Some(_), Some(client_id)) = (version, client_id) {
                     // A takeover may have given the client id a new
                     // connection already: it stays online.
-                    if let Some(n) = self.online.get_mut(client_id.as_str()) {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            self.online.remove(client_id.as_str());
-                        }
-                    }
+                    self.online.left(client_id);
                 }
-                let (client, user, transport) = match &conn {
-                    Some(c) => (c.client.clone(), c.user.as_deref(), Some(c.transport)),
-                    None => (None, None, None),
+                let (user, transport) = match &conn {
+                    Some(c) => (c.user.as_deref(), Some(c.transport())),
+                    None => (None, None),
                 };
-                let client_id = close
-                    .client_id
-                    .as_deref()
-                    .or(client.as_ref().map(|c| c.0.as_str()));
-                let event = if client.is_some() {
+                let event = if version.is_some() {
                     "closed"
                 } else {
                     "refused"
                 };
-                if client.is_none() && close.code.is_none() && close.client_id.is_none() {
+                let no_connect =
+                    version.is_none() && close.code.is_none() && close.client_id.is_none();
+                if no_connect && close.reason != CloseReason::ClientUnresponsive {
                     // Gone before its CONNECT was whole: nothing to log.
                     tracing::debug!(conn = id.0, reason = %close.reason, "MQTT connection ended before CONNECT");
                     if let Some(c) = conn {
-                        c.finish();
+                        c.finish(id, &mut self.closing);
                     }
                     continue;
                 }
+                // Logged `refused` without a client id: a close decided
+                // before a CONNECT was taken, or no CONNECT in time
+                // (CLIENT_UNRESPONSIVE).
                 events.record(&Record {
                     event,
                     protocol: Some("mqtt"),
                     principal: user,
                     client_id,
-                    version: client.as_ref().map(|c| version_name(c.1)),
+                    version: version.map(version_name),
                     transport_name: transport,
                     reason: Some(close.reason),
                     reason_code: close.code,
                     ..Record::default()
                 });
                 if let Some(c) = conn {
-                    c.finish();
+                    c.finish(id, &mut self.closing);
                 }
             }
             if !busy {
@@ -336,40 +428,67 @@ impl Broker {
         }
     }
 
-    /// Sends each connection its outbox as one batch; a connection that
-    /// has [`MQTT_CONN_QUEUE`](super::conn::MQTT_CONN_QUEUE) batches or
-    /// [`conn_bytes`](super::conn::conn_bytes) bytes waiting does not keep
-    /// up: the codec closes it as a full queue (`Registry::outbound_full`,
-    /// MESSAGE_QUEUE_LIMIT_REACHED, 0x97 when it can still be written).
-    fn flush(&mut self) {
+    /// Writes each connection its outbox as one batch: a socket with one
+    /// `writev`, a WebSocket task through its outbox. A connection that has
+    /// [`conn_bytes`](super::conn::conn_bytes) bytes waiting (or, over
+    /// WebSocket, [`MQTT_CONN_QUEUE`](super::conn::MQTT_CONN_QUEUE)
+    /// batches) does not keep up: the codec closes it as a full queue
+    /// (`Registry::outbound_full`, MESSAGE_QUEUE_LIMIT_REACHED, 0x97 when
+    /// it can still be written).
+    fn flush(&mut self, now: Instant) {
+        // Counted before the CONNACKs go: a client the other protocol
+        // admits after seeing ours counts it.
+        self.clients
+            .mqtt
+            .store(self.registry.connected(), Ordering::Release);
+        if self.outbox.is_empty() {
+            return;
+        }
         let mut slow = Vec::new();
-        for id in self.dirty.drain(..) {
+        let mut lost = Vec::new();
+        // Stable: each connection's bytes stay in order.
+        self.outbox.sort_by_key(|(id, _)| *id);
+        let mut transmits = self.outbox.drain(..).peekable();
+        while let Some((id, first)) = transmits.next() {
+            let batch = &mut self.batch;
+            batch.clear();
+            batch.push(first);
+            while let Some((_, more)) = transmits.next_if(|(next, _)| *next == id) {
+                batch.push(more);
+            }
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
-            if c.outbox.is_empty() {
-                continue;
-            }
-            let batch = std::mem::take(&mut c.outbox);
-            if !c.out.send(MqttOut::Write(batch)) {
-                slow.push(id);
+            match &mut c.link {
+                Link::Ws(out) => {
+                    if !out.send(MqttOut::Write(std::mem::take(batch))) {
+                        // Its task may be stuck writing to a client that
+                        // does not read: it stops, and the socket goes.
+                        out.give_up();
+                        slow.push(id);
+                    }
+                }
+                Link::Tcp(t) => match t.write(batch, self.conn_bytes) {
+                    Sent::Ok => {}
+                    Sent::Full => slow.push(id),
+                    Sent::Failed => lost.push(id),
+                },
             }
         }
+        drop(transmits);
         for id in slow {
-            if let Some(c) = self.conns.get(&id) {
-                tracing::debug!(conn = id.0, "MQTT connection does not keep up: dropped");
-                // Its task may be stuck writing to a client that does not
-                // read: it stops, and the socket goes.
-                c.out.give_up();
-            }
+            tracing::debug!(conn = id.0, "MQTT connection does not keep up: dropped");
             // The codec closes it as a full queue (0x97).
-            self.registry.outbound_full(Instant::now(), id);
+            self.registry.outbound_full(now, id);
+        }
+        for id in lost {
+            self.lost(now, id);
         }
     }
 
-    fn event(&mut self, now: Instant, event: Event, events: &mut EventLog, others: usize) {
+    fn event(&mut self, now: Instant, event: Event, events: &mut EventLog) {
         match event {
-            Event::Connect(incoming) => self.connect(now, incoming, others),
+            Event::Connect(incoming) => self.connect(now, incoming),
             Event::Connected {
                 conn,
                 client_id,
@@ -385,13 +504,13 @@ impl Broker {
                     principal: c.user.as_deref(),
                     client_id: Some(&client_id),
                     version: Some(version_name(version)),
-                    transport_name: Some(c.transport),
+                    transport_name: Some(c.transport()),
                     code: Some(0),
                     ..Record::default()
                 });
                 tracing::debug!(client_id, session_present, "MQTT client connected");
-                *self.online.entry(client_id.clone()).or_insert(0) += 1;
-                c.client = Some((client_id, version));
+                c.version = Some(version);
+                self.online.joined(&client_id);
             }
             Event::Publish { from, message } | Event::Will { from, message } => {
                 self.route(now, &from, &message);
@@ -442,7 +561,7 @@ impl Broker {
 
     /// A CONNECT passed the registry's checks: the client limit (both
     /// protocols), then the users file.
-    fn connect(&mut self, now: Instant, incoming: Incoming, others: usize) {
+    fn connect(&mut self, now: Instant, incoming: Incoming) {
         let conn = incoming.conn();
         let user = incoming
             .connect()
@@ -458,12 +577,13 @@ impl Broker {
         // A client taking its own connection over adds no client.
         let takeover = self
             .online
-            .contains_key(incoming.connect().client_id().as_str());
+            .contains(incoming.connect().client_id().as_str());
+        let others = self.clients.sessions.load(Ordering::Acquire);
         let full = self.registry.connected().saturating_add(others) >= self.max_clients;
         if self.stopping || (full && !takeover) {
             return self.registry.refuse(now, incoming, Refuse::Busy);
         }
-        let Some((checks, hub)) = &self.passwords else {
+        let Some((checks, runtime, back)) = &self.passwords else {
             return self.registry.accept(now, incoming);
         };
         let Some(user) = user else {
@@ -474,11 +594,11 @@ impl Broker {
             .password()
             .map(|p| p.to_vec())
             .unwrap_or_default();
-        let (checks, hub) = (Arc::clone(checks), hub.clone());
-        tokio::spawn(async move {
+        let (checks, back) = (Arc::clone(checks), back.clone());
+        runtime.spawn(async move {
             let verdict = checks.check(peer, user, password).await;
-            if let Some(hub) = hub.upgrade() {
-                let _ = hub.send(Command::MqttChecked { incoming, verdict }).await;
+            if let Some(back) = back.upgrade() {
+                back.send(LoopCommand::Checked { incoming, verdict }).await;
             }
         });
     }
@@ -503,7 +623,7 @@ impl Broker {
         let online = &self.online;
         let matches = self
             .tree
-            .matches_preferring(message.topic.as_str(), from, |c| online.contains_key(c));
+            .matches_preferring(message.topic.as_str(), from, |c| online.contains(c));
         for m in matches {
             let delivery = Delivery {
                 qos: m.qos.min(message.qos),
@@ -564,6 +684,42 @@ impl Broker {
     }
 }
 
+/// The client ids with a connection now, by a keyed hash of the id
+/// rather than a copy of it (the registry holds the id): an attacker
+/// cannot choose ids that collide, and a collision would only make a shared
+/// subscription prefer a client without a connection or let a takeover's
+/// exemption from the client limit cover another client.
+#[derive(Default)]
+struct Online {
+    hasher: std::hash::RandomState,
+    count: HashMap<u64, u32>,
+}
+
+impl Online {
+    fn key(&self, client_id: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one(client_id)
+    }
+
+    fn contains(&self, client_id: &str) -> bool {
+        self.count.contains_key(&self.key(client_id))
+    }
+
+    fn joined(&mut self, client_id: &str) {
+        *self.count.entry(self.key(client_id)).or_insert(0) += 1;
+    }
+
+    fn left(&mut self, client_id: &str) {
+        let key = self.key(client_id);
+        if let Some(n) = self.count.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.count.remove(&key);
+            }
+        }
+    }
+}
+
 /// UNSUBACK 0x11, No subscription existed (a 3.1.1 client is sent no code).
 const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
 
@@ -594,21 +750,22 @@ mod tests {
         let open = MqttCommand::Open {
             conn: 1,
             peer: IpAddr::from([127, 0, 0, 1]),
-            transport: "mqtt",
             out,
         };
-        broker.handle(Instant::now(), open, events, 0);
+        handle(broker, events, open);
         rx
+    }
+
+    /// One loop turn: the command, then what it did.
+    fn handle(broker: &mut Broker, events: &mut EventLog, command: MqttCommand) {
+        let now = Instant::now();
+        broker.handle(now, command);
+        broker.drive(now, events);
     }
 
     fn bytes(broker: &mut Broker, events: &mut EventLog, data: &'static [u8]) {
         let data = Bytes::from_static(data);
-        broker.handle(
-            Instant::now(),
-            MqttCommand::Bytes { conn: 1, data },
-            events,
-            0,
-        );
+        handle(broker, events, MqttCommand::Bytes { conn: 1, data });
     }
 
     fn broker() -> (Broker, EventLog) {
@@ -618,6 +775,20 @@ mod tests {
             RetainedLimits::default(),
         );
         (b, EventLog::open(None).unwrap())
+    }
+
+    #[test]
+    fn mqtt_3_1_4_3_a_takeover_keeps_the_client_online_until_both_connections_left() {
+        let mut online = Online::default();
+        online.joined("c");
+        // The new connection is online before the old one is closed.
+        online.joined("c");
+        online.left("c");
+        assert!(online.contains("c"));
+        assert!(!online.contains("d"));
+        online.left("c");
+        assert!(!online.contains("c"));
+        assert!(online.count.is_empty(), "nothing kept for a client gone");
     }
 
     #[tokio::test]
@@ -649,9 +820,10 @@ mod tests {
         bytes(&mut broker, &mut events, CONNECT);
         assert!(matches!(rx.try_next(), Some(MqttOut::Write(_))));
         assert_eq!(broker.list()[0].client_id, "c");
-        assert!(broker.close(Instant::now(), "c", &mut events, 0));
+        assert!(broker.close(Instant::now(), "c"));
+        broker.drive(Instant::now(), &mut events);
         assert!(matches!(rx.try_next(), Some(MqttOut::Close)));
-        assert!(!broker.close(Instant::now(), "nobody", &mut events, 0));
+        assert!(!broker.close(Instant::now(), "nobody"));
     }
 
     #[tokio::test]
@@ -665,14 +837,16 @@ mod tests {
         };
         let mut broker = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
         let mut events = EventLog::open(None).unwrap();
+        let clients = Arc::new(Clients::default());
+        broker.with_clients(Arc::clone(&clients));
         let rx = open(&mut broker, &mut events, 8);
         // Two clients of the session protocol hold both places.
+        clients.sessions.store(2, Ordering::Release);
         let data = Bytes::from_static(CONNECT);
-        broker.handle(
-            Instant::now(),
-            MqttCommand::Bytes { conn: 1, data },
+        handle(
+            &mut broker,
             &mut events,
-            2,
+            MqttCommand::Bytes { conn: 1, data },
         );
         match rx.try_next() {
             // 3.1.1 CONNACK 0x03: server unavailable.

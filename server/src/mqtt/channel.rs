@@ -1,20 +1,134 @@
-//! What an MQTT connection task and the hub say to each other: the
-//! [`MqttCommand`]s into the hub, and the [`MqttOut`] batches back through
-//! the connection's bounded outbox ([`ConnOut`] is the hub's end, [`ConnIn`]
-//! the task's).
+//! What the MQTT event loop (`event_loop.rs`, which owns the broker) and
+//! the rest of the server say to each other: the [`LoopCommand`]s into the
+//! loop, through a bounded channel and a [`mio::Waker`] ([`LoopSender`]);
+//! what a WebSocket connection task says ([`MqttCommand`]) and the
+//! [`MqttOut`] batches back through its bounded outbox ([`ConnOut`] is the
+//! loop's end, [`ConnIn`] the task's).
 //!
-//! Kept apart from the connections (`conn.rs`) and the broker (`broker.rs`),
-//! which both use them, so that neither imports the other for them.
+//! Kept apart from the connections (`conn.rs`), the loop and the broker
+//! (`broker.rs`), which all use them, so that none imports another for
+//! them.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use bytes::Bytes;
+use sessionwire::mqtt::session::Incoming;
+use tokio::sync::{mpsc, oneshot};
 
-/// What a connection tells the hub.
+use crate::channel::SessionInfo;
+use crate::passwords::Verdict;
+
+/// What the rest of the server tells the MQTT event loop.
+#[derive(Debug)]
+pub enum LoopCommand {
+    /// A WebSocket connection's news.
+    Conn(MqttCommand),
+    /// The password check of a CONNECT is over.
+    Checked {
+        /// The attempt, to accept or refuse.
+        incoming: Incoming,
+        /// What the check found.
+        verdict: Verdict,
+    },
+    /// Control: the sessions of the other protocol, to which the MQTT
+    /// sessions are added before the answer goes.
+    List {
+        /// The session protocol's sessions.
+        sessions: Vec<SessionInfo>,
+        /// Where the whole list goes.
+        reply: oneshot::Sender<Vec<SessionInfo>>,
+    },
+    /// Control: close the client with this id (5.0: DISCONNECT 0x98).
+    Close {
+        /// The client identifier.
+        client_id: String,
+        /// Whether there was such a session.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Close every client (5.0: DISCONNECT 0x8B), stop accepting, and end
+    /// once the last writes are done or at `until`.
+    Shutdown {
+        /// When the loop ends whatever is left.
+        until: Instant,
+        /// Answered as the loop ends, its event log flushed.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The way into the event loop: a bounded channel, and the waker of the
+/// loop's poll.
+#[derive(Clone, Debug)]
+pub struct LoopSender {
+    tx: mpsc::Sender<LoopCommand>,
+    waker: Arc<mio::Waker>,
+}
+
+/// A [`LoopSender`] that does not keep the loop's channel open.
+#[derive(Clone, Debug)]
+pub struct WeakLoopSender {
+    tx: mpsc::WeakSender<LoopCommand>,
+    waker: Arc<mio::Waker>,
+}
+
+impl LoopSender {
+    /// The sending end of `tx`, waking the loop with `waker`.
+    pub fn new(tx: mpsc::Sender<LoopCommand>, waker: Arc<mio::Waker>) -> LoopSender {
+        LoopSender { tx, waker }
+    }
+
+    /// Queues `command` if there is room, and wakes the loop.
+    pub fn try_send(
+        &self,
+        command: LoopCommand,
+    ) -> Result<(), mpsc::error::TrySendError<LoopCommand>> {
+        self.tx.try_send(command)?;
+        let _ = self.waker.wake();
+        Ok(())
+    }
+
+    /// Queues `command`, waiting for room; false when the loop is gone.
+    pub async fn send(&self, command: LoopCommand) -> bool {
+        let sent = self.tx.send(command).await.is_ok();
+        if sent {
+            let _ = self.waker.wake();
+        }
+        sent
+    }
+
+    /// Queues `command` now if there is room, else from a task that waits
+    /// for it (for a caller that must not wait: the hub).
+    pub fn send_soon(&self, command: LoopCommand) {
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.try_send(command) {
+            let this = self.clone();
+            tokio::spawn(async move { this.send(command).await });
+        }
+    }
+
+    /// A sender that does not keep the loop's channel open.
+    pub fn downgrade(&self) -> WeakLoopSender {
+        WeakLoopSender {
+            tx: self.tx.downgrade(),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+}
+
+impl WeakLoopSender {
+    /// The sender, while the loop's channel is open.
+    pub fn upgrade(&self) -> Option<LoopSender> {
+        Some(LoopSender {
+            tx: self.tx.upgrade()?,
+            waker: Arc::clone(&self.waker),
+        })
+    }
+}
+
+/// What a WebSocket connection tells the loop.
 #[derive(Debug)]
 pub enum MqttCommand {
     /// A connection opened.
@@ -23,8 +137,6 @@ pub enum MqttCommand {
         conn: u64,
         /// The client's address (password checks are bounded per address).
         peer: IpAddr,
-        /// `mqtt` (TCP) or `mqtt-ws`.
-        transport: &'static str,
         /// The way to it.
         out: ConnOut,
     },
@@ -43,7 +155,7 @@ pub enum MqttCommand {
     },
 }
 
-/// The batches waiting for one connection, shared by the hub (which
+/// The batches waiting for one connection, shared by the loop (which
 /// pushes) and the connection's task (which takes). A queue that allocates
 /// only when used, rather than a channel, which allocates a block of slots
 /// up front for every idle connection; one task waits on it, so its waker
@@ -64,14 +176,14 @@ struct OutState {
     queue: VecDeque<MqttOut>,
     /// Bytes in the queued batches.
     bytes: usize,
-    /// The hub dropped its end.
-    hub_gone: bool,
+    /// The loop dropped its end.
+    loop_gone: bool,
     /// The task dropped its end.
     task_gone: bool,
-    /// The hub gave up on the connection: a task stuck writing to a client
+    /// The loop gave up on the connection: a task stuck writing to a client
     /// that does not read stops.
     gave_up: bool,
-    /// The task, waiting for a batch, the hub's end or its giving up.
+    /// The task, waiting for a batch, the loop's end or its giving up.
     waker: Option<Waker>,
 }
 
@@ -104,7 +216,7 @@ impl Outbox {
     }
 }
 
-/// The hub's end of an MQTT connection.
+/// The loop's end of an MQTT-over-WebSocket connection.
 #[derive(Debug)]
 pub struct ConnOut(Arc<Outbox>);
 
@@ -152,14 +264,14 @@ impl ConnOut {
 impl Drop for ConnOut {
     fn drop(&mut self) {
         self.0.change(|state| {
-            state.hub_gone = true;
+            state.loop_gone = true;
             true
         });
     }
 }
 
 impl ConnIn {
-    /// The next batch or close; `None` once the hub let go with nothing
+    /// The next batch or close; `None` once the loop let go with nothing
     /// left.
     pub async fn next(&self) -> Option<MqttOut> {
         poll_fn(|cx| self.poll_next(cx)).await
@@ -177,7 +289,7 @@ impl ConnIn {
             }
             return Poll::Ready(Some(out));
         }
-        if state.hub_gone {
+        if state.loop_gone {
             return Poll::Ready(None);
         }
         state.wait(cx);
@@ -193,7 +305,7 @@ impl ConnIn {
         Some(out)
     }
 
-    /// Resolves when the hub gives up on the connection.
+    /// Resolves when the loop gives up on the connection.
     pub async fn closing(&self) {
         poll_fn(|cx| {
             let mut state = self.0.state();
@@ -216,7 +328,7 @@ impl Drop for ConnIn {
     }
 }
 
-/// What the hub tells an MQTT connection.
+/// What the loop tells an MQTT connection.
 #[derive(Debug)]
 pub enum MqttOut {
     /// Write these bytes, in order, with one flush.

@@ -2,12 +2,15 @@
 //! subscribes to what, which messages are retained) beside the codec's
 //! session layer ([`sessionwire::mqtt::session`]).
 //!
-//! - `conn`: MQTT over TCP (`--mqtt-listen`) and over WebSocket (`/mqtt`,
-//!   subprotocol `mqtt`), one task per connection;
-//! - `broker`: the codec's registry with the tree and the retained
-//!   messages, driven by the hub;
-//! - `channel`: what a connection and the hub say to each other, and the
-//!   connection's bounded outbox;
+//! - `event_loop`: one thread with a `mio` poll that owns the broker and
+//!   every MQTT-over-TCP socket (`--mqtt-listen`);
+//! - `tcp`: one such socket, written once per loop turn;
+//! - `conn`: MQTT over WebSocket (`/mqtt`, subprotocol `mqtt`), one task
+//!   per connection, talking to the loop;
+//! - `broker`: the codec's registry with the tree, the retained messages
+//!   and the connections, driven by the loop;
+//! - `channel`: what the loop and the rest of the server say to each
+//!   other, and a WebSocket connection's bounded outbox;
 //! - [`tree`]: the subscription index, a trie of topic levels;
 //! - [`retained`]: retained messages by topic, found by filter.
 //!
@@ -17,5 +20,7 @@
 pub(crate) mod broker;
 pub(crate) mod channel;
 pub(crate) mod conn;
+pub(crate) mod event_loop;
 pub mod retained;
+mod tcp;
 pub mod tree;
