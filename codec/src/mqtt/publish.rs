@@ -120,47 +120,17 @@ impl Publish {
         version: Version,
         from: Sender,
     ) -> Result<Publish, Violation> {
-        let qos = match (flags >> 1) & 3 {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            _ => QoS::ExactlyOnce,
-        };
-        let topic_at = r.pos();
-        let (topic_start, topic_len) = r.topic_name_span("topic name", version == Version::V5)?;
-        let packet_id = if qos == QoS::AtMostOnce {
-            0
-        } else {
-            let at = r.pos();
-            let id = r.u16("packet identifier")?;
-            if id == 0 {
-                return Err(fault(MqttFault::PacketIdZero, at));
-            }
-            id
-        };
-        let (properties, payload_is_utf8) = if version == Version::V5 {
-            let (properties, summary) =
-                Properties::read(r, Scope::PUBLISH, PacketType::Publish, from)?;
-            if topic_len == 0 && summary.topic_alias.is_none() {
-                return Err(fault(MqttFault::EmptyTopicWithoutAlias, topic_at));
-            }
-            (properties, summary.payload_is_utf8)
-        } else {
-            (Properties::new(), false)
-        };
-        let payload_at = r.pos();
-        let (data, payload_in_data) = r.rest_from(topic_start);
-        if payload_is_utf8 {
-            check_payload_utf8(&data[payload_in_data..], payload_at)?;
-        }
+        let p = PublishParts::check(r, flags, version, from)?;
+        let end = r.buf_pos();
         Ok(Publish {
-            dup: flags & 0x08 != 0,
-            qos,
-            retain: flags & 1 != 0,
-            packet_id,
-            properties,
-            data,
-            topic_len,
-            payload_at: payload_in_data,
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            packet_id: p.packet_id,
+            properties: Properties::view_of(r, p.properties.0, p.properties.1),
+            data: r.view(p.topic_at, end - p.topic_at),
+            topic_len: p.topic_len,
+            payload_at: p.payload_at - p.topic_at,
         })
     }
 
@@ -203,6 +173,78 @@ impl Publish {
             self.topic(),
             self.payload(),
         )
+    }
+}
+
+/// A PUBLISH checked in full, as positions in the reader's buffer: what
+/// [`Publish`] and [`PublishRef`] are both made of.
+pub(crate) struct PublishParts {
+    pub(crate) dup: bool,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) packet_id: u16,
+    /// Where the topic starts, and its length.
+    pub(crate) topic_at: usize,
+    pub(crate) topic_len: u16,
+    /// Where the property block starts (without its length), and its length.
+    pub(crate) properties: (usize, usize),
+    /// Where the payload starts; it runs to the end of the packet.
+    pub(crate) payload_at: usize,
+}
+
+impl PublishParts {
+    /// Checks the body; `flags` are the low four bits of the first byte,
+    /// already checked for QoS 3 and DUP at QoS 0. Reads to the end.
+    #[inline]
+    pub(crate) fn check(
+        r: &mut Reader<'_>,
+        flags: u8,
+        version: Version,
+        from: Sender,
+    ) -> Result<PublishParts, Violation> {
+        let qos = match (flags >> 1) & 3 {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        let topic_pos = r.pos();
+        let (topic_at, topic_len) = r.topic_name_span("topic name", version == Version::V5)?;
+        let packet_id = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            let at = r.pos();
+            let id = r.u16("packet identifier")?;
+            if id == 0 {
+                return Err(fault(MqttFault::PacketIdZero, at));
+            }
+            id
+        };
+        let (properties, payload_is_utf8) = if version == Version::V5 {
+            let (at, len, summary) =
+                Properties::check(r, Scope::PUBLISH, PacketType::Publish, from)?;
+            if topic_len == 0 && summary.topic_alias.is_none() {
+                return Err(fault(MqttFault::EmptyTopicWithoutAlias, topic_pos));
+            }
+            ((at, len), summary.payload_is_utf8)
+        } else {
+            ((0, 0), false)
+        };
+        let payload_pos = r.pos();
+        let payload_at = r.buf_pos();
+        let payload = r.rest_slice();
+        if payload_is_utf8 {
+            check_payload_utf8(payload, payload_pos)?;
+        }
+        Ok(PublishParts {
+            dup: flags & 0x08 != 0,
+            qos,
+            retain: flags & 1 != 0,
+            packet_id,
+            topic_at,
+            topic_len,
+            properties,
+            payload_at,
+        })
     }
 }
 
@@ -267,34 +309,46 @@ impl Ack {
         version: Version,
         from: Sender,
     ) -> Result<Ack, Violation> {
+        let (packet_id, code, (at, len)) = Ack::check(r, packet, version, from)?;
+        Ok(Ack {
+            packet_id,
+            code,
+            properties: Properties::view_of(r, at, len),
+        })
+    }
+
+    /// Checks the body: the packet identifier, the reason code and where
+    /// the property block is in the reader's buffer (and its length).
+    #[inline]
+    pub(crate) fn check(
+        r: &mut Reader<'_>,
+        packet: PacketType,
+        version: Version,
+        from: Sender,
+    ) -> Result<(u16, u8, (usize, usize)), Violation> {
         let id_at = r.pos();
         let packet_id = r.u16("packet identifier")?;
         if packet_id == 0 {
             return Err(fault(MqttFault::PacketIdZero, id_at));
         }
-        let mut ack = Ack::new(packet_id);
+        let (mut code, mut properties) = (0, (0, 0));
         if version == Version::V5 && !r.is_empty() {
             let code_at = r.pos();
-            ack.code = r.u8("reason code")?;
+            code = r.u8("reason code")?;
             let allowed = match packet {
                 PacketType::PubAck | PacketType::PubRec => PUBACK_CODES,
                 _ => PUBREL_CODES,
             };
-            if !allowed.contains(&ack.code) {
-                return Err(fault(
-                    MqttFault::ReasonCode {
-                        packet,
-                        code: ack.code,
-                    },
-                    code_at,
-                ));
+            if !allowed.contains(&code) {
+                return Err(fault(MqttFault::ReasonCode { packet, code }, code_at));
             }
             if !r.is_empty() {
-                ack.properties = Properties::read(r, Scope::ACK, packet, from)?.0;
+                let (at, len, _) = Properties::check(r, Scope::ACK, packet, from)?;
+                properties = (at, len);
             }
         }
         r.finish()?;
-        Ok(ack)
+        Ok((packet_id, code, properties))
     }
 
     /// Canonical form: in 5.0 the reason code is left out when it is 0 and

@@ -2,8 +2,9 @@
 //! integers, UTF-8 strings, binary data) read from a packet and written to a
 //! buffer, plus the topic name and topic filter rules.
 //!
-//! A [`Reader`] walks one whole packet held in a [`Bytes`]; every string or
-//! binary field it returns is a view of that buffer.
+//! A [`Reader`] walks one whole packet held in a byte slice; every string or
+//! binary field it returns is a view of the [`Bytes`] that slice is, if it
+//! has one.
 
 use std::fmt;
 use std::ops::Deref;
@@ -346,12 +347,18 @@ pub(crate) fn check_filter(s: &[u8], offset: usize, v5: bool) -> Result<bool, Vi
     Ok(shared)
 }
 
-/// A cursor over one whole packet. Offsets are counted from the packet's
-/// first byte.
+/// A cursor over one whole packet held in `buf`. Offsets are counted from
+/// the packet's first byte.
+///
+/// Every check reads `buf` directly. With an `owner` (the [`Bytes`] that
+/// `buf` is), the string and binary fields it returns are views of it; a
+/// reader made by [`checking`](Self::checking) has none and returns empty
+/// views: it only checks, for a decode that keeps borrowed slices instead.
 #[derive(Clone)]
 pub(crate) struct Reader<'a> {
-    whole: &'a Bytes,
-    /// Where the packet starts in `whole`: offsets are counted from here.
+    buf: &'a [u8],
+    owner: Option<&'a Bytes>,
+    /// Where the packet starts in `buf`: offsets are counted from here.
     base: usize,
     pos: usize,
     end: usize,
@@ -368,10 +375,55 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn with_base(whole: &'a Bytes, base: usize, pos: usize, end: usize) -> Self {
         Reader {
-            whole,
+            buf: whole,
+            owner: Some(whole),
             base,
             pos,
             end,
+        }
+    }
+
+    /// A reader of `buf[pos..end]` for a packet starting at `base` that
+    /// checks without taking views: the fields it returns are empty.
+    #[inline]
+    pub(crate) fn checking(buf: &'a [u8], base: usize, pos: usize, end: usize) -> Self {
+        Reader {
+            buf,
+            owner: None,
+            base,
+            pos,
+            end,
+        }
+    }
+
+    /// Where the next byte is in [`buf`](Self::buf).
+    #[inline]
+    pub(crate) fn buf_pos(&self) -> usize {
+        self.pos
+    }
+
+    /// A view of `buf[at..at + n]` (in range: every caller took it first),
+    /// or an empty one for a checking reader.
+    #[inline]
+    pub(crate) fn view(&self, at: usize, n: usize) -> Bytes {
+        match self.owner {
+            Some(whole) => whole.slice(at..at + n),
+            None => Bytes::new(),
+        }
+    }
+
+    /// A reader of the next `n` bytes (checked by the caller to be there),
+    /// offsets counted from where they start; `self` moves past them.
+    #[inline]
+    pub(crate) fn sub(&mut self, n: usize) -> Reader<'a> {
+        let at = self.pos;
+        self.pos += n;
+        Reader {
+            buf: self.buf,
+            owner: self.owner,
+            base: at,
+            pos: at,
+            end: at + n,
         }
     }
 
@@ -419,7 +471,7 @@ impl<'a> Reader<'a> {
         if self.is_empty() {
             None
         } else {
-            Some(self.whole[self.pos])
+            Some(self.buf[self.pos])
         }
     }
 
@@ -427,28 +479,28 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, Violation> {
         let at = self.take(1, field)?;
-        Ok(self.whole[at])
+        Ok(self.buf[at])
     }
 
     /// A big-endian two-byte integer.
     #[inline]
     pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, Violation> {
         let at = self.take(2, field)?;
-        Ok(u16::from_be_bytes([self.whole[at], self.whole[at + 1]]))
+        Ok(u16::from_be_bytes([self.buf[at], self.buf[at + 1]]))
     }
 
     /// A big-endian four-byte integer.
     #[inline]
     pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, Violation> {
         let at = self.take(4, field)?;
-        let b = &self.whole[at..at + 4];
+        let b = &self.buf[at..at + 4];
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// A variable byte integer: at most four bytes, in its shortest form.
     #[inline]
     pub(crate) fn var_int(&mut self, field: &'static str) -> Result<u32, Violation> {
-        match read_var_int(&self.whole[self.pos..self.end]) {
+        match read_var_int(&self.buf[self.pos..self.end]) {
             VarInt::Value(v, n) => {
                 self.pos += n;
                 Ok(v)
@@ -469,7 +521,7 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn slice(&mut self, n: usize, field: &'static str) -> Result<Bytes, Violation> {
         let at = self.take(n, field)?;
-        Ok(self.whole.slice(at..at + n))
+        Ok(self.view(at, n))
     }
 
     /// Everything left, as a view.
@@ -477,7 +529,15 @@ impl<'a> Reader<'a> {
     pub(crate) fn rest(&mut self) -> Bytes {
         let at = self.pos;
         self.pos = self.end;
-        self.whole.slice(at..self.end)
+        self.view(at, self.end - at)
+    }
+
+    /// Everything left, borrowed.
+    #[inline]
+    pub(crate) fn rest_slice(&mut self) -> &'a [u8] {
+        let at = self.pos;
+        self.pos = self.end;
+        &self.buf[at..self.end]
     }
 
     /// A two-byte length, then that many bytes, as a view.
@@ -487,21 +547,32 @@ impl<'a> Reader<'a> {
         self.slice(usize::from(n), field)
     }
 
+    /// A two-byte length, then that many bytes, borrowed.
+    #[inline]
+    pub(crate) fn binary_slice(&mut self, field: &'static str) -> Result<&'a [u8], Violation> {
+        let n = usize::from(self.u16(field)?);
+        let at = self.take(n, field)?;
+        Ok(&self.buf[at..at + n])
+    }
+
     /// A string, checked: UTF-8 without U+0000. Returns the scan bits too.
     #[inline]
     fn string_bits(&mut self, field: &'static str) -> Result<(Str, u8), Violation> {
         let (at, n, bits) = self.string_span(field)?;
-        Ok((Str(self.whole.slice(at..at + n)), bits))
+        Ok((Str(self.view(at, n)), bits))
     }
 
     /// A string, checked as [`string`](Self::string) does, without taking a
     /// view: where its bytes start in the buffer, how many there are, and
     /// the scan bits.
     #[inline]
-    fn string_span(&mut self, field: &'static str) -> Result<(usize, usize, u8), Violation> {
+    pub(crate) fn string_span(
+        &mut self,
+        field: &'static str,
+    ) -> Result<(usize, usize, u8), Violation> {
         let n = usize::from(self.u16(field)?);
         let at = self.take(n, field)?;
-        let bits = check_utf8(&self.whole[at..at + n], at - self.base, field)?;
+        let bits = check_utf8(&self.buf[at..at + n], at - self.base, field)?;
         Ok((at, n, bits))
     }
 
@@ -532,7 +603,7 @@ impl<'a> Reader<'a> {
         may_be_empty: bool,
     ) -> Result<Str, Violation> {
         let (at, n) = self.topic_name_span(field, may_be_empty)?;
-        Ok(Str(self.whole.slice(at..at + usize::from(n))))
+        Ok(Str(self.view(at, usize::from(n))))
     }
 
     /// A topic name, checked as [`topic_name`](Self::topic_name) does, but
@@ -547,7 +618,7 @@ impl<'a> Reader<'a> {
         let start = self.pos();
         let n = self.u16(field)?;
         let at = self.take(usize::from(n), field)?;
-        let s = &self.whole[at..at + usize::from(n)];
+        let s = &self.buf[at..at + usize::from(n)];
         let bits = check_utf8(s, at - self.base, field)?;
         if bits & WILDCARD != 0 {
             let i = s.iter().position(|&b| b == b'+' || b == b'#');
@@ -565,16 +636,7 @@ impl<'a> Reader<'a> {
     /// A view of what was read since packet offset `from` (from [`pos`](Self::pos)).
     #[inline]
     pub(crate) fn span(&self, from: usize) -> Bytes {
-        self.whole.slice(self.base + from..self.pos)
-    }
-
-    /// One view from buffer position `from` (from an earlier span) to the
-    /// end, and where the unread rest starts in it.
-    #[inline]
-    pub(crate) fn rest_from(&mut self, from: usize) -> (Bytes, usize) {
-        let skip = self.pos - from;
-        self.pos = self.end;
-        (self.whole.slice(from..self.end), skip)
+        self.view(self.base + from, self.pos - (self.base + from))
     }
 
     /// Steps over a topic filter: a non-empty string whose wildcards fill
@@ -586,7 +648,7 @@ impl<'a> Reader<'a> {
         if n == 0 {
             return Err(fault(MqttFault::EmptyTopic(Field::Named(FIELD)), start));
         }
-        let s = &self.whole[at..at + n];
+        let s = &self.buf[at..at + n];
         // Without a wildcard, only a shared subscription has a shape to check.
         if bits & WILDCARD == 0 && !(v5 && s.starts_with(SHARE)) {
             return Ok(false);
