@@ -12,7 +12,15 @@ import os
 import sys
 
 PACKETS = {"publish_qos1_90B": 100_000, "session": 31_000}
-PEERS = ["floor", "sessionwire", "mqttrs", "mqttbytes", "rumqttc"]
+PEERS = [
+    "floor",
+    "floor-split",
+    "sessionwire",
+    "sessionwire-bytes",
+    "mqttrs",
+    "mqttbytes",
+    "rumqttc",
+]
 
 
 def mean_ns(root, group, peer, version):
