@@ -18,15 +18,7 @@ const PUBLISHES: usize = 100_000;
 const SESSIONS: usize = 1_000;
 
 const VERSIONS: [Version; 2] = [Version::V311, Version::V5];
-const ALL: [Peer; 7] = [
-    Peer::Floor,
-    Peer::FloorSplit,
-    Peer::Sessionwire,
-    Peer::SessionwireBytes,
-    Peer::Mqttrs,
-    Peer::Mqttbytes,
-    Peer::Rumqttc,
-];
+const ALL: [Peer; 7] = Peer::ALL;
 /// Encoding has one floor and one way of ours: the decode-only variants
 /// encode the same packets.
 const ENCODERS: [Peer; 5] = [

@@ -94,6 +94,18 @@ impl Peer {
         Peer::Rumqttc,
     ];
 
+    /// Every way of decoding measured: the two floors, ours borrowed and
+    /// owned, then the peers.
+    pub const ALL: [Peer; 7] = [
+        Peer::Floor,
+        Peer::FloorSplit,
+        Peer::Sessionwire,
+        Peer::SessionwireBytes,
+        Peer::Mqttrs,
+        Peer::Mqttbytes,
+        Peer::Rumqttc,
+    ];
+
     /// Short name used in benchmark ids and tables.
     pub fn name(self) -> &'static str {
         match self {
