@@ -198,3 +198,31 @@ impl<'a> PacketRef<'a> {
         })
     }
 }
+
+/// A borrowed packet equals an owned one when every field it shows is the
+/// same: all of them for PUBLISH, its acknowledgements and the pings (the
+/// property blocks byte for byte), the version for a CONNECT, the type for
+/// the others.
+impl PartialEq<Packet> for PacketRef<'_> {
+    fn eq(&self, owned: &Packet) -> bool {
+        let ack = |b: &AckRef<'_>, o: &Ack| {
+            (b.packet_id, b.code, b.properties.0)
+                == (o.packet_id, o.code, &o.properties.as_bytes()[..])
+        };
+        match (self, owned) {
+            (PacketRef::Publish(b), Packet::Publish(o)) => {
+                (b.dup, b.qos, b.retain, b.packet_id, b.topic, b.payload)
+                    == (o.dup, o.qos, o.retain, o.packet_id, o.topic(), o.payload())
+                    && b.properties.0 == &o.properties.as_bytes()[..]
+            }
+            (PacketRef::PubAck(b), Packet::PubAck(o))
+            | (PacketRef::PubRec(b), Packet::PubRec(o))
+            | (PacketRef::PubRel(b), Packet::PubRel(o))
+            | (PacketRef::PubComp(b), Packet::PubComp(o)) => ack(b, o),
+            (PacketRef::PingReq, Packet::PingReq) | (PacketRef::PingResp, Packet::PingResp) => true,
+            (PacketRef::Connect { version, .. }, Packet::Connect(c)) => *version == c.version,
+            (PacketRef::Other { packet_type, .. }, o) => *packet_type == o.packet_type(),
+            _ => false,
+        }
+    }
+}
