@@ -11,7 +11,7 @@
 
 use super::framing::frame_whole;
 use super::packet::Packet;
-use super::publish::{Ack, PublishParts};
+use super::publish::Ack;
 use super::types::{PacketType, QoS, Sender, Version};
 use super::wire::Reader;
 use crate::violation::Violation;
@@ -19,7 +19,7 @@ use crate::violation::Violation;
 /// A checked MQTT 5.0 property block, borrowed (without the length in front
 /// of it); empty in 3.1.1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PropertiesRef<'a>(&'a [u8]);
+pub struct PropertiesRef<'a>(pub(crate) &'a [u8]);
 
 impl<'a> PropertiesRef<'a> {
     /// Whether the block is empty.
@@ -139,33 +139,16 @@ impl<'a> PacketRef<'a> {
         let first = buf[start];
         let mut r = Reader::checking(buf, start, start + header, start + total);
         let r = &mut r;
-        let ack = |ty, r: &mut Reader<'_>| -> Result<AckRef<'a>, Violation> {
-            let (packet_id, code, (at, len)) = Ack::check(r, ty, version, from)?;
+        let ack = |ty, r: &mut Reader<'a>| -> Result<AckRef<'a>, Violation> {
+            let (packet_id, code, block) = Ack::check(r, ty, version, from)?;
             Ok(AckRef {
                 packet_id,
                 code,
-                properties: PropertiesRef(&buf[at..at + len]),
+                properties: PropertiesRef(block),
             })
         };
         Ok(match first >> 4 {
-            3 => {
-                let p = PublishParts::check(r, first & 0x0f, version, from)?;
-                let topic = &buf[p.topic_at..p.topic_at + usize::from(p.topic_len)];
-                let (at, len) = p.properties;
-                PacketRef::Publish(PublishRef {
-                    dup: p.dup,
-                    qos: p.qos,
-                    retain: p.retain,
-                    packet_id: p.packet_id,
-                    // SAFETY: `PublishParts::check` passed these bytes
-                    // through `check_utf8` (`Reader::topic_name_span`), which
-                    // runs `str::from_utf8` on every string holding a byte
-                    // above 0x7f; the others are ASCII, hence UTF-8.
-                    topic: unsafe { std::str::from_utf8_unchecked(topic) },
-                    properties: PropertiesRef(&buf[at..at + len]),
-                    payload: &buf[p.payload_at..start + total],
-                })
-            }
+            3 => PacketRef::Publish(PublishRef::check(r, first & 0x0f, version, from)?),
             4 => PacketRef::PubAck(ack(PacketType::PubAck, r)?),
             5 => PacketRef::PubRec(ack(PacketType::PubRec, r)?),
             6 => PacketRef::PubRel(ack(PacketType::PubRel, r)?),

@@ -6,6 +6,7 @@ use std::hash::{Hash, Hasher};
 
 use bytes::{BufMut, Bytes};
 
+use super::borrowed::{PropertiesRef, PublishRef};
 use super::fault::MqttFault;
 use super::property::{check_payload_utf8, Properties, Scope};
 use super::types::{PacketType, QoS, Sender, Version};
@@ -120,17 +121,19 @@ impl Publish {
         version: Version,
         from: Sender,
     ) -> Result<Publish, Violation> {
-        let p = PublishParts::check(r, flags, version, from)?;
-        let end = r.buf_pos();
+        let p = PublishRef::check(r, flags, version, from)?;
         Ok(Publish {
             dup: p.dup,
             qos: p.qos,
             retain: p.retain,
             packet_id: p.packet_id,
-            properties: Properties::view_of(r, p.properties.0, p.properties.1),
-            data: r.view(p.topic_at, end - p.topic_at),
-            topic_len: p.topic_len,
-            payload_at: p.payload_at - p.topic_at,
+            properties: Properties::view_of(r, p.properties.as_bytes()),
+            // One view from the topic to the end of the packet.
+            data: r.view_from(p.topic.as_bytes()),
+            // `topic_name_span` read a two-byte length.
+            topic_len: p.topic.len() as u16,
+            // Addresses in one buffer, the payload after the topic.
+            payload_at: (p.payload.as_ptr() as usize).wrapping_sub(p.topic.as_ptr() as usize),
         })
     }
 
@@ -176,39 +179,23 @@ impl Publish {
     }
 }
 
-/// A PUBLISH checked in full, as positions in the reader's buffer: what
-/// [`Publish`] and [`PublishRef`] are both made of.
-pub(crate) struct PublishParts {
-    pub(crate) dup: bool,
-    pub(crate) qos: QoS,
-    pub(crate) retain: bool,
-    pub(crate) packet_id: u16,
-    /// Where the topic starts, and its length.
-    pub(crate) topic_at: usize,
-    pub(crate) topic_len: u16,
-    /// Where the property block starts (without its length), and its length.
-    pub(crate) properties: (usize, usize),
-    /// Where the payload starts; it runs to the end of the packet.
-    pub(crate) payload_at: usize,
-}
-
-impl PublishParts {
+impl<'a> PublishRef<'a> {
     /// Checks the body; `flags` are the low four bits of the first byte,
     /// already checked for QoS 3 and DUP at QoS 0. Reads to the end.
     #[inline]
     pub(crate) fn check(
-        r: &mut Reader<'_>,
+        r: &mut Reader<'a>,
         flags: u8,
         version: Version,
         from: Sender,
-    ) -> Result<PublishParts, Violation> {
+    ) -> Result<PublishRef<'a>, Violation> {
         let qos = match (flags >> 1) & 3 {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
             _ => QoS::ExactlyOnce,
         };
         let topic_pos = r.pos();
-        let (topic_at, topic_len) = r.topic_name_span("topic name", version == Version::V5)?;
+        let (_, topic) = r.topic_name_span("topic name", version == Version::V5)?;
         let packet_id = if qos == QoS::AtMostOnce {
             0
         } else {
@@ -220,30 +207,30 @@ impl PublishParts {
             id
         };
         let (properties, payload_is_utf8) = if version == Version::V5 {
-            let (at, len, summary) =
-                Properties::check(r, Scope::PUBLISH, PacketType::Publish, from)?;
-            if topic_len == 0 && summary.topic_alias.is_none() {
+            let (block, summary) = Properties::check(r, Scope::PUBLISH, PacketType::Publish, from)?;
+            if topic.is_empty() && summary.topic_alias.is_none() {
                 return Err(fault(MqttFault::EmptyTopicWithoutAlias, topic_pos));
             }
-            ((at, len), summary.payload_is_utf8)
+            (block, summary.payload_is_utf8)
         } else {
-            ((0, 0), false)
+            (&[][..], false)
         };
         let payload_pos = r.pos();
-        let payload_at = r.buf_pos();
         let payload = r.rest_slice();
         if payload_is_utf8 {
             check_payload_utf8(payload, payload_pos)?;
         }
-        Ok(PublishParts {
+        Ok(PublishRef {
             dup: flags & 0x08 != 0,
             qos,
             retain: flags & 1 != 0,
             packet_id,
-            topic_at,
-            topic_len,
-            properties,
-            payload_at,
+            // SAFETY: `Reader::topic_name_span` passed these bytes through
+            // `check_utf8`, which runs `str::from_utf8` on every string
+            // holding a byte above 0x7f; the others are ASCII, hence UTF-8.
+            topic: unsafe { std::str::from_utf8_unchecked(topic) },
+            properties: PropertiesRef(properties),
+            payload,
         })
     }
 }
@@ -309,29 +296,29 @@ impl Ack {
         version: Version,
         from: Sender,
     ) -> Result<Ack, Violation> {
-        let (packet_id, code, (at, len)) = Ack::check(r, packet, version, from)?;
+        let (packet_id, code, block) = Ack::check(r, packet, version, from)?;
         Ok(Ack {
             packet_id,
             code,
-            properties: Properties::view_of(r, at, len),
+            properties: Properties::view_of(r, block),
         })
     }
 
-    /// Checks the body: the packet identifier, the reason code and where
-    /// the property block is in the reader's buffer (and its length).
+    /// Checks the body: the packet identifier, the reason code and the
+    /// property block, borrowed.
     #[inline]
-    pub(crate) fn check(
-        r: &mut Reader<'_>,
+    pub(crate) fn check<'a>(
+        r: &mut Reader<'a>,
         packet: PacketType,
         version: Version,
         from: Sender,
-    ) -> Result<(u16, u8, (usize, usize)), Violation> {
+    ) -> Result<(u16, u8, &'a [u8]), Violation> {
         let id_at = r.pos();
         let packet_id = r.u16("packet identifier")?;
         if packet_id == 0 {
             return Err(fault(MqttFault::PacketIdZero, id_at));
         }
-        let (mut code, mut properties) = (0, (0, 0));
+        let (mut code, mut properties) = (0, &[][..]);
         if version == Version::V5 && !r.is_empty() {
             let code_at = r.pos();
             code = r.u8("reason code")?;
@@ -343,8 +330,7 @@ impl Ack {
                 return Err(fault(MqttFault::ReasonCode { packet, code }, code_at));
             }
             if !r.is_empty() {
-                let (at, len, _) = Properties::check(r, Scope::ACK, packet, from)?;
-                properties = (at, len);
+                properties = Properties::check(r, Scope::ACK, packet, from)?.0;
             }
         }
         r.finish()?;

@@ -356,12 +356,13 @@ pub(crate) fn check_filter(s: &[u8], offset: usize, v5: bool) -> Result<bool, Vi
 /// views: it only checks, for a decode that keeps borrowed slices instead.
 #[derive(Clone)]
 pub(crate) struct Reader<'a> {
+    /// The buffer up to the packet's end, so that checking a length against
+    /// what is left also proves the indexing that follows in bounds.
     buf: &'a [u8],
     owner: Option<&'a Bytes>,
     /// Where the packet starts in `buf`: offsets are counted from here.
     base: usize,
     pos: usize,
-    end: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -375,11 +376,10 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn with_base(whole: &'a Bytes, base: usize, pos: usize, end: usize) -> Self {
         Reader {
-            buf: whole,
+            buf: &whole[..end],
             owner: Some(whole),
             base,
             pos,
-            end,
         }
     }
 
@@ -388,11 +388,10 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn checking(buf: &'a [u8], base: usize, pos: usize, end: usize) -> Self {
         Reader {
-            buf,
+            buf: &buf[..end],
             owner: None,
             base,
             pos,
-            end,
         }
     }
 
@@ -412,19 +411,38 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A reader of the next `n` bytes (checked by the caller to be there),
-    /// offsets counted from where they start; `self` moves past them.
+    /// A view of `s`, a slice this reader returned (so within its buffer),
+    /// or an empty one for a checking reader.
     #[inline]
-    pub(crate) fn sub(&mut self, n: usize) -> Reader<'a> {
+    pub(crate) fn view_slice(&self, s: &[u8]) -> Bytes {
+        // Addresses only, nothing is read through them: `s` lies in `buf`.
+        let at = (s.as_ptr() as usize).wrapping_sub(self.buf.as_ptr() as usize);
+        self.view(at, s.len())
+    }
+
+    /// A view from the start of `s`, a slice this reader returned, to where
+    /// the reader stands.
+    #[inline]
+    pub(crate) fn view_from(&self, s: &[u8]) -> Bytes {
+        let at = (s.as_ptr() as usize).wrapping_sub(self.buf.as_ptr() as usize);
+        self.view(at, self.pos - at)
+    }
+
+    /// A reader of the next `n` bytes (checked by the caller to be there),
+    /// offsets counted from where they start, and those bytes; `self` moves
+    /// past them.
+    #[inline]
+    pub(crate) fn sub(&mut self, n: usize) -> (Reader<'a>, &'a [u8]) {
         let at = self.pos;
         self.pos += n;
-        Reader {
-            buf: self.buf,
+        let buf = &self.buf[..at + n];
+        let reader = Reader {
+            buf,
             owner: self.owner,
             base: at,
             pos: at,
-            end: at + n,
-        }
+        };
+        (reader, &buf[at..])
     }
 
     /// The offset of the next byte, from the packet's start.
@@ -436,13 +454,13 @@ impl<'a> Reader<'a> {
     /// Bytes left before the end.
     #[inline]
     pub(crate) fn remaining(&self) -> usize {
-        self.end - self.pos
+        self.buf.len() - self.pos
     }
 
     /// Whether every byte was read.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.pos == self.end
+        self.pos == self.buf.len()
     }
 
     /// Fails with trailing bytes unless every byte was read.
@@ -456,51 +474,48 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn take(&mut self, n: usize, field: &'static str) -> Result<usize, Violation> {
-        if self.remaining() < n {
-            return Err(truncated(field, self.pos()));
-        }
+    fn take(&mut self, n: usize, field: &'static str) -> Result<(usize, &'a [u8]), Violation> {
         let at = self.pos;
-        self.pos += n;
-        Ok(at)
+        // One check for the length, which also bounds every index into the
+        // slice returned (its length is `n`).
+        let Some(s) = self.buf.get(at..).and_then(|rest| rest.get(..n)) else {
+            return Err(truncated(field, self.pos()));
+        };
+        self.pos = at + n;
+        Ok((at, s))
     }
 
     /// The next byte, without reading it.
     #[inline]
     pub(crate) fn peek(&self) -> Option<u8> {
-        if self.is_empty() {
-            None
-        } else {
-            Some(self.buf[self.pos])
-        }
+        self.buf.get(self.pos).copied()
     }
 
     /// One byte.
     #[inline]
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, Violation> {
-        let at = self.take(1, field)?;
-        Ok(self.buf[at])
+        let (_, s) = self.take(1, field)?;
+        Ok(s[0])
     }
 
     /// A big-endian two-byte integer.
     #[inline]
     pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, Violation> {
-        let at = self.take(2, field)?;
-        Ok(u16::from_be_bytes([self.buf[at], self.buf[at + 1]]))
+        let (_, s) = self.take(2, field)?;
+        Ok(u16::from_be_bytes([s[0], s[1]]))
     }
 
     /// A big-endian four-byte integer.
     #[inline]
     pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, Violation> {
-        let at = self.take(4, field)?;
-        let b = &self.buf[at..at + 4];
+        let (_, b) = self.take(4, field)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// A variable byte integer: at most four bytes, in its shortest form.
     #[inline]
     pub(crate) fn var_int(&mut self, field: &'static str) -> Result<u32, Violation> {
-        match read_var_int(&self.buf[self.pos..self.end]) {
+        match read_var_int(&self.buf[self.pos..]) {
             VarInt::Value(v, n) => {
                 self.pos += n;
                 Ok(v)
@@ -520,7 +535,7 @@ impl<'a> Reader<'a> {
     /// `n` bytes as a view.
     #[inline]
     pub(crate) fn slice(&mut self, n: usize, field: &'static str) -> Result<Bytes, Violation> {
-        let at = self.take(n, field)?;
+        let (at, _) = self.take(n, field)?;
         Ok(self.view(at, n))
     }
 
@@ -528,16 +543,16 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn rest(&mut self) -> Bytes {
         let at = self.pos;
-        self.pos = self.end;
-        self.view(at, self.end - at)
+        self.pos = self.buf.len();
+        self.view(at, self.buf.len() - at)
     }
 
     /// Everything left, borrowed.
     #[inline]
     pub(crate) fn rest_slice(&mut self) -> &'a [u8] {
         let at = self.pos;
-        self.pos = self.end;
-        &self.buf[at..self.end]
+        self.pos = self.buf.len();
+        &self.buf[at..]
     }
 
     /// A two-byte length, then that many bytes, as a view.
@@ -551,8 +566,7 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn binary_slice(&mut self, field: &'static str) -> Result<&'a [u8], Violation> {
         let n = usize::from(self.u16(field)?);
-        let at = self.take(n, field)?;
-        Ok(&self.buf[at..at + n])
+        self.take(n, field).map(|(_, s)| s)
     }
 
     /// A string, checked: UTF-8 without U+0000. Returns the scan bits too.
@@ -571,8 +585,8 @@ impl<'a> Reader<'a> {
         field: &'static str,
     ) -> Result<(usize, usize, u8), Violation> {
         let n = usize::from(self.u16(field)?);
-        let at = self.take(n, field)?;
-        let bits = check_utf8(&self.buf[at..at + n], at - self.base, field)?;
+        let (at, s) = self.take(n, field)?;
+        let bits = check_utf8(s, at - self.base, field)?;
         Ok((at, n, bits))
     }
 
@@ -602,8 +616,8 @@ impl<'a> Reader<'a> {
         field: &'static str,
         may_be_empty: bool,
     ) -> Result<Str, Violation> {
-        let (at, n) = self.topic_name_span(field, may_be_empty)?;
-        Ok(Str(self.view(at, usize::from(n))))
+        let (at, s) = self.topic_name_span(field, may_be_empty)?;
+        Ok(Str(self.view(at, s.len())))
     }
 
     /// A topic name, checked as [`topic_name`](Self::topic_name) does, but
@@ -614,11 +628,10 @@ impl<'a> Reader<'a> {
         &mut self,
         field: &'static str,
         may_be_empty: bool,
-    ) -> Result<(usize, u16), Violation> {
+    ) -> Result<(usize, &'a [u8]), Violation> {
         let start = self.pos();
         let n = self.u16(field)?;
-        let at = self.take(usize::from(n), field)?;
-        let s = &self.buf[at..at + usize::from(n)];
+        let (at, s) = self.take(usize::from(n), field)?;
         let bits = check_utf8(s, at - self.base, field)?;
         if bits & WILDCARD != 0 {
             let i = s.iter().position(|&b| b == b'+' || b == b'#');
@@ -630,7 +643,7 @@ impl<'a> Reader<'a> {
         if n == 0 && !may_be_empty {
             return Err(fault(MqttFault::EmptyTopic(Field::Named(field)), start));
         }
-        Ok((at, n))
+        Ok((at, s))
     }
 
     /// A view of what was read since packet offset `from` (from [`pos`](Self::pos)).
@@ -672,6 +685,12 @@ pub(crate) enum VarInt {
 /// Reads a variable byte integer from the start of `input`.
 #[inline]
 pub(crate) fn read_var_int(input: &[u8]) -> VarInt {
+    // Most lengths take one byte.
+    if let Some(&b) = input.first() {
+        if b & 0x80 == 0 {
+            return VarInt::Value(u32::from(b), 1);
+        }
+    }
     let mut value: u32 = 0;
     for i in 0..4 {
         let Some(&b) = input.get(i) else {
