@@ -251,7 +251,7 @@ pub mod ours {
         };
         let from = sender(buf[0]);
         let frame = buf.split_to(len).freeze();
-        Packet::decode(&frame, version(v), from).map_err(|e| describe(&e))
+        Packet::decode_owned(frame, version(v), from).map_err(|e| describe(&e))
     }
 
     /// Decodes every packet of `stream` borrowed, fully checked, each as

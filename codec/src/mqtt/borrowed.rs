@@ -139,6 +139,10 @@ impl<'a> PacketRef<'a> {
         let first = buf[start];
         let mut r = Reader::checking(buf, start, start + header, start + total);
         let r = &mut r;
+        // PUBLISH first: it is most of what flows.
+        if first >> 4 == PacketType::Publish as u8 {
+            return PublishRef::check(r, first & 0x0f, version, from).map(PacketRef::Publish);
+        }
         let ack = |ty, r: &mut Reader<'a>| -> Result<AckRef<'a>, Violation> {
             let (packet_id, code, block) = Ack::check(r, ty, version, from)?;
             Ok(AckRef {
@@ -148,7 +152,6 @@ impl<'a> PacketRef<'a> {
             })
         };
         Ok(match first >> 4 {
-            3 => PacketRef::Publish(PublishRef::check(r, first & 0x0f, version, from)?),
             4 => PacketRef::PubAck(ack(PacketType::PubAck, r)?),
             5 => PacketRef::PubRec(ack(PacketType::PubRec, r)?),
             6 => PacketRef::PubRel(ack(PacketType::PubRel, r)?),
