@@ -225,64 +225,92 @@ fn which_special(s: &[u8], non_ascii: bool, special: bool) -> u8 {
 /// directly. Strings of 16 bytes or more are read in 16-byte blocks, the
 /// last one overlapping the one before; shorter ones are copied into a
 /// block padded with `a`.
+#[cfg(test)]
+fn scan(s: &[u8]) -> u8 {
+    scan_in(s, s.len())
+}
+
+/// [`scan`] of the string `room[..n]`: a string shorter than 16 bytes with
+/// at least 16 bytes of `room` is read in place, the bytes past it masked
+/// off, rather than copied into a padded block.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn scan(s: &[u8]) -> u8 {
+fn scan_in(room: &[u8], n: usize) -> u8 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
         _mm_setzero_si128,
     };
-    let mut high = 0;
-    let mut special = 0;
-    let mut add = |block: &[u8; 16]| {
+    // Per block: the bytes above 0x7f, the NUL bytes, the wildcards.
+    let masks = |block: &[u8; 16]| -> (i32, i32, i32) {
         // SAFETY: SSE2 is part of the x86-64 baseline, so these intrinsics
         // are available on every processor this code runs on; the load
         // reads the 16 bytes of `block`, a valid reference, and
         // `_mm_loadu_si128` needs no alignment.
         unsafe {
             let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
-            let hits = _mm_or_si128(
-                _mm_cmpeq_epi8(v, _mm_setzero_si128()),
-                _mm_or_si128(
-                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'+' as i8)),
-                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'#' as i8)),
-                ),
+            let nul = _mm_cmpeq_epi8(v, _mm_setzero_si128());
+            let wild = _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'+' as i8)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'#' as i8)),
             );
-            high |= _mm_movemask_epi8(v);
-            special |= _mm_movemask_epi8(hits);
+            (
+                _mm_movemask_epi8(v),
+                _mm_movemask_epi8(nul),
+                _mm_movemask_epi8(wild),
+            )
         }
+    };
+    let s = &room[..n];
+    let (mut high, mut nul, mut wild) = (0, 0, 0);
+    let mut add = |(h, n, w): (i32, i32, i32)| {
+        high |= h;
+        nul |= n;
+        wild |= w;
     };
     if let Some(last) = s.last_chunk::<16>() {
         for block in s.chunks_exact(16) {
             // Always 16 bytes: the conversion cannot fail.
             if let Ok(block) = <&[u8; 16]>::try_from(block) {
-                add(block);
+                add(masks(block));
             }
         }
         // Reading a byte twice changes nothing: the findings are about
         // presence only.
-        add(last);
+        add(masks(last));
+    } else if let Some(block) = room.first_chunk::<16>() {
+        // Only the first `n` (under 16) bytes are the string's.
+        let keep = (1i32 << n) - 1;
+        let (h, n, w) = masks(block);
+        add((h & keep, n & keep, w & keep));
     } else {
         let mut block = [b'a'; 16];
         block[..s.len()].copy_from_slice(s);
-        add(&block);
+        add(masks(&block));
     }
-    which_special(s, high != 0, special != 0)
+    (u8::from(high != 0) * NON_ASCII)
+        | (u8::from(nul != 0) * NUL)
+        | (u8::from(wild != 0) * WILDCARD)
 }
 
 /// Without SSE2 at hand, eight bytes at a time in a `u64`.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn scan(s: &[u8]) -> u8 {
-    scan_words(s)
+fn scan_in(room: &[u8], n: usize) -> u8 {
+    scan_words(&room[..n])
 }
 
 /// Checks the string rules (well-formed UTF-8, which excludes surrogates and
-/// overlong forms; no U+0000) on `s`, found at `offset`; returns the scan
-/// bits so a caller can also check wildcards.
+/// overlong forms; no U+0000) on `s`, found at `offset`, which is the start
+/// of `room` (the bytes from it to its packet's end); returns the scan bits
+/// so a caller can also check wildcards.
 #[inline]
-pub(crate) fn check_utf8(s: &[u8], offset: usize, field: &'static str) -> Result<u8, Violation> {
-    let bits = scan(s);
+pub(crate) fn check_utf8(
+    s: &[u8],
+    room: &[u8],
+    offset: usize,
+    field: &'static str,
+) -> Result<u8, Violation> {
+    let bits = scan_in(room, s.len());
     if bits & NON_ASCII != 0 {
         if let Err(e) = std::str::from_utf8(s) {
             return Err(Violation::new(
@@ -328,20 +356,20 @@ pub(crate) fn check_filter(s: &[u8], offset: usize, v5: bool) -> Result<bool, Vi
         }
     }
     let filter = &s[start..];
-    let mut level_start = 0;
+    // A wildcard fills its level: the byte before it (if any) is a `/`, and
+    // so is the byte after a `+`; a `#` is the last byte. Only the
+    // wildcards and their neighbours are looked at.
     for (i, &b) in filter.iter().enumerate() {
-        match b {
-            b'/' => level_start = i + 1,
-            b'+' => {
-                let alone = i == level_start && filter.get(i + 1).is_none_or(|&n| n == b'/');
-                if !alone {
-                    return Err(fault(MqttFault::WildcardPlacement, offset + start + i));
-                }
-            }
-            b'#' if i != level_start || i + 1 != filter.len() => {
-                return Err(fault(MqttFault::WildcardPlacement, offset + start + i));
-            }
-            _ => {}
+        if b != b'+' && b != b'#' {
+            continue;
+        }
+        let starts_level = i == 0 || filter[i - 1] == b'/';
+        let ends_level = match filter.get(i + 1) {
+            None => true,
+            Some(&next) => b == b'+' && next == b'/',
+        };
+        if !(starts_level && ends_level) {
+            return Err(fault(MqttFault::WildcardPlacement, offset + start + i));
         }
     }
     Ok(shared)
@@ -586,7 +614,7 @@ impl<'a> Reader<'a> {
     ) -> Result<(usize, usize, u8), Violation> {
         let n = usize::from(self.u16(field)?);
         let (at, s) = self.take(n, field)?;
-        let bits = check_utf8(s, at - self.base, field)?;
+        let bits = check_utf8(s, &self.buf[at..], at - self.base, field)?;
         Ok((at, n, bits))
     }
 
@@ -632,7 +660,7 @@ impl<'a> Reader<'a> {
         let start = self.pos();
         let n = self.u16(field)?;
         let (at, s) = self.take(usize::from(n), field)?;
-        let bits = check_utf8(s, at - self.base, field)?;
+        let bits = check_utf8(s, &self.buf[at..], at - self.base, field)?;
         if bits & WILDCARD != 0 {
             let i = s.iter().position(|&b| b == b'+' || b == b'#');
             return Err(fault(
@@ -830,6 +858,27 @@ mod tests {
         }
         // Neighbours of the searched bytes are not mistaken for them.
         assert_eq!(scan(b"\x01\x01\x01\x01\x01\x01\x01\x01*,\"$"), 0);
+    }
+
+    #[test]
+    fn scan_in_place_ignores_the_bytes_after_the_string() {
+        // The string "ab", then every special byte: none of them counts.
+        let room = b"ab\x00+#\xff\x00+#\xff\x00+#\xff\x00+#";
+        assert!(room.len() >= 16);
+        assert_eq!(scan_in(room, 2), 0);
+        for (byte, bit) in [
+            (0x80u8, NON_ASCII),
+            (0, NUL),
+            (b'+', WILDCARD),
+            (b'#', WILDCARD),
+        ] {
+            for len in 1..16 {
+                let mut room = [b'a'; 20];
+                room[len - 1] = byte;
+                assert_eq!(scan_in(&room, len), bit, "{byte:#04x} last of {len}");
+                assert_eq!(scan_in(&room, len - 1), 0, "{byte:#04x} just past {len}");
+            }
+        }
     }
 
     #[test]
