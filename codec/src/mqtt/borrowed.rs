@@ -119,6 +119,23 @@ impl<'a> PacketRef<'a> {
     /// Decodes exactly one whole packet, sent by `from` on a connection of
     /// `version`, with the checks and the violations (same kinds, same
     /// offsets) of [`Packet::decode`](super::Packet::decode).
+    ///
+    /// ```
+    /// use sessionwire::mqtt::{PacketRef, QoS, Sender, Version};
+    ///
+    /// let wire = [0x32, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x07, b'h', b'i'];
+    /// let Ok(PacketRef::Publish(p)) = PacketRef::decode(&wire, Version::V311, Sender::Client)
+    /// else {
+    ///     panic!()
+    /// };
+    /// assert_eq!((p.topic, p.qos, p.packet_id, p.payload), ("a/b", QoS::AtLeastOnce, 7, &b"hi"[..]));
+    ///
+    /// // A wildcard in a topic name (MQTT-3.3.2-2), malformed (0x81), at the
+    /// // offset the owned decode reports.
+    /// let bad = [0x30, 0x05, 0x00, 0x03, b'a', b'/', b'#'];
+    /// let v = PacketRef::decode(&bad, Version::V311, Sender::Client).unwrap_err();
+    /// assert_eq!((v.kind().reason_code(), v.offset()), (Some(0x81), 6));
+    /// ```
     pub fn decode(input: &'a [u8], version: Version, from: Sender) -> Result<Self, Violation> {
         let header = frame_whole(input, version, from)?;
         PacketRef::decode_body(input, 0, header, input.len(), version, from)

@@ -220,19 +220,19 @@ fn which_special(s: &[u8], non_ascii: bool, special: bool) -> u8 {
     bits
 }
 
-/// [`scan_words`] sixteen bytes at a time with SSE2, which every x86-64
-/// processor has: one compare per special byte, and the high bits taken
-/// directly. Strings of 16 bytes or more are read in 16-byte blocks, the
-/// last one overlapping the one before; shorter ones are copied into a
-/// block padded with `a`.
+/// The scan bits of `s` alone (no bytes after it to read in place).
 #[cfg(test)]
 fn scan(s: &[u8]) -> u8 {
     scan_in(s, s.len())
 }
 
-/// [`scan`] of the string `room[..n]`: a string shorter than 16 bytes with
-/// at least 16 bytes of `room` is read in place, the bytes past it masked
-/// off, rather than copied into a padded block.
+/// The scan bits of the string `room[..n]`: [`scan_words`] sixteen bytes at
+/// a time with SSE2, which every x86-64 processor has: one compare per
+/// special byte, and the high bits taken directly. Strings of 16 bytes or
+/// more are read in 16-byte blocks, the last one overlapping the one
+/// before. A shorter one is read in place when `room` has 16 bytes, the
+/// bits past the string masked off; else it is copied into a block padded
+/// with `a`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn scan_in(room: &[u8], n: usize) -> u8 {
@@ -300,17 +300,18 @@ fn scan_in(room: &[u8], n: usize) -> u8 {
 }
 
 /// Checks the string rules (well-formed UTF-8, which excludes surrogates and
-/// overlong forms; no U+0000) on `s`, found at `offset`, which is the start
-/// of `room` (the bytes from it to its packet's end); returns the scan bits
-/// so a caller can also check wildcards.
+/// overlong forms; no U+0000) on the string `room[..n]`, found at `offset`
+/// (`room` runs on to its packet's end); returns the scan bits so a caller
+/// can also check wildcards.
 #[inline]
 pub(crate) fn check_utf8(
-    s: &[u8],
     room: &[u8],
+    n: usize,
     offset: usize,
     field: &'static str,
 ) -> Result<u8, Violation> {
-    let bits = scan_in(room, s.len());
+    let s = &room[..n];
+    let bits = scan_in(room, n);
     if bits & NON_ASCII != 0 {
         if let Err(e) = std::str::from_utf8(s) {
             return Err(Violation::new(
@@ -614,7 +615,7 @@ impl<'a> Reader<'a> {
     ) -> Result<(usize, usize, u8), Violation> {
         let n = usize::from(self.u16(field)?);
         let (at, s) = self.take(n, field)?;
-        let bits = check_utf8(s, &self.buf[at..], at - self.base, field)?;
+        let bits = check_utf8(&self.buf[at..], s.len(), at - self.base, field)?;
         Ok((at, n, bits))
     }
 
@@ -660,7 +661,7 @@ impl<'a> Reader<'a> {
         let start = self.pos();
         let n = self.u16(field)?;
         let (at, s) = self.take(usize::from(n), field)?;
-        let bits = check_utf8(s, &self.buf[at..], at - self.base, field)?;
+        let bits = check_utf8(&self.buf[at..], s.len(), at - self.base, field)?;
         if bits & WILDCARD != 0 {
             let i = s.iter().position(|&b| b == b'+' || b == b'#');
             return Err(fault(
