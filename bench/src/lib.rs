@@ -71,8 +71,8 @@ pub enum Peer {
     /// stream, as mqttrs is measured.
     Sessionwire,
     /// Our codec with every check on, splitting each packet off as a `Bytes`
-    /// and decoding it owned ([`Packet`](sessionwire::mqtt::Packet), its
-    /// fields views), as mqttbytes and rumqttc are measured.
+    /// and decoding it owned ([`Packet::decode`](sessionwire::mqtt::Packet::decode),
+    /// its fields views), as mqttbytes and rumqttc are measured.
     SessionwireBytes,
 }
 
@@ -251,7 +251,7 @@ pub mod ours {
         };
         let from = sender(buf[0]);
         let frame = buf.split_to(len).freeze();
-        Packet::decode_owned(frame, version(v), from).map_err(|e| describe(&e))
+        Packet::decode(&frame, version(v), from).map_err(|e| describe(&e))
     }
 
     /// Decodes every packet of `stream` borrowed, fully checked, each as

@@ -84,34 +84,6 @@ impl Packet {
         Packet::decode_body(input, 0, header, input.len(), version, from)
     }
 
-    /// [`decode`](Self::decode) taking the buffer: a PUBLISH keeps `input`
-    /// itself as its view, so that decoding one takes no reference count
-    /// (a PUBLISH with 5.0 properties takes one for the property block).
-    /// The other packets take views of `input` as `decode` does.
-    pub fn decode_owned(input: Bytes, version: Version, from: Sender) -> Result<Packet, Violation> {
-        let header = frame_whole(&input, version, from)?;
-        Packet::decode_owned_body(input, header, version, from)
-    }
-
-    /// Decodes `packet`, one whole framed packet whose fixed header takes
-    /// `header` bytes and whose first byte was checked, keeping `packet`
-    /// as a PUBLISH's view.
-    #[inline]
-    pub(crate) fn decode_owned_body(
-        packet: Bytes,
-        header: usize,
-        version: Version,
-        from: Sender,
-    ) -> Result<Packet, Violation> {
-        if packet
-            .first()
-            .is_some_and(|b| b >> 4 == PacketType::Publish as u8)
-        {
-            return Publish::decode_owned(packet, header, version, from).map(Packet::Publish);
-        }
-        Packet::decode_body(&packet, 0, header, packet.len(), version, from)
-    }
-
     /// Decodes the body of the framed packet `whole[start..start + total]`
     /// whose fixed header takes `header` bytes and whose first byte was
     /// checked. Offsets count from `start`.

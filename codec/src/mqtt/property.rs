@@ -472,12 +472,6 @@ impl Properties {
         Ok((Properties::view_of(r, block), summary))
     }
 
-    /// A checked block (without its length), as the view given.
-    #[inline]
-    pub(crate) fn from_view(block: Bytes) -> Properties {
-        Properties(block)
-    }
-
     /// The checked block `block`, a slice `r` returned, as a view.
     #[inline]
     pub(crate) fn view_of(r: &Reader<'_>, block: &[u8]) -> Properties {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
 
 use super::borrowed::{PropertiesRef, PublishRef};
 use super::fault::MqttFault;
@@ -134,44 +134,6 @@ impl Publish {
             topic_len: p.topic.len() as u16,
             // Addresses in one buffer, the payload after the topic.
             payload_at: (p.payload.as_ptr() as usize).wrapping_sub(p.topic.as_ptr() as usize),
-        })
-    }
-
-    /// Decodes the PUBLISH that `packet` holds exactly (its fixed header
-    /// takes `header` bytes; its first byte was checked), keeping `packet`
-    /// itself, moved past the fixed header, as the message's view: no
-    /// reference count is taken but for a property block.
-    #[inline]
-    pub(crate) fn decode_owned(
-        packet: Bytes,
-        header: usize,
-        version: Version,
-        from: Sender,
-    ) -> Result<Publish, Violation> {
-        let flags = packet.first().map_or(0, |b| b & 0x0f);
-        let mut r = Reader::checking(&packet, 0, header, packet.len());
-        let p = PublishRef::check(&mut r, flags, version, from)?;
-        // Addresses in `packet`: the topic, then the payload after it.
-        let topic_at = (p.topic.as_ptr() as usize).wrapping_sub(packet.as_ptr() as usize);
-        let payload_at = (p.payload.as_ptr() as usize).wrapping_sub(p.topic.as_ptr() as usize);
-        let properties = match p.properties.as_bytes() {
-            [] => Properties::new(),
-            block => Properties::from_view(packet.slice_ref(block)),
-        };
-        let (dup, qos, retain, packet_id) = (p.dup, p.qos, p.retain, p.packet_id);
-        // `topic_name_span` read a two-byte length.
-        let topic_len = p.topic.len() as u16;
-        let mut data = packet;
-        data.advance(topic_at);
-        Ok(Publish {
-            dup,
-            qos,
-            retain,
-            packet_id,
-            properties,
-            data,
-            topic_len,
-            payload_at,
         })
     }
 

@@ -286,22 +286,23 @@ impl Decoder {
             Err(v) => return Err(self.fail(v)),
         };
         let packet = buf.split_to(total).freeze();
-        self.decode_framed(packet, header, total)
+        self.decode_framed(&packet, header, total)
     }
 
     /// Decodes `packet`, one whole packet framed by [`framing`] (`header`
-    /// and `total` bytes), and moves past it. A PUBLISH keeps `packet`
-    /// itself as its view.
+    /// and `total` bytes), and moves past it.
     #[inline]
     fn decode_framed(
         &mut self,
-        packet: Bytes,
+        packet: &Bytes,
         header: usize,
         total: usize,
     ) -> Result<Option<Packet>, Violation> {
-        let decoded = Packet::decode_owned_body(
+        let decoded = Packet::decode_body(
             packet,
+            0,
             header,
+            total,
             self.version.unwrap_or(Version::V311),
             self.from,
         );
@@ -336,7 +337,7 @@ impl Decoder {
                     self.buf.extend_from_slice(&input[..total]);
                     *input = &input[total..];
                     let packet = self.take_packet(total, input);
-                    return self.decode_framed(packet, header, total);
+                    return self.decode_framed(&packet, header, total);
                 }
                 Ok(Framing::Incomplete(Some(total))) => {
                     // All of `input` belongs to this packet, whose size
@@ -360,7 +361,7 @@ impl Decoder {
             let need = match framed {
                 Ok(Framing::Complete(header, total)) => {
                     let packet = self.take_packet(total, input);
-                    return self.decode_framed(packet, header, total);
+                    return self.decode_framed(&packet, header, total);
                 }
                 Ok(Framing::Incomplete(Some(total))) => total - self.buf.len(),
                 // The fixed header is read one byte at a time, so that
