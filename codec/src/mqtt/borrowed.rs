@@ -7,7 +7,7 @@
 //! the way to read packets that are handled at once and not kept. PUBLISH and
 //! its acknowledgements, the packets that flow, come with their fields; the
 //! others come checked, as their bytes, to decode into a
-//! [`Packet`](super::Packet) where they are kept.
+//! [`Packet`] where they are kept.
 
 use super::framing::frame_whole;
 use super::packet::Packet;

@@ -424,7 +424,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Where the next byte is in [`buf`](Self::buf).
+    /// Where the next byte is in the buffer (not counted from the packet).
     #[inline]
     pub(crate) fn buf_pos(&self) -> usize {
         self.pos
