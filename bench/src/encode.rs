@@ -66,7 +66,7 @@ impl<'a> Packets<'a> {
     /// Decodes all of `stream` with `peer`.
     pub fn decode(peer: Peer, version: Version, stream: &'a [u8]) -> Result<Self, Rejected> {
         Ok(match (peer, version) {
-            (Peer::Floor, _) => {
+            (Peer::Floor | Peer::FloorSplit, _) => {
                 let (mut rest, mut frames) = (stream, Vec::new());
                 while !rest.is_empty() {
                     let Ok(Some(len)) = frame_len(rest) else {
@@ -117,7 +117,7 @@ impl<'a> Packets<'a> {
             (Peer::Rumqttc, Version::V5) => Packets::RumqttcV5(all(stream, |s| {
                 rumqttc::v5::mqttbytes::v5::Packet::read(s, Some(MAX_PACKET as u32))
             })?),
-            (Peer::Sessionwire, _) => Packets::Sessionwire(
+            (Peer::Sessionwire | Peer::SessionwireBytes, _) => Packets::Sessionwire(
                 all(stream, |s| crate::ours::read(s, version))?,
                 crate::ours::version(version),
             ),

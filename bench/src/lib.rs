@@ -54,14 +54,26 @@ pub enum Peer {
     /// Reads each fixed header and remaining length and skips the body: the
     /// cheapest possible loop, which validates nothing.
     Floor,
+    /// Splits each packet off the stream as a `Bytes` by its remaining
+    /// length (`BytesMut::split_to`, then `freeze`) and drops it, validating
+    /// nothing: the floor issue 10 measured ("a loop that only splits
+    /// packets by their remaining length"), the least a codec that hands out
+    /// owned packets pays.
+    FloorSplit,
     /// mqttrs 0.4 (3.1.1 only).
     Mqttrs,
     /// mqttbytes 0.6 (`v4` and `v5` modules).
     Mqttbytes,
     /// rumqttc 0.25's codecs (`mqttbytes::v4` and `v5::mqttbytes::v5`).
     Rumqttc,
-    /// Our codec, `sessionwire::mqtt`, with every check on.
+    /// Our codec, `sessionwire::mqtt`, with every check on, decoding
+    /// borrowed ([`PacketRef`](sessionwire::mqtt::PacketRef)) over the
+    /// stream, as mqttrs is measured.
     Sessionwire,
+    /// Our codec with every check on, splitting each packet off as a `Bytes`
+    /// and decoding it owned ([`Packet::decode`](sessionwire::mqtt::Packet::decode),
+    /// its fields views), as mqttbytes and rumqttc are measured.
+    SessionwireBytes,
 }
 
 /// Why a peer did not decode a whole stream.
@@ -82,14 +94,28 @@ impl Peer {
         Peer::Rumqttc,
     ];
 
+    /// Every way of decoding measured: the two floors, ours borrowed and
+    /// owned, then the peers.
+    pub const ALL: [Peer; 7] = [
+        Peer::Floor,
+        Peer::FloorSplit,
+        Peer::Sessionwire,
+        Peer::SessionwireBytes,
+        Peer::Mqttrs,
+        Peer::Mqttbytes,
+        Peer::Rumqttc,
+    ];
+
     /// Short name used in benchmark ids and tables.
     pub fn name(self) -> &'static str {
         match self {
             Peer::Floor => "floor",
+            Peer::FloorSplit => "floor-split",
             Peer::Mqttrs => "mqttrs",
             Peer::Mqttbytes => "mqttbytes",
             Peer::Rumqttc => "rumqttc",
             Peer::Sessionwire => "sessionwire",
+            Peer::SessionwireBytes => "sessionwire-bytes",
         }
     }
 
@@ -104,6 +130,11 @@ impl Peer {
     pub fn decode_all(self, stream: &mut BytesMut, version: Version) -> Result<usize, Rejected> {
         match (self, version) {
             (Peer::Floor, _) => floor(stream),
+            (Peer::FloorSplit, _) => split_loop(stream, |s| match frame_len(s) {
+                Ok(Some(len)) => Ok(s.split_to(len).freeze()),
+                Ok(None) => Err("stream ends inside a packet"),
+                Err(e) => Err(e),
+            }),
             (Peer::Mqttrs, Version::V311) => mqttrs(stream),
             (Peer::Mqttrs, Version::V5) => Err(Rejected {
                 packets: 0,
@@ -121,7 +152,8 @@ impl Peer {
             (Peer::Rumqttc, Version::V5) => split_loop(stream, |s| {
                 rumqttc::v5::mqttbytes::v5::Packet::read(s, Some(MAX_PACKET as u32))
             }),
-            (Peer::Sessionwire, _) => split_loop(stream, |s| ours::read(s, version)),
+            (Peer::Sessionwire, _) => ours::borrowed(stream, version),
+            (Peer::SessionwireBytes, _) => split_loop(stream, |s| ours::read(s, version)),
         }
     }
 
@@ -134,7 +166,9 @@ impl Peer {
         let mut stream = BytesMut::from(bytes);
         let decode = || match self {
             // A server's decoder: the CONNECT first, then what a client sends.
-            Peer::Sessionwire => ours::client_stream(&stream.clone().freeze()),
+            Peer::Sessionwire | Peer::SessionwireBytes => {
+                ours::client_stream(&stream.clone().freeze())
+            }
             _ => self.decode_all(&mut stream, version),
         };
         match catch_unwind(AssertUnwindSafe(decode)) {
@@ -172,11 +206,13 @@ impl Verdict {
 
 /// Our codec behind the peers' interface.
 pub mod ours {
+    use std::hint::black_box;
+
     use bytes::{Bytes, BytesMut};
-    use sessionwire::mqtt::{self, Packet, PacketType, Sender};
+    use sessionwire::mqtt::{self, Packet, PacketRef, PacketType, Sender};
     use sessionwire::{Limits, Violation};
 
-    use crate::{frame_len, Rejected, Version, MAX_PACKET};
+    use crate::{frame_len, incomplete, Rejected, Version, MAX_PACKET};
 
     /// The limits the peers get: packets up to [`MAX_PACKET`].
     pub fn limits() -> Limits {
@@ -216,6 +252,32 @@ pub mod ours {
         let from = sender(buf[0]);
         let frame = buf.split_to(len).freeze();
         Packet::decode(&frame, version(v), from).map_err(|e| describe(&e))
+    }
+
+    /// Decodes every packet of `stream` borrowed, fully checked, each as
+    /// sent by [`sender`]: the loop mqttrs is measured with (find the
+    /// packet's length, decode the slice, step over it).
+    pub fn borrowed(stream: &[u8], v: Version) -> Result<usize, Rejected> {
+        let (mut pos, mut packets) = (0, 0);
+        while pos < stream.len() {
+            let rest = &stream[pos..];
+            let reject = |error: String| Rejected { packets, error };
+            let len = match frame_len(rest) {
+                Ok(Some(len)) if len <= MAX_PACKET => len,
+                Ok(Some(len)) => return Err(reject(format!("packet of {len} bytes"))),
+                Ok(None) => return Err(incomplete(packets)),
+                Err(e) => return Err(reject(e.into())),
+            };
+            match PacketRef::decode(&rest[..len], version(v), sender(rest[0])) {
+                Ok(packet) => {
+                    black_box(&packet);
+                }
+                Err(e) => return Err(reject(describe(&e))),
+            }
+            pos += len;
+            packets += 1;
+        }
+        Ok(packets)
     }
 
     /// A violation as a table cell shows it: its name and reason code.

@@ -7,7 +7,7 @@ use sessionwire_bench::inputs::{publishes, session, sessions, PUBLISH_SIZE, SESS
 use sessionwire_bench::{frame_len, Peer, Version};
 
 const VERSIONS: [Version; 2] = [Version::V311, Version::V5];
-const ALL: [Peer; 4] = [Peer::Floor, Peer::Mqttrs, Peer::Mqttbytes, Peer::Rumqttc];
+const ALL: [Peer; 7] = Peer::ALL;
 
 #[test]
 fn remaining_length_splits_each_packet_only_once_it_is_whole() {

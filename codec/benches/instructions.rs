@@ -242,18 +242,39 @@ macro_rules! for_each_mqtt_stream {
     };
 }
 
+/// The floor of the one-buffer MQTT paths: steps over each packet by its
+/// fixed header.
+fn mqtt_split(input: MqttInput) -> MqttInput {
+    mqtt_inputs::split(black_box(&input.0), |p| {
+        black_box(p);
+    });
+    input
+}
+
 for_each_mqtt_stream! {
     fn mqtt_floor(input) {
-        mqtt_inputs::split(black_box(&input.0), |p| {
-            black_box(p);
-        });
-        input
+        mqtt_split(input)
     }
 }
 
 for_each_mqtt_stream! {
     fn mqtt_validated(input) {
         for p in mqtt::packets(black_box(&input.0), Some(input.1), Sender::Client, &input.2) {
+            black_box(p.ok());
+        }
+        input
+    }
+}
+
+for_each_mqtt_stream! {
+    fn mqtt_borrowed_floor(input) {
+        mqtt_split(input)
+    }
+}
+
+for_each_mqtt_stream! {
+    fn mqtt_borrowed_validated(input) {
+        for p in mqtt::packet_refs(black_box(&input.0), Some(input.1), Sender::Client, &input.2) {
             black_box(p.ok());
         }
         input
@@ -293,7 +314,8 @@ for_each_mqtt_stream! {
 
 library_benchmark_group!(
     name = mqtt_packets;
-    benchmarks = mqtt_floor, mqtt_validated, mqtt_decoder_floor, mqtt_decoder_validated
+    benchmarks = mqtt_floor, mqtt_validated, mqtt_borrowed_floor, mqtt_borrowed_validated,
+        mqtt_decoder_floor, mqtt_decoder_validated
 );
 
 main!(

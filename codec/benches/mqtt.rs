@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sessionwire::mqtt::{self, Packet, Publish, QoS, Sender, Str, Version};
+use sessionwire::mqtt::{self, Decoder, Packet, Publish, QoS, Sender, Str, Version};
 use sessionwire::Limits;
 
 /// Packets per stream.
@@ -63,6 +63,23 @@ fn decode(stream: &Bytes, limits: &Limits) -> usize {
     count
 }
 
+/// The streaming decoder fed the stream in chunks of [`CHUNK`] bytes, as a
+/// server reading a socket does: each packet is split off its buffer.
+fn decoder(stream: &[u8], limits: &Limits) -> usize {
+    let mut decoder = Decoder::new(Version::V311, Sender::Client, limits);
+    let mut count = 0;
+    for mut chunk in stream.chunks(CHUNK) {
+        while let Ok(Some(p)) = decoder.feed(&mut chunk) {
+            black_box(p);
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Bytes per chunk fed to [`decoder`].
+const CHUNK: usize = 4096;
+
 fn mqtt_publish(c: &mut Criterion) {
     let limits = Limits::default();
     let mut raw = Vec::with_capacity(PACKETS * SIZE);
@@ -78,6 +95,7 @@ fn mqtt_publish(c: &mut Criterion) {
     drop(stream.clone());
     assert_eq!(split_only(&stream), PACKETS);
     assert_eq!(decode(&stream, &limits), PACKETS);
+    assert_eq!(decoder(&stream, &limits), PACKETS);
 
     let mut group = c.benchmark_group("mqtt_publish_qos1_90b");
     group.throughput(Throughput::Elements(PACKETS as u64));
@@ -86,6 +104,9 @@ fn mqtt_publish(c: &mut Criterion) {
     group.bench_function("split_only", |b| b.iter(|| split_only(black_box(&stream))));
     group.bench_function("decoded", |b| {
         b.iter(|| decode(black_box(&stream), &limits))
+    });
+    group.bench_function("decoder", |b| {
+        b.iter(|| decoder(black_box(&stream), &limits))
     });
     group.finish();
 }

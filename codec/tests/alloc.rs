@@ -306,6 +306,18 @@ fn decoding_every_mqtt_packet_allocates_nothing() {
 }
 
 #[test]
+fn decoding_every_mqtt_packet_borrowed_allocates_nothing() {
+    for v in [Version::V311, Version::V5] {
+        for (from, packet) in mqtt_common::every_packet(v) {
+            let wire = packet.to_bytes(v).expect("encodes");
+            let (decoded, n) = allocations(|| mqtt::PacketRef::decode(&wire, v, from));
+            mqtt_common::assert_same(&decoded.expect("decodes"), &packet);
+            assert_eq!(n, 0, "decoding {packet:?} borrowed allocated {n} times");
+        }
+    }
+}
+
+#[test]
 fn walking_an_mqtt_stream_allocates_nothing_per_packet() {
     let limits = Limits::default();
     for v in [Version::V311, Version::V5] {
@@ -328,9 +340,15 @@ fn walking_an_mqtt_stream_allocates_nothing_per_packet() {
                     Err(_) => failed += 1,
                 }
             }
+            for step in mqtt::packet_refs(&stream, Some(v), Sender::Client, &limits) {
+                match black_box(step) {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
             (ok, failed)
         });
-        assert_eq!((ok, failed), (expected, 0));
+        assert_eq!((ok, failed), (2 * expected, 0));
         assert_eq!(n, 0, "{expected} packets allocated {n} times");
     }
 }

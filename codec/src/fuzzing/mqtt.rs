@@ -50,6 +50,7 @@ pub fn mqtt_v5(data: &[u8]) -> Outcome {
 pub fn one_packet(data: &[u8], version: Version) -> Outcome {
     let wire = Bytes::copy_from_slice(data);
     let decoded = Packet::decode(&wire, version, Sender::Client);
+    borrowed_agrees(data, version, Sender::Client, &decoded);
     let limits = super::limits();
     match &decoded {
         Ok(p) => {
@@ -70,7 +71,9 @@ pub fn one_packet(data: &[u8], version: Version) -> Outcome {
     first_byte(data, &decoded);
     // The same bytes as a test client reads them, sent by a server: only
     // the packets a server sends are accepted.
-    match Packet::decode(&wire, version, Sender::Server) {
+    let as_server = Packet::decode(&wire, version, Sender::Server);
+    borrowed_agrees(data, version, Sender::Server, &as_server);
+    match as_server {
         Ok(p) => {
             assert!(p.packet_type().sent_by(Sender::Server), "{p:?}");
             check_packet(&p, version, Sender::Server, &wire);
@@ -124,6 +127,16 @@ pub fn one_packet(data: &[u8], version: Version) -> Outcome {
         }
     }
     Outcome::of_mqtt_packet(&decoded)
+}
+
+/// [`PacketRef::decode`](mqtt::PacketRef::decode) of the same bytes gives
+/// the same packet or the same violation.
+fn borrowed_agrees(data: &[u8], version: Version, from: Sender, owned: &Result<Packet, Violation>) {
+    match (mqtt::PacketRef::decode(data, version, from), owned) {
+        (Ok(b), Ok(o)) => assert!(b == *o, "borrowed {b:?}, owned {o:?}"),
+        (Err(b), Err(o)) => assert_eq!(b, *o, "borrowed and owned violations"),
+        (b, o) => panic!("borrowed {b:?}, owned {o:?}"),
+    }
 }
 
 /// The type and QoS a packet's first byte names agree with the decoder:
@@ -235,8 +248,31 @@ fn is_truncated(v: &Violation) -> bool {
 }
 
 /// The packets of `wire` by [`mqtt::packets`], and the violation that ended
-/// the walk.
+/// the walk; [`mqtt::packet_refs`] walks it to the same packets and the
+/// same violation.
 fn walk(
+    wire: &Bytes,
+    version: Option<Version>,
+    from: Sender,
+    limits: &Limits,
+) -> (Vec<Packet>, Option<Violation>) {
+    let (out, fault) = walk_owned(wire, version, from, limits);
+    let mut refs = mqtt::packet_refs(wire, version, from, limits);
+    for p in &out {
+        match refs.next() {
+            Some(Ok(b)) => assert!(b == *p, "borrowed {b:?}, owned {p:?}"),
+            other => panic!("borrowed walk gave {other:?} for {p:?}"),
+        }
+    }
+    assert_eq!(refs.next(), fault.map(Err), "borrowed walk ends the same");
+    if fault.is_none() {
+        assert_eq!(refs.offset(), wire.len(), "borrowed walk reads it all");
+    }
+    (out, fault)
+}
+
+/// [`walk`] by [`mqtt::packets`] alone, checking its version and offsets.
+fn walk_owned(
     wire: &Bytes,
     version: Option<Version>,
     from: Sender,

@@ -164,10 +164,10 @@ impl Connect {
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Connect, Violation> {
         let name_at = r.pos();
-        let name = r.binary("protocol name")?;
+        let name = r.binary_slice("protocol name")?;
         let level_at = r.pos();
         let level = r.u8("protocol level")?;
-        let version = match (&name[..], level) {
+        let version = match (name, level) {
             (MQTT, 4) => Version::V311,
             (MQTT, 5) => Version::V5,
             (MQTT, _) | (MQISDP, _) => {
@@ -204,7 +204,7 @@ impl Connect {
         };
         let payload_start = r.pos();
         let id_at = r.pos();
-        let client_id_len = r.string("client identifier")?.len();
+        let (_, client_id_len, _) = r.string_span("client identifier")?;
         if !v5 && client_id_len == 0 && !clean_start {
             return Err(fault(MqttFault::ClientIdRejected, id_at));
         }
@@ -214,18 +214,18 @@ impl Connect {
             } else {
                 Default::default()
             };
-            r.topic_name("will topic", false)?;
+            r.topic_name_span("will topic", false)?;
             let payload_at = r.pos() + 2;
-            let payload = r.binary("will payload")?;
+            let payload = r.binary_slice("will payload")?;
             if summary.payload_is_utf8 {
-                check_payload_utf8(&payload, payload_at)?;
+                check_payload_utf8(payload, payload_at)?;
             }
         }
         if flags & USER_NAME != 0 {
-            r.string("user name")?;
+            r.skip_string("user name")?;
         }
         if flags & PASSWORD != 0 {
-            r.binary("password")?;
+            r.skip_binary("password")?;
         }
         r.finish()?;
         Ok(Connect {

@@ -110,16 +110,22 @@ pub(crate) fn framing(
     Ok(Framing::Complete(1 + n, total))
 }
 
-/// Frames one whole packet for [`Packet::decode`]: `None` if `input` is
-/// shorter than the packet.
-pub(crate) fn frame(
+/// Frames `input` as exactly one whole packet, for the one-packet decodes
+/// ([`Packet::decode`](super::Packet::decode),
+/// [`PacketRef::decode`](super::PacketRef::decode)): the size of its fixed
+/// header. Input shorter than the packet is truncated; longer, it has
+/// trailing bytes.
+#[inline]
+pub(crate) fn frame_whole(
     input: &[u8],
-    version: Option<Version>,
+    version: Version,
     from: Sender,
-    max: usize,
-) -> Result<Option<(usize, usize)>, Violation> {
-    match framing(input, version, from, Order::Free, max)? {
-        Framing::Complete(header, total) => Ok(Some((header, total))),
-        Framing::Incomplete(_) => Ok(None),
+) -> Result<usize, Violation> {
+    match framing(input, Some(version), from, Order::Free, usize::MAX)? {
+        Framing::Complete(_, total) if total < input.len() => {
+            Err(Violation::new(ViolationKind::TrailingBytes, total))
+        }
+        Framing::Complete(header, _) => Ok(header),
+        Framing::Incomplete(_) => Err(super::wire::truncated("packet", input.len())),
     }
 }

@@ -4,7 +4,10 @@
 //! - [`Packet::decode`] decodes one whole packet held in a [`Bytes`](bytes::Bytes); every
 //!   topic, payload, client identifier and property of the result is a view
 //!   of that buffer, and decoding allocates nothing.
-//! - [`packets`] walks a buffer holding a byte stream, packet by packet.
+//! - [`PacketRef::decode`] runs the same checks on a `&[u8]` and borrows
+//!   from it instead: no views, no reference counting.
+//! - [`packets`] (and [`packet_refs`], borrowed) walks a buffer holding a
+//!   byte stream, packet by packet.
 //! - [`Decoder`] takes a stream in chunks of any size and buffers at most one
 //!   packet, whose declared size is checked against
 //!   [`Limits::max_message_size`](crate::Limits::max_message_size) (the whole
@@ -46,6 +49,7 @@
 //! assert_eq!(&out[..], &[0x32, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x07, b'h', b'i']);
 //! ```
 
+mod borrowed;
 mod connect;
 mod control;
 pub mod fault;
@@ -61,13 +65,14 @@ pub mod tokio;
 mod types;
 mod wire;
 
+pub use borrowed::{AckRef, PacketRef, PropertiesRef, PublishRef};
 pub use connect::{ConnAck, Connect, Will};
 pub use control::{Auth, Disconnect};
 pub use fault::MqttFault;
 pub use packet::Packet;
 pub use property::{Properties, PropertiesBuilder, Property, PropertyId, PropertyIter};
 pub use publish::{Ack, Publish};
-pub use stream::{packets, Decoder, Packets};
+pub use stream::{packet_refs, packets, Decoder, PacketRefs, Packets};
 pub use subscribe::{
     SubAck, Subscribe, SubscriptionOptions, Subscriptions, TopicFilters, UnsubAck, Unsubscribe,
 };

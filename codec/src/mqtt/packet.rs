@@ -5,11 +5,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::connect::{ConnAck, Connect};
 use super::control::{Auth, Disconnect};
-use super::framing::frame;
+use super::framing::frame_whole;
 use super::publish::{Ack, Publish};
 use super::subscribe::{SubAck, Subscribe, UnsubAck, Unsubscribe};
 use super::types::{EncodeError, PacketType, Sender, Version};
-use super::wire::{self, put_var_int, var_int_len, Reader, MAX_REMAINING_LENGTH};
+use super::wire::{put_var_int, var_int_len, Reader, MAX_REMAINING_LENGTH};
 use crate::violation::Violation;
 
 /// One MQTT control packet.
@@ -76,15 +76,12 @@ impl Packet {
     /// Input that ends early is truncated; input that goes on past the
     /// remaining length has trailing bytes. No size limit applies here: the
     /// stream decoders check it before buffering.
+    ///
+    /// To decode without taking views (no reference counting at all), see
+    /// [`PacketRef::decode`](super::PacketRef::decode): both run the same checks.
     pub fn decode(input: &Bytes, version: Version, from: Sender) -> Result<Packet, Violation> {
-        let (header, total) = match frame(input, Some(version), from, usize::MAX)? {
-            Some(frame) => frame,
-            None => return Err(wire::truncated("packet", input.len())),
-        };
-        if total < input.len() {
-            return Err(Violation::new(crate::ViolationKind::TrailingBytes, total));
-        }
-        Packet::decode_body(input, 0, header, total, version, from)
+        let header = frame_whole(input, version, from)?;
+        Packet::decode_body(input, 0, header, input.len(), version, from)
     }
 
     /// Decodes the body of the framed packet `whole[start..start + total]`
@@ -101,7 +98,17 @@ impl Packet {
     ) -> Result<Packet, Violation> {
         let first = whole[start];
         let mut r = Reader::with_base(whole, start, start + header, start + total);
-        let r = &mut r;
+        Packet::read(&mut r, first, version, from)
+    }
+
+    /// Reads the body of a packet whose first byte, `first`, was checked.
+    #[inline]
+    pub(crate) fn read(
+        r: &mut Reader<'_>,
+        first: u8,
+        version: Version,
+        from: Sender,
+    ) -> Result<Packet, Violation> {
         if first >> 4 == PacketType::Publish as u8 {
             return Ok(Packet::Publish(Publish::read(
                 r,

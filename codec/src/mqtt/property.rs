@@ -468,33 +468,52 @@ impl Properties {
         packet: PacketType,
         from: Sender,
     ) -> Result<(Properties, Summary), Violation> {
-        // Most blocks are empty: a one-byte length of 0, nothing to check.
-        if r.peek() == Some(0) {
-            r.u8("property length")?;
-            return Ok((Properties::new(), Summary::default()));
-        }
-        Properties::read_block(r, scope, packet, from)
+        let (block, summary) = Properties::check(r, scope, packet, from)?;
+        Ok((Properties::view_of(r, block), summary))
     }
 
-    /// [`read`](Self::read) for a block that is not known to be empty.
-    fn read_block(
-        r: &mut Reader<'_>,
+    /// The checked block `block`, a slice `r` returned, as a view.
+    #[inline]
+    pub(crate) fn view_of(r: &Reader<'_>, block: &[u8]) -> Properties {
+        if block.is_empty() {
+            return Properties::new();
+        }
+        Properties(r.view_slice(block))
+    }
+
+    /// Checks a property block as [`read`](Self::read) does without taking
+    /// a view: the block (without its length), borrowed, and what it said.
+    #[inline]
+    pub(crate) fn check<'a>(
+        r: &mut Reader<'a>,
         scope: Scope,
         packet: PacketType,
         from: Sender,
-    ) -> Result<(Properties, Summary), Violation> {
+    ) -> Result<(&'a [u8], Summary), Violation> {
+        // Most blocks are empty: a one-byte length of 0, nothing to check.
+        if r.peek() == Some(0) {
+            r.u8("property length")?;
+            return Ok((&[], Summary::default()));
+        }
+        Properties::check_block(r, scope, packet, from)
+    }
+
+    /// [`check`](Self::check) for a block that is not known to be empty.
+    fn check_block<'a>(
+        r: &mut Reader<'a>,
+        scope: Scope,
+        packet: PacketType,
+        from: Sender,
+    ) -> Result<(&'a [u8], Summary), Violation> {
         let len_at = r.pos();
         let len = r.var_int("property length")? as usize;
         if len > r.remaining() {
             return Err(wire::truncated("properties", len_at));
         }
         let start = r.pos();
-        let raw = r.slice(len, "properties")?;
         let mut summary = Summary::default();
-        if len == 0 {
-            return Ok((Properties(raw), summary));
-        }
-        let mut inner = Reader::new(&raw, 0, raw.len());
+        // Offsets inside the block count from its start, then are shifted.
+        let (mut inner, block) = r.sub(len);
         let mut seen: u64 = 0;
         let mut auth_data_at = None;
         while !inner.is_empty() {
@@ -550,7 +569,7 @@ impl Properties {
         if let (Some(at), false) = (auth_data_at, summary.auth_method) {
             return Err(fault(MqttFault::AuthDataWithoutMethod, at));
         }
-        Ok((Properties(raw), summary))
+        Ok((block, summary))
     }
 }
 

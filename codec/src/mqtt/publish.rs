@@ -6,6 +6,7 @@ use std::hash::{Hash, Hasher};
 
 use bytes::{BufMut, Bytes};
 
+use super::borrowed::{PropertiesRef, PublishRef};
 use super::fault::MqttFault;
 use super::property::{check_payload_utf8, Properties, Scope};
 use super::types::{PacketType, QoS, Sender, Version};
@@ -120,47 +121,19 @@ impl Publish {
         version: Version,
         from: Sender,
     ) -> Result<Publish, Violation> {
-        let qos = match (flags >> 1) & 3 {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            _ => QoS::ExactlyOnce,
-        };
-        let topic_at = r.pos();
-        let (topic_start, topic_len) = r.topic_name_span("topic name", version == Version::V5)?;
-        let packet_id = if qos == QoS::AtMostOnce {
-            0
-        } else {
-            let at = r.pos();
-            let id = r.u16("packet identifier")?;
-            if id == 0 {
-                return Err(fault(MqttFault::PacketIdZero, at));
-            }
-            id
-        };
-        let (properties, payload_is_utf8) = if version == Version::V5 {
-            let (properties, summary) =
-                Properties::read(r, Scope::PUBLISH, PacketType::Publish, from)?;
-            if topic_len == 0 && summary.topic_alias.is_none() {
-                return Err(fault(MqttFault::EmptyTopicWithoutAlias, topic_at));
-            }
-            (properties, summary.payload_is_utf8)
-        } else {
-            (Properties::new(), false)
-        };
-        let payload_at = r.pos();
-        let (data, payload_in_data) = r.rest_from(topic_start);
-        if payload_is_utf8 {
-            check_payload_utf8(&data[payload_in_data..], payload_at)?;
-        }
+        let p = PublishRef::check(r, flags, version, from)?;
         Ok(Publish {
-            dup: flags & 0x08 != 0,
-            qos,
-            retain: flags & 1 != 0,
-            packet_id,
-            properties,
-            data,
-            topic_len,
-            payload_at: payload_in_data,
+            dup: p.dup,
+            qos: p.qos,
+            retain: p.retain,
+            packet_id: p.packet_id,
+            properties: Properties::view_of(r, p.properties.as_bytes()),
+            // One view from the topic to the end of the packet.
+            data: r.view_from(p.topic.as_bytes()),
+            // `topic_name_span` read a two-byte length.
+            topic_len: p.topic.len() as u16,
+            // Addresses in one buffer, the payload after the topic.
+            payload_at: (p.payload.as_ptr() as usize).wrapping_sub(p.topic.as_ptr() as usize),
         })
     }
 
@@ -203,6 +176,62 @@ impl Publish {
             self.topic(),
             self.payload(),
         )
+    }
+}
+
+impl<'a> PublishRef<'a> {
+    /// Checks the body; `flags` are the low four bits of the first byte,
+    /// already checked for QoS 3 and DUP at QoS 0. Reads to the end.
+    #[inline]
+    pub(crate) fn check(
+        r: &mut Reader<'a>,
+        flags: u8,
+        version: Version,
+        from: Sender,
+    ) -> Result<PublishRef<'a>, Violation> {
+        let qos = match (flags >> 1) & 3 {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        let topic_pos = r.pos();
+        let (_, topic) = r.topic_name_span("topic name", version == Version::V5)?;
+        let packet_id = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            let at = r.pos();
+            let id = r.u16("packet identifier")?;
+            if id == 0 {
+                return Err(fault(MqttFault::PacketIdZero, at));
+            }
+            id
+        };
+        let (properties, payload_is_utf8) = if version == Version::V5 {
+            let (block, summary) = Properties::check(r, Scope::PUBLISH, PacketType::Publish, from)?;
+            if topic.is_empty() && summary.topic_alias.is_none() {
+                return Err(fault(MqttFault::EmptyTopicWithoutAlias, topic_pos));
+            }
+            (block, summary.payload_is_utf8)
+        } else {
+            (&[][..], false)
+        };
+        let payload_pos = r.pos();
+        let payload = r.rest_slice();
+        if payload_is_utf8 {
+            check_payload_utf8(payload, payload_pos)?;
+        }
+        Ok(PublishRef {
+            dup: flags & 0x08 != 0,
+            qos,
+            retain: flags & 1 != 0,
+            packet_id,
+            // SAFETY: `Reader::topic_name_span` passed these bytes through
+            // `check_utf8`, which runs `str::from_utf8` on every string
+            // holding a byte above 0x7f; the others are ASCII, hence UTF-8.
+            topic: unsafe { std::str::from_utf8_unchecked(topic) },
+            properties: PropertiesRef(properties),
+            payload,
+        })
     }
 }
 
@@ -267,34 +296,45 @@ impl Ack {
         version: Version,
         from: Sender,
     ) -> Result<Ack, Violation> {
+        let (packet_id, code, block) = Ack::check(r, packet, version, from)?;
+        Ok(Ack {
+            packet_id,
+            code,
+            properties: Properties::view_of(r, block),
+        })
+    }
+
+    /// Checks the body: the packet identifier, the reason code and the
+    /// property block, borrowed.
+    #[inline]
+    pub(crate) fn check<'a>(
+        r: &mut Reader<'a>,
+        packet: PacketType,
+        version: Version,
+        from: Sender,
+    ) -> Result<(u16, u8, &'a [u8]), Violation> {
         let id_at = r.pos();
         let packet_id = r.u16("packet identifier")?;
         if packet_id == 0 {
             return Err(fault(MqttFault::PacketIdZero, id_at));
         }
-        let mut ack = Ack::new(packet_id);
+        let (mut code, mut properties) = (0, &[][..]);
         if version == Version::V5 && !r.is_empty() {
             let code_at = r.pos();
-            ack.code = r.u8("reason code")?;
+            code = r.u8("reason code")?;
             let allowed = match packet {
                 PacketType::PubAck | PacketType::PubRec => PUBACK_CODES,
                 _ => PUBREL_CODES,
             };
-            if !allowed.contains(&ack.code) {
-                return Err(fault(
-                    MqttFault::ReasonCode {
-                        packet,
-                        code: ack.code,
-                    },
-                    code_at,
-                ));
+            if !allowed.contains(&code) {
+                return Err(fault(MqttFault::ReasonCode { packet, code }, code_at));
             }
             if !r.is_empty() {
-                ack.properties = Properties::read(r, Scope::ACK, packet, from)?.0;
+                properties = Properties::check(r, Scope::ACK, packet, from)?.0;
             }
         }
         r.finish()?;
-        Ok(ack)
+        Ok((packet_id, code, properties))
     }
 
     /// Canonical form: in 5.0 the reason code is left out when it is 0 and

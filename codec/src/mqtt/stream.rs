@@ -1,9 +1,10 @@
 //! Framing a byte stream into packets: the fixed header, the size limit, and
-//! the two ways to walk a stream ([`packets`] over one buffer, [`Decoder`]
-//! over chunks).
+//! the ways to walk a stream ([`packets`] and [`packet_refs`] over one
+//! buffer, [`Decoder`] over chunks).
 
 use bytes::{Bytes, BytesMut};
 
+use super::borrowed::PacketRef;
 use super::framing::{framing, Framing, Order};
 use super::packet::Packet;
 use super::types::{Sender, Version};
@@ -15,12 +16,83 @@ use crate::violation::Violation;
 #[derive(Debug)]
 pub struct Packets<'a> {
     input: &'a Bytes,
+    walk: Walk,
+}
+
+/// Walks a byte stream packet by packet without taking views; see
+/// [`packet_refs`].
+#[derive(Debug)]
+pub struct PacketRefs<'a> {
+    input: &'a [u8],
+    walk: Walk,
+}
+
+/// Where a walk over a stream held in one buffer stands.
+#[derive(Debug)]
+struct Walk {
     pos: usize,
     version: Option<Version>,
     from: Sender,
     order: Order,
     max: usize,
     done: bool,
+}
+
+impl Walk {
+    fn new(version: Option<Version>, from: Sender, limits: &Limits) -> Walk {
+        Walk {
+            pos: 0,
+            version,
+            from,
+            order: if version.is_none() {
+                Order::FirstConnect
+            } else {
+                Order::Free
+            },
+            max: limits.max_message_size(),
+            done: false,
+        }
+    }
+
+    /// The next packet of `input`, decoded by `decode` (given where the
+    /// packet starts, its fixed header size, its total size, the version
+    /// and the sender); `connect` gives a CONNECT's version.
+    #[inline]
+    fn next<T>(
+        &mut self,
+        input: &[u8],
+        decode: impl FnOnce(usize, usize, usize, Version, Sender) -> Result<T, Violation>,
+        connect: impl FnOnce(&T) -> Option<Version>,
+    ) -> Option<Result<T, Violation>> {
+        if self.done || self.pos == input.len() {
+            return None;
+        }
+        let rest = &input[self.pos..];
+        let step = match framing(rest, self.version, self.from, self.order, self.max) {
+            Ok(Framing::Complete(header, total)) => {
+                let version = self.version.unwrap_or(Version::V311);
+                decode(self.pos, header, total, version, self.from).map(|p| (p, total))
+            }
+            Ok(Framing::Incomplete(_)) => Err(wire::truncated("packet", rest.len())),
+            Err(v) => Err(v),
+        };
+        match step {
+            Ok((packet, total)) => {
+                self.pos += total;
+                if self.order == Order::FirstConnect {
+                    if let Some(version) = connect(&packet) {
+                        self.version = Some(version);
+                        self.order = Order::AfterConnect;
+                    }
+                }
+                Some(Ok(packet))
+            }
+            Err(v) => {
+                self.done = true;
+                Some(Err(v.shifted(self.pos)))
+            }
+        }
+    }
 }
 
 /// The packets of `input`, a byte stream sent by `from`, each a view of
@@ -38,53 +110,33 @@ pub fn packets<'a>(
 ) -> Packets<'a> {
     Packets {
         input,
-        pos: 0,
-        version,
-        from,
-        order: if version.is_none() {
-            Order::FirstConnect
-        } else {
-            Order::Free
-        },
-        max: limits.max_message_size(),
-        done: false,
+        walk: Walk::new(version, from, limits),
+    }
+}
+
+/// [`packets`] without views: each packet is a [`PacketRef`] borrowing
+/// `input`, with the same checks, violations and offsets.
+pub fn packet_refs<'a>(
+    input: &'a [u8],
+    version: Option<Version>,
+    from: Sender,
+    limits: &Limits,
+) -> PacketRefs<'a> {
+    PacketRefs {
+        input,
+        walk: Walk::new(version, from, limits),
     }
 }
 
 impl Packets<'_> {
     /// The version in force: the one given, or the CONNECT's once decoded.
     pub fn version(&self) -> Option<Version> {
-        self.version
+        self.walk.version
     }
 
     /// The offset of the next packet.
     pub fn offset(&self) -> usize {
-        self.pos
-    }
-
-    #[inline]
-    fn step(&mut self) -> Result<Packet, Violation> {
-        let rest = &self.input[self.pos..];
-        let (header, total) = match framing(rest, self.version, self.from, self.order, self.max)? {
-            Framing::Complete(header, total) => (header, total),
-            Framing::Incomplete(_) => return Err(wire::truncated("packet", rest.len())),
-        };
-        let packet = Packet::decode_body(
-            self.input,
-            self.pos,
-            header,
-            total,
-            self.version.unwrap_or(Version::V311),
-            self.from,
-        )?;
-        self.pos += total;
-        if let Packet::Connect(c) = &packet {
-            if self.order == Order::FirstConnect {
-                self.version = Some(c.version);
-                self.order = Order::AfterConnect;
-            }
-        }
-        Ok(packet)
+        self.walk.pos
     }
 }
 
@@ -93,15 +145,48 @@ impl Iterator for Packets<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.pos == self.input.len() {
-            return None;
-        }
-        let out = self.step();
-        if let Err(v) = &out {
-            self.done = true;
-            return Some(Err(v.shifted(self.pos)));
-        }
-        Some(out)
+        let input = self.input;
+        self.walk.next(
+            input,
+            |start, header, total, version, from| {
+                Packet::decode_body(input, start, header, total, version, from)
+            },
+            |p| match p {
+                Packet::Connect(c) => Some(c.version),
+                _ => None,
+            },
+        )
+    }
+}
+
+impl<'a> PacketRefs<'a> {
+    /// The version in force: the one given, or the CONNECT's once decoded.
+    pub fn version(&self) -> Option<Version> {
+        self.walk.version
+    }
+
+    /// The offset of the next packet.
+    pub fn offset(&self) -> usize {
+        self.walk.pos
+    }
+}
+
+impl<'a> Iterator for PacketRefs<'a> {
+    type Item = Result<PacketRef<'a>, Violation>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let input = self.input;
+        self.walk.next(
+            input,
+            |start, header, total, version, from| {
+                PacketRef::decode_body(input, start, header, total, version, from)
+            },
+            |p| match p {
+                PacketRef::Connect { version, .. } => Some(*version),
+                _ => None,
+            },
+        )
     }
 }
 

@@ -271,7 +271,8 @@ const UNSUBACK_V5: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 /// Reads the rest as reason codes, each in `allowed`.
 fn codes(r: &mut Reader<'_>, allowed: &[u8], packet: PacketType) -> Result<Bytes, Violation> {
     let start = r.pos();
-    let codes = r.rest();
+    let at = r.buf_pos();
+    let codes = r.rest_slice();
     if let Some(i) = codes.iter().position(|c| !allowed.contains(c)) {
         return Err(fault(
             MqttFault::ReasonCode {
@@ -281,7 +282,7 @@ fn codes(r: &mut Reader<'_>, allowed: &[u8], packet: PacketType) -> Result<Bytes
             start + i,
         ));
     }
-    Ok(codes)
+    Ok(r.view(at, codes.len()))
 }
 
 impl SubAck {

@@ -2,8 +2,9 @@
 //! integers, UTF-8 strings, binary data) read from a packet and written to a
 //! buffer, plus the topic name and topic filter rules.
 //!
-//! A [`Reader`] walks one whole packet held in a [`Bytes`]; every string or
-//! binary field it returns is a view of that buffer.
+//! A [`Reader`] walks one whole packet held in a byte slice; every string or
+//! binary field it returns is a view of the [`Bytes`] that slice is, if it
+//! has one.
 
 use std::fmt;
 use std::ops::Deref;
@@ -219,69 +220,98 @@ fn which_special(s: &[u8], non_ascii: bool, special: bool) -> u8 {
     bits
 }
 
-/// [`scan_words`] sixteen bytes at a time with SSE2, which every x86-64
-/// processor has: one compare per special byte, and the high bits taken
-/// directly. Strings of 16 bytes or more are read in 16-byte blocks, the
-/// last one overlapping the one before; shorter ones are copied into a
-/// block padded with `a`.
+/// The scan bits of `s` alone (no bytes after it to read in place).
+#[cfg(test)]
+fn scan(s: &[u8]) -> u8 {
+    scan_in(s, s.len())
+}
+
+/// The scan bits of the string `room[..n]`: [`scan_words`] sixteen bytes at
+/// a time with SSE2, which every x86-64 processor has: one compare per
+/// special byte, and the high bits taken directly. Strings of 16 bytes or
+/// more are read in 16-byte blocks, the last one overlapping the one
+/// before. A shorter one is read in place when `room` has 16 bytes, the
+/// bits past the string masked off; else it is copied into a block padded
+/// with `a`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn scan(s: &[u8]) -> u8 {
+fn scan_in(room: &[u8], n: usize) -> u8 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
         _mm_setzero_si128,
     };
-    let mut high = 0;
-    let mut special = 0;
-    let mut add = |block: &[u8; 16]| {
+    // Per block: the bytes above 0x7f, the NUL bytes, the wildcards.
+    let masks = |block: &[u8; 16]| -> (i32, i32, i32) {
         // SAFETY: SSE2 is part of the x86-64 baseline, so these intrinsics
         // are available on every processor this code runs on; the load
         // reads the 16 bytes of `block`, a valid reference, and
         // `_mm_loadu_si128` needs no alignment.
         unsafe {
             let v = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
-            let hits = _mm_or_si128(
-                _mm_cmpeq_epi8(v, _mm_setzero_si128()),
-                _mm_or_si128(
-                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'+' as i8)),
-                    _mm_cmpeq_epi8(v, _mm_set1_epi8(b'#' as i8)),
-                ),
+            let nul = _mm_cmpeq_epi8(v, _mm_setzero_si128());
+            let wild = _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'+' as i8)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'#' as i8)),
             );
-            high |= _mm_movemask_epi8(v);
-            special |= _mm_movemask_epi8(hits);
+            (
+                _mm_movemask_epi8(v),
+                _mm_movemask_epi8(nul),
+                _mm_movemask_epi8(wild),
+            )
         }
+    };
+    let s = &room[..n];
+    let (mut high, mut nul, mut wild) = (0, 0, 0);
+    let mut add = |(h, n, w): (i32, i32, i32)| {
+        high |= h;
+        nul |= n;
+        wild |= w;
     };
     if let Some(last) = s.last_chunk::<16>() {
         for block in s.chunks_exact(16) {
             // Always 16 bytes: the conversion cannot fail.
             if let Ok(block) = <&[u8; 16]>::try_from(block) {
-                add(block);
+                add(masks(block));
             }
         }
         // Reading a byte twice changes nothing: the findings are about
         // presence only.
-        add(last);
+        add(masks(last));
+    } else if let Some(block) = room.first_chunk::<16>() {
+        // Only the first `n` (under 16) bytes are the string's.
+        let keep = (1i32 << n) - 1;
+        let (h, n, w) = masks(block);
+        add((h & keep, n & keep, w & keep));
     } else {
         let mut block = [b'a'; 16];
         block[..s.len()].copy_from_slice(s);
-        add(&block);
+        add(masks(&block));
     }
-    which_special(s, high != 0, special != 0)
+    (u8::from(high != 0) * NON_ASCII)
+        | (u8::from(nul != 0) * NUL)
+        | (u8::from(wild != 0) * WILDCARD)
 }
 
 /// Without SSE2 at hand, eight bytes at a time in a `u64`.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn scan(s: &[u8]) -> u8 {
-    scan_words(s)
+fn scan_in(room: &[u8], n: usize) -> u8 {
+    scan_words(&room[..n])
 }
 
 /// Checks the string rules (well-formed UTF-8, which excludes surrogates and
-/// overlong forms; no U+0000) on `s`, found at `offset`; returns the scan
-/// bits so a caller can also check wildcards.
+/// overlong forms; no U+0000) on the string `room[..n]`, found at `offset`
+/// (`room` runs on to its packet's end); returns the scan bits so a caller
+/// can also check wildcards.
 #[inline]
-pub(crate) fn check_utf8(s: &[u8], offset: usize, field: &'static str) -> Result<u8, Violation> {
-    let bits = scan(s);
+pub(crate) fn check_utf8(
+    room: &[u8],
+    n: usize,
+    offset: usize,
+    field: &'static str,
+) -> Result<u8, Violation> {
+    let s = &room[..n];
+    let bits = scan_in(room, n);
     if bits & NON_ASCII != 0 {
         if let Err(e) = std::str::from_utf8(s) {
             return Err(Violation::new(
@@ -327,34 +357,41 @@ pub(crate) fn check_filter(s: &[u8], offset: usize, v5: bool) -> Result<bool, Vi
         }
     }
     let filter = &s[start..];
-    let mut level_start = 0;
+    // A wildcard fills its level: the byte before it (if any) is a `/`, and
+    // so is the byte after a `+`; a `#` is the last byte. Only the
+    // wildcards and their neighbours are looked at.
     for (i, &b) in filter.iter().enumerate() {
-        match b {
-            b'/' => level_start = i + 1,
-            b'+' => {
-                let alone = i == level_start && filter.get(i + 1).is_none_or(|&n| n == b'/');
-                if !alone {
-                    return Err(fault(MqttFault::WildcardPlacement, offset + start + i));
-                }
-            }
-            b'#' if i != level_start || i + 1 != filter.len() => {
-                return Err(fault(MqttFault::WildcardPlacement, offset + start + i));
-            }
-            _ => {}
+        if b != b'+' && b != b'#' {
+            continue;
+        }
+        let starts_level = i == 0 || filter[i - 1] == b'/';
+        let ends_level = match filter.get(i + 1) {
+            None => true,
+            Some(&next) => b == b'+' && next == b'/',
+        };
+        if !(starts_level && ends_level) {
+            return Err(fault(MqttFault::WildcardPlacement, offset + start + i));
         }
     }
     Ok(shared)
 }
 
-/// A cursor over one whole packet. Offsets are counted from the packet's
-/// first byte.
+/// A cursor over one whole packet held in `buf`. Offsets are counted from
+/// the packet's first byte.
+///
+/// Every check reads `buf` directly. With an `owner` (the [`Bytes`] that
+/// `buf` is), the string and binary fields it returns are views of it; a
+/// reader made by [`checking`](Self::checking) has none and returns empty
+/// views: it only checks, for a decode that keeps borrowed slices instead.
 #[derive(Clone)]
 pub(crate) struct Reader<'a> {
-    whole: &'a Bytes,
-    /// Where the packet starts in `whole`: offsets are counted from here.
+    /// The buffer up to the packet's end, so that checking a length against
+    /// what is left also proves the indexing that follows in bounds.
+    buf: &'a [u8],
+    owner: Option<&'a Bytes>,
+    /// Where the packet starts in `buf`: offsets are counted from here.
     base: usize,
     pos: usize,
-    end: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -368,11 +405,73 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn with_base(whole: &'a Bytes, base: usize, pos: usize, end: usize) -> Self {
         Reader {
-            whole,
+            buf: &whole[..end],
+            owner: Some(whole),
             base,
             pos,
-            end,
         }
+    }
+
+    /// A reader of `buf[pos..end]` for a packet starting at `base` that
+    /// checks without taking views: the fields it returns are empty.
+    #[inline]
+    pub(crate) fn checking(buf: &'a [u8], base: usize, pos: usize, end: usize) -> Self {
+        Reader {
+            buf: &buf[..end],
+            owner: None,
+            base,
+            pos,
+        }
+    }
+
+    /// Where the next byte is in the buffer (not counted from the packet).
+    #[inline]
+    pub(crate) fn buf_pos(&self) -> usize {
+        self.pos
+    }
+
+    /// A view of `buf[at..at + n]` (in range: every caller took it first),
+    /// or an empty one for a checking reader.
+    #[inline]
+    pub(crate) fn view(&self, at: usize, n: usize) -> Bytes {
+        match self.owner {
+            Some(whole) => whole.slice(at..at + n),
+            None => Bytes::new(),
+        }
+    }
+
+    /// A view of `s`, a slice this reader returned (so within its buffer),
+    /// or an empty one for a checking reader.
+    #[inline]
+    pub(crate) fn view_slice(&self, s: &[u8]) -> Bytes {
+        // Addresses only, nothing is read through them: `s` lies in `buf`.
+        let at = (s.as_ptr() as usize).wrapping_sub(self.buf.as_ptr() as usize);
+        self.view(at, s.len())
+    }
+
+    /// A view from the start of `s`, a slice this reader returned, to where
+    /// the reader stands.
+    #[inline]
+    pub(crate) fn view_from(&self, s: &[u8]) -> Bytes {
+        let at = (s.as_ptr() as usize).wrapping_sub(self.buf.as_ptr() as usize);
+        self.view(at, self.pos - at)
+    }
+
+    /// A reader of the next `n` bytes (checked by the caller to be there),
+    /// offsets counted from where they start, and those bytes; `self` moves
+    /// past them.
+    #[inline]
+    pub(crate) fn sub(&mut self, n: usize) -> (Reader<'a>, &'a [u8]) {
+        let at = self.pos;
+        self.pos += n;
+        let buf = &self.buf[..at + n];
+        let reader = Reader {
+            buf,
+            owner: self.owner,
+            base: at,
+            pos: at,
+        };
+        (reader, &buf[at..])
     }
 
     /// The offset of the next byte, from the packet's start.
@@ -384,13 +483,13 @@ impl<'a> Reader<'a> {
     /// Bytes left before the end.
     #[inline]
     pub(crate) fn remaining(&self) -> usize {
-        self.end - self.pos
+        self.buf.len() - self.pos
     }
 
     /// Whether every byte was read.
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.pos == self.end
+        self.pos == self.buf.len()
     }
 
     /// Fails with trailing bytes unless every byte was read.
@@ -404,51 +503,48 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn take(&mut self, n: usize, field: &'static str) -> Result<usize, Violation> {
-        if self.remaining() < n {
-            return Err(truncated(field, self.pos()));
-        }
+    fn take(&mut self, n: usize, field: &'static str) -> Result<(usize, &'a [u8]), Violation> {
         let at = self.pos;
-        self.pos += n;
-        Ok(at)
+        // One check for the length, which also bounds every index into the
+        // slice returned (its length is `n`).
+        let Some(s) = self.buf.get(at..).and_then(|rest| rest.get(..n)) else {
+            return Err(truncated(field, self.pos()));
+        };
+        self.pos = at + n;
+        Ok((at, s))
     }
 
     /// The next byte, without reading it.
     #[inline]
     pub(crate) fn peek(&self) -> Option<u8> {
-        if self.is_empty() {
-            None
-        } else {
-            Some(self.whole[self.pos])
-        }
+        self.buf.get(self.pos).copied()
     }
 
     /// One byte.
     #[inline]
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, Violation> {
-        let at = self.take(1, field)?;
-        Ok(self.whole[at])
+        let (_, s) = self.take(1, field)?;
+        Ok(s[0])
     }
 
     /// A big-endian two-byte integer.
     #[inline]
     pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, Violation> {
-        let at = self.take(2, field)?;
-        Ok(u16::from_be_bytes([self.whole[at], self.whole[at + 1]]))
+        let (_, s) = self.take(2, field)?;
+        Ok(u16::from_be_bytes([s[0], s[1]]))
     }
 
     /// A big-endian four-byte integer.
     #[inline]
     pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, Violation> {
-        let at = self.take(4, field)?;
-        let b = &self.whole[at..at + 4];
+        let (_, b) = self.take(4, field)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// A variable byte integer: at most four bytes, in its shortest form.
     #[inline]
     pub(crate) fn var_int(&mut self, field: &'static str) -> Result<u32, Violation> {
-        match read_var_int(&self.whole[self.pos..self.end]) {
+        match read_var_int(&self.buf[self.pos..]) {
             VarInt::Value(v, n) => {
                 self.pos += n;
                 Ok(v)
@@ -468,16 +564,24 @@ impl<'a> Reader<'a> {
     /// `n` bytes as a view.
     #[inline]
     pub(crate) fn slice(&mut self, n: usize, field: &'static str) -> Result<Bytes, Violation> {
-        let at = self.take(n, field)?;
-        Ok(self.whole.slice(at..at + n))
+        let (at, _) = self.take(n, field)?;
+        Ok(self.view(at, n))
     }
 
     /// Everything left, as a view.
     #[inline]
     pub(crate) fn rest(&mut self) -> Bytes {
         let at = self.pos;
-        self.pos = self.end;
-        self.whole.slice(at..self.end)
+        self.pos = self.buf.len();
+        self.view(at, self.buf.len() - at)
+    }
+
+    /// Everything left, borrowed.
+    #[inline]
+    pub(crate) fn rest_slice(&mut self) -> &'a [u8] {
+        let at = self.pos;
+        self.pos = self.buf.len();
+        &self.buf[at..]
     }
 
     /// A two-byte length, then that many bytes, as a view.
@@ -487,21 +591,31 @@ impl<'a> Reader<'a> {
         self.slice(usize::from(n), field)
     }
 
+    /// A two-byte length, then that many bytes, borrowed.
+    #[inline]
+    pub(crate) fn binary_slice(&mut self, field: &'static str) -> Result<&'a [u8], Violation> {
+        let n = usize::from(self.u16(field)?);
+        self.take(n, field).map(|(_, s)| s)
+    }
+
     /// A string, checked: UTF-8 without U+0000. Returns the scan bits too.
     #[inline]
     fn string_bits(&mut self, field: &'static str) -> Result<(Str, u8), Violation> {
         let (at, n, bits) = self.string_span(field)?;
-        Ok((Str(self.whole.slice(at..at + n)), bits))
+        Ok((Str(self.view(at, n)), bits))
     }
 
     /// A string, checked as [`string`](Self::string) does, without taking a
     /// view: where its bytes start in the buffer, how many there are, and
     /// the scan bits.
     #[inline]
-    fn string_span(&mut self, field: &'static str) -> Result<(usize, usize, u8), Violation> {
+    pub(crate) fn string_span(
+        &mut self,
+        field: &'static str,
+    ) -> Result<(usize, usize, u8), Violation> {
         let n = usize::from(self.u16(field)?);
-        let at = self.take(n, field)?;
-        let bits = check_utf8(&self.whole[at..at + n], at - self.base, field)?;
+        let (at, s) = self.take(n, field)?;
+        let bits = check_utf8(&self.buf[at..], s.len(), at - self.base, field)?;
         Ok((at, n, bits))
     }
 
@@ -531,8 +645,8 @@ impl<'a> Reader<'a> {
         field: &'static str,
         may_be_empty: bool,
     ) -> Result<Str, Violation> {
-        let (at, n) = self.topic_name_span(field, may_be_empty)?;
-        Ok(Str(self.whole.slice(at..at + usize::from(n))))
+        let (at, s) = self.topic_name_span(field, may_be_empty)?;
+        Ok(Str(self.view(at, s.len())))
     }
 
     /// A topic name, checked as [`topic_name`](Self::topic_name) does, but
@@ -543,12 +657,11 @@ impl<'a> Reader<'a> {
         &mut self,
         field: &'static str,
         may_be_empty: bool,
-    ) -> Result<(usize, u16), Violation> {
+    ) -> Result<(usize, &'a [u8]), Violation> {
         let start = self.pos();
         let n = self.u16(field)?;
-        let at = self.take(usize::from(n), field)?;
-        let s = &self.whole[at..at + usize::from(n)];
-        let bits = check_utf8(s, at - self.base, field)?;
+        let (at, s) = self.take(usize::from(n), field)?;
+        let bits = check_utf8(&self.buf[at..], s.len(), at - self.base, field)?;
         if bits & WILDCARD != 0 {
             let i = s.iter().position(|&b| b == b'+' || b == b'#');
             return Err(fault(
@@ -559,22 +672,13 @@ impl<'a> Reader<'a> {
         if n == 0 && !may_be_empty {
             return Err(fault(MqttFault::EmptyTopic(Field::Named(field)), start));
         }
-        Ok((at, n))
+        Ok((at, s))
     }
 
     /// A view of what was read since packet offset `from` (from [`pos`](Self::pos)).
     #[inline]
     pub(crate) fn span(&self, from: usize) -> Bytes {
-        self.whole.slice(self.base + from..self.pos)
-    }
-
-    /// One view from buffer position `from` (from an earlier span) to the
-    /// end, and where the unread rest starts in it.
-    #[inline]
-    pub(crate) fn rest_from(&mut self, from: usize) -> (Bytes, usize) {
-        let skip = self.pos - from;
-        self.pos = self.end;
-        (self.whole.slice(from..self.end), skip)
+        self.view(self.base + from, self.pos - (self.base + from))
     }
 
     /// Steps over a topic filter: a non-empty string whose wildcards fill
@@ -586,7 +690,7 @@ impl<'a> Reader<'a> {
         if n == 0 {
             return Err(fault(MqttFault::EmptyTopic(Field::Named(FIELD)), start));
         }
-        let s = &self.whole[at..at + n];
+        let s = &self.buf[at..at + n];
         // Without a wildcard, only a shared subscription has a shape to check.
         if bits & WILDCARD == 0 && !(v5 && s.starts_with(SHARE)) {
             return Ok(false);
@@ -610,6 +714,12 @@ pub(crate) enum VarInt {
 /// Reads a variable byte integer from the start of `input`.
 #[inline]
 pub(crate) fn read_var_int(input: &[u8]) -> VarInt {
+    // Most lengths take one byte.
+    if let Some(&b) = input.first() {
+        if b & 0x80 == 0 {
+            return VarInt::Value(u32::from(b), 1);
+        }
+    }
     let mut value: u32 = 0;
     for i in 0..4 {
         let Some(&b) = input.get(i) else {
@@ -749,6 +859,27 @@ mod tests {
         }
         // Neighbours of the searched bytes are not mistaken for them.
         assert_eq!(scan(b"\x01\x01\x01\x01\x01\x01\x01\x01*,\"$"), 0);
+    }
+
+    #[test]
+    fn scan_in_place_ignores_the_bytes_after_the_string() {
+        // The string "ab", then every special byte: none of them counts.
+        let room = b"ab\x00+#\xff\x00+#\xff\x00+#\xff\x00+#";
+        assert!(room.len() >= 16);
+        assert_eq!(scan_in(room, 2), 0);
+        for (byte, bit) in [
+            (0x80u8, NON_ASCII),
+            (0, NUL),
+            (b'+', WILDCARD),
+            (b'#', WILDCARD),
+        ] {
+            for len in 1..16 {
+                let mut room = [b'a'; 20];
+                room[len - 1] = byte;
+                assert_eq!(scan_in(&room, len), bit, "{byte:#04x} last of {len}");
+                assert_eq!(scan_in(&room, len - 1), 0, "{byte:#04x} just past {len}");
+            }
+        }
     }
 
     #[test]

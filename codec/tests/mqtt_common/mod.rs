@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use bytes::{Bytes, BytesMut};
-use sessionwire::mqtt::{packets, Decoder, Packet, Sender, Version};
+use sessionwire::mqtt::{packet_refs, packets, Decoder, Packet, PacketRef, Sender, Version};
 use sessionwire::{Field, Limits, Violation, ViolationKind};
 
 /// A variable byte integer.
@@ -146,7 +146,32 @@ pub fn decode_with(mode: Mode, limits: &Limits, stream: &[u8]) -> Outcome {
     assert_eq!(bytewise, one_shot, "byte by byte vs whole");
     let owned = owned_buffer(mode, limits, stream);
     assert_eq!(owned, one_shot, "caller-owned buffer vs whole");
+    let mut borrowed = (0, None);
+    for step in packet_refs(stream, version, from, limits) {
+        match step {
+            Ok(p) => {
+                let Some(q) = one_shot.0.get(borrowed.0) else {
+                    panic!("borrowed decode gave more packets: {p:?}");
+                };
+                assert_same(&p, q);
+                borrowed.0 += 1;
+            }
+            Err(v) => borrowed.1 = Some(v),
+        }
+    }
+    assert_eq!(
+        borrowed,
+        (one_shot.0.len(), one_shot.1),
+        "borrowed vs whole"
+    );
     one_shot
+}
+
+/// Checks that a borrowed packet says what the owned one says.
+#[track_caller]
+pub fn assert_same(borrowed: &PacketRef<'_>, owned: &Packet) {
+    assert_eq!(borrowed.packet_type(), owned.packet_type());
+    assert!(borrowed == owned, "{borrowed:?} is not {owned:?}");
 }
 
 /// [`decode_with`] under the default limits.
