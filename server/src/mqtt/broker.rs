@@ -30,8 +30,7 @@ use sessionwire::mqtt::session::{
 use sessionwire::mqtt::{QoS, Version};
 use sessionwire::CloseReason;
 
-use super::channel::{ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
-use super::conn::conn_bytes;
+use super::channel::{conn_bytes, ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
 use super::retained::{sends_retained, Retained, RetainedLimits};
 use super::tcp::{Sent, TcpConn};
 use super::tree::{charge, SubscribeError, Subscription, Tree, TreeLimits};

@@ -14,7 +14,7 @@ use std::future::poll_fn;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sessionwire::mqtt::session::Incoming;
@@ -22,6 +22,22 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::channel::SessionInfo;
 use crate::passwords::Verdict;
+
+/// How long a closing connection keeps reading (and discarding) after its
+/// last write, so that the socket ends with a FIN rather than a reset that
+/// could destroy the last packets before the client reads them.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// How long the last writes may wait for a client that is slow to read.
+pub const FINAL_WRITE: Duration = Duration::from_secs(5);
+
+/// Bytes the loop may have waiting for one connection: the outbound queue
+/// bound (`--queue-bytes`), and at least two of the largest packets.
+pub fn conn_bytes(limits: &sessionwire::Limits) -> usize {
+    limits
+        .max_queue_bytes()
+        .max(limits.max_message_size().saturating_mul(2))
+}
 
 /// What the rest of the server tells the MQTT event loop.
 #[derive(Debug)]

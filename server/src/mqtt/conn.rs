@@ -26,8 +26,8 @@ use hyper::{Request, Response, StatusCode};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use super::channel::{conn_bytes, FINAL_WRITE, LINGER};
 use super::channel::{ConnIn, ConnOut, LoopCommand, MqttCommand, MqttOut};
-use super::event_loop::{FINAL_WRITE, LINGER};
 use crate::Shared;
 
 /// Batches the loop may have queued for one WebSocket connection; past it
@@ -36,14 +36,6 @@ pub const MQTT_CONN_QUEUE: usize = 64;
 
 /// Bytes a WebSocket frame may hold beyond twice the largest packet.
 const WS_FRAME_SLACK: usize = 1024;
-
-/// Bytes the loop may have waiting for one connection: the outbound queue
-/// bound (`--queue-bytes`), and at least two of the largest packets.
-pub fn conn_bytes(limits: &sessionwire::Limits) -> usize {
-    limits
-        .max_queue_bytes()
-        .max(limits.max_message_size().saturating_mul(2))
-}
 
 /// Registers a new connection with the loop: its number, its end of the
 /// outbox, and whether the loop took it (once the future resolves).

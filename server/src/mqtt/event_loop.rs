@@ -40,7 +40,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::broker::Broker;
-use super::channel::{LoopCommand, LoopSender};
+use super::channel::{LoopCommand, LoopSender, FINAL_WRITE, LINGER};
 use super::tcp::{Sent, TcpConn};
 use crate::channel::{Clients, SessionInfo};
 use crate::events::EventLog;
@@ -74,14 +74,6 @@ const IDLE: Duration = Duration::from_secs(1);
 /// How long the listener rests after an accept failed (descriptors run
 /// out) before it is tried again.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
-
-/// How long a closing connection keeps reading (and discarding) after its
-/// last write, so that the socket ends with a FIN rather than a reset that
-/// could destroy the last packets before the client reads them.
-pub const LINGER: Duration = Duration::from_secs(1);
-
-/// How long the last writes may wait for a client that is slow to read.
-pub const FINAL_WRITE: Duration = Duration::from_secs(5);
 
 /// What the loop is given to start.
 pub struct Setup {
