@@ -226,6 +226,12 @@ fn scan(s: &[u8]) -> u8 {
     scan_in(s, s.len())
 }
 
+/// The scan bits of the string `room[..n]`.
+#[cfg(test)]
+fn scan_in(room: &[u8], n: usize) -> u8 {
+    scan_blocks(room, n, |_, _| {})
+}
+
 /// The scan bits of the string `room[..n]`: [`scan_words`] sixteen bytes at
 /// a time with SSE2, which every x86-64 processor has: one compare per
 /// special byte, and the high bits taken directly. Strings of 16 bytes or
@@ -233,9 +239,14 @@ fn scan(s: &[u8]) -> u8 {
 /// before. A shorter one is read in place when `room` has 16 bytes, the
 /// bits past the string masked off; else it is copied into a block padded
 /// with `a`.
+///
+/// Every block holding a wildcard is also handed to `wildcards`: the
+/// string offset of its first byte, and one bit per `+` or `#` in it (bit
+/// `i` for the byte at that offset plus `i`, never past the string). A
+/// byte of the overlapping last block may be handed over twice.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn scan_in(room: &[u8], n: usize) -> u8 {
+fn scan_blocks(room: &[u8], n: usize, mut wildcards: impl FnMut(usize, u32)) -> u8 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
         _mm_setzero_si128,
@@ -262,41 +273,67 @@ fn scan_in(room: &[u8], n: usize) -> u8 {
     };
     let s = &room[..n];
     let (mut high, mut nul, mut wild) = (0, 0, 0);
-    let mut add = |(h, n, w): (i32, i32, i32)| {
+    // `block` is where the bytes were read: in `s` (its offset is taken
+    // from the addresses, and only when a wildcard is there), or a copy of
+    // its start.
+    let mut add = |block: &[u8; 16], (h, n, w): (i32, i32, i32)| {
         high |= h;
         nul |= n;
         wild |= w;
+        if w != 0 {
+            let at = (block.as_ptr() as usize).wrapping_sub(s.as_ptr() as usize);
+            // A copy lies outside `s`: it holds the string's start.
+            let at = if at < s.len() { at } else { 0 };
+            // Sixteen bits at most: the sign cast keeps them as they are.
+            wildcards(at, w as u32);
+        }
     };
     if let Some(last) = s.last_chunk::<16>() {
         for block in s.chunks_exact(16) {
             // Always 16 bytes: the conversion cannot fail.
             if let Ok(block) = <&[u8; 16]>::try_from(block) {
-                add(masks(block));
+                add(block, masks(block));
             }
         }
         // Reading a byte twice changes nothing: the findings are about
         // presence only.
-        add(masks(last));
+        add(last, masks(last));
     } else if let Some(block) = room.first_chunk::<16>() {
         // Only the first `n` (under 16) bytes are the string's.
         let keep = (1i32 << n) - 1;
         let (h, n, w) = masks(block);
-        add((h & keep, n & keep, w & keep));
+        add(block, (h & keep, n & keep, w & keep));
     } else {
         let mut block = [b'a'; 16];
         block[..s.len()].copy_from_slice(s);
-        add(masks(&block));
+        add(&block, masks(&block));
     }
     (u8::from(high != 0) * NON_ASCII)
         | (u8::from(nul != 0) * NUL)
         | (u8::from(wild != 0) * WILDCARD)
 }
 
-/// Without SSE2 at hand, eight bytes at a time in a `u64`.
+/// Without SSE2 at hand, eight bytes at a time in a `u64`; a string with a
+/// wildcard is read again to hand its blocks to `wildcards` as the SSE2
+/// version does.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn scan_in(room: &[u8], n: usize) -> u8 {
-    scan_words(&room[..n])
+fn scan_blocks(room: &[u8], n: usize, mut wildcards: impl FnMut(usize, u32)) -> u8 {
+    let s = &room[..n];
+    let bits = scan_words(s);
+    if bits & WILDCARD != 0 {
+        for (k, block) in s.chunks(16).enumerate() {
+            let mask = block
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'+' || b == b'#')
+                .fold(0u32, |m, (i, _)| m | 1 << i);
+            if mask != 0 {
+                wildcards(16 * k, mask);
+            }
+        }
+    }
+    bits
 }
 
 /// Checks the string rules (well-formed UTF-8, which excludes surrogates and
@@ -310,8 +347,21 @@ pub(crate) fn check_utf8(
     offset: usize,
     field: &'static str,
 ) -> Result<u8, Violation> {
+    check_utf8_with(room, n, offset, field, |_, _| {})
+}
+
+/// [`check_utf8`], handing the string's wildcards to `wildcards` during its
+/// one pass as [`scan_blocks`] does.
+#[inline]
+fn check_utf8_with(
+    room: &[u8],
+    n: usize,
+    offset: usize,
+    field: &'static str,
+    wildcards: impl FnMut(usize, u32),
+) -> Result<u8, Violation> {
     let s = &room[..n];
-    let bits = scan_in(room, n);
+    let bits = scan_blocks(room, n, wildcards);
     if bits & NON_ASCII != 0 {
         if let Err(e) = std::str::from_utf8(s) {
             return Err(Violation::new(
@@ -357,23 +407,26 @@ pub(crate) fn check_filter(s: &[u8], offset: usize, v5: bool) -> Result<bool, Vi
         }
     }
     let filter = &s[start..];
-    // A wildcard fills its level: the byte before it (if any) is a `/`, and
-    // so is the byte after a `+`; a `#` is the last byte. Only the
-    // wildcards and their neighbours are looked at.
+    // Only the wildcards and their neighbours are looked at.
     for (i, &b) in filter.iter().enumerate() {
-        if b != b'+' && b != b'#' {
-            continue;
-        }
-        let starts_level = i == 0 || filter[i - 1] == b'/';
-        let ends_level = match filter.get(i + 1) {
-            None => true,
-            Some(&next) => b == b'+' && next == b'/',
-        };
-        if !(starts_level && ends_level) {
+        if (b == b'+' || b == b'#') && !fills_level(filter, i) {
             return Err(fault(MqttFault::WildcardPlacement, offset + start + i));
         }
     }
     Ok(shared)
+}
+
+/// Whether the wildcard at `filter[i]` fills its level: the byte before it
+/// (if any) is a `/`, and so is the byte after a `+`; a `#` is the last
+/// byte.
+#[inline(always)]
+fn fills_level(filter: &[u8], i: usize) -> bool {
+    let starts_level = i == 0 || filter.get(i - 1) == Some(&b'/');
+    let ends_level = match filter.get(i + 1) {
+        None => true,
+        Some(&next) => filter.get(i) == Some(&b'+') && next == b'/',
+    };
+    starts_level && ends_level
 }
 
 /// A cursor over one whole packet held in `buf`. Offsets are counted from
@@ -683,19 +736,41 @@ impl<'a> Reader<'a> {
 
     /// Steps over a topic filter: a non-empty string whose wildcards fill
     /// their levels. Returns whether it is a shared subscription.
+    ///
+    /// The wildcards are checked in the pass that checks the string, by
+    /// position: only a block holding one is looked at again, and only at
+    /// each wildcard's neighbours. A shared subscription (5.0) is checked
+    /// by [`check_filter`], after the string.
+    #[inline]
     pub(crate) fn topic_filter(&mut self, v5: bool) -> Result<bool, Violation> {
         const FIELD: &str = "topic filter";
         let start = self.pos();
-        let (at, n, bits) = self.string_span(FIELD)?;
+        let n = usize::from(self.u16(FIELD)?);
+        let (at, s) = self.take(n, FIELD)?;
+        let room = &self.buf[at..];
+        let offset = at - self.base;
+        if v5 && s.starts_with(SHARE) {
+            check_utf8(room, n, offset, FIELD)?;
+            return check_filter(s, start + 2, v5);
+        }
+        // The first wildcard that does not fill its level, if any.
+        let mut misplaced = usize::MAX;
+        check_utf8_with(room, n, offset, FIELD, |at, mut mask| {
+            while mask != 0 {
+                let i = at + mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                if !fills_level(s, i) {
+                    misplaced = misplaced.min(i);
+                }
+            }
+        })?;
         if n == 0 {
             return Err(fault(MqttFault::EmptyTopic(Field::Named(FIELD)), start));
         }
-        let s = &self.buf[at..at + n];
-        // Without a wildcard, only a shared subscription has a shape to check.
-        if bits & WILDCARD == 0 && !(v5 && s.starts_with(SHARE)) {
-            return Ok(false);
+        if misplaced != usize::MAX {
+            return Err(fault(MqttFault::WildcardPlacement, offset + misplaced));
         }
-        check_filter(s, start + 2, v5)
+        Ok(false)
     }
 }
 
@@ -836,6 +911,65 @@ mod tests {
         ] {
             assert!(check_filter(bad.as_bytes(), 0, true).is_err(), "{bad}");
         }
+    }
+
+    /// The filter's verdict from [`Reader::topic_filter`] (wildcards found
+    /// during the string's scan), with `after` following it in the packet.
+    fn read_filter(filter: &[u8], after: &[u8], v5: bool) -> Result<bool, Violation> {
+        let mut packet = (filter.len() as u16).to_be_bytes().to_vec();
+        packet.extend_from_slice(filter);
+        packet.extend_from_slice(after);
+        Reader::checking(&packet, 0, 0, packet.len()).topic_filter(v5)
+    }
+
+    #[test]
+    fn mqtt_4_7_1_wildcard_placement_found_in_the_scan_matches_byte_by_byte() {
+        // Every filter of up to 34 bytes over `a`, `/`, `+` and `#` that is
+        // `a` except at three positions (so every block and the overlap of
+        // the last one are covered), read with room after it holding
+        // wildcards (in place) and without (copied): same verdict and
+        // offset as the byte-by-byte check, shifted past the length.
+        let alphabet = [b'a', b'/', b'+', b'#'];
+        for len in 1..=34usize {
+            let spots = [0, len / 2, len - 1, 15.min(len - 1), 16.min(len - 1)];
+            for &p in &spots {
+                for &q in &spots {
+                    for (&x, &y) in alphabet
+                        .iter()
+                        .flat_map(|x| alphabet.iter().map(move |y| (x, y)))
+                    {
+                        for &z in &alphabet {
+                            let mut f = vec![b'a'; len];
+                            f[p] = x;
+                            f[q] = y;
+                            f[len - 1] = z;
+                            let want = check_filter(&f, 2, false);
+                            for after in [&b""[..], b"+#+#+#+#+#+#+#+#/"] {
+                                assert_eq!(
+                                    read_filter(&f, after, false),
+                                    want,
+                                    "{:?}",
+                                    String::from_utf8_lossy(&f)
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Shared subscriptions keep their own check in 5.0.
+        assert_eq!(read_filter(b"$share/g/a/+", b"", true), Ok(true));
+        assert!(read_filter(b"$share/g+/a", b"", true).is_err());
+        assert_eq!(read_filter(b"$share/g/a/+", b"", false), Ok(false));
+        // A bad string is reported before a misplaced wildcard.
+        let nul = read_filter(b"a+\x00", b"", false).unwrap_err();
+        assert_eq!(
+            (nul.kind(), nul.offset()),
+            (
+                ViolationKind::Mqtt(MqttFault::NullCharacter(Field::Named("topic filter"))),
+                4
+            )
+        );
     }
 
     #[test]
