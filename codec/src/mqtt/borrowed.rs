@@ -11,59 +11,11 @@
 
 use super::framing::frame_whole;
 use super::packet::Packet;
-use super::publish::Ack;
-use super::types::{PacketType, QoS, Sender, Version};
+use super::property::PropertiesRef;
+use super::publish::{Ack, AckRef, PublishRef};
+use super::types::{PacketType, Sender, Version};
 use super::wire::Reader;
 use crate::violation::Violation;
-
-/// A checked MQTT 5.0 property block, borrowed (without the length in front
-/// of it); empty in 3.1.1.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PropertiesRef<'a>(pub(crate) &'a [u8]);
-
-impl<'a> PropertiesRef<'a> {
-    /// Whether the block is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The raw bytes of the block.
-    pub fn as_bytes(&self) -> &'a [u8] {
-        self.0
-    }
-}
-
-/// A PUBLISH, borrowed: see [`Publish`](super::Publish) for the owned one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PublishRef<'a> {
-    /// Whether this is a re-delivery (never at QoS 0).
-    pub dup: bool,
-    /// The quality of service.
-    pub qos: QoS,
-    /// Whether the server keeps the message for later subscribers.
-    pub retain: bool,
-    /// The packet identifier: non-zero at QoS 1 and 2, 0 (absent) at QoS 0.
-    pub packet_id: u16,
-    /// The topic name (checked: UTF-8, no U+0000, no wildcard); empty only
-    /// in 5.0 with a topic alias.
-    pub topic: &'a str,
-    /// PUBLISH properties (5.0).
-    pub properties: PropertiesRef<'a>,
-    /// The application message.
-    pub payload: &'a [u8],
-}
-
-/// A PUBACK, PUBREC, PUBREL or PUBCOMP, borrowed: which one is the
-/// [`PacketRef`] variant that holds it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AckRef<'a> {
-    /// The packet identifier acknowledged.
-    pub packet_id: u16,
-    /// The reason code (5.0; 0 in 3.1.1).
-    pub code: u8,
-    /// The properties (5.0).
-    pub properties: PropertiesRef<'a>,
-}
 
 /// One MQTT control packet, checked in full and borrowed from the bytes it
 /// was decoded from.

@@ -65,13 +65,15 @@ pub mod tokio;
 mod types;
 mod wire;
 
-pub use borrowed::{AckRef, PacketRef, PropertiesRef, PublishRef};
+pub use borrowed::PacketRef;
 pub use connect::{ConnAck, Connect, Will};
 pub use control::{Auth, Disconnect};
 pub use fault::MqttFault;
 pub use packet::Packet;
-pub use property::{Properties, PropertiesBuilder, Property, PropertyId, PropertyIter};
-pub use publish::{Ack, Publish};
+pub use property::{
+    Properties, PropertiesBuilder, PropertiesRef, Property, PropertyId, PropertyIter,
+};
+pub use publish::{Ack, AckRef, Publish, PublishRef};
 pub use stream::{packet_refs, packets, Decoder, PacketRefs, Packets};
 pub use subscribe::{
     SubAck, Subscribe, SubscriptionOptions, Subscriptions, TopicFilters, UnsubAck, Unsubscribe,

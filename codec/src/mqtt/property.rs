@@ -634,3 +634,20 @@ pub(crate) fn check_payload_utf8(payload: &[u8], offset: usize) -> Result<(), Vi
         Err(e) => Err(fault(MqttFault::PayloadNotUtf8, offset + e.valid_up_to())),
     }
 }
+
+/// A checked MQTT 5.0 property block, borrowed (without the length in front
+/// of it); empty in 3.1.1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PropertiesRef<'a>(pub(crate) &'a [u8]);
+
+impl<'a> PropertiesRef<'a> {
+    /// Whether the block is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The raw bytes of the block.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}

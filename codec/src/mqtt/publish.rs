@@ -6,9 +6,8 @@ use std::hash::{Hash, Hasher};
 
 use bytes::{BufMut, Bytes};
 
-use super::borrowed::{PropertiesRef, PublishRef};
 use super::fault::MqttFault;
-use super::property::{check_payload_utf8, Properties, Scope};
+use super::property::{check_payload_utf8, Properties, PropertiesRef, Scope};
 use super::types::{PacketType, QoS, Sender, Version};
 use super::wire::{fault, Reader, Str};
 use crate::violation::Violation;
@@ -356,4 +355,36 @@ impl Ack {
             }
         }
     }
+}
+
+/// A PUBLISH, borrowed: see [`Publish`](super::Publish) for the owned one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PublishRef<'a> {
+    /// Whether this is a re-delivery (never at QoS 0).
+    pub dup: bool,
+    /// The quality of service.
+    pub qos: QoS,
+    /// Whether the server keeps the message for later subscribers.
+    pub retain: bool,
+    /// The packet identifier: non-zero at QoS 1 and 2, 0 (absent) at QoS 0.
+    pub packet_id: u16,
+    /// The topic name (checked: UTF-8, no U+0000, no wildcard); empty only
+    /// in 5.0 with a topic alias.
+    pub topic: &'a str,
+    /// PUBLISH properties (5.0).
+    pub properties: PropertiesRef<'a>,
+    /// The application message.
+    pub payload: &'a [u8],
+}
+
+/// A PUBACK, PUBREC, PUBREL or PUBCOMP, borrowed: which one is the
+/// [`PacketRef`](super::PacketRef) variant that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AckRef<'a> {
+    /// The packet identifier acknowledged.
+    pub packet_id: u16,
+    /// The reason code (5.0; 0 in 3.1.1).
+    pub code: u8,
+    /// The properties (5.0).
+    pub properties: PropertiesRef<'a>,
 }
