@@ -27,11 +27,13 @@
 //! syntax is the packet codec's business; what reaches the tree was checked.
 
 use std::cell::Cell;
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::{DefaultHasher, Entry, RandomState};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
 
 use sessionwire::mqtt::QoS;
+use smallvec::SmallVec;
 
 /// The prefix of a shared subscription's filter.
 const SHARE_PREFIX: &str = "$share/";
@@ -135,6 +137,31 @@ pub struct Match {
     pub shared: bool,
 }
 
+/// The hasher of every map in the tree: one random key for the whole
+/// process, so that no map carries a key of its own (a `RandomState` is 16
+/// bytes, and the tree has three maps a node) while a client still cannot
+/// aim collisions at a key it does not know.
+#[derive(Clone, Copy, Debug, Default)]
+struct SharedKey;
+
+impl BuildHasher for SharedKey {
+    type Hasher = DefaultHasher;
+
+    fn build_hasher(&self) -> DefaultHasher {
+        static KEY: OnceLock<RandomState> = OnceLock::new();
+        KEY.get_or_init(RandomState::new).build_hasher()
+    }
+}
+
+/// A map of the tree's, hashed with the [`SharedKey`].
+type Map<K, V> = HashMap<K, V, SharedKey>;
+
+/// One client's filters, as subscribed, with their options: most clients
+/// have one, kept inline in the client's entry; more spill to the heap.
+/// Searched linearly (at most [`TreeLimits::max_filters_per_client`]), and
+/// only on SUBSCRIBE and UNSUBSCRIBE, never when a message is routed.
+pub type Filters = SmallVec<[(Box<str>, Subscription); 1]>;
+
 /// The members of one shared subscription (a group name on one filter).
 #[derive(Debug, Default)]
 struct Group {
@@ -146,11 +173,11 @@ struct Group {
 
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: Map<Box<str>, Node>,
     /// Ordinary subscriptions whose filter ends here.
-    subscribers: HashMap<Arc<str>, Subscription>,
+    subscribers: Map<Arc<str>, Subscription>,
     /// Shared subscriptions whose filter ends here, by group name.
-    groups: HashMap<Box<str>, Group>,
+    groups: Map<Box<str>, Group>,
 }
 
 impl Node {
@@ -177,7 +204,7 @@ fn split_share(filter: &str) -> Result<(Option<&str>, &str), SubscribeError> {
 pub struct Tree {
     root: Node,
     /// Each client's filters, as subscribed (shared ones with their prefix).
-    clients: HashMap<Arc<str>, HashMap<Box<str>, Subscription>>,
+    clients: Map<Arc<str>, Filters>,
     total: usize,
     /// The [`charge`] of every subscription held.
     bytes: usize,
@@ -203,9 +230,10 @@ impl Tree {
         self.total == 0
     }
 
-    /// The client's subscriptions, by filter as subscribed.
-    pub fn subscriptions_of(&self, client_id: &str) -> Option<&HashMap<Box<str>, Subscription>> {
-        self.clients.get(client_id)
+    /// The client's subscriptions, by filter as subscribed, in no
+    /// particular order.
+    pub fn subscriptions_of(&self, client_id: &str) -> Option<&[(Box<str>, Subscription)]> {
+        self.clients.get(client_id).map(|f| f.as_slice())
     }
 
     /// Stores (or replaces, MQTT-3.8.4-3) the client's subscription to
@@ -224,9 +252,9 @@ impl Tree {
         let existed = self
             .clients
             .get(client_id)
-            .is_some_and(|f| f.contains_key(filter));
+            .is_some_and(|f| f.iter().any(|(k, _)| **k == *filter));
         if !existed {
-            let count = self.clients.get(client_id).map_or(0, HashMap::len);
+            let count = self.clients.get(client_id).map_or(0, SmallVec::len);
             if count >= self.limits.max_filters_per_client {
                 return Err(SubscribeError::ClientFull);
             }
@@ -257,10 +285,11 @@ impl Tree {
                 }
             }
         }
-        self.clients
-            .entry(client)
-            .or_default()
-            .insert(Box::from(filter), sub);
+        let filters = self.clients.entry(client).or_default();
+        match filters.iter_mut().find(|(k, _)| **k == *filter) {
+            Some(entry) => entry.1 = sub,
+            None => filters.push((Box::from(filter), sub)),
+        }
         if !existed {
             self.total += 1;
             self.bytes += charge(filter);
@@ -274,11 +303,15 @@ impl Tree {
         let Some(filters) = self.clients.get_mut(client_id) else {
             return false;
         };
-        if filters.remove(filter).is_none() {
+        let Some(at) = filters.iter().position(|(k, _)| **k == *filter) else {
             return false;
-        }
+        };
+        filters.swap_remove(at);
         if filters.is_empty() {
             self.clients.remove(client_id);
+        } else if filters.len().saturating_mul(4) < filters.capacity() {
+            // A client that had many and now has few gives the room back.
+            filters.shrink_to_fit();
         }
         self.total -= 1;
         self.bytes -= charge(filter);
@@ -295,7 +328,7 @@ impl Tree {
         let Some(filters) = self.clients.remove(client_id) else {
             return 0;
         };
-        for filter in filters.keys() {
+        for (filter, _) in &filters {
             self.bytes -= charge(filter);
             if let Ok((group, path)) = split_share(filter) {
                 let levels: Vec<&str> = path.split('/').collect();
@@ -409,7 +442,7 @@ fn remove(node: &mut Node, levels: &[&str], client_id: &str, group: Option<&str>
 /// One match in progress: the ordinary subscribers of every filter node
 /// that matches, and the shared groups' picks.
 struct Walk<'t, 'a> {
-    ends: Vec<&'t HashMap<Arc<str>, Subscription>>,
+    ends: Vec<&'t Map<Arc<str>, Subscription>>,
     shared: Vec<Match>,
     available: &'a dyn Fn(&str) -> bool,
 }
