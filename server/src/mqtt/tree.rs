@@ -107,6 +107,46 @@ impl Subscription {
     }
 }
 
+/// A [`Subscription`] as the tree keeps it: 8 bytes rather than 12 (an
+/// `Option<u32>` takes 8 on its own), so that a trie entry with its client
+/// id, and a client's inline filter, each take a 24-byte slot, not 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stored {
+    /// The identifier, when [`HAS_ID`] is set.
+    id: u32,
+    qos: QoS,
+    /// [`NO_LOCAL`], [`RETAIN_AS_PUBLISHED`], [`HAS_ID`].
+    flags: u8,
+}
+
+const NO_LOCAL: u8 = 1;
+const RETAIN_AS_PUBLISHED: u8 = 2;
+const HAS_ID: u8 = 4;
+
+impl From<Subscription> for Stored {
+    fn from(sub: Subscription) -> Stored {
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        Stored {
+            id: sub.id.unwrap_or(0),
+            qos: sub.qos,
+            flags: flag(sub.no_local, NO_LOCAL)
+                | flag(sub.retain_as_published, RETAIN_AS_PUBLISHED)
+                | flag(sub.id.is_some(), HAS_ID),
+        }
+    }
+}
+
+impl Stored {
+    fn get(self) -> Subscription {
+        Subscription {
+            qos: self.qos,
+            no_local: self.flags & NO_LOCAL != 0,
+            retain_as_published: self.flags & RETAIN_AS_PUBLISHED != 0,
+            id: (self.flags & HAS_ID != 0).then_some(self.id),
+        }
+    }
+}
+
 /// Why a subscription was not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -160,12 +200,12 @@ type Map<K, V> = HashMap<K, V, SharedKey>;
 /// have one, kept inline in the client's entry; more spill to the heap.
 /// Searched linearly (at most [`TreeLimits::max_filters_per_client`]), and
 /// only on SUBSCRIBE and UNSUBSCRIBE, never when a message is routed.
-pub type Filters = SmallVec<[(Box<str>, Subscription); 1]>;
+type Filters = SmallVec<[(Box<str>, Stored); 1]>;
 
 /// The members of one shared subscription (a group name on one filter).
 #[derive(Debug, Default)]
 struct Group {
-    members: Vec<(Arc<str>, Subscription)>,
+    members: Vec<(Arc<str>, Stored)>,
     /// The member the next message goes to (modulo the count); a cell so
     /// that matching needs no exclusive access to the tree.
     next: Cell<usize>,
@@ -175,7 +215,7 @@ struct Group {
 struct Node {
     children: Map<Box<str>, Node>,
     /// Ordinary subscriptions whose filter ends here.
-    subscribers: Map<Arc<str>, Subscription>,
+    subscribers: Map<Arc<str>, Stored>,
     /// Shared subscriptions whose filter ends here, by group name.
     groups: Map<Box<str>, Group>,
 }
@@ -232,8 +272,13 @@ impl Tree {
 
     /// The client's subscriptions, by filter as subscribed, in no
     /// particular order.
-    pub fn subscriptions_of(&self, client_id: &str) -> Option<&[(Box<str>, Subscription)]> {
-        self.clients.get(client_id).map(|f| f.as_slice())
+    pub fn subscriptions_of(
+        &self,
+        client_id: &str,
+    ) -> Option<impl Iterator<Item = (&str, Subscription)> + '_> {
+        self.clients
+            .get(client_id)
+            .map(|f| f.iter().map(|(filter, sub)| (&**filter, sub.get())))
     }
 
     /// Stores (or replaces, MQTT-3.8.4-3) the client's subscription to
@@ -269,6 +314,7 @@ impl Tree {
             Some((k, _)) => Arc::clone(k),
             None => Arc::from(client_id),
         };
+        let sub = Stored::from(sub);
         let mut node = &mut self.root;
         for level in path.split('/') {
             node = node.children.entry(Box::from(level)).or_default();
@@ -365,7 +411,7 @@ impl Tree {
         let dollar = levels.first().is_some_and(|l| l.starts_with('$'));
         walk.node(&self.root, &levels, dollar);
         let keep =
-            |(client, sub): (&Arc<str>, &Subscription)| !(sub.no_local && **client == *publisher);
+            |(client, sub): (&Arc<str>, &Stored)| !(sub.get().no_local && **client == *publisher);
         let mut out: Vec<Match> = match walk.ends.as_slice() {
             // One filter node matched (the usual case): no client can
             // appear twice.
@@ -381,6 +427,7 @@ impl Tree {
                     match merged.entry(client) {
                         Entry::Occupied(mut e) => {
                             let m = e.get_mut();
+                            let sub = sub.get();
                             m.qos = m.qos.max(sub.qos);
                             m.retain_as_published |= sub.retain_as_published;
                             m.subscription_ids.extend(sub.id);
@@ -399,7 +446,8 @@ impl Tree {
 }
 
 impl Match {
-    fn of(client: &Arc<str>, sub: &Subscription, shared: bool) -> Match {
+    fn of(client: &Arc<str>, sub: &Stored, shared: bool) -> Match {
+        let sub = sub.get();
         Match {
             client_id: Arc::clone(client),
             qos: sub.qos,
@@ -442,7 +490,7 @@ fn remove(node: &mut Node, levels: &[&str], client_id: &str, group: Option<&str>
 /// One match in progress: the ordinary subscribers of every filter node
 /// that matches, and the shared groups' picks.
 struct Walk<'t, 'a> {
-    ends: Vec<&'t Map<Arc<str>, Subscription>>,
+    ends: Vec<&'t Map<Arc<str>, Stored>>,
     shared: Vec<Match>,
     available: &'a dyn Fn(&str) -> bool,
 }
@@ -845,6 +893,28 @@ mod tests {
         tree.subscribe("c", &long, sub(QoS::AtMostOnce)).unwrap();
         assert_eq!(tree.remove_client("b") + tree.remove_client("c"), 2);
         assert_eq!(tree.bytes, 0);
+    }
+
+    #[test]
+    fn a_subscription_is_kept_whole_in_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Stored>(), 8);
+        assert_eq!(std::mem::size_of::<(Arc<str>, Stored)>(), 24);
+        assert_eq!(std::mem::size_of::<Filters>(), 32);
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            for id in [None, Some(0), Some(1), Some(268_435_455), Some(u32::MAX)] {
+                for (no_local, retain_as_published) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
+                    let s = Subscription {
+                        qos,
+                        no_local,
+                        retain_as_published,
+                        id,
+                    };
+                    assert_eq!(Stored::from(s).get(), s);
+                }
+            }
+        }
     }
 
     fn level() -> impl Strategy<Value = String> {
