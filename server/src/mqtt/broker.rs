@@ -100,6 +100,21 @@ impl Conn {
     }
 }
 
+/// Room a turn's list keeps however quiet the turns are.
+const KEPT: usize = 64;
+
+/// Gives back the room a burst took in a list that is emptied every turn
+/// (`used`: what this turn put in it): after a ramp of a thousand CONNACKs
+/// or one message to a thousand subscribers, the quiet turns that follow
+/// do not keep the burst's room for good. A list that needs its room turn
+/// after turn keeps it.
+fn trim<T>(list: &mut Vec<T>, used: usize) {
+    let keep = used.max(KEPT);
+    if list.capacity() > keep.saturating_mul(4) {
+        list.shrink_to(keep.saturating_mul(2));
+    }
+}
+
 /// The broker. See the [module documentation](self).
 pub struct Broker {
     registry: Registry<OsRandom>,
@@ -447,6 +462,7 @@ impl Broker {
         let mut lost = Vec::new();
         // Stable: each connection's bytes stay in order.
         self.outbox.sort_by_key(|(id, _)| *id);
+        let used = self.outbox.len();
         let mut transmits = self.outbox.drain(..).peekable();
         while let Some((id, first)) = transmits.next() {
             let batch = &mut self.batch;
@@ -475,6 +491,7 @@ impl Broker {
             }
         }
         drop(transmits);
+        trim(&mut self.outbox, used);
         for id in slow {
             tracing::debug!(conn = id.0, "MQTT connection does not keep up: dropped");
             // The codec closes it as a full queue (0x97).

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::broker::Broker;
 use super::channel::{LoopCommand, LoopSender, FINAL_WRITE, LINGER};
 use super::tcp::{Sent, TcpConn};
+use super::trim::Trim;
 use crate::channel::{Clients, SessionInfo};
 use crate::events::EventLog;
 use crate::passwords::PasswordChecks;
@@ -189,6 +190,7 @@ struct Loop {
 impl Loop {
     fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS);
+        let mut trim = Trim::new(Instant::now());
         loop {
             let now = Instant::now();
             let busy = !self.again.is_empty() || self.accepting || self.more_commands;
@@ -205,6 +207,11 @@ impl Loop {
                 }
             }
             let now = Instant::now();
+            if events.is_empty() && !busy {
+                trim.quiet(now);
+            } else {
+                trim.worked();
+            }
             for conn in std::mem::take(&mut self.again) {
                 self.socket(now, conn, true, false);
             }

@@ -5,6 +5,7 @@
 //! - `event_loop`: one thread with a `mio` poll that owns the broker and
 //!   every MQTT-over-TCP socket (`--mqtt-listen`);
 //! - `tcp`: one such socket, written once per loop turn;
+//! - `trim`: freed memory handed back when the loop goes quiet;
 //! - `conn`: MQTT over WebSocket (`/mqtt`, subprotocol `mqtt`), one task
 //!   per connection, talking to the loop;
 //! - `broker`: the codec's registry with the tree, the retained messages
@@ -24,3 +25,4 @@ pub(crate) mod event_loop;
 pub mod retained;
 mod tcp;
 pub mod tree;
+mod trim;

@@ -27,11 +27,13 @@
 //! syntax is the packet codec's business; what reaches the tree was checked.
 
 use std::cell::Cell;
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::{DefaultHasher, Entry, RandomState};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock};
 
 use sessionwire::mqtt::QoS;
+use smallvec::SmallVec;
 
 /// The prefix of a shared subscription's filter.
 const SHARE_PREFIX: &str = "$share/";
@@ -105,6 +107,46 @@ impl Subscription {
     }
 }
 
+/// A [`Subscription`] as the tree keeps it: 8 bytes rather than 12 (an
+/// `Option<u32>` takes 8 on its own), so that a trie entry with its client
+/// id, and a client's inline filter, each take a 24-byte slot, not 32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stored {
+    /// The identifier, when [`HAS_ID`] is set.
+    id: u32,
+    qos: QoS,
+    /// [`NO_LOCAL`], [`RETAIN_AS_PUBLISHED`], [`HAS_ID`].
+    flags: u8,
+}
+
+const NO_LOCAL: u8 = 1;
+const RETAIN_AS_PUBLISHED: u8 = 2;
+const HAS_ID: u8 = 4;
+
+impl From<Subscription> for Stored {
+    fn from(sub: Subscription) -> Stored {
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        Stored {
+            id: sub.id.unwrap_or(0),
+            qos: sub.qos,
+            flags: flag(sub.no_local, NO_LOCAL)
+                | flag(sub.retain_as_published, RETAIN_AS_PUBLISHED)
+                | flag(sub.id.is_some(), HAS_ID),
+        }
+    }
+}
+
+impl Stored {
+    fn get(self) -> Subscription {
+        Subscription {
+            qos: self.qos,
+            no_local: self.flags & NO_LOCAL != 0,
+            retain_as_published: self.flags & RETAIN_AS_PUBLISHED != 0,
+            id: (self.flags & HAS_ID != 0).then_some(self.id),
+        }
+    }
+}
+
 /// Why a subscription was not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubscribeError {
@@ -135,10 +177,35 @@ pub struct Match {
     pub shared: bool,
 }
 
+/// The hasher of every map in the tree: one random key for the whole
+/// process, so that no map carries a key of its own (a `RandomState` is 16
+/// bytes, and the tree has three maps a node) while a client still cannot
+/// aim collisions at a key it does not know.
+#[derive(Clone, Copy, Debug, Default)]
+struct SharedKey;
+
+impl BuildHasher for SharedKey {
+    type Hasher = DefaultHasher;
+
+    fn build_hasher(&self) -> DefaultHasher {
+        static KEY: OnceLock<RandomState> = OnceLock::new();
+        KEY.get_or_init(RandomState::new).build_hasher()
+    }
+}
+
+/// A map of the tree's, hashed with the [`SharedKey`].
+type Map<K, V> = HashMap<K, V, SharedKey>;
+
+/// One client's filters, as subscribed, with their options: most clients
+/// have one, kept inline in the client's entry; more spill to the heap.
+/// Searched linearly (at most [`TreeLimits::max_filters_per_client`]), and
+/// only on SUBSCRIBE and UNSUBSCRIBE, never when a message is routed.
+type Filters = SmallVec<[(Box<str>, Stored); 1]>;
+
 /// The members of one shared subscription (a group name on one filter).
 #[derive(Debug, Default)]
 struct Group {
-    members: Vec<(Arc<str>, Subscription)>,
+    members: Vec<(Arc<str>, Stored)>,
     /// The member the next message goes to (modulo the count); a cell so
     /// that matching needs no exclusive access to the tree.
     next: Cell<usize>,
@@ -146,11 +213,11 @@ struct Group {
 
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: Map<Box<str>, Node>,
     /// Ordinary subscriptions whose filter ends here.
-    subscribers: HashMap<Arc<str>, Subscription>,
+    subscribers: Map<Arc<str>, Stored>,
     /// Shared subscriptions whose filter ends here, by group name.
-    groups: HashMap<Box<str>, Group>,
+    groups: Map<Box<str>, Group>,
 }
 
 impl Node {
@@ -177,7 +244,7 @@ fn split_share(filter: &str) -> Result<(Option<&str>, &str), SubscribeError> {
 pub struct Tree {
     root: Node,
     /// Each client's filters, as subscribed (shared ones with their prefix).
-    clients: HashMap<Arc<str>, HashMap<Box<str>, Subscription>>,
+    clients: Map<Arc<str>, Filters>,
     total: usize,
     /// The [`charge`] of every subscription held.
     bytes: usize,
@@ -203,9 +270,15 @@ impl Tree {
         self.total == 0
     }
 
-    /// The client's subscriptions, by filter as subscribed.
-    pub fn subscriptions_of(&self, client_id: &str) -> Option<&HashMap<Box<str>, Subscription>> {
-        self.clients.get(client_id)
+    /// The client's subscriptions, by filter as subscribed, in no
+    /// particular order.
+    pub fn subscriptions_of(
+        &self,
+        client_id: &str,
+    ) -> Option<impl Iterator<Item = (&str, Subscription)> + '_> {
+        self.clients
+            .get(client_id)
+            .map(|f| f.iter().map(|(filter, sub)| (&**filter, sub.get())))
     }
 
     /// Stores (or replaces, MQTT-3.8.4-3) the client's subscription to
@@ -224,9 +297,9 @@ impl Tree {
         let existed = self
             .clients
             .get(client_id)
-            .is_some_and(|f| f.contains_key(filter));
+            .is_some_and(|f| f.iter().any(|(k, _)| **k == *filter));
         if !existed {
-            let count = self.clients.get(client_id).map_or(0, HashMap::len);
+            let count = self.clients.get(client_id).map_or(0, SmallVec::len);
             if count >= self.limits.max_filters_per_client {
                 return Err(SubscribeError::ClientFull);
             }
@@ -241,6 +314,7 @@ impl Tree {
             Some((k, _)) => Arc::clone(k),
             None => Arc::from(client_id),
         };
+        let sub = Stored::from(sub);
         let mut node = &mut self.root;
         for level in path.split('/') {
             node = node.children.entry(Box::from(level)).or_default();
@@ -257,10 +331,11 @@ impl Tree {
                 }
             }
         }
-        self.clients
-            .entry(client)
-            .or_default()
-            .insert(Box::from(filter), sub);
+        let filters = self.clients.entry(client).or_default();
+        match filters.iter_mut().find(|(k, _)| **k == *filter) {
+            Some(entry) => entry.1 = sub,
+            None => filters.push((Box::from(filter), sub)),
+        }
         if !existed {
             self.total += 1;
             self.bytes += charge(filter);
@@ -274,11 +349,15 @@ impl Tree {
         let Some(filters) = self.clients.get_mut(client_id) else {
             return false;
         };
-        if filters.remove(filter).is_none() {
+        let Some(at) = filters.iter().position(|(k, _)| **k == *filter) else {
             return false;
-        }
+        };
+        filters.swap_remove(at);
         if filters.is_empty() {
             self.clients.remove(client_id);
+        } else if filters.len().saturating_mul(4) < filters.capacity() {
+            // A client that had many and now has few gives the room back.
+            filters.shrink_to_fit();
         }
         self.total -= 1;
         self.bytes -= charge(filter);
@@ -295,7 +374,7 @@ impl Tree {
         let Some(filters) = self.clients.remove(client_id) else {
             return 0;
         };
-        for filter in filters.keys() {
+        for (filter, _) in &filters {
             self.bytes -= charge(filter);
             if let Ok((group, path)) = split_share(filter) {
                 let levels: Vec<&str> = path.split('/').collect();
@@ -332,7 +411,7 @@ impl Tree {
         let dollar = levels.first().is_some_and(|l| l.starts_with('$'));
         walk.node(&self.root, &levels, dollar);
         let keep =
-            |(client, sub): (&Arc<str>, &Subscription)| !(sub.no_local && **client == *publisher);
+            |(client, sub): (&Arc<str>, &Stored)| !(sub.get().no_local && **client == *publisher);
         let mut out: Vec<Match> = match walk.ends.as_slice() {
             // One filter node matched (the usual case): no client can
             // appear twice.
@@ -348,6 +427,7 @@ impl Tree {
                     match merged.entry(client) {
                         Entry::Occupied(mut e) => {
                             let m = e.get_mut();
+                            let sub = sub.get();
                             m.qos = m.qos.max(sub.qos);
                             m.retain_as_published |= sub.retain_as_published;
                             m.subscription_ids.extend(sub.id);
@@ -366,7 +446,8 @@ impl Tree {
 }
 
 impl Match {
-    fn of(client: &Arc<str>, sub: &Subscription, shared: bool) -> Match {
+    fn of(client: &Arc<str>, sub: &Stored, shared: bool) -> Match {
+        let sub = sub.get();
         Match {
             client_id: Arc::clone(client),
             qos: sub.qos,
@@ -409,7 +490,7 @@ fn remove(node: &mut Node, levels: &[&str], client_id: &str, group: Option<&str>
 /// One match in progress: the ordinary subscribers of every filter node
 /// that matches, and the shared groups' picks.
 struct Walk<'t, 'a> {
-    ends: Vec<&'t HashMap<Arc<str>, Subscription>>,
+    ends: Vec<&'t Map<Arc<str>, Stored>>,
     shared: Vec<Match>,
     available: &'a dyn Fn(&str) -> bool,
 }
@@ -812,6 +893,28 @@ mod tests {
         tree.subscribe("c", &long, sub(QoS::AtMostOnce)).unwrap();
         assert_eq!(tree.remove_client("b") + tree.remove_client("c"), 2);
         assert_eq!(tree.bytes, 0);
+    }
+
+    #[test]
+    fn a_subscription_is_kept_whole_in_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Stored>(), 8);
+        assert_eq!(std::mem::size_of::<(Arc<str>, Stored)>(), 24);
+        assert_eq!(std::mem::size_of::<Filters>(), 32);
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            for id in [None, Some(0), Some(1), Some(268_435_455), Some(u32::MAX)] {
+                for (no_local, retain_as_published) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
+                    let s = Subscription {
+                        qos,
+                        no_local,
+                        retain_as_published,
+                        id,
+                    };
+                    assert_eq!(Stored::from(s).get(), s);
+                }
+            }
+        }
     }
 
     fn level() -> impl Strategy<Value = String> {
