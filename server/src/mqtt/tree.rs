@@ -196,11 +196,15 @@ impl BuildHasher for SharedKey {
 /// A map of the tree's, hashed with the [`SharedKey`].
 type Map<K, V> = HashMap<K, V, SharedKey>;
 
-/// One client's filters, as subscribed, with their options: most clients
-/// have one, kept inline in the client's entry; more spill to the heap.
-/// Searched linearly (at most [`TreeLimits::max_filters_per_client`]), and
-/// only on SUBSCRIBE and UNSUBSCRIBE, never when a message is routed.
-type Filters = SmallVec<[(Box<str>, Stored); 1]>;
+/// One client's filters, as subscribed, each with where its subscription
+/// sits: for an ordinary filter, its index in the node's
+/// [`Node::subscribers`] (set right again whenever the entry moves); for a
+/// shared one, nothing (0: its group is searched for the client). The
+/// options live in the trie only. Most clients have one filter, kept inline
+/// in the client's entry; more spill to the heap. Searched linearly (at
+/// most [`TreeLimits::max_filters_per_client`]), and only on SUBSCRIBE and
+/// UNSUBSCRIBE, never when a message is routed.
+type Filters = SmallVec<[(Box<str>, usize); 1]>;
 
 /// The members of one shared subscription (a group name on one filter).
 #[derive(Debug, Default)]
@@ -214,8 +218,12 @@ struct Group {
 #[derive(Debug, Default)]
 struct Node {
     children: Map<Box<str>, Node>,
-    /// Ordinary subscriptions whose filter ends here.
-    subscribers: Map<Arc<str>, Stored>,
+    /// Ordinary subscriptions whose filter ends here, one per client, in no
+    /// order: a list rather than a table (24 bytes an entry, no control
+    /// bytes, no load factor), since each client's [`Filters`] entry knows
+    /// its index; a removal swaps the last entry into the hole and fixes
+    /// that entry's index.
+    subscribers: Vec<(Arc<str>, Stored)>,
     /// Shared subscriptions whose filter ends here, by group name.
     groups: Map<Box<str>, Group>,
 }
@@ -272,13 +280,35 @@ impl Tree {
 
     /// The client's subscriptions, by filter as subscribed, in no
     /// particular order.
-    pub fn subscriptions_of(
-        &self,
-        client_id: &str,
-    ) -> Option<impl Iterator<Item = (&str, Subscription)> + '_> {
-        self.clients
-            .get(client_id)
-            .map(|f| f.iter().map(|(filter, sub)| (&**filter, sub.get())))
+    pub fn subscriptions_of<'a>(
+        &'a self,
+        client_id: &'a str,
+    ) -> Option<impl Iterator<Item = (&'a str, Subscription)> + 'a> {
+        self.clients.get(client_id).map(move |f| {
+            f.iter().filter_map(move |(filter, at)| {
+                let sub = self.stored(client_id, filter, *at)?;
+                Some((&**filter, sub.get()))
+            })
+        })
+    }
+
+    /// The options of the client's subscription to `filter` (as
+    /// subscribed), kept at index `at` of its node if it is ordinary.
+    fn stored(&self, client_id: &str, filter: &str, at: usize) -> Option<Stored> {
+        let (group, path) = split_share(filter).ok()?;
+        let node = path
+            .split('/')
+            .try_fold(&self.root, |node, level| node.children.get(level))?;
+        match group {
+            None => node.subscribers.get(at).map(|(_, sub)| *sub),
+            Some(g) => node
+                .groups
+                .get(g)?
+                .members
+                .iter()
+                .find(|(c, _)| **c == *client_id)
+                .map(|(_, sub)| *sub),
+        }
     }
 
     /// Stores (or replaces, MQTT-3.8.4-3) the client's subscription to
@@ -294,10 +324,12 @@ impl Tree {
         if path.split('/').nth(self.limits.max_levels).is_some() {
             return Err(SubscribeError::TooDeep);
         }
-        let existed = self
+        let held = self
             .clients
             .get(client_id)
-            .is_some_and(|f| f.iter().any(|(k, _)| **k == *filter));
+            .and_then(|f| f.iter().find(|(k, _)| **k == *filter))
+            .map(|(_, at)| *at);
+        let existed = held.is_some();
         if !existed {
             let count = self.clients.get(client_id).map_or(0, SmallVec::len);
             if count >= self.limits.max_filters_per_client {
@@ -319,10 +351,21 @@ impl Tree {
         for level in path.split('/') {
             node = node.children.entry(Box::from(level)).or_default();
         }
+        let mut at = 0;
         match group {
-            None => {
-                node.subscribers.insert(Arc::clone(&client), sub);
-            }
+            None => match held {
+                Some(held) => {
+                    if let Some(entry) = node.subscribers.get_mut(held) {
+                        debug_assert!(entry.0 == client);
+                        entry.1 = sub;
+                    }
+                    at = held;
+                }
+                None => {
+                    at = node.subscribers.len();
+                    node.subscribers.push((Arc::clone(&client), sub));
+                }
+            },
             Some(g) => {
                 let group = node.groups.entry(Box::from(g)).or_default();
                 match group.members.iter_mut().find(|(c, _)| **c == *client) {
@@ -331,12 +374,9 @@ impl Tree {
                 }
             }
         }
-        let filters = self.clients.entry(client).or_default();
-        match filters.iter_mut().find(|(k, _)| **k == *filter) {
-            Some(entry) => entry.1 = sub,
-            None => filters.push((Box::from(filter), sub)),
-        }
         if !existed {
+            let filters = self.clients.entry(client).or_default();
+            filters.push((Box::from(filter), at));
             self.total += 1;
             self.bytes += charge(filter);
         }
@@ -349,10 +389,10 @@ impl Tree {
         let Some(filters) = self.clients.get_mut(client_id) else {
             return false;
         };
-        let Some(at) = filters.iter().position(|(k, _)| **k == *filter) else {
+        let Some(i) = filters.iter().position(|(k, _)| **k == *filter) else {
             return false;
         };
-        filters.swap_remove(at);
+        let (_, at) = filters.swap_remove(i);
         if filters.is_empty() {
             self.clients.remove(client_id);
         } else if filters.len().saturating_mul(4) < filters.capacity() {
@@ -361,11 +401,36 @@ impl Tree {
         }
         self.total -= 1;
         self.bytes -= charge(filter);
-        if let Ok((group, path)) = split_share(filter) {
-            let levels: Vec<&str> = path.split('/').collect();
-            remove(&mut self.root, &levels, client_id, group);
-        }
+        self.take_off(client_id, filter, at);
         true
+    }
+
+    /// Takes the client's subscription to `filter` (as subscribed, at index
+    /// `at` if ordinary) off the trie, and sets right the index of the
+    /// entry that moved into its place.
+    fn take_off(&mut self, client_id: &str, filter: &str, at: usize) {
+        let Ok((group, path)) = split_share(filter) else {
+            return;
+        };
+        let levels: Vec<&str> = path.split('/').collect();
+        let mut moved = None;
+        let place = Place {
+            client_id,
+            group,
+            at,
+        };
+        remove(&mut self.root, &levels, &place, &mut moved);
+        // The moved entry is another client's subscription to this same
+        // (ordinary) filter.
+        if let Some(other) = moved {
+            let entry = self
+                .clients
+                .get_mut(&*other)
+                .and_then(|f| f.iter_mut().find(|(k, _)| **k == *filter));
+            if let Some(entry) = entry {
+                entry.1 = at;
+            }
+        }
     }
 
     /// Removes every subscription of the client (its session ended);
@@ -374,12 +439,9 @@ impl Tree {
         let Some(filters) = self.clients.remove(client_id) else {
             return 0;
         };
-        for (filter, _) in &filters {
+        for (filter, at) in &filters {
             self.bytes -= charge(filter);
-            if let Ok((group, path)) = split_share(filter) {
-                let levels: Vec<&str> = path.split('/').collect();
-                remove(&mut self.root, &levels, client_id, group);
-            }
+            self.take_off(client_id, filter, *at);
         }
         self.total -= filters.len();
         filters.len()
@@ -411,19 +473,19 @@ impl Tree {
         let dollar = levels.first().is_some_and(|l| l.starts_with('$'));
         walk.node(&self.root, &levels, dollar);
         let keep =
-            |(client, sub): (&Arc<str>, &Stored)| !(sub.get().no_local && **client == *publisher);
+            |(client, sub): &&(Arc<str>, Stored)| !(sub.get().no_local && **client == *publisher);
         let mut out: Vec<Match> = match walk.ends.as_slice() {
             // One filter node matched (the usual case): no client can
             // appear twice.
             [only] => only
                 .iter()
-                .filter(|e| keep(*e))
+                .filter(keep)
                 .map(|(client, sub)| Match::of(client, sub, false))
                 .collect(),
             ends => {
                 let total = ends.iter().map(|m| m.len()).sum();
                 let mut merged: HashMap<&Arc<str>, Match> = HashMap::with_capacity(total);
-                for (client, sub) in ends.iter().flat_map(|m| m.iter()).filter(|e| keep(*e)) {
+                for (client, sub) in ends.iter().flat_map(|m| m.iter()).filter(keep) {
                     match merged.entry(client) {
                         Entry::Occupied(mut e) => {
                             let m = e.get_mut();
@@ -458,13 +520,41 @@ impl Match {
     }
 }
 
-/// Takes `client_id`'s subscription off the node at `levels` and prunes the
-/// nodes it leaves empty; whether `node` is empty afterwards.
-fn remove(node: &mut Node, levels: &[&str], client_id: &str, group: Option<&str>) -> bool {
+/// Where a subscription sits at the end of its filter's levels.
+struct Place<'a> {
+    client_id: &'a str,
+    /// The share group, for a shared subscription.
+    group: Option<&'a str>,
+    /// The index in [`Node::subscribers`], for an ordinary one.
+    at: usize,
+}
+
+/// Takes the subscription at `place` off the node at `levels` and prunes
+/// the nodes it leaves empty; whether `node` is empty afterwards. `moved`
+/// gets the client whose ordinary entry moved into the freed index.
+fn remove(
+    node: &mut Node,
+    levels: &[&str],
+    place: &Place<'_>,
+    moved: &mut Option<Arc<str>>,
+) -> bool {
+    let Place {
+        client_id,
+        group,
+        at,
+    } = *place;
     match levels.split_first() {
         None => match group {
             None => {
-                node.subscribers.remove(client_id);
+                let subscribers = &mut node.subscribers;
+                if subscribers.get(at).is_some_and(|(c, _)| &**c == client_id) {
+                    subscribers.swap_remove(at);
+                    *moved = subscribers.get(at).map(|(c, _)| Arc::clone(c));
+                    if subscribers.len().saturating_mul(4) < subscribers.capacity() {
+                        // Many left: the room goes back.
+                        subscribers.shrink_to_fit();
+                    }
+                }
             }
             Some(g) => {
                 if let Entry::Occupied(mut e) = node.groups.entry(Box::from(g)) {
@@ -478,7 +568,7 @@ fn remove(node: &mut Node, levels: &[&str], client_id: &str, group: Option<&str>
         },
         Some((level, rest)) => {
             if let Some(child) = node.children.get_mut(*level) {
-                if remove(child, rest, client_id, group) {
+                if remove(child, rest, place, moved) {
                     node.children.remove(*level);
                 }
             }
@@ -490,7 +580,7 @@ fn remove(node: &mut Node, levels: &[&str], client_id: &str, group: Option<&str>
 /// One match in progress: the ordinary subscribers of every filter node
 /// that matches, and the shared groups' picks.
 struct Walk<'t, 'a> {
-    ends: Vec<&'t Map<Arc<str>, Stored>>,
+    ends: Vec<&'t [(Arc<str>, Stored)]>,
     shared: Vec<Match>,
     available: &'a dyn Fn(&str) -> bool,
 }
@@ -572,6 +662,7 @@ fn filter_matches(filter: &str, topic: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     fn sub(qos: QoS) -> Subscription {
         Subscription::at(qos)
@@ -899,6 +990,7 @@ mod tests {
     fn a_subscription_is_kept_whole_in_eight_bytes() {
         assert_eq!(std::mem::size_of::<Stored>(), 8);
         assert_eq!(std::mem::size_of::<(Arc<str>, Stored)>(), 24);
+        assert_eq!(std::mem::size_of::<(Box<str>, usize)>(), 24);
         assert_eq!(std::mem::size_of::<Filters>(), 32);
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
             for id in [None, Some(0), Some(1), Some(268_435_455), Some(u32::MAX)] {
@@ -943,7 +1035,98 @@ mod tests {
             })
     }
 
+    /// What a client does to the tree in the model check below.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Subscribe(u8, String, u8),
+        Unsubscribe(u8, String),
+        Leave(u8),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u8..4, filter(), 0u8..3).prop_map(|(c, f, q)| Step::Subscribe(c, f, q)),
+            2 => (0u8..4, filter()).prop_map(|(c, f)| Step::Unsubscribe(c, f)),
+            1 => (0u8..4).prop_map(Step::Leave),
+        ]
+    }
+
     proptest! {
+        /// Subscribing, unsubscribing and leaving in any order: the entries
+        /// that move in a node's list keep their client's index right, so
+        /// the trie gives what a plain list of subscriptions gives.
+        #[test]
+        fn trie_keeps_agreeing_as_subscribers_come_and_go(
+            steps in prop::collection::vec(step(), 0..40),
+            topics in prop::collection::vec(topic(), 1..4),
+        ) {
+            let mut tree = Tree::default();
+            let mut model: BTreeMap<(String, String), (u8, u32)> = BTreeMap::new();
+            for (i, s) in steps.iter().enumerate() {
+                let id = u32::try_from(i).unwrap() + 1;
+                match s {
+                    Step::Subscribe(c, f, q) => {
+                        let client = format!("c{c}");
+                        let qos = QoS::from_u8(*q).unwrap();
+                        let replaced = tree.subscribe(&client, f, with_id(qos, id)).unwrap();
+                        let old = model.insert((client, f.clone()), (*q, id));
+                        prop_assert_eq!(replaced, old.is_some());
+                    }
+                    Step::Unsubscribe(c, f) => {
+                        let client = format!("c{c}");
+                        let held = model.remove(&(client.clone(), f.clone())).is_some();
+                        prop_assert_eq!(tree.unsubscribe(&client, f), held);
+                    }
+                    Step::Leave(c) => {
+                        let client = format!("c{c}");
+                        let before = model.len();
+                        model.retain(|(k, _), _| *k != client);
+                        prop_assert_eq!(tree.remove_client(&client), before - model.len());
+                    }
+                }
+                prop_assert_eq!(tree.len(), model.len());
+            }
+            for c in 0..4 {
+                let client = format!("c{c}");
+                let mut held: Vec<(String, u8, u32)> = tree
+                    .subscriptions_of(&client)
+                    .into_iter()
+                    .flatten()
+                    .map(|(f, s)| (f.to_owned(), s.qos as u8, s.id.unwrap()))
+                    .collect();
+                held.sort();
+                let want: Vec<(String, u8, u32)> = model
+                    .iter()
+                    .filter(|((k, _), _)| *k == client)
+                    .map(|((_, f), (q, id))| (f.clone(), *q, *id))
+                    .collect();
+                prop_assert_eq!(held, want);
+            }
+            for t in &topics {
+                let mut expected: BTreeMap<String, (u8, Vec<u32>)> = BTreeMap::new();
+                for ((client, f), (q, id)) in &model {
+                    if filter_matches(f, t) {
+                        let e = expected.entry(client.clone()).or_insert((0, Vec::new()));
+                        e.0 = e.0.max(*q);
+                        e.1.push(*id);
+                    }
+                }
+                let expected: Vec<(String, u8, Vec<u32>)> = expected
+                    .into_iter()
+                    .map(|(c, (q, mut ids))| {
+                        ids.sort_unstable();
+                        (c, q, ids)
+                    })
+                    .collect();
+                prop_assert_eq!(hits(&mut tree, t, "p"), expected, "topic {}", t);
+            }
+            for c in 0..4 {
+                tree.remove_client(&format!("c{c}"));
+            }
+            prop_assert!(tree.root.is_empty());
+            prop_assert_eq!(tree.bytes, 0);
+        }
+
         #[test]
         fn trie_agrees_with_the_level_by_level_matcher(
             filters in prop::collection::vec((filter(), 0u8..3), 0..12),
