@@ -259,14 +259,16 @@ pub struct SubAck {
     pub codes: Bytes,
 }
 
-/// MQTT 5.0 SUBACK reason codes.
-const SUBACK_V5: &[u8] = &[
+/// MQTT 5.0 SUBACK reason codes (also what the session registry lets a
+/// broker answer).
+pub(crate) const SUBACK_V5: &[u8] = &[
     0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2,
 ];
 /// MQTT 3.1.1 SUBACK return codes.
 const SUBACK_V311: &[u8] = &[0x00, 0x01, 0x02, 0x80];
-/// MQTT 5.0 UNSUBACK reason codes.
-const UNSUBACK_V5: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
+/// MQTT 5.0 UNSUBACK reason codes (also what the session registry lets a
+/// broker answer).
+pub(crate) const UNSUBACK_V5: &[u8] = &[0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91];
 
 /// Reads the rest as reason codes, each in `allowed`.
 fn codes(r: &mut Reader<'_>, allowed: &[u8], packet: PacketType) -> Result<Bytes, Violation> {

@@ -444,7 +444,7 @@ impl Broker {
 
     /// Writes each connection its outbox as one batch: a socket with one
     /// `writev`, a WebSocket task through its outbox. A connection that has
-    /// [`conn_bytes`](super::conn::conn_bytes) bytes waiting (or, over
+    /// [`conn_bytes`] bytes waiting (or, over
     /// WebSocket, [`MQTT_CONN_QUEUE`](super::conn::MQTT_CONN_QUEUE)
     /// batches) does not keep up: the codec closes it as a full queue
     /// (`Registry::outbound_full`, MESSAGE_QUEUE_LIMIT_REACHED, 0x97 when

@@ -4,7 +4,7 @@
 //! Reads go into the loop's one buffer. What the broker has for the
 //! connection in one loop turn is written with one `writev`; only what the
 //! socket would not take stays, in a buffer bounded by
-//! [`conn_bytes`](super::conn::conn_bytes), and past that bound the
+//! [`conn_bytes`](super::channel::conn_bytes), and past that bound the
 //! connection does not keep up and is closed (the registry's
 //! `outbound_full`, 0x97).
 

@@ -19,6 +19,7 @@ use super::inflight::{Acked, Resend, Stage};
 use super::queue::Queued;
 use super::state::{message_of, min_qos, Alias, PendingWill, Session};
 use super::table::{Keyed, Table};
+use crate::mqtt::subscribe::{SUBACK_V5, UNSUBACK_V5};
 use crate::mqtt::{
     v311_connack_code, Ack, ConnAck, Decoder, Disconnect, MqttFault, Packet, PacketType,
     Properties, Property, PropertyId, Publish, QoS, Str, SubAck, UnsubAck, Version,
@@ -1009,7 +1010,7 @@ impl<R: RandomSource> Registry<R> {
         for &c in codes {
             match c {
                 0x00..=0x02 if c > max => return Err(AnswerError::AboveMaximumQos(c)),
-                0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2 => {}
+                _ if SUBACK_V5.contains(&c) => {}
                 _ => return Err(AnswerError::BadCode(c)),
             }
         }
@@ -1042,10 +1043,7 @@ impl<R: RandomSource> Registry<R> {
         packet_id: u16,
         codes: &[u8],
     ) -> Result<(), AnswerError> {
-        if let Some(&c) = codes
-            .iter()
-            .find(|&&c| !matches!(c, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91))
-        {
+        if let Some(&c) = codes.iter().find(|c| !UNSUBACK_V5.contains(c)) {
             return Err(AnswerError::BadCode(c));
         }
         let (conn, version) =
