@@ -5,7 +5,8 @@ Each broker is started afresh on 127.0.0.1; its VmRSS is read before the
 first connection and again once N raw clients have connected (a bare
 CONNECT: clean session, keep alive 60 s, nothing else, CONNACK read) and
 stayed idle for a moment. Prints the growth over N for each broker, and the
-ratio. Only the standard library: the clients are plain sockets, so that
+ratio, twice: for VmRSS, and for RssAnon, its anonymous part, which leaves
+out the executable's code that the first clients page in once. Only the standard library: the clients are plain sockets, so that
 only the broker is measured.
 
     bench/mqtt-idle-memory.py [--clients 3000] [--version 311|5]
@@ -33,12 +34,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def rss_kib(pid):
+def memory_kib(pid):
+    """(VmRSS, RssAnon) of a process, in KiB: all it has resident, and the
+    anonymous part of it (heap, stacks), without the file-backed pages of
+    its executable and libraries."""
+    fields = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon"):
+                fields[name] = int(value.split()[0])
+    if len(fields) != 2:
+        raise RuntimeError(f"no VmRSS/RssAnon for {pid}")
+    return fields["VmRSS"], fields["RssAnon"]
 
 
 def mqtt_string(text):
@@ -93,7 +101,7 @@ def measure(broker, args, workdir):
     proc, port = start(broker, args.binary, workdir)
     clients = []
     try:
-        before = rss_kib(proc.pid)
+        before = memory_kib(proc.pid)
         for i in range(args.clients):
             s = socket.create_connection(("127.0.0.1", port), CONNACK_WAIT_S)
             s.sendall(connect_packet(f"idle-{i}", args.version))
@@ -107,7 +115,7 @@ def measure(broker, args, workdir):
                 raise RuntimeError(f"{broker} refused client {i}: {ack.hex()}")
             clients.append(s)
         time.sleep(SETTLE_S)
-        idle = rss_kib(proc.pid)
+        idle = memory_kib(proc.pid)
     finally:
         for s in clients:
             s.close()
@@ -117,7 +125,8 @@ def measure(broker, args, workdir):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return before, idle, (idle - before) * 1024 // args.clients
+    per = tuple((i - b) * 1024 // args.clients for b, i in zip(before, idle))
+    return before, idle, per
 
 
 def main():
@@ -132,11 +141,14 @@ def main():
         for broker in args.brokers.split(","):
             before, idle, per = measure(broker, args, workdir)
             results[broker] = per
-            print(f"{broker}: VmRSS {before} KiB before, {idle} KiB with "
-                  f"{args.clients} idle {args.version} clients: {per} B per connection")
-    if len(results) == 2 and results.get("mosquitto"):
-        print(f"ratio sessionwire / mosquitto: "
-              f"{results['sessionwire'] / results['mosquitto']:.2f}")
+            print(f"{broker}: VmRSS {before[0]} KiB before, {idle[0]} KiB with "
+                  f"{args.clients} idle {args.version} clients: {per[0]} B per connection; "
+                  f"anonymous (RssAnon) {before[1]} KiB before, {idle[1]} KiB: "
+                  f"{per[1]} B per connection")
+    if len(results) == 2 and all(results.get("mosquitto", (0, 0))):
+        s, m = results["sessionwire"], results["mosquitto"]
+        print(f"ratio sessionwire / mosquitto: {s[0] / m[0]:.2f} (VmRSS), "
+              f"{s[1] / m[1]:.2f} (anonymous)")
     return 0
 
 

@@ -6,7 +6,10 @@
 # each N in CONNS. Each broker is started afresh for every row, so that its
 # memory before the ramp is a clean baseline. Prints one Markdown table:
 # delivered messages/s, p50/p99 latency, messages lost and the broker's
-# memory per idle connection, with the ratios ours/mosquitto.
+# memory per idle connection, with the ratios ours/mosquitto. Memory is
+# given twice: the growth of VmRSS (everything resident), and of RssAnon,
+# its anonymous part (heap, stacks), which leaves out the executable's code
+# that a broker's first clients page in once.
 #
 # Environment (defaults in brackets):
 #   CONNS ["1000 10000"]   N of each row
@@ -127,7 +130,8 @@ row() {
     stop_broker
     [ -s "$OUT/$tag.json" ] || echo '{}' >"$OUT/$tag.json"
     jq -c --arg t "$tag" '{row: $t, messages_per_s, lost, connected, dropped,
-        p50: .latency_us.p50, p99: .latency_us.p99, idle: .idle_bytes_per_connection}' \
+        p50: .latency_us.p50, p99: .latency_us.p99, idle: .idle_bytes_per_connection,
+        anon: .idle_anon_bytes_per_connection}' \
         "$OUT/$tag.json" >&2
 }
 
@@ -145,8 +149,8 @@ done
 echo
 echo "MQTT $VERSION, ${DURATION} s per row, payload $PAYLOAD B, window $WINDOW_IN (fan-in) / $WINDOW_OUT (fan-out); results in $OUT"
 echo
-echo "| pattern | QoS | N | msgs/s sessionwire | msgs/s mosquitto | ratio | p50 / p99 ms sessionwire | p50 / p99 ms mosquitto | lost s / m | B per idle conn s / m | ratio |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| pattern | QoS | N | msgs/s sessionwire | msgs/s mosquitto | ratio | p50 / p99 ms sessionwire | p50 / p99 ms mosquitto | lost s / m | B per idle conn s / m | ratio | anon B per idle conn s / m | ratio |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for n in $CONNS; do
     for pattern in $PATTERNS; do
         for q in $QOS; do
@@ -161,7 +165,7 @@ for n in $CONNS; do
                 def ratio(a; b): if a == null or b == null or b == 0 then "-"
                                  else (a / b * 100 | round / 100 | tostring) end;
                 $s[0] as $s | $m[0] as $m |
-                "| \($p) | \($q) | \($n) | \($s.messages_per_s | num) | \($m.messages_per_s | num) | \(ratio($s.messages_per_s; $m.messages_per_s)) | \($s.latency_us.p50 | ms) / \($s.latency_us.p99 | ms) | \($m.latency_us.p50 | ms) / \($m.latency_us.p99 | ms) | \($s.lost // "-") / \($m.lost // "-") | \($s.idle_bytes_per_connection // "-") / \($m.idle_bytes_per_connection // "-") | \(ratio($s.idle_bytes_per_connection; $m.idle_bytes_per_connection)) |"'
+                "| \($p) | \($q) | \($n) | \($s.messages_per_s | num) | \($m.messages_per_s | num) | \(ratio($s.messages_per_s; $m.messages_per_s)) | \($s.latency_us.p50 | ms) / \($s.latency_us.p99 | ms) | \($m.latency_us.p50 | ms) / \($m.latency_us.p99 | ms) | \($s.lost // "-") / \($m.lost // "-") | \($s.idle_bytes_per_connection // "-") / \($m.idle_bytes_per_connection // "-") | \(ratio($s.idle_bytes_per_connection; $m.idle_bytes_per_connection)) | \($s.idle_anon_bytes_per_connection // "-") / \($m.idle_anon_bytes_per_connection // "-") | \(ratio($s.idle_anon_bytes_per_connection; $m.idle_anon_bytes_per_connection)) |"'
         done
     done
 done

@@ -74,6 +74,10 @@ pub struct ProcessMemory {
     pub rss_kib: u64,
     /// VmHWM: the resident peak so far.
     pub hwm_kib: u64,
+    /// RssAnon: the resident part that is anonymous memory (heap, stacks,
+    /// buffers), without the file-backed pages of the executable and its
+    /// libraries; `None` on kernels that do not report it (before 4.5).
+    pub anon_kib: Option<u64>,
 }
 
 impl ProcessMemory {
@@ -102,7 +106,13 @@ impl ProcessMemory {
         Some(ProcessMemory {
             rss_kib: field("VmRSS:")?,
             hwm_kib: field("VmHWM:")?,
+            anon_kib: field("RssAnon:"),
         })
+    }
+
+    /// The memory as a JSON object (KiB).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"rss_kib": self.rss_kib, "hwm_kib": self.hwm_kib, "anon_kib": self.anon_kib})
     }
 }
 
@@ -173,8 +183,13 @@ pub fn per_second(count: u64, elapsed: Duration) -> f64 {
 /// Growth of a process's resident memory from `before` to `kib`, in bytes,
 /// per one of `n` things (sessions, connections) held.
 pub fn bytes_per(before: Option<ProcessMemory>, kib: Option<u64>, n: usize) -> Option<u64> {
+    growth_per(before.map(|m| m.rss_kib), kib, n)
+}
+
+/// Growth from `before` KiB to `after` KiB, in bytes, per one of `n`.
+pub fn growth_per(before: Option<u64>, after: Option<u64>, n: usize) -> Option<u64> {
     let n = u64::try_from(n.max(1)).ok()?;
-    Some(kib?.saturating_sub(before?.rss_kib) * 1024 / n)
+    Some(after?.saturating_sub(before?) * 1024 / n)
 }
 
 /// What a load run saw.
@@ -248,9 +263,7 @@ impl Report {
 
     /// The report as a JSON object.
     pub fn to_json(&self) -> serde_json::Value {
-        let mem = |m: Option<ProcessMemory>| {
-            m.map(|m| serde_json::json!({"rss_kib": m.rss_kib, "hwm_kib": m.hwm_kib}))
-        };
+        let mem = |m: Option<ProcessMemory>| m.map(|m| m.to_json());
         serde_json::json!({
             "requested": self.requested,
             "connected": self.connected,
@@ -678,11 +691,18 @@ mod tests {
             ProcessMemory::parse(text),
             Some(ProcessMemory {
                 rss_kib: 4096,
-                hwm_kib: 5120
+                hwm_kib: 5120,
+                anon_kib: None,
             })
         );
+        let text = format!("{text}RssAnon:\t    1024 kB\nRssFile:\t    3072 kB\n");
+        assert_eq!(
+            ProcessMemory::parse(&text).and_then(|m| m.anon_kib),
+            Some(1024)
+        );
         assert_eq!(ProcessMemory::parse("Name:\tx\n"), None);
-        assert!(ProcessMemory::of(std::process::id()).is_some());
+        let own = ProcessMemory::of(std::process::id()).expect("this process's status");
+        assert!(own.anon_kib.is_some_and(|a| a > 0 && a <= own.rss_kib));
     }
 
     #[test]

@@ -42,7 +42,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
-use crate::load::{bytes_per, per_second, raise_fd_limit, LoadError, Percentiles, ProcessMemory};
+use crate::load::{
+    bytes_per, growth_per, per_second, raise_fd_limit, LoadError, Percentiles, ProcessMemory,
+};
 
 /// Who publishes to whom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +182,19 @@ impl MqttReport {
         )
     }
 
+    /// The broker's anonymous memory per idle connection, in bytes: growth
+    /// of RssAnon from before the ramp to the idle point, over the
+    /// connections. Unlike [`idle_bytes_per_connection`](Self::idle_bytes_per_connection)
+    /// it leaves out the executable's code, which the first connections page
+    /// in once (BENCHMARKS.md, "What the first clients page in").
+    pub fn idle_anon_bytes_per_connection(&self) -> Option<u64> {
+        growth_per(
+            self.server_before.and_then(|m| m.anon_kib),
+            self.server_idle.and_then(|m| m.anon_kib),
+            self.connected,
+        )
+    }
+
     /// Whether the run met its bar: every connection up to the end, nothing
     /// lost.
     pub fn is_clean(&self) -> bool {
@@ -188,9 +203,7 @@ impl MqttReport {
 
     /// The report as a JSON object.
     pub fn to_json(&self) -> serde_json::Value {
-        let mem = |m: Option<ProcessMemory>| {
-            m.map(|m| serde_json::json!({"rss_kib": m.rss_kib, "hwm_kib": m.hwm_kib}))
-        };
+        let mem = |m: Option<ProcessMemory>| m.map(|m| m.to_json());
         serde_json::json!({
             "pattern": self.pattern.map(|p| p.to_string()),
             "requested": self.requested,
@@ -209,6 +222,7 @@ impl MqttReport {
             "server_idle": mem(self.server_idle),
             "server_after": mem(self.server_after),
             "idle_bytes_per_connection": self.idle_bytes_per_connection(),
+            "idle_anon_bytes_per_connection": self.idle_anon_bytes_per_connection(),
         })
     }
 }
@@ -246,10 +260,11 @@ impl fmt::Display for MqttReport {
         match (self.server_before, self.server_idle) {
             (Some(b), Some(i)) => write!(
                 f,
-                "broker memory: before {} KiB, idle {} KiB ({} B/connection)",
+                "broker memory: before {} KiB, idle {} KiB ({} B/connection; anonymous {} B/connection)",
                 b.rss_kib,
                 i.rss_kib,
-                self.idle_bytes_per_connection().unwrap_or(0)
+                self.idle_bytes_per_connection().unwrap_or(0),
+                self.idle_anon_bytes_per_connection().unwrap_or(0)
             ),
             _ => write!(f, "broker memory: not read (no --server-pid)"),
         }
