@@ -53,7 +53,7 @@ enum Command {
     /// Run the reference server: WebSocket and HTTP polling on --listen, the
     /// control API on --control. Prints the bound addresses on one stdout
     /// line; stops on SIGINT or SIGTERM (exit 0).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Add a user to a users file (or replace their password): the password
     /// is read from the first line of stdin and stored as an Argon2id hash.
     AddUser(add_user::AddUserArgs),

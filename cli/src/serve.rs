@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use sessionwire::mqtt::session::MqttConfig;
+use sessionwire::mqtt::QoS;
 use sessionwire::session::SessionConfig;
 use sessionwire::Limits;
 use sessionwire_server::{parse_origin, HeaderValue, Server, ServerConfig};
@@ -93,6 +95,77 @@ pub struct ServeArgs {
     /// default: no CORS headers at all.
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = parse_origin)]
     pub allow_origins: Vec<HeaderValue>,
+    /// The MQTT session settings.
+    #[command(flatten)]
+    pub mqtt: MqttArgs,
+}
+
+/// The MQTT session settings of `sessionwire serve`, for both MQTT
+/// listeners (docs/mqtt.md, "Sessions"). The message size, the client limit
+/// and the queue bounds are the options above, shared with the session
+/// protocol.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "MQTT")]
+pub struct MqttArgs {
+    /// QoS 2 PUBLISHes a client may have waiting for their PUBREL (announced
+    /// to 5.0 clients as the receive maximum).
+    #[arg(long, value_name = "N", default_value_t = MqttConfig::default().receive_maximum,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub mqtt_receive_maximum: u16,
+    /// QoS 1 and 2 messages sent to one client and not yet acknowledged
+    /// (the client's own receive maximum lowers it).
+    #[arg(long, value_name = "N", default_value_t = MqttConfig::default().max_inflight,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub mqtt_max_inflight: u16,
+    /// Topic aliases a 5.0 client may set (0: none).
+    #[arg(long, value_name = "N", default_value_t = MqttConfig::default().topic_alias_maximum)]
+    pub mqtt_topic_alias_maximum: u16,
+    /// Topic aliases the server sets on what it sends a 5.0 client, at most
+    /// the client's own maximum (0: none, whole topics always).
+    #[arg(long, value_name = "N", default_value_t = MqttConfig::default().outbound_topic_aliases)]
+    pub mqtt_server_topic_aliases: u16,
+    /// A keep alive in seconds imposed on 5.0 clients, announced as the
+    /// server keep alive (0 turns theirs off). Without it they keep their
+    /// own.
+    #[arg(long, value_name = "SECS")]
+    pub mqtt_server_keep_alive: Option<u16>,
+    /// The longest a session outlives its connection, in seconds: the cap on
+    /// a 5.0 session expiry interval, and the life of a 3.1.1 session
+    /// without clean session.
+    #[arg(long, value_name = "SECS", default_value_t = MqttConfig::default().max_session_expiry)]
+    pub mqtt_max_session_expiry: u32,
+    /// The highest QoS clients may publish with (0, 1 or 2); subscriptions
+    /// are granted at most this.
+    #[arg(long, value_name = "QOS", default_value_t = 2,
+          value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub mqtt_maximum_qos: u8,
+    /// The most sessions kept for offline clients; past it the one offline
+    /// the longest is ended.
+    #[arg(long, value_name = "N", default_value_t = MqttConfig::default().max_sessions)]
+    pub mqtt_max_sessions: usize,
+    /// How long a connection may take to send its whole CONNECT, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub mqtt_connect_timeout: u64,
+}
+
+impl MqttArgs {
+    /// The session layer's settings (its limits and queue bounds are the
+    /// server's, filled in by the server).
+    fn config(&self) -> MqttConfig {
+        MqttConfig {
+            receive_maximum: self.mqtt_receive_maximum,
+            max_inflight: self.mqtt_max_inflight,
+            topic_alias_maximum: self.mqtt_topic_alias_maximum,
+            outbound_topic_aliases: self.mqtt_server_topic_aliases,
+            server_keep_alive: self.mqtt_server_keep_alive,
+            max_session_expiry: self.mqtt_max_session_expiry,
+            maximum_qos: QoS::from_u8(self.mqtt_maximum_qos).unwrap_or(QoS::ExactlyOnce),
+            max_sessions: self.mqtt_max_sessions,
+            connect_timeout: Duration::from_millis(self.mqtt_connect_timeout),
+            ..MqttConfig::default()
+        }
+    }
 }
 
 /// `--mqtt-listen`: an address, or `off`.
@@ -134,6 +207,7 @@ impl ServeArgs {
             events: self.events.clone(),
             allow_origins: self.allow_origins.clone(),
             mqtt_listen: self.mqtt_listen.0,
+            mqtt: self.mqtt.config(),
             limits: self.limits()?,
             session: self.session_config(),
         })
@@ -299,5 +373,73 @@ mod tests {
         let port0 = serve_args(&["--mqtt-listen", "127.0.0.2:0"]);
         assert_eq!(port0.mqtt_listen.0.unwrap().to_string(), "127.0.0.2:0");
         assert!(parse_mqtt_listen("nowhere").is_err());
+    }
+
+    #[test]
+    fn mqtt_settings_default_to_the_session_layer_defaults_and_reach_the_config() {
+        assert_eq!(
+            serve_args(&[]).config().unwrap().mqtt,
+            MqttConfig::default()
+        );
+        let set = serve_args(&[
+            "--mqtt-receive-maximum",
+            "5",
+            "--mqtt-max-inflight",
+            "6",
+            "--mqtt-topic-alias-maximum",
+            "0",
+            "--mqtt-server-topic-aliases",
+            "3",
+            "--mqtt-server-keep-alive",
+            "30",
+            "--mqtt-max-session-expiry",
+            "60",
+            "--mqtt-maximum-qos",
+            "1",
+            "--mqtt-max-sessions",
+            "7",
+            "--mqtt-connect-timeout",
+            "2500",
+        ])
+        .config()
+        .unwrap()
+        .mqtt;
+        assert_eq!(
+            set,
+            MqttConfig {
+                receive_maximum: 5,
+                max_inflight: 6,
+                topic_alias_maximum: 0,
+                outbound_topic_aliases: 3,
+                server_keep_alive: Some(30),
+                max_session_expiry: 60,
+                maximum_qos: QoS::AtLeastOnce,
+                max_sessions: 7,
+                connect_timeout: Duration::from_millis(2500),
+                ..MqttConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn mqtt_settings_out_of_range_are_refused() {
+        use clap::Parser as _;
+        #[derive(clap::Parser, Debug)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        for bad in [
+            ["--mqtt-receive-maximum", "0"],
+            ["--mqtt-max-inflight", "0"],
+            ["--mqtt-maximum-qos", "3"],
+            ["--mqtt-connect-timeout", "0"],
+            ["--mqtt-topic-alias-maximum", "65536"],
+        ] {
+            assert!(
+                Cli::try_parse_from(std::iter::once("serve").chain(bad)).is_err(),
+                "{bad:?} accepted"
+            );
+        }
     }
 }

@@ -63,6 +63,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use hyper::header::HeaderValue;
+use sessionwire::mqtt::session::MqttConfig;
 use sessionwire::session::SessionConfig;
 use sessionwire::Limits;
 use tokio::net::TcpListener;
@@ -124,6 +125,11 @@ pub struct ServerConfig {
     /// [`parse_origin`]) whose pages may read the answers, credentials
     /// included. None by default: no CORS headers at all.
     pub allow_origins: Vec<HeaderValue>,
+    /// The MQTT session layer's settings (receive maximum, topic aliases,
+    /// server keep alive, session expiry, ...), for both MQTT listeners.
+    /// Its `limits`, `max_queued_messages` and `max_queued_bytes` are not
+    /// read: [`limits`](Self::limits) gives them, for both protocols.
+    pub mqtt: MqttConfig,
 }
 
 /// An allowed origin: a serialized origin, compared byte for byte with the
@@ -159,6 +165,7 @@ impl Default for ServerConfig {
             events: None,
             allow_origins: Vec::new(),
             mqtt_listen: None,
+            mqtt: MqttConfig::default(),
             limits: Limits::default(),
             session: SessionConfig {
                 ping_period: Some(Duration::from_secs(30)),
@@ -355,6 +362,7 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         clients: Arc::clone(&clients),
         next_conn: Arc::clone(&next_conn),
         passwords: passwords.clone(),
+        mqtt: args.mqtt.clone(),
     })
     .map_err(|e| format!("cannot start the MQTT event loop: {e}"))?;
     let shared = Arc::new(Shared {

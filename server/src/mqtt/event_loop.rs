@@ -94,6 +94,9 @@ pub struct Setup {
     pub next_conn: Arc<AtomicU64>,
     /// With a users file: the password checks, run on the current runtime.
     pub passwords: Option<Arc<PasswordChecks>>,
+    /// The session layer's settings; its limits and queue bounds are
+    /// replaced by `limits`'.
+    pub mqtt: MqttConfig,
 }
 
 /// Starts the loop on its own thread; the way into it.
@@ -110,7 +113,7 @@ pub fn spawn(setup: Setup) -> io::Result<LoopSender> {
             max_queued_messages: limits.max_queue_messages(),
             max_queued_bytes: limits.max_queue_bytes(),
             limits: limits.clone(),
-            ..MqttConfig::default()
+            ..setup.mqtt
         },
         Default::default(),
         Default::default(),
