@@ -646,7 +646,7 @@ impl Broker {
                 retain: message.retain && m.retain_as_published,
                 subscription_ids: m.subscription_ids,
             };
-            self.registry.deliver(now, &m.client_id, message, delivery);
+            self.registry.deliver(now, m.client_id, message, delivery);
         }
     }
 
