@@ -122,10 +122,6 @@ pub struct Broker {
     retained: Retained<Message>,
     /// Boxed: the table's spare slots then cost a pointer each.
     conns: HashMap<ConnId, Box<Conn>>,
-    /// The client ids with a connection now, and how many (two for a
-    /// moment during a takeover): a shared subscription's turn prefers
-    /// them, and a takeover adds no client at the limit.
-    online: Online,
     /// Bytes drained from the registry and not yet written, in order for
     /// each connection: each connection's are written as one batch at the
     /// next flush.
@@ -162,7 +158,6 @@ impl Broker {
             tree: Tree::new(tree),
             retained: Retained::new(retained),
             conns: HashMap::new(),
-            online: Online::default(),
             outbox: Vec::new(),
             batch: Vec::new(),
             closing: Vec::new(),
@@ -394,11 +389,6 @@ impl Broker {
                 let conn = self.conns.remove(&id);
                 let version = conn.as_ref().and_then(|c| c.version);
                 let client_id = close.client_id.as_deref();
-                if let (Some(_), Some(client_id)) = (version, client_id) {
-                    // A takeover may have given the client id a new
-                    // connection already: it stays online.
-                    self.online.left(client_id);
-                }
                 let (user, transport) = match &conn {
                     Some(c) => (c.user.as_deref(), Some(c.transport())),
                     None => (None, None),
@@ -526,7 +516,6 @@ impl Broker {
                 });
                 tracing::debug!(client_id, session_present, "MQTT client connected");
                 c.version = Some(version);
-                self.online.joined(&client_id);
             }
             Event::Publish { from, message } | Event::Will { from, message } => {
                 self.route(now, &from, &message);
@@ -592,8 +581,8 @@ impl Broker {
         };
         // A client taking its own connection over adds no client.
         let takeover = self
-            .online
-            .contains(incoming.connect().client_id().as_str());
+            .registry
+            .is_connected(incoming.connect().client_id().as_str());
         let others = self.clients.sessions.load(Ordering::Acquire);
         let full = self.registry.connected().saturating_add(others) >= self.max_clients;
         if self.stopping || (full && !takeover) {
@@ -636,10 +625,11 @@ impl Broker {
                 tracing::warn!(topic, error = ?e, "retained message not kept: store full");
             }
         }
-        let online = &self.online;
+        // A shared subscription's turn prefers members with a connection.
+        let registry = &self.registry;
         let matches = self
             .tree
-            .matches_preferring(message.topic.as_str(), from, |c| online.contains(c));
+            .matches_preferring(message.topic.as_str(), from, |c| registry.is_connected(c));
         for m in matches {
             let delivery = Delivery {
                 qos: m.qos.min(message.qos),
@@ -700,42 +690,6 @@ impl Broker {
     }
 }
 
-/// The client ids with a connection now, by a keyed hash of the id
-/// rather than a copy of it (the registry holds the id): an attacker
-/// cannot choose ids that collide, and a collision would only make a shared
-/// subscription prefer a client without a connection or let a takeover's
-/// exemption from the client limit cover another client.
-#[derive(Default)]
-struct Online {
-    hasher: std::hash::RandomState,
-    count: HashMap<u64, u32>,
-}
-
-impl Online {
-    fn key(&self, client_id: &str) -> u64 {
-        use std::hash::BuildHasher as _;
-        self.hasher.hash_one(client_id)
-    }
-
-    fn contains(&self, client_id: &str) -> bool {
-        self.count.contains_key(&self.key(client_id))
-    }
-
-    fn joined(&mut self, client_id: &str) {
-        *self.count.entry(self.key(client_id)).or_insert(0) += 1;
-    }
-
-    fn left(&mut self, client_id: &str) {
-        let key = self.key(client_id);
-        if let Some(n) = self.count.get_mut(&key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.count.remove(&key);
-            }
-        }
-    }
-}
-
 /// UNSUBACK 0x11, No subscription existed (a 3.1.1 client is sent no code).
 const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
 
@@ -762,14 +716,28 @@ mod tests {
     ];
 
     fn open(broker: &mut Broker, events: &mut EventLog, capacity: usize) -> ConnIn {
+        open_as(broker, events, 1, capacity)
+    }
+
+    /// A WebSocket connection numbered `conn` opens.
+    fn open_as(broker: &mut Broker, events: &mut EventLog, conn: u64, capacity: usize) -> ConnIn {
         let (out, rx) = ConnOut::pair(capacity, 1 << 20);
         let open = MqttCommand::Open {
-            conn: 1,
+            conn,
             peer: IpAddr::from([127, 0, 0, 1]),
             out,
         };
         handle(broker, events, open);
         rx
+    }
+
+    /// The CONNACK code `rx` was written, and whether it was then closed.
+    fn connack(rx: &ConnIn) -> (u8, bool) {
+        let code = match rx.try_next() {
+            Some(MqttOut::Write(batch)) => batch.concat()[3],
+            other => panic!("{other:?}"),
+        };
+        (code, matches!(rx.try_next(), Some(MqttOut::Close)))
     }
 
     /// One loop turn: the command, then what it did.
@@ -780,8 +748,12 @@ mod tests {
     }
 
     fn bytes(broker: &mut Broker, events: &mut EventLog, data: &'static [u8]) {
-        let data = Bytes::from_static(data);
-        handle(broker, events, MqttCommand::Bytes { conn: 1, data });
+        bytes_to(broker, events, 1, Bytes::from_static(data));
+    }
+
+    /// Connection `conn` sends `data`.
+    fn bytes_to(broker: &mut Broker, events: &mut EventLog, conn: u64, data: Bytes) {
+        handle(broker, events, MqttCommand::Bytes { conn, data });
     }
 
     fn broker() -> (Broker, EventLog) {
@@ -793,18 +765,41 @@ mod tests {
         (b, EventLog::open(None).unwrap())
     }
 
-    #[test]
-    fn mqtt_3_1_4_3_a_takeover_keeps_the_client_online_until_both_connections_left() {
-        let mut online = Online::default();
-        online.joined("c");
-        // The new connection is online before the old one is closed.
-        online.joined("c");
-        online.left("c");
-        assert!(online.contains("c"));
-        assert!(!online.contains("d"));
-        online.left("c");
-        assert!(!online.contains("c"));
-        assert!(online.count.is_empty(), "nothing kept for a client gone");
+    /// A broker for two clients of both protocols, and their count.
+    fn two_places() -> (Broker, EventLog, Arc<Clients>) {
+        let config = MqttConfig {
+            limits: sessionwire::Limits::builder()
+                .max_clients(2)
+                .build()
+                .unwrap(),
+            ..MqttConfig::default()
+        };
+        let mut broker = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
+        let clients = Arc::new(Clients::default());
+        broker.with_clients(Arc::clone(&clients));
+        (broker, EventLog::open(None).unwrap(), clients)
+    }
+
+    #[tokio::test]
+    async fn mqtt_3_1_4_3_a_takeover_at_the_client_limit_adds_no_client() {
+        let (mut broker, mut events, clients) = two_places();
+        // A client of the session protocol holds one place, "c" the other.
+        clients.sessions.store(1, Ordering::Release);
+        let first = open_as(&mut broker, &mut events, 1, 8);
+        bytes_to(&mut broker, &mut events, 1, Bytes::from_static(CONNECT));
+        assert_eq!(connack(&first), (0x00, false));
+        // "c" again, on another connection: taken over, not refused.
+        let second = open_as(&mut broker, &mut events, 2, 8);
+        bytes_to(&mut broker, &mut events, 2, Bytes::from_static(CONNECT));
+        assert_eq!(connack(&second), (0x00, false));
+        assert!(matches!(first.try_next(), Some(MqttOut::Close)));
+        assert_eq!(broker.connected(), 1);
+        // Another client id finds no place: 0x03, server unavailable.
+        let third = open_as(&mut broker, &mut events, 3, 8);
+        let mut other = CONNECT.to_vec();
+        *other.last_mut().unwrap() = b'd';
+        bytes_to(&mut broker, &mut events, 3, Bytes::from(other));
+        assert_eq!(connack(&third), (0x03, true));
     }
 
     #[tokio::test]
@@ -844,17 +839,7 @@ mod tests {
 
     #[tokio::test]
     async fn mqtt_client_limit_counts_the_other_protocols_clients() {
-        let config = MqttConfig {
-            limits: sessionwire::Limits::builder()
-                .max_clients(2)
-                .build()
-                .unwrap(),
-            ..MqttConfig::default()
-        };
-        let mut broker = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
-        let mut events = EventLog::open(None).unwrap();
-        let clients = Arc::new(Clients::default());
-        broker.with_clients(Arc::clone(&clients));
+        let (mut broker, mut events, clients) = two_places();
         let rx = open(&mut broker, &mut events, 8);
         // Two clients of the session protocol hold both places.
         clients.sessions.store(2, Ordering::Release);

@@ -727,6 +727,16 @@ impl<R: RandomSource> Registry<R> {
         })
     }
 
+    /// Whether the session of `client_id` has a connection now (an
+    /// offline session, or none, has not): a CONNECT with this id would
+    /// take that connection over rather than add a client.
+    pub fn is_connected(&self, client_id: &str) -> bool {
+        self.sessions
+            .find(client_id)
+            .and_then(|key| self.conn_of(key))
+            .is_some()
+    }
+
     /// Connected clients (for the client limit).
     pub fn connected(&self) -> usize {
         self.connected

@@ -378,6 +378,8 @@ fn mqtt_3_1_4_3_takeover() {
         assert_eq!(closes[0].1.reason, CloseReason::SessionTakenOver);
         assert_eq!(closes[0].1.code, Some(0x8E));
         assert_eq!(h.registry.connected(), 1);
+        assert!(h.registry.is_connected("same"));
+        assert!(!h.registry.is_connected("other"));
         let info: Vec<SessionInfo> = h.registry.sessions().collect();
         assert_eq!(
             info,
@@ -1020,8 +1022,11 @@ fn mqtt_3_1_2_11_session_expiry_ends_the_offline_session() {
         .build();
     h.connect(1, c);
     h.events();
+    assert!(h.registry.is_connected("e"));
     h.registry.connection_lost(h.now, ConnId(1));
     h.drain();
+    // Kept offline: a session, but no connection.
+    assert!(!h.registry.is_connected("e"));
     h.advance(2_999);
     assert!(h.events().is_empty());
     h.advance(1);
