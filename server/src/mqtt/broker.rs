@@ -16,7 +16,6 @@
 //! (MQTT-3.3.1-9 to 11), with the retain flag set (MQTT-3.3.1-8);
 //! [`Event::SessionEnded`] drops the client's subscriptions.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use sessionwire::mqtt::{QoS, Version};
 use sessionwire::CloseReason;
 
 use super::channel::{conn_bytes, ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
+use super::conns::ConnTable;
 use super::retained::{sends_retained, Retained, RetainedLimits};
 use super::tcp::{Sent, TcpConn};
 use super::tree::{charge, SubscribeError, Subscription, Tree, TreeLimits};
@@ -73,7 +73,7 @@ struct Conn {
     /// Set once connected: which version.
     version: Option<Version>,
     /// The user name of its CONNECT, for the log.
-    user: Option<String>,
+    user: Option<Box<str>>,
 }
 
 impl Conn {
@@ -120,8 +120,8 @@ pub struct Broker {
     registry: Registry<OsRandom>,
     tree: Tree,
     retained: Retained<Message>,
-    /// Boxed: the table's spare slots then cost a pointer each.
-    conns: HashMap<ConnId, Box<Conn>>,
+    /// Unboxed, in a slab that grows by an eighth at a time.
+    conns: ConnTable<Conn>,
     /// Bytes drained from the registry and not yet written, in order for
     /// each connection: each connection's are written as one batch at the
     /// next flush.
@@ -157,7 +157,7 @@ impl Broker {
             registry: Registry::new(config, OsRandom),
             tree: Tree::new(tree),
             retained: Retained::new(retained),
-            conns: HashMap::new(),
+            conns: ConnTable::default(),
             outbox: Vec::new(),
             batch: Vec::new(),
             closing: Vec::new(),
@@ -207,29 +207,36 @@ impl Broker {
         {
             return false;
         }
-        self.insert(now, conn, peer, Link::Tcp(tcp));
-        true
+        self.insert(now, conn, peer, Link::Tcp(tcp))
     }
 
-    fn insert(&mut self, now: Instant, conn: u64, peer: IpAddr, link: Link) {
+    /// Files a new connection and opens it in the registry; false (and
+    /// the connection told to close) if the table has no slot for it.
+    fn insert(&mut self, now: Instant, conn: u64, peer: IpAddr, link: Link) -> bool {
         let id = ConnId(conn);
-        self.conns.insert(
-            id,
-            Box::new(Conn {
-                link,
-                peer,
-                version: None,
-                user: None,
-            }),
-        );
-        self.registry.open(now, id);
+        let c = Conn {
+            link,
+            peer,
+            version: None,
+            user: None,
+        };
+        match self.conns.insert(id, c) {
+            Ok(_) => {
+                self.registry.open(now, id);
+                true
+            }
+            Err(c) => {
+                c.finish(id, &mut self.closing);
+                false
+            }
+        }
     }
 
     /// The socket of `conn` is readable: one read into `buf`, handed to
     /// the registry; true when the read filled `buf` (there may be more).
     pub fn readable(&mut self, now: Instant, conn: u64, buf: &mut [u8]) -> bool {
         let id = ConnId(conn);
-        let Some(Link::Tcp(t)) = self.conns.get_mut(&id).map(|c| &mut c.link) else {
+        let Some(Link::Tcp(t)) = self.conns.get_mut(id).map(|c| &mut c.link) else {
             return false;
         };
         match t.read(buf) {
@@ -247,7 +254,7 @@ impl Broker {
     /// The socket of `conn` can take more: what waits for it is written.
     pub fn writable(&mut self, now: Instant, conn: u64) {
         let id = ConnId(conn);
-        let Some(Link::Tcp(t)) = self.conns.get_mut(&id).map(|c| &mut c.link) else {
+        let Some(Link::Tcp(t)) = self.conns.get_mut(id).map(|c| &mut c.link) else {
             return;
         };
         if t.has_unsent() && t.write_unsent() == Sent::Failed {
@@ -257,7 +264,7 @@ impl Broker {
 
     /// Whether the broker knows the connection `conn`.
     pub fn has(&self, conn: u64) -> bool {
-        self.conns.contains_key(&ConnId(conn))
+        self.conns.contains(ConnId(conn))
     }
 
     /// Open connections, TCP and WebSocket.
@@ -272,7 +279,7 @@ impl Broker {
 
     /// The connection is gone: nothing more can be written to it.
     fn lost(&mut self, now: Instant, id: ConnId) {
-        if self.conns.contains_key(&id) {
+        if self.conns.contains(id) {
             self.outbox.retain(|(c, _)| *c != id);
             self.registry.connection_lost(now, id);
         }
@@ -299,10 +306,14 @@ impl Broker {
     /// carries out what it did.
     pub fn handle(&mut self, now: Instant, command: MqttCommand) {
         match command {
-            MqttCommand::Open { conn, peer, out } => self.insert(now, conn, peer, Link::Ws(out)),
+            MqttCommand::Open { conn, peer, out } => {
+                if !self.insert(now, conn, peer, Link::Ws(out)) {
+                    tracing::warn!(conn, "MQTT connection could not be filed: closed");
+                }
+            }
             MqttCommand::Bytes { conn, data } => {
                 let id = ConnId(conn);
-                if self.conns.contains_key(&id) {
+                if self.conns.contains(id) {
                     self.registry.handle_bytes(now, id, &data);
                 }
             }
@@ -386,7 +397,7 @@ impl Broker {
             self.flush(now);
             while let Some((id, close)) = self.registry.poll_close() {
                 busy = true;
-                let conn = self.conns.remove(&id);
+                let conn = self.conns.remove(id);
                 let version = conn.as_ref().and_then(|c| c.version);
                 let client_id = close.client_id.as_deref();
                 let (user, transport) = match &conn {
@@ -461,7 +472,7 @@ impl Broker {
             while let Some((_, more)) = transmits.next_if(|(next, _)| *next == id) {
                 batch.push(more);
             }
-            let Some(c) = self.conns.get_mut(&id) else {
+            let Some(c) = self.conns.get_mut(id) else {
                 continue;
             };
             match &mut c.link {
@@ -501,7 +512,7 @@ impl Broker {
                 version,
                 session_present,
             } => {
-                let Some(c) = self.conns.get_mut(&conn) else {
+                let Some(c) = self.conns.get_mut(conn) else {
                     return;
                 };
                 events.record(&Record {
@@ -572,9 +583,9 @@ impl Broker {
             .connect()
             .user_name()
             .map(|u| u.as_str().to_owned());
-        let peer = match self.conns.get_mut(&conn) {
+        let peer = match self.conns.get_mut(conn) {
             Some(c) => {
-                c.user.clone_from(&user);
+                c.user = user.as_deref().map(Box::from);
                 c.peer
             }
             None => return self.registry.refuse(now, incoming, Refuse::Busy),
@@ -778,6 +789,15 @@ mod tests {
         let clients = Arc::new(Clients::default());
         broker.with_clients(Arc::clone(&clients));
         (broker, EventLog::open(None).unwrap(), clients)
+    }
+
+    #[test]
+    fn a_connection_is_its_link_and_forty_bytes() {
+        // The user name boxed (16 bytes, not a String's 24), the peer's
+        // address (17) and the version (1), in one slot of the table.
+        use std::mem::size_of;
+        assert_eq!(size_of::<Link>(), size_of::<TcpConn>());
+        assert!(size_of::<Conn>() <= size_of::<Link>() + 40);
     }
 
     #[tokio::test]
