@@ -37,6 +37,16 @@ impl<T> Default for ConnTable<T> {
     }
 }
 
+/// Makes room for one more entry in a full slab: an eighth more slots (at
+/// least [`GROW_MIN`]) rather than twice as many; see the [module
+/// documentation](self). The tree's client slots grow the same way.
+pub(super) fn make_room<T>(slab: &mut Slab<T>) {
+    if slab.len() == slab.capacity() {
+        let more = (slab.len() / 8).max(GROW_MIN);
+        slab.reserve_exact(more);
+    }
+}
+
 /// Connection numbers are the server's own (counted up from 1), not a
 /// client's choice: a multiplicative hash spreads them over the table's
 /// control bytes with no key to keep.
@@ -65,10 +75,7 @@ impl<T> ConnTable<T> {
         let Ok(at) = u32::try_from(self.slab.vacant_key()) else {
             return Err(value);
         };
-        if self.slab.len() == self.slab.capacity() {
-            let more = (self.slab.len() / 8).max(GROW_MIN);
-            self.slab.reserve_exact(more);
-        }
+        make_room(&mut self.slab);
         self.slab.insert((id, value));
         let slab = &self.slab;
         self.index.insert_unique(hash(id), at, |&i| {

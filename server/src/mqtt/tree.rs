@@ -37,6 +37,8 @@ use sessionwire::mqtt::QoS;
 use slab::Slab;
 use smallvec::SmallVec;
 
+use super::conns::make_room;
+
 /// The prefix of a shared subscription's filter.
 const SHARE_PREFIX: &str = "$share/";
 
@@ -229,7 +231,8 @@ struct Client {
 /// The clients with subscriptions: each in a slab slot named by its
 /// [`Slot`], found by its id through a hash table of slot numbers (4 bytes
 /// an entry and a control byte, the id stored once, in the slot), as the
-/// codec's registry keeps its sessions.
+/// codec's registry keeps its sessions. The slab grows by an eighth at a
+/// time, as the broker's connections do (a slot is 48 bytes).
 #[derive(Debug, Default)]
 struct Clients {
     slab: Slab<Client>,
@@ -269,6 +272,7 @@ impl Clients {
     /// any [`TreeLimits::max_subscriptions`]).
     fn insert(&mut self, client_id: &str) -> Option<Slot> {
         let at = Slot::try_from(self.slab.vacant_key()).ok()?;
+        make_room(&mut self.slab);
         self.slab.insert(Client {
             id: Box::from(client_id),
             filters: Filters::new(),
