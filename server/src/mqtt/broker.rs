@@ -285,6 +285,13 @@ impl Broker {
         }
     }
 
+    /// Lets go of the room the registry's queues kept from a burst (a
+    /// ramp of CONNECTs, a message to thousands of subscribers) once they
+    /// are empty; the loop calls it on a quiet turn, not after every drain.
+    pub fn shrink(&mut self) {
+        self.registry.shrink_queues();
+    }
+
     /// MQTT clients connected now.
     #[cfg(test)]
     pub fn connected(&self) -> usize {

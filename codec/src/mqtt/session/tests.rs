@@ -393,6 +393,31 @@ fn mqtt_3_1_4_3_takeover() {
 }
 
 #[test]
+fn registry_queues_let_go_of_a_bursts_room_only_once_empty() {
+    let mut h = Harness::new(MqttConfig::default());
+    let bytes = Packet::Connect(connect(Version::V5, ""))
+        .to_bytes(Version::V5)
+        .unwrap();
+    // A ramp: 300 CONNECTs in before any is answered.
+    for conn in 0..300 {
+        h.registry.open(h.now, ConnId(conn));
+        h.registry.handle_bytes(h.now, ConnId(conn), &bytes);
+    }
+    let room = h.registry.queue_room();
+    assert!(room >= 300, "{room}");
+    // Not empty yet: the room stays.
+    h.registry.shrink_queues();
+    assert_eq!(h.registry.queue_room(), room);
+    h.drain();
+    assert_eq!(h.registry.connected(), 300);
+    h.registry.shrink_queues();
+    assert_eq!(h.registry.queue_room(), 0);
+    // And the queues take what comes next.
+    let ack = h.connect(300, connect(Version::V311, "next"));
+    assert_eq!(connack_code(&ack), (false, 0));
+}
+
+#[test]
 fn mqtt_3_1_2_24_keep_alive() {
     both_ways(|h| {
         let mut c = connect(Version::V311, "k");
