@@ -285,11 +285,14 @@ impl Broker {
         }
     }
 
-    /// Lets go of the room the registry's queues kept from a burst (a
-    /// ramp of CONNECTs, a message to thousands of subscribers) once they
-    /// are empty; the loop calls it on a quiet turn, not after every drain.
+    /// Lets go of the room the registry's queues and the broker's own
+    /// lists kept from a burst (a ramp of CONNECTs, a message to thousands
+    /// of subscribers) beyond what they hold; the loop calls it on a quiet
+    /// turn, not after every drain.
     pub fn shrink(&mut self) {
         self.registry.shrink_queues();
+        self.outbox.shrink_to(KEPT);
+        self.batch.shrink_to(KEPT);
     }
 
     /// MQTT clients connected now.
