@@ -7,11 +7,12 @@
 //! spare slots (each the size of a whole connection) stay under an eighth
 //! of the connections the broker had at most: doubling would leave up to as
 //! many spare slots as connections, which is why the connections were
-//! boxed before. Growing by a fraction keeps the copies a connection costs
-//! bounded (each slot is moved at most eight times over, on average, per
-//! growth to twice the size). A freed slot is given to the next connection;
-//! the room is not given back while the broker runs, as the registry's is
-//! not.
+//! boxed before. That is room allocated; little of it is resident either
+//! way, since the spare slots at a large slab's end are never written.
+//! Growing by a fraction keeps the copies bounded (each slot is moved about
+//! eight times, on average, while the slab grows to twice the size). A
+//! freed slot is given to the next connection; the room is not given back
+//! while the broker runs, as the registry's is not.
 
 use hashbrown::HashTable;
 use sessionwire::mqtt::session::ConnId;
