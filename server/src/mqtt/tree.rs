@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
+use compact_str::CompactString;
 use hashbrown::HashTable;
 use sessionwire::mqtt::QoS;
 use slab::Slab;
@@ -208,7 +209,7 @@ type Map<K, V> = HashMap<K, V, SharedKey>;
 /// in the client's entry; more spill to the heap. Searched linearly (at
 /// most [`TreeLimits::max_filters_per_client`]), and only on SUBSCRIBE and
 /// UNSUBSCRIBE, never when a message is routed.
-type Filters = SmallVec<[(Box<str>, usize); 1]>;
+type Filters = SmallVec<[(CompactString, usize); 1]>;
 
 /// A client's number in the tree: the slot of its [`Client`] in
 /// [`Clients`]. The trie's entries hold it instead of the client id (4
@@ -221,10 +222,13 @@ type Slot = u32;
 type Entry = (Slot, Stored);
 
 /// A client with at least one subscription: its id (the tree's one copy)
-/// and its filters.
+/// and its filters. Ids and filters are `CompactString`s: up to 24 bytes
+/// in the 24-byte value itself (an MQTT server must take ids of up to 23),
+/// longer ones on the heap, so that a client with a short id and one short
+/// filter makes no allocation of its own beyond its 64-byte slot.
 #[derive(Debug)]
 struct Client {
-    id: Box<str>,
+    id: CompactString,
     filters: Filters,
 }
 
@@ -249,7 +253,7 @@ impl Clients {
         let slab = &self.slab;
         self.index
             .find(Self::hash(client_id), |&at| {
-                slab.get(at as usize).is_some_and(|c| *c.id == *client_id)
+                slab.get(at as usize).is_some_and(|c| c.id == client_id)
             })
             .copied()
     }
@@ -264,7 +268,7 @@ impl Clients {
 
     /// The id of the client in slot `at`.
     fn id(&self, at: Slot) -> Option<&str> {
-        self.get(at).map(|c| &*c.id)
+        self.get(at).map(|c| c.id.as_str())
     }
 
     /// Files a client no slot has yet, with no filter; `None` once the
@@ -274,12 +278,13 @@ impl Clients {
         let at = Slot::try_from(self.slab.vacant_key()).ok()?;
         make_room(&mut self.slab);
         self.slab.insert(Client {
-            id: Box::from(client_id),
+            id: CompactString::new(client_id),
             filters: Filters::new(),
         });
         let slab = &self.slab;
         self.index.insert_unique(Self::hash(client_id), at, |&i| {
-            slab.get(i as usize).map_or(0, |c| Self::hash(&c.id))
+            slab.get(i as usize)
+                .map_or(0, |c| Self::hash(c.id.as_str()))
         });
         Some(at)
     }
@@ -376,7 +381,7 @@ impl Tree {
         let client = self.clients.get(at)?;
         Some(client.filters.iter().filter_map(move |(filter, i)| {
             let sub = self.stored(at, filter, *i)?;
-            Some((&**filter, sub.get()))
+            Some((filter.as_str(), sub.get()))
         }))
     }
 
@@ -418,7 +423,7 @@ impl Tree {
             .and_then(|at| self.clients.get(at))
             .map(|c| &c.filters);
         let held = filters
-            .and_then(|f| f.iter().find(|(k, _)| **k == *filter))
+            .and_then(|f| f.iter().find(|(k, _)| k == filter))
             .map(|(_, at)| *at);
         let existed = held.is_some();
         if !existed {
@@ -470,7 +475,7 @@ impl Tree {
         }
         if !existed {
             if let Some(c) = self.clients.get_mut(client) {
-                c.filters.push((Box::from(filter), at));
+                c.filters.push((CompactString::new(filter), at));
             }
             self.total += 1;
             self.bytes += charge(filter);
@@ -487,7 +492,7 @@ impl Tree {
         let Some(filters) = self.clients.get_mut(client).map(|c| &mut c.filters) else {
             return false;
         };
-        let Some(i) = filters.iter().position(|(k, _)| **k == *filter) else {
+        let Some(i) = filters.iter().position(|(k, _)| k == filter) else {
             return false;
         };
         let (_, at) = filters.swap_remove(i);
@@ -520,7 +525,7 @@ impl Tree {
             let entry = self
                 .clients
                 .get_mut(other)
-                .and_then(|c| c.filters.iter_mut().find(|(k, _)| **k == *filter));
+                .and_then(|c| c.filters.iter_mut().find(|(k, _)| k == filter));
             if let Some(entry) = entry {
                 entry.1 = at;
             }
@@ -1089,12 +1094,29 @@ mod tests {
     }
 
     #[test]
+    fn long_ids_and_filters_kept_beyond_the_inline_room() {
+        let mut tree = Tree::default();
+        let id = "a-client-id-well-past-twenty-four-bytes";
+        let filter = "sensors/a-level-well-past-twenty-four-bytes/+";
+        tree.subscribe(id, filter, sub(QoS::AtLeastOnce)).unwrap();
+        tree.subscribe("short", filter, sub(QoS::AtMostOnce))
+            .unwrap();
+        let topic = "sensors/a-level-well-past-twenty-four-bytes/t";
+        assert_eq!(clients(&mut tree, topic), [id, "short"]);
+        assert!(check_clients(&tree).is_ok());
+        assert!(tree.unsubscribe(id, filter));
+        assert_eq!(clients(&mut tree, topic), ["short"]);
+        assert_eq!(tree.remove_client("short"), 1);
+        assert!(tree.root.is_empty());
+    }
+
+    #[test]
     fn a_subscription_is_kept_whole_in_eight_bytes() {
         assert_eq!(std::mem::size_of::<Stored>(), 8);
         assert_eq!(std::mem::size_of::<Entry>(), 12);
-        assert_eq!(std::mem::size_of::<Client>(), 48);
-        assert_eq!(std::mem::size_of::<(Box<str>, usize)>(), 24);
-        assert_eq!(std::mem::size_of::<Filters>(), 32);
+        assert_eq!(std::mem::size_of::<Client>(), 64);
+        assert_eq!(std::mem::size_of::<(CompactString, usize)>(), 32);
+        assert_eq!(std::mem::size_of::<Filters>(), 40);
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
             for id in [None, Some(0), Some(1), Some(268_435_455), Some(u32::MAX)] {
                 for (no_local, retain_as_published) in
@@ -1238,7 +1260,7 @@ mod tests {
                 let check = check_clients(&tree);
                 prop_assert!(check.is_ok(), "after {:?}: {:?}", s, check);
                 // The clients in slots are the model's clients.
-                let mut held: Vec<&str> = tree.clients.slab.iter().map(|(_, c)| &*c.id).collect();
+                let mut held: Vec<&str> = tree.clients.slab.iter().map(|(_, c)| c.id.as_str()).collect();
                 held.sort_unstable();
                 let mut want: Vec<&str> = model.keys().map(|(c, _)| c.as_str()).collect();
                 want.dedup();
