@@ -16,7 +16,6 @@
 //! (MQTT-3.3.1-9 to 11), with the retain flag set (MQTT-3.3.1-8);
 //! [`Event::SessionEnded`] drops the client's subscriptions.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use sessionwire::mqtt::{QoS, Version};
 use sessionwire::CloseReason;
 
 use super::channel::{conn_bytes, ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
+use super::conns::ConnTable;
 use super::retained::{sends_retained, Retained, RetainedLimits};
 use super::tcp::{Sent, TcpConn};
 use super::tree::{charge, SubscribeError, Subscription, Tree, TreeLimits};
@@ -73,7 +73,7 @@ struct Conn {
     /// Set once connected: which version.
     version: Option<Version>,
     /// The user name of its CONNECT, for the log.
-    user: Option<String>,
+    user: Option<Box<str>>,
 }
 
 impl Conn {
@@ -120,12 +120,8 @@ pub struct Broker {
     registry: Registry<OsRandom>,
     tree: Tree,
     retained: Retained<Message>,
-    /// Boxed: the table's spare slots then cost a pointer each.
-    conns: HashMap<ConnId, Box<Conn>>,
-    /// The client ids with a connection now, and how many (two for a
-    /// moment during a takeover): a shared subscription's turn prefers
-    /// them, and a takeover adds no client at the limit.
-    online: Online,
+    /// Unboxed, in a slab that grows by an eighth at a time.
+    conns: ConnTable<Conn>,
     /// Bytes drained from the registry and not yet written, in order for
     /// each connection: each connection's are written as one batch at the
     /// next flush.
@@ -161,8 +157,7 @@ impl Broker {
             registry: Registry::new(config, OsRandom),
             tree: Tree::new(tree),
             retained: Retained::new(retained),
-            conns: HashMap::new(),
-            online: Online::default(),
+            conns: ConnTable::default(),
             outbox: Vec::new(),
             batch: Vec::new(),
             closing: Vec::new(),
@@ -212,29 +207,36 @@ impl Broker {
         {
             return false;
         }
-        self.insert(now, conn, peer, Link::Tcp(tcp));
-        true
+        self.insert(now, conn, peer, Link::Tcp(tcp))
     }
 
-    fn insert(&mut self, now: Instant, conn: u64, peer: IpAddr, link: Link) {
+    /// Files a new connection and opens it in the registry; false (and
+    /// the connection told to close) if the table has no slot for it.
+    fn insert(&mut self, now: Instant, conn: u64, peer: IpAddr, link: Link) -> bool {
         let id = ConnId(conn);
-        self.conns.insert(
-            id,
-            Box::new(Conn {
-                link,
-                peer,
-                version: None,
-                user: None,
-            }),
-        );
-        self.registry.open(now, id);
+        let c = Conn {
+            link,
+            peer,
+            version: None,
+            user: None,
+        };
+        match self.conns.insert(id, c) {
+            Ok(_) => {
+                self.registry.open(now, id);
+                true
+            }
+            Err(c) => {
+                c.finish(id, &mut self.closing);
+                false
+            }
+        }
     }
 
     /// The socket of `conn` is readable: one read into `buf`, handed to
     /// the registry; true when the read filled `buf` (there may be more).
     pub fn readable(&mut self, now: Instant, conn: u64, buf: &mut [u8]) -> bool {
         let id = ConnId(conn);
-        let Some(Link::Tcp(t)) = self.conns.get_mut(&id).map(|c| &mut c.link) else {
+        let Some(Link::Tcp(t)) = self.conns.get_mut(id).map(|c| &mut c.link) else {
             return false;
         };
         match t.read(buf) {
@@ -252,7 +254,7 @@ impl Broker {
     /// The socket of `conn` can take more: what waits for it is written.
     pub fn writable(&mut self, now: Instant, conn: u64) {
         let id = ConnId(conn);
-        let Some(Link::Tcp(t)) = self.conns.get_mut(&id).map(|c| &mut c.link) else {
+        let Some(Link::Tcp(t)) = self.conns.get_mut(id).map(|c| &mut c.link) else {
             return;
         };
         if t.has_unsent() && t.write_unsent() == Sent::Failed {
@@ -262,7 +264,7 @@ impl Broker {
 
     /// Whether the broker knows the connection `conn`.
     pub fn has(&self, conn: u64) -> bool {
-        self.conns.contains_key(&ConnId(conn))
+        self.conns.contains(ConnId(conn))
     }
 
     /// Open connections, TCP and WebSocket.
@@ -277,10 +279,20 @@ impl Broker {
 
     /// The connection is gone: nothing more can be written to it.
     fn lost(&mut self, now: Instant, id: ConnId) {
-        if self.conns.contains_key(&id) {
+        if self.conns.contains(id) {
             self.outbox.retain(|(c, _)| *c != id);
             self.registry.connection_lost(now, id);
         }
+    }
+
+    /// Lets go of the room the registry's queues and the broker's own
+    /// lists kept from a burst (a ramp of CONNECTs, a message to thousands
+    /// of subscribers) beyond what they hold; the loop calls it on a quiet
+    /// turn, not after every drain.
+    pub fn shrink(&mut self) {
+        self.registry.shrink_queues();
+        self.outbox.shrink_to(KEPT);
+        self.batch.shrink_to(KEPT);
     }
 
     /// MQTT clients connected now.
@@ -304,10 +316,14 @@ impl Broker {
     /// carries out what it did.
     pub fn handle(&mut self, now: Instant, command: MqttCommand) {
         match command {
-            MqttCommand::Open { conn, peer, out } => self.insert(now, conn, peer, Link::Ws(out)),
+            MqttCommand::Open { conn, peer, out } => {
+                if !self.insert(now, conn, peer, Link::Ws(out)) {
+                    tracing::warn!(conn, "MQTT connection could not be filed: closed");
+                }
+            }
             MqttCommand::Bytes { conn, data } => {
                 let id = ConnId(conn);
-                if self.conns.contains_key(&id) {
+                if self.conns.contains(id) {
                     self.registry.handle_bytes(now, id, &data);
                 }
             }
@@ -391,14 +407,9 @@ impl Broker {
             self.flush(now);
             while let Some((id, close)) = self.registry.poll_close() {
                 busy = true;
-                let conn = self.conns.remove(&id);
+                let conn = self.conns.remove(id);
                 let version = conn.as_ref().and_then(|c| c.version);
                 let client_id = close.client_id.as_deref();
-                if let (Some(_), Some(client_id)) = (version, client_id) {
-                    // A takeover may have given the client id a new
-                    // connection already: it stays online.
-                    self.online.left(client_id);
-                }
                 let (user, transport) = match &conn {
                     Some(c) => (c.user.as_deref(), Some(c.transport())),
                     None => (None, None),
@@ -471,7 +482,7 @@ impl Broker {
             while let Some((_, more)) = transmits.next_if(|(next, _)| *next == id) {
                 batch.push(more);
             }
-            let Some(c) = self.conns.get_mut(&id) else {
+            let Some(c) = self.conns.get_mut(id) else {
                 continue;
             };
             match &mut c.link {
@@ -511,7 +522,7 @@ impl Broker {
                 version,
                 session_present,
             } => {
-                let Some(c) = self.conns.get_mut(&conn) else {
+                let Some(c) = self.conns.get_mut(conn) else {
                     return;
                 };
                 events.record(&Record {
@@ -526,7 +537,6 @@ impl Broker {
                 });
                 tracing::debug!(client_id, session_present, "MQTT client connected");
                 c.version = Some(version);
-                self.online.joined(&client_id);
             }
             Event::Publish { from, message } | Event::Will { from, message } => {
                 self.route(now, &from, &message);
@@ -583,17 +593,17 @@ impl Broker {
             .connect()
             .user_name()
             .map(|u| u.as_str().to_owned());
-        let peer = match self.conns.get_mut(&conn) {
+        let peer = match self.conns.get_mut(conn) {
             Some(c) => {
-                c.user.clone_from(&user);
+                c.user = user.as_deref().map(Box::from);
                 c.peer
             }
             None => return self.registry.refuse(now, incoming, Refuse::Busy),
         };
         // A client taking its own connection over adds no client.
         let takeover = self
-            .online
-            .contains(incoming.connect().client_id().as_str());
+            .registry
+            .is_connected(incoming.connect().client_id().as_str());
         let others = self.clients.sessions.load(Ordering::Acquire);
         let full = self.registry.connected().saturating_add(others) >= self.max_clients;
         if self.stopping || (full && !takeover) {
@@ -636,17 +646,18 @@ impl Broker {
                 tracing::warn!(topic, error = ?e, "retained message not kept: store full");
             }
         }
-        let online = &self.online;
+        // A shared subscription's turn prefers members with a connection.
+        let registry = &self.registry;
         let matches = self
             .tree
-            .matches_preferring(message.topic.as_str(), from, |c| online.contains(c));
+            .matches_preferring(message.topic.as_str(), from, |c| registry.is_connected(c));
         for m in matches {
             let delivery = Delivery {
                 qos: m.qos.min(message.qos),
                 retain: message.retain && m.retain_as_published,
                 subscription_ids: m.subscription_ids,
             };
-            self.registry.deliver(now, &m.client_id, message, delivery);
+            self.registry.deliver(now, m.client_id, message, delivery);
         }
     }
 
@@ -700,42 +711,6 @@ impl Broker {
     }
 }
 
-/// The client ids with a connection now, by a keyed hash of the id
-/// rather than a copy of it (the registry holds the id): an attacker
-/// cannot choose ids that collide, and a collision would only make a shared
-/// subscription prefer a client without a connection or let a takeover's
-/// exemption from the client limit cover another client.
-#[derive(Default)]
-struct Online {
-    hasher: std::hash::RandomState,
-    count: HashMap<u64, u32>,
-}
-
-impl Online {
-    fn key(&self, client_id: &str) -> u64 {
-        use std::hash::BuildHasher as _;
-        self.hasher.hash_one(client_id)
-    }
-
-    fn contains(&self, client_id: &str) -> bool {
-        self.count.contains_key(&self.key(client_id))
-    }
-
-    fn joined(&mut self, client_id: &str) {
-        *self.count.entry(self.key(client_id)).or_insert(0) += 1;
-    }
-
-    fn left(&mut self, client_id: &str) {
-        let key = self.key(client_id);
-        if let Some(n) = self.count.get_mut(&key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.count.remove(&key);
-            }
-        }
-    }
-}
-
 /// UNSUBACK 0x11, No subscription existed (a 3.1.1 client is sent no code).
 const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
 
@@ -762,14 +737,28 @@ mod tests {
     ];
 
     fn open(broker: &mut Broker, events: &mut EventLog, capacity: usize) -> ConnIn {
+        open_as(broker, events, 1, capacity)
+    }
+
+    /// A WebSocket connection numbered `conn` opens.
+    fn open_as(broker: &mut Broker, events: &mut EventLog, conn: u64, capacity: usize) -> ConnIn {
         let (out, rx) = ConnOut::pair(capacity, 1 << 20);
         let open = MqttCommand::Open {
-            conn: 1,
+            conn,
             peer: IpAddr::from([127, 0, 0, 1]),
             out,
         };
         handle(broker, events, open);
         rx
+    }
+
+    /// The CONNACK code `rx` was written, and whether it was then closed.
+    fn connack(rx: &ConnIn) -> (u8, bool) {
+        let code = match rx.try_next() {
+            Some(MqttOut::Write(batch)) => batch.concat()[3],
+            other => panic!("{other:?}"),
+        };
+        (code, matches!(rx.try_next(), Some(MqttOut::Close)))
     }
 
     /// One loop turn: the command, then what it did.
@@ -780,8 +769,12 @@ mod tests {
     }
 
     fn bytes(broker: &mut Broker, events: &mut EventLog, data: &'static [u8]) {
-        let data = Bytes::from_static(data);
-        handle(broker, events, MqttCommand::Bytes { conn: 1, data });
+        bytes_to(broker, events, 1, Bytes::from_static(data));
+    }
+
+    /// Connection `conn` sends `data`.
+    fn bytes_to(broker: &mut Broker, events: &mut EventLog, conn: u64, data: Bytes) {
+        handle(broker, events, MqttCommand::Bytes { conn, data });
     }
 
     fn broker() -> (Broker, EventLog) {
@@ -793,18 +786,50 @@ mod tests {
         (b, EventLog::open(None).unwrap())
     }
 
+    /// A broker for two clients of both protocols, and their count.
+    fn two_places() -> (Broker, EventLog, Arc<Clients>) {
+        let config = MqttConfig {
+            limits: sessionwire::Limits::builder()
+                .max_clients(2)
+                .build()
+                .unwrap(),
+            ..MqttConfig::default()
+        };
+        let mut broker = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
+        let clients = Arc::new(Clients::default());
+        broker.with_clients(Arc::clone(&clients));
+        (broker, EventLog::open(None).unwrap(), clients)
+    }
+
     #[test]
-    fn mqtt_3_1_4_3_a_takeover_keeps_the_client_online_until_both_connections_left() {
-        let mut online = Online::default();
-        online.joined("c");
-        // The new connection is online before the old one is closed.
-        online.joined("c");
-        online.left("c");
-        assert!(online.contains("c"));
-        assert!(!online.contains("d"));
-        online.left("c");
-        assert!(!online.contains("c"));
-        assert!(online.count.is_empty(), "nothing kept for a client gone");
+    fn a_connection_is_its_link_and_forty_bytes() {
+        // The user name boxed (16 bytes, not a String's 24), the peer's
+        // address (17) and the version (1), in one slot of the table.
+        use std::mem::size_of;
+        assert_eq!(size_of::<Link>(), size_of::<TcpConn>());
+        assert!(size_of::<Conn>() <= size_of::<Link>() + 40);
+    }
+
+    #[tokio::test]
+    async fn mqtt_3_1_4_3_a_takeover_at_the_client_limit_adds_no_client() {
+        let (mut broker, mut events, clients) = two_places();
+        // A client of the session protocol holds one place, "c" the other.
+        clients.sessions.store(1, Ordering::Release);
+        let first = open_as(&mut broker, &mut events, 1, 8);
+        bytes_to(&mut broker, &mut events, 1, Bytes::from_static(CONNECT));
+        assert_eq!(connack(&first), (0x00, false));
+        // "c" again, on another connection: taken over, not refused.
+        let second = open_as(&mut broker, &mut events, 2, 8);
+        bytes_to(&mut broker, &mut events, 2, Bytes::from_static(CONNECT));
+        assert_eq!(connack(&second), (0x00, false));
+        assert!(matches!(first.try_next(), Some(MqttOut::Close)));
+        assert_eq!(broker.connected(), 1);
+        // Another client id finds no place: 0x03, server unavailable.
+        let third = open_as(&mut broker, &mut events, 3, 8);
+        let mut other = CONNECT.to_vec();
+        *other.last_mut().unwrap() = b'd';
+        bytes_to(&mut broker, &mut events, 3, Bytes::from(other));
+        assert_eq!(connack(&third), (0x03, true));
     }
 
     #[tokio::test]
@@ -844,17 +869,7 @@ mod tests {
 
     #[tokio::test]
     async fn mqtt_client_limit_counts_the_other_protocols_clients() {
-        let config = MqttConfig {
-            limits: sessionwire::Limits::builder()
-                .max_clients(2)
-                .build()
-                .unwrap(),
-            ..MqttConfig::default()
-        };
-        let mut broker = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
-        let mut events = EventLog::open(None).unwrap();
-        let clients = Arc::new(Clients::default());
-        broker.with_clients(Arc::clone(&clients));
+        let (mut broker, mut events, clients) = two_places();
         let rx = open(&mut broker, &mut events, 8);
         // Two clients of the session protocol hold both places.
         clients.sessions.store(2, Ordering::Release);

@@ -211,7 +211,8 @@ impl Loop {
             }
             let now = Instant::now();
             if events.is_empty() && !busy {
-                trim.quiet(now);
+                let broker = &mut self.broker;
+                trim.quiet(now, || broker.shrink());
             } else {
                 trim.worked();
             }

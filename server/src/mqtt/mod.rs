@@ -10,6 +10,7 @@
 //!   per connection, talking to the loop;
 //! - `broker`: the codec's registry with the tree, the retained messages
 //!   and the connections, driven by the loop;
+//! - `conns`: the broker's connections by number, in a slab;
 //! - `channel`: what the loop and the rest of the server say to each
 //!   other, and a WebSocket connection's bounded outbox;
 //! - [`tree`]: the subscription index, a trie of topic levels;
@@ -21,6 +22,7 @@
 pub(crate) mod broker;
 pub(crate) mod channel;
 pub(crate) mod conn;
+mod conns;
 pub(crate) mod event_loop;
 pub mod retained;
 mod tcp;

@@ -27,13 +27,18 @@
 //! syntax is the packet codec's business; what reaches the tree was checked.
 
 use std::cell::Cell;
-use std::collections::hash_map::{DefaultHasher, Entry, RandomState};
+use std::collections::hash_map::{self, DefaultHasher, RandomState};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
+use compact_str::CompactString;
+use hashbrown::HashTable;
 use sessionwire::mqtt::QoS;
+use slab::Slab;
 use smallvec::SmallVec;
+
+use super::conns::make_room;
 
 /// The prefix of a shared subscription's filter.
 const SHARE_PREFIX: &str = "$share/";
@@ -108,8 +113,8 @@ impl Subscription {
 }
 
 /// A [`Subscription`] as the tree keeps it: 8 bytes rather than 12 (an
-/// `Option<u32>` takes 8 on its own), so that a trie entry with its client
-/// id, and a client's inline filter, each take a 24-byte slot, not 32.
+/// `Option<u32>` takes 8 on its own), so that a trie entry with its
+/// client's slot takes 12 bytes, not 16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stored {
     /// The identifier, when [`HAS_ID`] is set.
@@ -163,9 +168,9 @@ pub enum SubscribeError {
 
 /// One delivery a message gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Match {
-    /// Who gets it.
-    pub client_id: Arc<str>,
+pub struct Match<'t> {
+    /// Who gets it (the tree's copy of the client id).
+    pub client_id: &'t str,
     /// The highest QoS of the matching subscriptions (the caller caps it at
     /// the message's).
     pub qos: QoS,
@@ -204,12 +209,100 @@ type Map<K, V> = HashMap<K, V, SharedKey>;
 /// in the client's entry; more spill to the heap. Searched linearly (at
 /// most [`TreeLimits::max_filters_per_client`]), and only on SUBSCRIBE and
 /// UNSUBSCRIBE, never when a message is routed.
-type Filters = SmallVec<[(Box<str>, usize); 1]>;
+type Filters = SmallVec<[(CompactString, usize); 1]>;
+
+/// A client's number in the tree: the slot of its [`Client`] in
+/// [`Clients`]. The trie's entries hold it instead of the client id (4
+/// bytes, not a pointer to a shared copy of the id); a number is given
+/// again only once the client that had it has no subscription left.
+type Slot = u32;
+
+/// One subscription in the trie: the client's slot and the options, 12
+/// bytes.
+type Entry = (Slot, Stored);
+
+/// A client with at least one subscription: its id (the tree's one copy)
+/// and its filters. Ids and filters are `CompactString`s: up to 24 bytes
+/// in the 24-byte value itself (an MQTT server must take ids of up to 23),
+/// longer ones on the heap, so that a client with a short id and one short
+/// filter makes no allocation of its own beyond its 64-byte slot.
+#[derive(Debug)]
+struct Client {
+    id: CompactString,
+    filters: Filters,
+}
+
+/// The clients with subscriptions: each in a slab slot named by its
+/// [`Slot`], found by its id through a hash table of slot numbers (4 bytes
+/// an entry and a control byte, the id stored once, in the slot), as the
+/// codec's registry keeps its sessions. The slab grows by an eighth at a
+/// time, as the broker's connections do (a slot is 48 bytes).
+#[derive(Debug, Default)]
+struct Clients {
+    slab: Slab<Client>,
+    index: HashTable<Slot>,
+}
+
+impl Clients {
+    fn hash(client_id: &str) -> u64 {
+        SharedKey.hash_one(client_id)
+    }
+
+    /// The slot of the client with this id.
+    fn find(&self, client_id: &str) -> Option<Slot> {
+        let slab = &self.slab;
+        self.index
+            .find(Self::hash(client_id), |&at| {
+                slab.get(at as usize).is_some_and(|c| c.id == client_id)
+            })
+            .copied()
+    }
+
+    fn get(&self, at: Slot) -> Option<&Client> {
+        self.slab.get(at as usize)
+    }
+
+    fn get_mut(&mut self, at: Slot) -> Option<&mut Client> {
+        self.slab.get_mut(at as usize)
+    }
+
+    /// The id of the client in slot `at`.
+    fn id(&self, at: Slot) -> Option<&str> {
+        self.get(at).map(|c| c.id.as_str())
+    }
+
+    /// Files a client no slot has yet, with no filter; `None` once the
+    /// slot numbers are all taken (more than `u32::MAX` clients, far past
+    /// any [`TreeLimits::max_subscriptions`]).
+    fn insert(&mut self, client_id: &str) -> Option<Slot> {
+        let at = Slot::try_from(self.slab.vacant_key()).ok()?;
+        make_room(&mut self.slab);
+        self.slab.insert(Client {
+            id: CompactString::new(client_id),
+            filters: Filters::new(),
+        });
+        let slab = &self.slab;
+        self.index.insert_unique(Self::hash(client_id), at, |&i| {
+            slab.get(i as usize)
+                .map_or(0, |c| Self::hash(c.id.as_str()))
+        });
+        Some(at)
+    }
+
+    /// Takes the client out of slot `at`; the slot may be given again.
+    fn remove(&mut self, at: Slot) -> Option<Client> {
+        let hash = Self::hash(&self.get(at)?.id);
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == at) {
+            entry.remove();
+        }
+        self.slab.try_remove(at as usize)
+    }
+}
 
 /// The members of one shared subscription (a group name on one filter).
 #[derive(Debug, Default)]
 struct Group {
-    members: Vec<(Arc<str>, Stored)>,
+    members: Vec<Entry>,
     /// The member the next message goes to (modulo the count); a cell so
     /// that matching needs no exclusive access to the tree.
     next: Cell<usize>,
@@ -219,11 +312,11 @@ struct Group {
 struct Node {
     children: Map<Box<str>, Node>,
     /// Ordinary subscriptions whose filter ends here, one per client, in no
-    /// order: a list rather than a table (24 bytes an entry, no control
+    /// order: a list rather than a table (12 bytes an entry, no control
     /// bytes, no load factor), since each client's [`Filters`] entry knows
     /// its index; a removal swaps the last entry into the hole and fixes
     /// that entry's index.
-    subscribers: Vec<(Arc<str>, Stored)>,
+    subscribers: Vec<Entry>,
     /// Shared subscriptions whose filter ends here, by group name.
     groups: Map<Box<str>, Group>,
 }
@@ -252,7 +345,7 @@ fn split_share(filter: &str) -> Result<(Option<&str>, &str), SubscribeError> {
 pub struct Tree {
     root: Node,
     /// Each client's filters, as subscribed (shared ones with their prefix).
-    clients: Map<Arc<str>, Filters>,
+    clients: Clients,
     total: usize,
     /// The [`charge`] of every subscription held.
     bytes: usize,
@@ -282,33 +375,34 @@ impl Tree {
     /// particular order.
     pub fn subscriptions_of<'a>(
         &'a self,
-        client_id: &'a str,
+        client_id: &str,
     ) -> Option<impl Iterator<Item = (&'a str, Subscription)> + 'a> {
-        self.clients.get(client_id).map(move |f| {
-            f.iter().filter_map(move |(filter, at)| {
-                let sub = self.stored(client_id, filter, *at)?;
-                Some((&**filter, sub.get()))
-            })
-        })
+        let at = self.clients.find(client_id)?;
+        let client = self.clients.get(at)?;
+        Some(client.filters.iter().filter_map(move |(filter, i)| {
+            let sub = self.stored(at, filter, *i)?;
+            Some((filter.as_str(), sub.get()))
+        }))
     }
 
-    /// The options of the client's subscription to `filter` (as
-    /// subscribed), kept at index `at` of its node if it is ordinary.
-    fn stored(&self, client_id: &str, filter: &str, at: usize) -> Option<Stored> {
+    /// The options of the subscription of the client in slot `client` to
+    /// `filter` (as subscribed), kept at index `at` of its node if it is
+    /// ordinary.
+    fn stored(&self, client: Slot, filter: &str, at: usize) -> Option<Stored> {
         let (group, path) = split_share(filter).ok()?;
         let node = path
             .split('/')
             .try_fold(&self.root, |node, level| node.children.get(level))?;
-        match group {
-            None => node.subscribers.get(at).map(|(_, sub)| *sub),
+        let entry = match group {
+            None => node.subscribers.get(at).filter(|(c, _)| *c == client),
             Some(g) => node
                 .groups
                 .get(g)?
                 .members
                 .iter()
-                .find(|(c, _)| **c == *client_id)
-                .map(|(_, sub)| *sub),
-        }
+                .find(|(c, _)| *c == client),
+        };
+        entry.map(|(_, sub)| *sub)
     }
 
     /// Stores (or replaces, MQTT-3.8.4-3) the client's subscription to
@@ -324,14 +418,16 @@ impl Tree {
         if path.split('/').nth(self.limits.max_levels).is_some() {
             return Err(SubscribeError::TooDeep);
         }
-        let held = self
-            .clients
-            .get(client_id)
-            .and_then(|f| f.iter().find(|(k, _)| **k == *filter))
+        let client = self.clients.find(client_id);
+        let filters = client
+            .and_then(|at| self.clients.get(at))
+            .map(|c| &c.filters);
+        let held = filters
+            .and_then(|f| f.iter().find(|(k, _)| k == filter))
             .map(|(_, at)| *at);
         let existed = held.is_some();
         if !existed {
-            let count = self.clients.get(client_id).map_or(0, SmallVec::len);
+            let count = filters.map_or(0, SmallVec::len);
             if count >= self.limits.max_filters_per_client {
                 return Err(SubscribeError::ClientFull);
             }
@@ -342,9 +438,12 @@ impl Tree {
                 return Err(SubscribeError::TreeFull);
             }
         }
-        let client: Arc<str> = match self.clients.get_key_value(client_id) {
-            Some((k, _)) => Arc::clone(k),
-            None => Arc::from(client_id),
+        let client = match client {
+            Some(at) => at,
+            None => self
+                .clients
+                .insert(client_id)
+                .ok_or(SubscribeError::TreeFull)?,
         };
         let sub = Stored::from(sub);
         let mut node = &mut self.root;
@@ -363,20 +462,21 @@ impl Tree {
                 }
                 None => {
                     at = node.subscribers.len();
-                    node.subscribers.push((Arc::clone(&client), sub));
+                    node.subscribers.push((client, sub));
                 }
             },
             Some(g) => {
                 let group = node.groups.entry(Box::from(g)).or_default();
-                match group.members.iter_mut().find(|(c, _)| **c == *client) {
+                match group.members.iter_mut().find(|(c, _)| *c == client) {
                     Some(member) => member.1 = sub,
-                    None => group.members.push((Arc::clone(&client), sub)),
+                    None => group.members.push((client, sub)),
                 }
             }
         }
         if !existed {
-            let filters = self.clients.entry(client).or_default();
-            filters.push((Box::from(filter), at));
+            if let Some(c) = self.clients.get_mut(client) {
+                c.filters.push((CompactString::new(filter), at));
+            }
             self.total += 1;
             self.bytes += charge(filter);
         }
@@ -386,47 +486,46 @@ impl Tree {
     /// Removes the client's subscription to `filter` (as subscribed);
     /// whether it had one.
     pub fn unsubscribe(&mut self, client_id: &str, filter: &str) -> bool {
-        let Some(filters) = self.clients.get_mut(client_id) else {
+        let Some(client) = self.clients.find(client_id) else {
             return false;
         };
-        let Some(i) = filters.iter().position(|(k, _)| **k == *filter) else {
+        let Some(filters) = self.clients.get_mut(client).map(|c| &mut c.filters) else {
+            return false;
+        };
+        let Some(i) = filters.iter().position(|(k, _)| k == filter) else {
             return false;
         };
         let (_, at) = filters.swap_remove(i);
         if filters.is_empty() {
-            self.clients.remove(client_id);
+            self.clients.remove(client);
         } else if filters.len().saturating_mul(4) < filters.capacity() {
             // A client that had many and now has few gives the room back.
             filters.shrink_to_fit();
         }
         self.total -= 1;
         self.bytes -= charge(filter);
-        self.take_off(client_id, filter, at);
+        self.take_off(client, filter, at);
         true
     }
 
-    /// Takes the client's subscription to `filter` (as subscribed, at index
-    /// `at` if ordinary) off the trie, and sets right the index of the
-    /// entry that moved into its place.
-    fn take_off(&mut self, client_id: &str, filter: &str, at: usize) {
+    /// Takes the subscription of the client in slot `client` to `filter`
+    /// (as subscribed, at index `at` if ordinary) off the trie, and sets
+    /// right the index of the entry that moved into its place.
+    fn take_off(&mut self, client: Slot, filter: &str, at: usize) {
         let Ok((group, path)) = split_share(filter) else {
             return;
         };
         let levels: Vec<&str> = path.split('/').collect();
         let mut moved = None;
-        let place = Place {
-            client_id,
-            group,
-            at,
-        };
+        let place = Place { client, group, at };
         remove(&mut self.root, &levels, &place, &mut moved);
         // The moved entry is another client's subscription to this same
         // (ordinary) filter.
         if let Some(other) = moved {
             let entry = self
                 .clients
-                .get_mut(&*other)
-                .and_then(|f| f.iter_mut().find(|(k, _)| **k == *filter));
+                .get_mut(other)
+                .and_then(|c| c.filters.iter_mut().find(|(k, _)| k == filter));
             if let Some(entry) = entry {
                 entry.1 = at;
             }
@@ -436,12 +535,17 @@ impl Tree {
     /// Removes every subscription of the client (its session ended);
     /// how many it had.
     pub fn remove_client(&mut self, client_id: &str) -> usize {
-        let Some(filters) = self.clients.remove(client_id) else {
+        let Some(client) = self.clients.find(client_id) else {
+            return 0;
+        };
+        // Its slot is given again only after this call: the entries taken
+        // off below are still its own.
+        let Some(Client { filters, .. }) = self.clients.remove(client) else {
             return 0;
         };
         for (filter, at) in &filters {
             self.bytes -= charge(filter);
-            self.take_off(client_id, filter, *at);
+            self.take_off(client, filter, *at);
         }
         self.total -= filters.len();
         filters.len()
@@ -451,7 +555,7 @@ impl Tree {
     /// one per client for its ordinary subscriptions, one per shared
     /// subscription group (which moves the group on to its next member).
     /// In no particular order.
-    pub fn matches(&self, topic: &str, publisher: &str) -> Vec<Match> {
+    pub fn matches(&self, topic: &str, publisher: &str) -> Vec<Match<'_>> {
         self.matches_preferring(topic, publisher, |_| true)
     }
 
@@ -463,39 +567,43 @@ impl Tree {
         topic: &str,
         publisher: &str,
         available: impl Fn(&str) -> bool,
-    ) -> Vec<Match> {
+    ) -> Vec<Match<'_>> {
         let levels: Vec<&str> = topic.split('/').collect();
+        let clients = &self.clients;
         let mut walk = Walk {
             ends: Vec::new(),
             shared: Vec::new(),
+            clients,
             available: &available,
         };
         let dollar = levels.first().is_some_and(|l| l.starts_with('$'));
         walk.node(&self.root, &levels, dollar);
-        let keep =
-            |(client, sub): &&(Arc<str>, Stored)| !(sub.get().no_local && **client == *publisher);
-        let mut out: Vec<Match> = match walk.ends.as_slice() {
+        let publisher = clients.find(publisher);
+        let keep = |(client, sub): &&Entry| !(sub.get().no_local && Some(*client) == publisher);
+        let mut out: Vec<Match<'_>> = match walk.ends.as_slice() {
             // One filter node matched (the usual case): no client can
             // appear twice.
             [only] => only
                 .iter()
                 .filter(keep)
-                .map(|(client, sub)| Match::of(client, sub, false))
+                .filter_map(|&(client, sub)| Match::of(clients, client, sub, false))
                 .collect(),
             ends => {
                 let total = ends.iter().map(|m| m.len()).sum();
-                let mut merged: HashMap<&Arc<str>, Match> = HashMap::with_capacity(total);
-                for (client, sub) in ends.iter().flat_map(|m| m.iter()).filter(keep) {
+                let mut merged: HashMap<Slot, Match<'_>> = HashMap::with_capacity(total);
+                for &(client, sub) in ends.iter().flat_map(|m| m.iter()).filter(keep) {
                     match merged.entry(client) {
-                        Entry::Occupied(mut e) => {
+                        hash_map::Entry::Occupied(mut e) => {
                             let m = e.get_mut();
                             let sub = sub.get();
                             m.qos = m.qos.max(sub.qos);
                             m.retain_as_published |= sub.retain_as_published;
                             m.subscription_ids.extend(sub.id);
                         }
-                        Entry::Vacant(e) => {
-                            e.insert(Match::of(client, sub, false));
+                        hash_map::Entry::Vacant(e) => {
+                            if let Some(m) = Match::of(clients, client, sub, false) {
+                                e.insert(m);
+                            }
                         }
                     }
                 }
@@ -507,22 +615,24 @@ impl Tree {
     }
 }
 
-impl Match {
-    fn of(client: &Arc<str>, sub: &Stored, shared: bool) -> Match {
+impl<'t> Match<'t> {
+    /// The delivery of the subscription `sub` of the client in slot
+    /// `client`.
+    fn of(clients: &'t Clients, client: Slot, sub: Stored, shared: bool) -> Option<Match<'t>> {
         let sub = sub.get();
-        Match {
-            client_id: Arc::clone(client),
+        Some(Match {
+            client_id: clients.id(client)?,
             qos: sub.qos,
             retain_as_published: sub.retain_as_published,
             subscription_ids: sub.id.into_iter().collect(),
             shared,
-        }
+        })
     }
 }
 
 /// Where a subscription sits at the end of its filter's levels.
 struct Place<'a> {
-    client_id: &'a str,
+    client: Slot,
     /// The share group, for a shared subscription.
     group: Option<&'a str>,
     /// The index in [`Node::subscribers`], for an ordinary one.
@@ -532,24 +642,15 @@ struct Place<'a> {
 /// Takes the subscription at `place` off the node at `levels` and prunes
 /// the nodes it leaves empty; whether `node` is empty afterwards. `moved`
 /// gets the client whose ordinary entry moved into the freed index.
-fn remove(
-    node: &mut Node,
-    levels: &[&str],
-    place: &Place<'_>,
-    moved: &mut Option<Arc<str>>,
-) -> bool {
-    let Place {
-        client_id,
-        group,
-        at,
-    } = *place;
+fn remove(node: &mut Node, levels: &[&str], place: &Place<'_>, moved: &mut Option<Slot>) -> bool {
+    let Place { client, group, at } = *place;
     match levels.split_first() {
         None => match group {
             None => {
                 let subscribers = &mut node.subscribers;
-                if subscribers.get(at).is_some_and(|(c, _)| &**c == client_id) {
+                if subscribers.get(at).is_some_and(|(c, _)| *c == client) {
                     subscribers.swap_remove(at);
-                    *moved = subscribers.get(at).map(|(c, _)| Arc::clone(c));
+                    *moved = subscribers.get(at).map(|(c, _)| *c);
                     if subscribers.len().saturating_mul(4) < subscribers.capacity() {
                         // Many left: the room goes back.
                         subscribers.shrink_to_fit();
@@ -557,9 +658,9 @@ fn remove(
                 }
             }
             Some(g) => {
-                if let Entry::Occupied(mut e) = node.groups.entry(Box::from(g)) {
+                if let hash_map::Entry::Occupied(mut e) = node.groups.entry(Box::from(g)) {
                     let members = &mut e.get_mut().members;
-                    members.retain(|(c, _)| &**c != client_id);
+                    members.retain(|(c, _)| *c != client);
                     if members.is_empty() {
                         e.remove();
                     }
@@ -580,8 +681,9 @@ fn remove(
 /// One match in progress: the ordinary subscribers of every filter node
 /// that matches, and the shared groups' picks.
 struct Walk<'t, 'a> {
-    ends: Vec<&'t [(Arc<str>, Stored)]>,
-    shared: Vec<Match>,
+    ends: Vec<&'t [Entry]>,
+    shared: Vec<Match<'t>>,
+    clients: &'t Clients,
     available: &'a dyn Fn(&str) -> bool,
 }
 
@@ -621,19 +723,24 @@ impl<'t> Walk<'t, '_> {
         if !node.subscribers.is_empty() {
             self.ends.push(&node.subscribers);
         }
+        let clients = self.clients;
         for group in node.groups.values() {
             let count = group.members.len();
             if count == 0 {
                 continue;
             }
             let start = group.next.get() % count;
+            let available = |i: usize| {
+                let client = group.members.get(i).and_then(|(c, _)| clients.id(*c));
+                client.is_some_and(|id| (self.available)(id))
+            };
             let pick = (0..count)
                 .map(|i| (start + i) % count)
-                .find(|&i| (self.available)(&group.members[i].0))
+                .find(|&i| available(i))
                 .unwrap_or(start);
             group.next.set((pick + 1) % count);
-            let (client, sub) = &group.members[pick];
-            self.shared.push(Match::of(client, sub, true));
+            let (client, sub) = group.members[pick];
+            self.shared.extend(Match::of(clients, client, sub, true));
         }
     }
 }
@@ -807,7 +914,7 @@ mod tests {
         tree.subscribe("c", "a/b", sub(QoS::AtMostOnce)).unwrap();
         tree.subscribe("d", "a/b", sub(QoS::AtMostOnce)).unwrap();
         let mut m = tree.matches("a/b", "p");
-        m.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        m.sort_by(|a, b| a.client_id.cmp(b.client_id));
         assert!(m[0].retain_as_published);
         assert!(!m[1].retain_as_published);
     }
@@ -987,11 +1094,29 @@ mod tests {
     }
 
     #[test]
+    fn long_ids_and_filters_kept_beyond_the_inline_room() {
+        let mut tree = Tree::default();
+        let id = "a-client-id-well-past-twenty-four-bytes";
+        let filter = "sensors/a-level-well-past-twenty-four-bytes/+";
+        tree.subscribe(id, filter, sub(QoS::AtLeastOnce)).unwrap();
+        tree.subscribe("short", filter, sub(QoS::AtMostOnce))
+            .unwrap();
+        let topic = "sensors/a-level-well-past-twenty-four-bytes/t";
+        assert_eq!(clients(&mut tree, topic), [id, "short"]);
+        assert!(check_clients(&tree).is_ok());
+        assert!(tree.unsubscribe(id, filter));
+        assert_eq!(clients(&mut tree, topic), ["short"]);
+        assert_eq!(tree.remove_client("short"), 1);
+        assert!(tree.root.is_empty());
+    }
+
+    #[test]
     fn a_subscription_is_kept_whole_in_eight_bytes() {
         assert_eq!(std::mem::size_of::<Stored>(), 8);
-        assert_eq!(std::mem::size_of::<(Arc<str>, Stored)>(), 24);
-        assert_eq!(std::mem::size_of::<(Box<str>, usize)>(), 24);
-        assert_eq!(std::mem::size_of::<Filters>(), 32);
+        assert_eq!(std::mem::size_of::<Entry>(), 12);
+        assert_eq!(std::mem::size_of::<Client>(), 64);
+        assert_eq!(std::mem::size_of::<(CompactString, usize)>(), 32);
+        assert_eq!(std::mem::size_of::<Filters>(), 40);
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
             for id in [None, Some(0), Some(1), Some(268_435_455), Some(u32::MAX)] {
                 for (no_local, retain_as_published) in
@@ -1007,6 +1132,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Entries in the trie under `node`: ordinary ones and group members.
+    fn entries(node: &Node) -> usize {
+        let groups: usize = node.groups.values().map(|g| g.members.len()).sum();
+        let below: usize = node.children.values().map(entries).sum();
+        node.subscribers.len() + groups + below
+    }
+
+    /// What the client table promises: every client in a slot has a
+    /// filter and is found by its id; each of its filters names an entry
+    /// of the trie holding its slot; the trie holds no other entry.
+    fn check_clients(tree: &Tree) -> Result<(), String> {
+        let clients = &tree.clients;
+        if clients.index.len() != clients.slab.len() {
+            return Err(format!(
+                "{} indexed, {} held",
+                clients.index.len(),
+                clients.slab.len()
+            ));
+        }
+        let mut filters = 0;
+        for (at, client) in &clients.slab {
+            let at = Slot::try_from(at).unwrap();
+            if clients.find(&client.id) != Some(at) {
+                return Err(format!("{} not found in its slot {at}", client.id));
+            }
+            if client.filters.is_empty() {
+                return Err(format!("{} kept with no filter", client.id));
+            }
+            for (filter, i) in &client.filters {
+                if tree.stored(at, filter, *i).is_none() {
+                    return Err(format!("{}: {filter} at {i} is not its entry", client.id));
+                }
+            }
+            filters += client.filters.len();
+        }
+        if filters != tree.total || entries(&tree.root) != tree.total {
+            let trie = entries(&tree.root);
+            return Err(format!(
+                "{filters} filters, {trie} entries, {} counted",
+                tree.total
+            ));
+        }
+        Ok(())
     }
 
     fn level() -> impl Strategy<Value = String> {
@@ -1053,8 +1223,10 @@ mod tests {
 
     proptest! {
         /// Subscribing, unsubscribing and leaving in any order: the entries
-        /// that move in a node's list keep their client's index right, so
-        /// the trie gives what a plain list of subscriptions gives.
+        /// that move in a node's list keep their client's index right, a
+        /// client's slot holds it until its last filter goes and is given
+        /// again after, so the trie gives what a plain list of
+        /// subscriptions gives.
         #[test]
         fn trie_keeps_agreeing_as_subscribers_come_and_go(
             steps in prop::collection::vec(step(), 0..40),
@@ -1085,6 +1257,14 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(tree.len(), model.len());
+                let check = check_clients(&tree);
+                prop_assert!(check.is_ok(), "after {:?}: {:?}", s, check);
+                // The clients in slots are the model's clients.
+                let mut held: Vec<&str> = tree.clients.slab.iter().map(|(_, c)| c.id.as_str()).collect();
+                held.sort_unstable();
+                let mut want: Vec<&str> = model.keys().map(|(c, _)| c.as_str()).collect();
+                want.dedup();
+                prop_assert_eq!(held, want);
             }
             for c in 0..4 {
                 let client = format!("c{c}");

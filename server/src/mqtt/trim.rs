@@ -35,12 +35,15 @@ impl Trim {
         self.worked = true;
     }
 
-    /// The loop's turn had nothing to do: gives free memory back if there
-    /// was work since the last time and [`TRIM_EVERY`] has passed.
-    pub fn quiet(&mut self, now: Instant) {
+    /// The loop's turn had nothing to do: if there was work since the last
+    /// time and [`TRIM_EVERY`] has passed, `first` lets go of the room the
+    /// loop's own queues kept from a burst (they are empty now), then free
+    /// memory is given back.
+    pub fn quiet(&mut self, now: Instant, first: impl FnOnce()) {
         if self.worked && now.saturating_duration_since(self.last) >= TRIM_EVERY {
             self.worked = false;
             self.last = now;
+            first();
             release();
         }
     }
@@ -68,15 +71,20 @@ mod tests {
     fn a_quiet_turn_trims_once_after_work_and_not_more_often_than_the_period() {
         let start = Instant::now();
         let mut trim = Trim::new(start);
-        trim.quiet(start + TRIM_EVERY);
+        let shrunk = std::cell::Cell::new(0);
+        let shrink = || shrunk.set(shrunk.get() + 1);
+        trim.quiet(start + TRIM_EVERY, shrink);
         assert_eq!(trim.last, start, "no work, nothing to give back");
         trim.worked();
-        trim.quiet(start + TRIM_EVERY / 2);
+        trim.quiet(start + TRIM_EVERY / 2, shrink);
         assert_eq!(trim.last, start, "too soon");
-        trim.quiet(start + TRIM_EVERY);
+        assert_eq!(shrunk.get(), 0);
+        trim.quiet(start + TRIM_EVERY, shrink);
         assert_eq!(trim.last, start + TRIM_EVERY);
+        assert_eq!(shrunk.get(), 1, "the queues let go first");
         assert!(!trim.worked);
-        trim.quiet(start + TRIM_EVERY * 3);
+        trim.quiet(start + TRIM_EVERY * 3, shrink);
         assert_eq!(trim.last, start + TRIM_EVERY, "no work since");
+        assert_eq!(shrunk.get(), 1);
     }
 }

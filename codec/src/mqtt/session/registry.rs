@@ -727,6 +727,38 @@ impl<R: RandomSource> Registry<R> {
         })
     }
 
+    /// Lets go of the room of its queues of transmits, events and closes
+    /// while they are empty (what a burst of clients or deliveries made
+    /// them take). A server calls it when it has been quiet, not after
+    /// every drain, so that a busy server keeps the room it keeps using.
+    pub fn shrink_queues(&mut self) {
+        if self.transmits.is_empty() {
+            self.transmits.shrink_to_fit();
+        }
+        if self.events.is_empty() {
+            self.events.shrink_to_fit();
+        }
+        if self.closes.is_empty() {
+            self.closes.shrink_to_fit();
+        }
+    }
+
+    /// Room the queues of transmits, events and closes hold, in entries.
+    #[cfg(test)]
+    pub(super) fn queue_room(&self) -> usize {
+        self.transmits.capacity() + self.events.capacity() + self.closes.capacity()
+    }
+
+    /// Whether the session of `client_id` has a connection now (an
+    /// offline session, or none, has not): a CONNECT with this id would
+    /// take that connection over rather than add a client.
+    pub fn is_connected(&self, client_id: &str) -> bool {
+        self.sessions
+            .find(client_id)
+            .and_then(|key| self.conn_of(key))
+            .is_some()
+    }
+
     /// Connected clients (for the client limit).
     pub fn connected(&self) -> usize {
         self.connected

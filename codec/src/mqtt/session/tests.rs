@@ -378,6 +378,8 @@ fn mqtt_3_1_4_3_takeover() {
         assert_eq!(closes[0].1.reason, CloseReason::SessionTakenOver);
         assert_eq!(closes[0].1.code, Some(0x8E));
         assert_eq!(h.registry.connected(), 1);
+        assert!(h.registry.is_connected("same"));
+        assert!(!h.registry.is_connected("other"));
         let info: Vec<SessionInfo> = h.registry.sessions().collect();
         assert_eq!(
             info,
@@ -388,6 +390,31 @@ fn mqtt_3_1_4_3_takeover() {
             }]
         );
     });
+}
+
+#[test]
+fn registry_queues_let_go_of_a_bursts_room_only_once_empty() {
+    let mut h = Harness::new(MqttConfig::default());
+    let bytes = Packet::Connect(connect(Version::V5, ""))
+        .to_bytes(Version::V5)
+        .unwrap();
+    // A ramp: 300 CONNECTs in before any is answered.
+    for conn in 0..300 {
+        h.registry.open(h.now, ConnId(conn));
+        h.registry.handle_bytes(h.now, ConnId(conn), &bytes);
+    }
+    let room = h.registry.queue_room();
+    assert!(room >= 300, "{room}");
+    // Not empty yet: the room stays.
+    h.registry.shrink_queues();
+    assert_eq!(h.registry.queue_room(), room);
+    h.drain();
+    assert_eq!(h.registry.connected(), 300);
+    h.registry.shrink_queues();
+    assert_eq!(h.registry.queue_room(), 0);
+    // And the queues take what comes next.
+    let ack = h.connect(300, connect(Version::V311, "next"));
+    assert_eq!(connack_code(&ack), (false, 0));
 }
 
 #[test]
@@ -1020,8 +1047,11 @@ fn mqtt_3_1_2_11_session_expiry_ends_the_offline_session() {
         .build();
     h.connect(1, c);
     h.events();
+    assert!(h.registry.is_connected("e"));
     h.registry.connection_lost(h.now, ConnId(1));
     h.drain();
+    // Kept offline: a session, but no connection.
+    assert!(!h.registry.is_connected("e"));
     h.advance(2_999);
     assert!(h.events().is_empty());
     h.advance(1);
