@@ -331,6 +331,46 @@ async fn mqtt_3_3_4_publish_at_each_qos_delivered_at_the_lower_of_publish_and_su
     }
 }
 
+/// Two filters of one client match (`t/#` at QoS 2, `t/+` at QoS 1): a QoS 2
+/// message comes once, at QoS 2, the higher of the two, whatever the order
+/// of the subscriptions (3.1.1: MQTT-3.3.5-1; 5.0: MQTT-3.3.4-2). The shape
+/// of the Paho interoperability suite's overlapping-subscriptions test,
+/// which mosquitto 2.0.11 answers over 3.1.1 with one copy at QoS 1.
+#[tokio::test]
+async fn mqtt_3_3_5_1_overlapping_subscriptions_deliver_at_the_highest_qos() {
+    let server = start();
+    for version in BOTH {
+        for (n, (first, second)) in [("t/#", "t/+"), ("t/+", "t/#")].into_iter().enumerate() {
+            let mut c = Client::tcp(&server, version).await;
+            c.connect(&format!("overlap-{n}")).await;
+            let qos_of = |f: &str| {
+                if f == "t/#" {
+                    QoS::ExactlyOnce
+                } else {
+                    QoS::AtLeastOnce
+                }
+            };
+            c.subscribe(1, first, sub(qos_of(first))).await;
+            c.subscribe(2, second, sub(qos_of(second))).await;
+            let mut publisher = Client::tcp(&server, version).await;
+            publisher.connect("overlap-publisher").await;
+            publisher
+                .publish("t/c", b"both", QoS::ExactlyOnce, false, 3)
+                .await;
+            let got = c.received().await;
+            assert_eq!(got.payload(), b"both");
+            assert_eq!(
+                got.qos,
+                QoS::ExactlyOnce,
+                "{version:?} {first} then {second}"
+            );
+            c.quiet().await;
+            c.send(Packet::Disconnect(Default::default())).await;
+            publisher.send(Packet::Disconnect(Default::default())).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn mqtt_3_3_1_retained_message_sent_on_subscribe_and_deleted_by_an_empty_payload() {
     let server = start();

@@ -1036,6 +1036,33 @@ fn mqtt_3_1_3_9_will_delay_and_a_reconnection_cancels_it() {
     assert_eq!(wills(&h.events()), 0);
 }
 
+/// A will whose delay outlasts the session goes out when the session ends:
+/// at once with no session expiry, after 2 s with 2 s of it (a 5 s delay
+/// both times). Mosquitto 2.0.11 waits for the delay either way.
+#[test]
+fn mqtt_3_1_2_8_will_published_when_the_session_ends_before_its_delay() {
+    for expiry in [0u32, 2] {
+        let mut c = with_will(Version::V5, Some(5));
+        c.properties = Properties::builder()
+            .push(Property::SessionExpiryInterval(expiry))
+            .unwrap()
+            .build();
+        let mut h = Harness::new(MqttConfig::default());
+        h.connect(1, c);
+        h.events();
+        h.registry.connection_lost(h.now, ConnId(1));
+        h.drain();
+        if expiry > 0 {
+            h.advance(u64::from(expiry) * 1_000 - 1);
+            assert_eq!(wills(&h.events()), 0, "expiry {expiry}: too early");
+            h.advance(1);
+        }
+        assert_eq!(wills(&h.events()), 1, "expiry {expiry}");
+        h.advance(10_000);
+        assert_eq!(wills(&h.events()), 0, "expiry {expiry}: published twice");
+    }
+}
+
 #[test]
 fn mqtt_3_1_2_11_session_expiry_ends_the_offline_session() {
     let mut h = Harness::new(MqttConfig::default());
