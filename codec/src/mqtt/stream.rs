@@ -210,7 +210,9 @@ pub struct Decoder {
     max: usize,
     buf: BytesMut,
     offset: usize,
-    failed: Option<Violation>,
+    /// Boxed: a fault is rare and final, and a registry keeps a decoder
+    /// per connection (64 bytes rather than 96).
+    failed: Option<Box<Violation>>,
 }
 
 impl Decoder {
@@ -262,7 +264,7 @@ impl Decoder {
 
     /// The violation that stopped the decoder, if any.
     pub fn violation(&self) -> Option<Violation> {
-        self.failed
+        self.failed.as_deref().copied()
     }
 
     /// Decodes the next packet from a buffer the caller owns (as a
@@ -271,7 +273,7 @@ impl Decoder {
     /// the size limit) is reserved. A decoded packet is split off `buf` and
     /// is a view of it.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, Violation> {
-        if let Some(v) = self.failed {
+        if let Some(v) = self.violation() {
             return Err(v);
         }
         let framed = framing(buf, self.version, self.from, self.order, self.max);
@@ -354,7 +356,7 @@ impl Decoder {
             }
         }
         loop {
-            if let Some(v) = self.failed {
+            if let Some(v) = self.violation() {
                 return Err(v);
             }
             let framed = framing(&self.buf, self.version, self.from, self.order, self.max);
@@ -393,7 +395,7 @@ impl Decoder {
 
     fn fail(&mut self, v: Violation) -> Violation {
         let v = v.shifted(self.offset);
-        self.failed = Some(v);
+        self.failed = Some(Box::new(v));
         v
     }
 }
