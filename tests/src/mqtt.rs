@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
-use sessionwire::mqtt::{ConnAck, Connect, Decoder, Packet, Sender, Str, Version};
+use sessionwire::mqtt::{
+    ConnAck, Connect, Decoder, Packet, QoS, Sender, Str, Subscribe, SubscriptionOptions,
+    Subscriptions, Version,
+};
 use sessionwire::Limits;
 
 use crate::server::{add_user, Server};
@@ -495,6 +498,23 @@ impl RawClient {
         match c.read(Duration::from_secs(5)) {
             Read::Packet(Packet::ConnAck(ack)) => (c, ack),
             other => panic!("expected a CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Subscribes to `filter` at `qos` (packet identifier 1) and returns
+    /// the SUBACK's code; panics on anything but a SUBACK within [`WAIT`].
+    pub fn subscribe(&mut self, filter: &str, qos: QoS) -> u8 {
+        let filter = Str::try_from(filter).expect("a valid filter");
+        let subscriptions =
+            Subscriptions::new(&[(filter, SubscriptionOptions::qos(qos))]).expect("a subscription");
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            properties: Default::default(),
+            subscriptions,
+        }));
+        match self.read(WAIT) {
+            Read::Packet(Packet::SubAck(ack)) => ack.codes[0],
+            other => panic!("expected a SUBACK, got {other:?}"),
         }
     }
 

@@ -20,10 +20,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sessionwire::mqtt::{
-    Connect, Packet, Property, PropertyId, Publish, QoS, Str, Subscribe, SubscriptionOptions,
-    Subscriptions, Version,
-};
+use sessionwire::mqtt::{Connect, Packet, Property, PropertyId, Publish, QoS, Str, Version};
 use sessionwire_client::mqtt_load::{self, MqttLoadConfig, Pattern};
 use sessionwire_tests::mqtt::{
     args, broker, mosquitto_version, paho_script, payload, tag, tool, Broker, BrokerKind,
@@ -900,18 +897,7 @@ fn mqtt_3_1_2_26_server_topic_aliases_raw_socket() {
         }
         let (mut sub, ack) = RawClient::connect_with(b.addr(), connect);
         assert_eq!(ack.code, 0);
-        let filter = format!("{id}/#");
-        let subscriptions = Subscriptions::new(&[(
-            Str::try_from(filter.as_str()).unwrap(),
-            SubscriptionOptions::qos(QoS::AtMostOnce),
-        )])
-        .unwrap();
-        sub.send(&Packet::Subscribe(Subscribe {
-            packet_id: 1,
-            properties: Default::default(),
-            subscriptions,
-        }));
-        assert!(matches!(sub.read(WAIT), Read::Packet(Packet::SubAck(_))));
+        assert_eq!(sub.subscribe(&format!("{id}/#"), QoS::AtMostOnce), 0);
         let (mut publisher, code) = RawClient::connect(b.addr(), Version::V5, "aliaser-pub", 0);
         assert_eq!(code, 0);
         let topics: Vec<String> = ALIASED.iter().map(|t| format!("{id}/{t}")).collect();

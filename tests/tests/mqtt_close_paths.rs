@@ -14,8 +14,7 @@
 use std::time::{Duration, Instant};
 
 use sessionwire::mqtt::{
-    Ack, Connect, Packet, PropertiesBuilder, Property, PropertyId, Publish, QoS, Str, Subscribe,
-    SubscriptionOptions, Subscriptions, Version,
+    Ack, Connect, Packet, PropertiesBuilder, Property, PropertyId, Publish, QoS, Str, Version,
 };
 use sessionwire_tests::mqtt::{
     broker, payload, tag, Broker, BrokerKind, RawClient, Read, VERSIONS, WAIT,
@@ -223,18 +222,7 @@ fn mqtt_message_queue_limit_reached() {
             let id = format!("sleeper-{what}");
             let filter = format!("flood/{what}");
             let mut sleeper = connected(&b, version, &id);
-            let subscriptions =
-                Subscriptions::new(&[(topic(&filter), SubscriptionOptions::qos(qos))])
-                    .expect("a subscription");
-            sleeper.send(&Packet::Subscribe(Subscribe {
-                packet_id: 1,
-                properties: Default::default(),
-                subscriptions,
-            }));
-            match sleeper.read(WAIT) {
-                Read::Packet(Packet::SubAck(_)) => {}
-                other => panic!("expected SUBACK, got {other:?}"),
-            }
+            sleeper.subscribe(&filter, qos);
             let mut flood = connected(&b, version, &format!("flood-{what}"));
             let closed = flood_until_closed(&b, &mut flood, &filter, qos, &id);
             if b.kind() == BrokerKind::Sessionwire {

@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use sessionwire::mqtt::{
-    ConnAck, Connect, Packet, Properties, Property, PropertyId, Publish, QoS, Str, Subscribe,
-    SubscriptionOptions, Subscriptions, Version,
+    ConnAck, Connect, Packet, Properties, Property, PropertyId, Publish, QoS, Str, Version,
 };
 use sessionwire_tests::mqtt::{RawClient, Read, WAIT};
 use sessionwire_tests::server::Server;
@@ -38,21 +37,6 @@ fn connect_v5(server: &Server, id: &str, alias_max: u16) -> (RawClient, ConnAck)
     let (c, ack) = RawClient::connect_with(mqtt(server), connect);
     assert_eq!(ack.code, 0, "{id}");
     (c, ack)
-}
-
-/// Subscribes `c` to `filter` at `qos`; returns the SUBACK's code.
-fn subscribe(c: &mut RawClient, filter: &str, qos: QoS) -> u8 {
-    let subscriptions =
-        Subscriptions::new(&[(str(filter), SubscriptionOptions::qos(qos))]).expect("a filter");
-    c.send(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        properties: Default::default(),
-        subscriptions,
-    }));
-    match c.read(WAIT) {
-        Read::Packet(Packet::SubAck(ack)) => ack.codes[0],
-        other => panic!("expected a SUBACK, got {other:?}"),
-    }
 }
 
 /// MQTT-3.2.2 (5.0 CONNACK properties): `--mqtt-receive-maximum`,
@@ -109,7 +93,7 @@ fn mqtt_3_8_4_maximum_qos_option_lowers_the_granted_qos() {
     for version in [Version::V311, Version::V5] {
         let (mut c, code) = RawClient::connect(mqtt(&server), version, "granted", 0);
         assert_eq!(code, 0);
-        assert_eq!(subscribe(&mut c, "q/#", QoS::ExactlyOnce), 1, "{version:?}");
+        assert_eq!(c.subscribe("q/#", QoS::ExactlyOnce), 1, "{version:?}");
     }
 }
 
@@ -124,7 +108,7 @@ fn mqtt_3_1_2_26_server_topic_aliases_option() {
     ] {
         let server = serve(options);
         let (mut sub, _) = connect_v5(&server, "alias-sub", 4);
-        assert_eq!(subscribe(&mut sub, "a/#", QoS::AtMostOnce), 0);
+        assert_eq!(sub.subscribe("a/#", QoS::AtMostOnce), 0);
         let (mut publisher, _) = connect_v5(&server, "alias-pub", 0);
         for _ in 0..2 {
             publisher.send(&Packet::Publish(Publish::new(&str("a/b"), b"m")));
