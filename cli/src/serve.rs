@@ -136,7 +136,7 @@ pub struct MqttArgs {
     pub mqtt_max_session_expiry: u32,
     /// The highest QoS clients may publish with (0, 1 or 2); subscriptions
     /// are granted at most this.
-    #[arg(long, value_name = "QOS", default_value_t = 2,
+    #[arg(long, value_name = "QOS", default_value_t = MqttConfig::default().maximum_qos as u8,
           value_parser = clap::value_parser!(u8).range(0..=2))]
     pub mqtt_maximum_qos: u8,
     /// The most sessions kept for offline clients; past it the one offline
@@ -144,9 +144,14 @@ pub struct MqttArgs {
     #[arg(long, value_name = "N", default_value_t = MqttConfig::default().max_sessions)]
     pub mqtt_max_sessions: usize,
     /// How long a connection may take to send its whole CONNECT, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 10_000,
+    #[arg(long, value_name = "MS", default_value_t = default_connect_timeout_ms(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub mqtt_connect_timeout: u64,
+}
+
+/// The session layer's connect timeout, in ms (the option's default).
+fn default_connect_timeout_ms() -> u64 {
+    u64::try_from(MqttConfig::default().connect_timeout.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl MqttArgs {
