@@ -1,5 +1,7 @@
-//! The broker's connections by number: each in a slot of a slab, found by
-//! its [`ConnId`] through a hash table of 4-byte slot numbers. An open
+//! Slot tables ([`SlotTable`]): entries in the slots of a slab, found by
+//! their key through a hash table of 4-byte slot numbers; the subscription
+//! tree keeps its clients in one, and the broker its connections by number
+//! ([`ConnTable`]). An open
 //! connection costs its slot (its number and its state, unboxed) and five
 //! bytes of table or two; no allocation of its own.
 //!
@@ -21,88 +23,91 @@ use slab::Slab;
 /// Slots added at least when the slab is full.
 const GROW_MIN: usize = 64;
 
-/// Entries named by a [`ConnId`], each unique. See the [module
-/// documentation](self).
-#[derive(Debug)]
-pub(super) struct ConnTable<T> {
-    slab: Slab<(ConnId, T)>,
-    index: HashTable<u32>,
-}
-
-impl<T> Default for ConnTable<T> {
-    fn default() -> Self {
-        ConnTable {
-            slab: Slab::new(),
-            index: HashTable::new(),
-        }
-    }
-}
-
 /// Makes room for one more entry in a full slab: an eighth more slots (at
 /// least [`GROW_MIN`]) rather than twice as many; see the [module
-/// documentation](self). The tree's client slots grow the same way.
-pub(super) fn make_room<T>(slab: &mut Slab<T>) {
+/// documentation](self).
+fn make_room<T>(slab: &mut Slab<T>) {
     if slab.len() == slab.capacity() {
         let more = (slab.len() / 8).max(GROW_MIN);
         slab.reserve_exact(more);
     }
 }
 
-/// Connection numbers are the server's own (counted up from 1), not a
-/// client's choice: a multiplicative hash spreads them over the table's
-/// control bytes with no key to keep.
-fn hash(id: ConnId) -> u64 {
-    id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+/// What a [`SlotTable`] finds its entries by.
+pub(super) trait Keyed {
+    /// The key, borrowed.
+    type Key: Eq + ?Sized;
+    /// This entry's key.
+    fn key(&self) -> &Self::Key;
+    /// The hash of a key.
+    fn hash(key: &Self::Key) -> u64;
 }
 
-impl<T> ConnTable<T> {
-    fn find(&self, id: ConnId) -> Option<u32> {
+/// Entries with a unique key each, named by slot number: a slab that
+/// grows by an eighth, and a hash table of 4-byte slot numbers hashed by
+/// the entry's key, which is stored once, in the entry. A freed number is
+/// given to the next entry. The broker's connections ([`ConnTable`]) and
+/// the subscription tree's clients both live in one.
+#[derive(Debug)]
+pub(super) struct SlotTable<T> {
+    slab: Slab<T>,
+    index: HashTable<u32>,
+}
+
+impl<T> Default for SlotTable<T> {
+    fn default() -> Self {
+        SlotTable {
+            slab: Slab::new(),
+            index: HashTable::new(),
+        }
+    }
+}
+
+impl<T: Keyed> SlotTable<T> {
+    /// The slot of the entry with `key`.
+    pub(super) fn find(&self, key: &T::Key) -> Option<u32> {
         let slab = &self.slab;
         self.index
-            .find(hash(id), |&at| {
-                slab.get(at as usize).is_some_and(|(key, _)| *key == id)
+            .find(T::hash(key), |&at| {
+                slab.get(at as usize).is_some_and(|e| e.key() == key)
             })
             .copied()
     }
 
-    /// Files `value` under `id`, replacing (and returning) what `id` had;
-    /// `Err(value)`, nothing filed, once `u32::MAX` slots are taken.
-    pub(super) fn insert(&mut self, id: ConnId, value: T) -> Result<Option<T>, T> {
-        if let Some(at) = self.find(id) {
-            if let Some(entry) = self.slab.get_mut(at as usize) {
-                return Ok(Some(std::mem::replace(&mut entry.1, value)));
-            }
-        }
-        let Ok(at) = u32::try_from(self.slab.vacant_key()) else {
-            return Err(value);
-        };
-        make_room(&mut self.slab);
-        self.slab.insert((id, value));
-        let slab = &self.slab;
-        self.index.insert_unique(hash(id), at, |&i| {
-            slab.get(i as usize).map_or(0, |(key, _)| hash(*key))
-        });
-        Ok(None)
+    /// The entry in slot `at`.
+    pub(super) fn get(&self, at: u32) -> Option<&T> {
+        self.slab.get(at as usize)
     }
 
-    /// Takes out the entry of `id`.
-    pub(super) fn remove(&mut self, id: ConnId) -> Option<T> {
-        let at = self.find(id)?;
-        if let Ok(entry) = self.index.find_entry(hash(id), |&i| i == at) {
+    /// The entry in slot `at`.
+    pub(super) fn get_mut(&mut self, at: u32) -> Option<&mut T> {
+        self.slab.get_mut(at as usize)
+    }
+
+    /// Files `entry`, whose key no entry has (the caller checks with
+    /// [`find`](Self::find)); `Err(entry)`, nothing filed, once `u32::MAX`
+    /// slots are taken.
+    pub(super) fn insert(&mut self, entry: T) -> Result<u32, T> {
+        let Ok(at) = u32::try_from(self.slab.vacant_key()) else {
+            return Err(entry);
+        };
+        let hash = T::hash(entry.key());
+        make_room(&mut self.slab);
+        self.slab.insert(entry);
+        let slab = &self.slab;
+        self.index.insert_unique(hash, at, |&i| {
+            slab.get(i as usize).map_or(0, |e| T::hash(e.key()))
+        });
+        Ok(at)
+    }
+
+    /// Takes out the entry in slot `at`; the slot may be given again.
+    pub(super) fn remove(&mut self, at: u32) -> Option<T> {
+        let hash = T::hash(self.get(at)?.key());
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == at) {
             entry.remove();
         }
-        self.slab.try_remove(at as usize).map(|(_, value)| value)
-    }
-
-    /// The entry of `id`.
-    pub(super) fn get_mut(&mut self, id: ConnId) -> Option<&mut T> {
-        let at = self.find(id)?;
-        self.slab.get_mut(at as usize).map(|(_, value)| value)
-    }
-
-    /// Whether `id` has an entry.
-    pub(super) fn contains(&self, id: ConnId) -> bool {
-        self.find(id).is_some()
+        self.slab.try_remove(at as usize)
     }
 
     /// Entries held.
@@ -110,10 +115,108 @@ impl<T> ConnTable<T> {
         self.slab.len()
     }
 
+    /// Every entry with its slot, in slot order.
+    #[cfg(test)]
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        self.slab
+            .iter()
+            .filter_map(|(at, e)| Some((u32::try_from(at).ok()?, e)))
+    }
+
+    /// Slots allocated, taken or not.
+    #[cfg(test)]
+    pub(super) fn room(&self) -> usize {
+        self.slab.capacity()
+    }
+
+    /// Slot numbers in the hash table (one per entry, if all is well).
+    #[cfg(test)]
+    pub(super) fn indexed(&self) -> usize {
+        self.index.len()
+    }
+
     /// Takes out every entry, in no particular order; the room stays.
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = (ConnId, T)> + '_ {
+    fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
         self.index.clear();
         self.slab.drain()
+    }
+}
+
+/// A connection and its number, as [`ConnTable`] files it.
+#[derive(Debug)]
+struct Numbered<T> {
+    id: ConnId,
+    value: T,
+}
+
+impl<T> Keyed for Numbered<T> {
+    type Key = ConnId;
+
+    fn key(&self) -> &ConnId {
+        &self.id
+    }
+
+    /// Connection numbers are the server's own (counted up from 1), not a
+    /// client's choice: a multiplicative hash spreads them over the table's
+    /// control bytes with no key to keep.
+    fn hash(id: &ConnId) -> u64 {
+        id.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// Entries named by a [`ConnId`], each unique, in a [`SlotTable`]. See the
+/// [module documentation](self).
+#[derive(Debug)]
+pub(super) struct ConnTable<T> {
+    table: SlotTable<Numbered<T>>,
+}
+
+impl<T> Default for ConnTable<T> {
+    fn default() -> Self {
+        ConnTable {
+            table: SlotTable::default(),
+        }
+    }
+}
+
+impl<T> ConnTable<T> {
+    /// Files `value` under `id`, replacing (and returning) what `id` had;
+    /// `Err(value)`, nothing filed, once `u32::MAX` slots are taken.
+    pub(super) fn insert(&mut self, id: ConnId, value: T) -> Result<Option<T>, T> {
+        if let Some(held) = self.get_mut(id) {
+            return Ok(Some(std::mem::replace(held, value)));
+        }
+        match self.table.insert(Numbered { id, value }) {
+            Ok(_) => Ok(None),
+            Err(n) => Err(n.value),
+        }
+    }
+
+    /// Takes out the entry of `id`.
+    pub(super) fn remove(&mut self, id: ConnId) -> Option<T> {
+        let at = self.table.find(&id)?;
+        self.table.remove(at).map(|n| n.value)
+    }
+
+    /// The entry of `id`.
+    pub(super) fn get_mut(&mut self, id: ConnId) -> Option<&mut T> {
+        let at = self.table.find(&id)?;
+        self.table.get_mut(at).map(|n| &mut n.value)
+    }
+
+    /// Whether `id` has an entry.
+    pub(super) fn contains(&self, id: ConnId) -> bool {
+        self.table.find(&id).is_some()
+    }
+
+    /// Entries held.
+    pub(super) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Takes out every entry, in no particular order; the room stays.
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = (ConnId, T)> + '_ {
+        self.table.drain().map(|n| (n.id, n.value))
     }
 }
 
@@ -171,11 +274,11 @@ mod tests {
                 }
                 most = most.max(model.len());
                 prop_assert_eq!(table.len(), model.len());
-                prop_assert_eq!(table.index.len(), model.len());
+                prop_assert_eq!(table.table.indexed(), model.len());
                 for c in 0..300 {
                     prop_assert_eq!(table.contains(ConnId(c)), model.contains_key(&c));
                 }
-                let room = table.slab.capacity();
+                let room = table.table.room();
                 let bound = most + (most / 8).max(GROW_MIN);
                 prop_assert!(room <= bound, "{} slots for at most {}", room, most);
             }

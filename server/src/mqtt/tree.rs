@@ -33,12 +33,10 @@ use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
 use compact_str::CompactString;
-use hashbrown::HashTable;
 use sessionwire::mqtt::QoS;
-use slab::Slab;
 use smallvec::SmallVec;
 
-use super::conns::make_room;
+use super::conns::{Keyed, SlotTable};
 
 /// The prefix of a shared subscription's filter.
 const SHARE_PREFIX: &str = "$share/";
@@ -232,72 +230,22 @@ struct Client {
     filters: Filters,
 }
 
-/// The clients with subscriptions: each in a slab slot named by its
-/// [`Slot`], found by its id through a hash table of slot numbers (4 bytes
-/// an entry and a control byte, the id stored once, in the slot), as the
-/// codec's registry keeps its sessions. The slab grows by an eighth at a
-/// time, as the broker's connections do (a slot is 48 bytes).
-#[derive(Debug, Default)]
-struct Clients {
-    slab: Slab<Client>,
-    index: HashTable<Slot>,
-}
+impl Keyed for Client {
+    type Key = str;
 
-impl Clients {
+    fn key(&self) -> &str {
+        &self.id
+    }
+
     fn hash(client_id: &str) -> u64 {
         SharedKey.hash_one(client_id)
     }
-
-    /// The slot of the client with this id.
-    fn find(&self, client_id: &str) -> Option<Slot> {
-        let slab = &self.slab;
-        self.index
-            .find(Self::hash(client_id), |&at| {
-                slab.get(at as usize).is_some_and(|c| c.id == client_id)
-            })
-            .copied()
-    }
-
-    fn get(&self, at: Slot) -> Option<&Client> {
-        self.slab.get(at as usize)
-    }
-
-    fn get_mut(&mut self, at: Slot) -> Option<&mut Client> {
-        self.slab.get_mut(at as usize)
-    }
-
-    /// The id of the client in slot `at`.
-    fn id(&self, at: Slot) -> Option<&str> {
-        self.get(at).map(|c| c.id.as_str())
-    }
-
-    /// Files a client no slot has yet, with no filter; `None` once the
-    /// slot numbers are all taken (more than `u32::MAX` clients, far past
-    /// any [`TreeLimits::max_subscriptions`]).
-    fn insert(&mut self, client_id: &str) -> Option<Slot> {
-        let at = Slot::try_from(self.slab.vacant_key()).ok()?;
-        make_room(&mut self.slab);
-        self.slab.insert(Client {
-            id: CompactString::new(client_id),
-            filters: Filters::new(),
-        });
-        let slab = &self.slab;
-        self.index.insert_unique(Self::hash(client_id), at, |&i| {
-            slab.get(i as usize)
-                .map_or(0, |c| Self::hash(c.id.as_str()))
-        });
-        Some(at)
-    }
-
-    /// Takes the client out of slot `at`; the slot may be given again.
-    fn remove(&mut self, at: Slot) -> Option<Client> {
-        let hash = Self::hash(&self.get(at)?.id);
-        if let Ok(entry) = self.index.find_entry(hash, |&i| i == at) {
-            entry.remove();
-        }
-        self.slab.try_remove(at as usize)
-    }
 }
+
+/// The clients with subscriptions, each in a slot named by its [`Slot`]
+/// and found by its id (the id stored once, in the slot; a slot is 48
+/// bytes), as the codec's registry keeps its sessions.
+type Clients = SlotTable<Client>;
 
 /// The members of one shared subscription (a group name on one filter).
 #[derive(Debug, Default)]
@@ -440,10 +388,15 @@ impl Tree {
         }
         let client = match client {
             Some(at) => at,
+            // `Err` once the slot numbers are all taken (more than
+            // `u32::MAX` clients, far past any `max_subscriptions`).
             None => self
                 .clients
-                .insert(client_id)
-                .ok_or(SubscribeError::TreeFull)?,
+                .insert(Client {
+                    id: CompactString::new(client_id),
+                    filters: Filters::new(),
+                })
+                .map_err(|_| SubscribeError::TreeFull)?,
         };
         let sub = Stored::from(sub);
         let mut node = &mut self.root;
@@ -621,7 +574,7 @@ impl<'t> Match<'t> {
     fn of(clients: &'t Clients, client: Slot, sub: Stored, shared: bool) -> Option<Match<'t>> {
         let sub = sub.get();
         Some(Match {
-            client_id: clients.id(client)?,
+            client_id: clients.get(client)?.id.as_str(),
             qos: sub.qos,
             retain_as_published: sub.retain_as_published,
             subscription_ids: sub.id.into_iter().collect(),
@@ -731,7 +684,11 @@ impl<'t> Walk<'t, '_> {
             }
             let start = group.next.get() % count;
             let available = |i: usize| {
-                let client = group.members.get(i).and_then(|(c, _)| clients.id(*c));
+                let client = group
+                    .members
+                    .get(i)
+                    .and_then(|(c, _)| clients.get(*c))
+                    .map(|c| c.id.as_str());
                 client.is_some_and(|id| (self.available)(id))
             };
             let pick = (0..count)
@@ -1146,16 +1103,15 @@ mod tests {
     /// of the trie holding its slot; the trie holds no other entry.
     fn check_clients(tree: &Tree) -> Result<(), String> {
         let clients = &tree.clients;
-        if clients.index.len() != clients.slab.len() {
+        if clients.indexed() != clients.len() {
             return Err(format!(
                 "{} indexed, {} held",
-                clients.index.len(),
-                clients.slab.len()
+                clients.indexed(),
+                clients.len()
             ));
         }
         let mut filters = 0;
-        for (at, client) in &clients.slab {
-            let at = Slot::try_from(at).unwrap();
+        for (at, client) in clients.iter() {
             if clients.find(&client.id) != Some(at) {
                 return Err(format!("{} not found in its slot {at}", client.id));
             }
@@ -1260,7 +1216,7 @@ mod tests {
                 let check = check_clients(&tree);
                 prop_assert!(check.is_ok(), "after {:?}: {:?}", s, check);
                 // The clients in slots are the model's clients.
-                let mut held: Vec<&str> = tree.clients.slab.iter().map(|(_, c)| c.id.as_str()).collect();
+                let mut held: Vec<&str> = tree.clients.iter().map(|(_, c)| c.id.as_str()).collect();
                 held.sort_unstable();
                 let mut want: Vec<&str> = model.keys().map(|(c, _)| c.as_str()).collect();
                 want.dedup();
