@@ -22,6 +22,9 @@ pub struct ConnId(pub u64);
 pub struct Incoming {
     pub(super) conn: ConnId,
     pub(super) connect: Connect,
+    /// A cap on the session's expiry the server sets for this client
+    /// alone (below [`MqttConfig::max_session_expiry`](super::MqttConfig)).
+    pub(super) expiry_cap: Option<u32>,
 }
 
 impl Incoming {
@@ -34,6 +37,82 @@ impl Incoming {
     /// server is to assign one), will, properties.
     pub fn connect(&self) -> &Connect {
         &self.connect
+    }
+
+    /// Caps how long this client's session may outlive its connection, in
+    /// seconds, below the registry's `max_session_expiry` (for example for
+    /// a client that did not authenticate). A 5.0 client is told the
+    /// interval it gets in its CONNACK; a 3.1.1 session without clean
+    /// session lives this long offline.
+    pub fn limit_session_expiry(&mut self, secs: u32) {
+        self.expiry_cap = Some(self.expiry_cap.map_or(secs, |c| c.min(secs)));
+    }
+}
+
+/// What became of a message handed to
+/// [`Registry::deliver`](super::Registry::deliver).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Delivered {
+    /// Written for the client (QoS 0, or QoS 1 and 2 within its in-flight
+    /// window).
+    Sent,
+    /// Waiting in the session's queue for room in flight or for the client
+    /// to come back.
+    Queued,
+    /// Not kept, for this reason; nothing else the session holds changed.
+    Dropped(Dropped),
+    /// No session has this client identifier.
+    NoSession,
+}
+
+/// Why a message was not kept for a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Dropped {
+    /// The session's queue holds `max_queued_messages` or
+    /// `max_queued_bytes` already: the new message goes, what is queued
+    /// stays.
+    QueueFull,
+    /// QoS 0 for a client that is offline.
+    Offline,
+    /// Expired, or with no topic to send it to.
+    Expired,
+    /// Over the client's maximum packet size (MQTT-3.1.2-25).
+    TooLarge,
+}
+
+/// How far behind a session is: what it holds for its client and whether
+/// the client is still taking it. See
+/// [`Registry::backlog`](super::Registry::backlog).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backlog {
+    /// Whether it has a connection.
+    pub connected: bool,
+    /// Messages waiting in its queue.
+    pub queued: usize,
+    /// Bytes of topic, payload and properties waiting in its queue.
+    pub queued_bytes: usize,
+    /// The queue's bound in messages (`max_queued_messages`).
+    pub max_messages: usize,
+    /// The queue's bound in bytes (`max_queued_bytes`).
+    pub max_bytes: usize,
+    /// Messages sent and not yet acknowledged.
+    pub in_flight: usize,
+    /// Its in-flight window.
+    pub window: usize,
+    /// Acknowledgements the client has completed (PUBACK, PUBCOMP, a
+    /// refusing PUBREC) since its queue or flight last became empty: a
+    /// client that keeps reading makes it grow.
+    pub acked: u64,
+}
+
+impl Backlog {
+    /// Whether its queue is at least `percent` full, in messages or bytes.
+    pub fn fill_at_least(&self, percent: usize) -> bool {
+        let over = |n: usize, max: usize| n.saturating_mul(100) >= max.saturating_mul(percent);
+        over(self.queued, self.max_messages) || over(self.queued_bytes, self.max_bytes)
     }
 }
 

@@ -163,14 +163,14 @@ mod tests {
 
     fn item() -> Queued {
         Queued {
-            message: Message {
+            message: std::sync::Arc::new(Message {
                 topic: Str::from_static("t"),
                 payload: Bytes::from_static(b"x"),
                 qos: QoS::ExactlyOnce,
                 retain: false,
                 properties: Properties::new(),
                 expires_at: None,
-            },
+            }),
             delivery: Delivery {
                 qos: QoS::ExactlyOnce,
                 retain: false,

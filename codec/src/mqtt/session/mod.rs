@@ -86,7 +86,8 @@
 //! | more QoS 2 PUBLISH waiting for PUBREL than `receive_maximum` | 0x93 | | LOST_MESSAGES |
 //! | topic alias above `topic_alias_maximum` (0x94); unknown alias (0x82) | 0x94, 0x82 | | INVALID_INBOUND_MESSAGE |
 //! | PUBLISH above `maximum_qos` | 0x9B | | INVALID_INBOUND_MESSAGE |
-//! | outbound queue full while connected (`max_queued_*`), or the server's write buffer (`outbound_full`) | 0x97 | | MESSAGE_QUEUE_LIMIT_REACHED |
+//! | the client stopped reading (`outbound_full`: the server's write buffer passed its bound or stalled) | 0x97 | | MESSAGE_QUEUE_LIMIT_REACHED |
+//! | the client's Maximum Packet Size is below even a CONNACK without properties (MQTT-3.1.2-24) | none sent | | MESSAGE_TOO_LARGE |
 //! | `close(.., ServerClose::Controller)` | 0x98 | | CLOSED_BY_CONTROLLER |
 //! | `close(.., ServerClose::Shutdown)` | 0x8B | | ABORTED |
 //! | DISCONNECT from the client | its code | | CLOSED_BY_CLIENT |
@@ -121,9 +122,22 @@
 //!   seconds offline; a 5.0 session its expiry interval, capped by the same
 //!   setting (the CONNACK says so when capped). When more than
 //!   `max_sessions` are offline, the one offline longest ends.
-//! - Offline, QoS 0 messages are dropped and QoS 1 and 2 are queued; a full
-//!   queue drops the new message (there is no connection to close). A
-//!   queue full while connected closes 0x97 and discards the queue.
+//! - Offline, QoS 0 messages are dropped and QoS 1 and 2 are queued. A
+//!   full queue drops the new message, connected or not, and keeps what it
+//!   holds; [`Registry::deliver`] says so ([`Delivered::Dropped`]), and
+//!   [`Registry::backlog`] tells the server how full a queue is and whether
+//!   its client keeps acknowledging, so that it can push back on
+//!   publishers first. Nothing queued or in flight is ever discarded while
+//!   the session lives: a client closed for not reading (0x97) finds it on
+//!   its next connection.
+//! - A session that was to end with its connection (3.1.1 clean session,
+//!   5.0 expiry 0) is not resumed by a CONNECT taking its client id over,
+//!   even without clean session: it ends, and the CONNACK says no session
+//!   was present (MQTT-3.1.2-6, MQTT-3.2.2-3).
+//! - Nothing sent exceeds a 5.0 client's Maximum Packet Size
+//!   (MQTT-3.1.2-24): a CONNACK drops its properties to fit, a PUBLISH
+//!   that does not fit is dropped for that client, any other packet is not
+//!   sent; a client too small for any CONNACK is closed without one.
 //! - SUBSCRIBE and UNSUBSCRIBE are the broker's to answer: the registry
 //!   hands them out as events with their packet id and writes the SUBACK
 //!   or UNSUBACK the broker gives back ([`Registry::suback`],
@@ -163,8 +177,8 @@ mod table;
 
 pub use config::MqttConfig;
 pub use event::{
-    AnswerError, Close, ConnId, Delivery, Event, Incoming, Message, Refuse, ServerClose,
-    SessionInfo, SubscriptionRequest,
+    AnswerError, Backlog, Close, ConnId, Delivered, Delivery, Dropped, Event, Incoming, Message,
+    Refuse, ServerClose, SessionInfo, SubscriptionRequest,
 };
 pub use registry::Registry;
 

@@ -2,14 +2,17 @@
 //! in-flight window is full or it is offline.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::event::{Delivery, Message};
 
-/// One message waiting.
+/// One message waiting (or in flight). The message is shared by every
+/// session it was routed to: one copy of its topic and payload however
+/// many queues hold it.
 #[derive(Clone, Debug)]
 pub(super) struct Queued {
-    pub(super) message: Message,
+    pub(super) message: Arc<Message>,
     pub(super) delivery: Delivery,
 }
 
@@ -69,15 +72,13 @@ impl Queue {
     }
 
     /// Messages waiting.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.items.len()
     }
 
-    /// Drops everything.
-    pub(super) fn clear(&mut self) {
-        self.items.clear();
-        self.bytes = 0;
+    /// Bytes waiting, as the byte bound counts them.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -90,14 +91,14 @@ mod tests {
 
     fn item(payload: &'static [u8], expires_at: Option<Instant>) -> Queued {
         Queued {
-            message: Message {
+            message: Arc::new(Message {
                 topic: Str::from_static("t"),
                 payload: Bytes::from_static(payload),
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 properties: Properties::new(),
                 expires_at,
-            },
+            }),
             delivery: Delivery {
                 qos: QoS::AtLeastOnce,
                 retain: false,

@@ -5,6 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,8 +13,8 @@ use bytes::Bytes;
 use super::clock::{Clock, Tick};
 use super::config::MqttConfig;
 use super::event::{
-    AnswerError, Close, ConnId, Delivery, Event, Incoming, Message, Refuse, ServerClose,
-    SessionInfo, SubscriptionRequest,
+    AnswerError, Backlog, Close, ConnId, Delivered, Delivery, Dropped, Event, Incoming, Message,
+    Refuse, ServerClose, SessionInfo, SubscriptionRequest,
 };
 use super::inflight::{Acked, Resend, Stage};
 use super::queue::Queued;
@@ -211,6 +212,9 @@ pub struct Registry<R: RandomSource> {
     events: VecDeque<Event>,
     closes: VecDeque<(ConnId, Close)>,
     connected: usize,
+    /// The shared copy of the message delivered last (see
+    /// [`deliver`](Self::deliver)).
+    last_shared: Option<Arc<Message>>,
 }
 
 impl<R: RandomSource> std::fmt::Debug for Registry<R> {
@@ -241,6 +245,7 @@ impl<R: RandomSource> Registry<R> {
             events: VecDeque::new(),
             closes: VecDeque::new(),
             connected: 0,
+            last_shared: None,
         }
     }
 
@@ -344,7 +349,11 @@ impl<R: RandomSource> Registry<R> {
     /// CONNECT is refused busy instead. A stale `Incoming` (its connection
     /// closed meanwhile) is ignored.
     pub fn accept(&mut self, now: Instant, incoming: Incoming) {
-        let Incoming { conn, connect } = incoming;
+        let Incoming {
+            conn,
+            connect,
+            expiry_cap,
+        } = incoming;
         if self.conns.by_key(&conn).map(|c| c.phase) != Some(Phase::Authenticating) {
             return;
         }
@@ -372,7 +381,14 @@ impl<R: RandomSource> Registry<R> {
             self.refuse_violation(now, conn, version, v);
             return;
         }
-        let resume = !connect.clean_start;
+        // A session whose connection is taken over resumes only if it was
+        // to outlive that connection: one that began with clean session
+        // (5.0: expiry 0) ends with it (MQTT-3.1.2-6, MQTT-3.2.2-3).
+        let outlives = self
+            .sessions
+            .by_key(client_id.as_str())
+            .is_some_and(|s| s.conn.is_none() || s.expiry > 0);
+        let resume = !connect.clean_start && outlives;
         if let Some(old) = takes_over {
             let fate = if resume {
                 SessionFate::Resume
@@ -400,7 +416,9 @@ impl<R: RandomSource> Registry<R> {
         };
         // The session as this connection sets it up.
         let config = self.config.clone();
-        let cap = config.max_session_expiry;
+        let cap = config
+            .max_session_expiry
+            .min(expiry_cap.unwrap_or(u32::MAX));
         let (requested, expiry) = match version {
             Version::V5 => {
                 let asked = match connect.properties.get(PropertyId::SessionExpiryInterval) {
@@ -499,12 +517,22 @@ impl<R: RandomSource> Registry<R> {
                 }
             }
         }
-        let connack = ConnAck {
+        let mut connack = ConnAck {
             session_present,
             code: 0,
             properties: properties.build(),
         };
-        self.send(conn, version, &Packet::ConnAck(connack));
+        // Nothing sent may pass the client's Maximum Packet Size
+        // (MQTT-3.1.2-24): the CONNACK's properties are optional, so it
+        // goes without them if need be; if even that does not fit, the
+        // connection closes without a packet (0x95, packet too large).
+        if !self.send(conn, version, &Packet::ConnAck(connack.clone())) {
+            connack.properties = Properties::new();
+            if !self.send(conn, version, &Packet::ConnAck(connack)) {
+                self.end_conn_for(now, conn, 0x95, WillFate::Discard, SessionFate::Keep);
+                return;
+            }
+        }
         self.events.push_back(Event::Connected {
             conn,
             client_id,
@@ -530,7 +558,9 @@ impl<R: RandomSource> Registry<R> {
                             self.transmits.push_back((conn, bytes));
                         }
                     }
-                    Resend::PubRel(id) => self.send(conn, version, &Packet::PubRel(Ack::new(id))),
+                    Resend::PubRel(id) => {
+                        self.send(conn, version, &Packet::PubRel(Ack::new(id)));
+                    }
                 }
             }
         }
@@ -555,7 +585,7 @@ impl<R: RandomSource> Registry<R> {
     /// The server refuses a CONNECT: CONNACK with the code of `why` (3.1.1
     /// 0x04, 0x05, 0x03; 5.0 0x86, 0x87, 0x89), then the close.
     pub fn refuse(&mut self, now: Instant, incoming: Incoming, why: Refuse) {
-        let Incoming { conn, connect } = incoming;
+        let Incoming { conn, connect, .. } = incoming;
         if self.conns.by_key(&conn).map(|c| c.phase) != Some(Phase::Authenticating) {
             return;
         }
@@ -573,64 +603,97 @@ impl<R: RandomSource> Registry<R> {
     /// otherwise); QoS 1 and 2 wait in the session's queue while its
     /// in-flight window is full or it is offline. A message the client's
     /// maximum packet size cannot take, already expired, or with an empty
-    /// topic is dropped. A full queue closes a connected client (DISCONNECT
-    /// 0x97, MESSAGE_QUEUE_LIMIT_REACHED, the queue discarded) and drops
-    /// the message for an offline one.
-    pub fn deliver(&mut self, now: Instant, client_id: &str, message: &Message, options: Delivery) {
+    /// topic is dropped. A full queue drops the new message and keeps what
+    /// it holds, connected or not: the server sees it in the answer and
+    /// decides (push back on the publisher, count the loss, close a client
+    /// that stopped reading with [`outbound_full`](Self::outbound_full)).
+    ///
+    /// Every session a message is routed to shares one copy of its topic
+    /// and payload (made on the first delivery of a message, not a view
+    /// that would keep the publisher's whole receive buffer alive).
+    pub fn deliver(
+        &mut self,
+        now: Instant,
+        client_id: &str,
+        message: &Message,
+        options: Delivery,
+    ) -> Delivered {
         let Some(key) = self.sessions.find(client_id) else {
-            return;
+            return Delivered::NoSession;
         };
         // Expired, or no topic to send it to (MQTT-4.7.3-1).
         if message.expires_at.is_some_and(|t| t <= now) || message.topic.is_empty() {
-            return;
+            return Delivered::Dropped(Dropped::Expired);
         }
         let (max_q, max_b) = (
             self.config.max_queued_messages,
             self.config.max_queued_bytes,
         );
+        let shared = self.shared(message);
         let Some(s) = self.sessions.get_mut(key) else {
-            return;
+            return Delivered::NoSession;
         };
-        if options.qos == QoS::AtMostOnce {
-            if s.conn.is_some() {
-                let item = Queued {
-                    message: message.clone(),
-                    delivery: options,
-                };
-                self.send_message(now, key, item);
+        let item = Queued {
+            message: shared,
+            delivery: options,
+        };
+        if item.delivery.qos == QoS::AtMostOnce {
+            if s.conn.is_none() {
+                return Delivered::Dropped(Dropped::Offline);
             }
-            return;
+            return self.send_message(now, key, item);
         }
         if s.conn.is_some() && s.queue_is_empty() && s.outbound_len() < usize::from(s.window) {
             // Room in flight: sent at once.
-            let item = Queued {
-                message: message.clone(),
-                delivery: options,
-            };
-            self.send_message(now, key, item);
-            return;
+            return self.send_message(now, key, item);
         }
-        // A queued message keeps copies of its own, not views that would
-        // keep a publisher's whole receive buffer alive.
+        if s.rare().queue.push(item, max_q, max_b).is_err() {
+            s.trim();
+            return Delivered::Dropped(Dropped::QueueFull);
+        }
+        self.pump(now, key);
+        Delivered::Queued
+    }
+
+    /// The one shared copy of `message`: the last one made if it holds the
+    /// same message (every delivery of one routing in a row), else a new
+    /// copy of its topic and payload.
+    fn shared(&mut self, message: &Message) -> Arc<Message> {
+        if let Some(last) = &self.last_shared {
+            if **last == *message {
+                return Arc::clone(last);
+            }
+        }
         let mut kept = message.clone();
         kept.topic = Str::try_from(message.topic.as_str()).unwrap_or_default();
         kept.payload = Bytes::copy_from_slice(&message.payload);
-        let item = Queued {
-            message: kept,
-            delivery: options,
-        };
-        if s.rare().queue.push(item, max_q, max_b).is_err() {
-            let connected = s.conn.is_some();
-            if connected {
-                s.rare().queue.clear();
-            }
-            s.trim();
-            if let Some(conn) = self.conn_of(key) {
-                self.server_close_conn(now, conn, 0x97, SessionFate::Keep);
-            }
-            return;
-        }
-        self.pump(now, key);
+        let kept = Arc::new(kept);
+        self.last_shared = Some(Arc::clone(&kept));
+        kept
+    }
+
+    /// How far behind the session of `client_id` is; `None` when there is
+    /// no such session.
+    pub fn backlog(&self, client_id: &str) -> Option<Backlog> {
+        let s = self.sessions.by_key(client_id)?;
+        let r = s.rare_ref();
+        Some(Backlog {
+            connected: s.conn.is_some(),
+            queued: r.map_or(0, |r| r.queue.len()),
+            queued_bytes: r.map_or(0, |r| r.queue.bytes()),
+            max_messages: self.config.max_queued_messages,
+            max_bytes: self.config.max_queued_bytes,
+            in_flight: s.outbound_len(),
+            window: usize::from(s.window),
+            acked: r.map_or(0, |r| r.acked),
+        })
+    }
+
+    /// The connection of `client_id`'s session, while it has one.
+    pub fn connection(&self, client_id: &str) -> Option<ConnId> {
+        self.sessions
+            .find(client_id)
+            .and_then(|key| self.conn_of(key))
     }
 
     /// The server closes `client_id` of its own accord: a 5.0 client gets
@@ -652,12 +715,14 @@ impl<R: RandomSource> Registry<R> {
         }
     }
 
-    /// The server's write buffer for `conn` passed its bound (the client
-    /// reads slower than it is sent to): closed like a full queue
-    /// (DISCONNECT 0x97 if it can still be written, MESSAGE_QUEUE_LIMIT_REACHED),
-    /// the session's queue discarded, its will published. Bytes handed out
-    /// by [`poll_transmit`](Self::poll_transmit) are the server's to bound;
-    /// this keeps the close decision here.
+    /// The client stopped reading: the server's write buffer for `conn`
+    /// passed its bound, or nothing could be written to it for the
+    /// server's stall bound. Closed DISCONNECT 0x97 (if it can still be
+    /// written), MESSAGE_QUEUE_LIMIT_REACHED, its will published; its
+    /// session keeps what it holds (queued and in-flight messages are sent
+    /// again on the next connection, while the session lives). Bytes handed
+    /// out by [`poll_transmit`](Self::poll_transmit) are the server's to
+    /// bound; this keeps the close decision here.
     pub fn outbound_full(&mut self, now: Instant, conn: ConnId) {
         let key = match self.conns.by_key(&conn).map(|c| c.phase) {
             Some(Phase::Connected(key)) => key,
@@ -667,12 +732,7 @@ impl<R: RandomSource> Registry<R> {
             }
             None => return,
         };
-        if let Some(s) = self.sessions.get_mut(key) {
-            if let Some(r) = s.rare_mut() {
-                r.queue.clear();
-            }
-            s.trim();
-        }
+        let _ = key;
         self.server_close_conn(now, conn, 0x97, SessionFate::Keep);
     }
 
@@ -879,8 +939,11 @@ impl<R: RandomSource> Registry<R> {
                     }
                 }
                 c.phase = Phase::Authenticating;
-                self.events
-                    .push_back(Event::Connect(Incoming { conn, connect }));
+                self.events.push_back(Event::Connect(Incoming {
+                    conn,
+                    connect,
+                    expiry_cap: None,
+                }));
                 return Ok(());
             }
             (Phase::Connected(key), packet) => (key, packet),
@@ -954,7 +1017,9 @@ impl<R: RandomSource> Registry<R> {
                     });
                 }
             }
-            Packet::PingReq => self.send(conn, version, &Packet::PingResp),
+            Packet::PingReq => {
+                self.send(conn, version, &Packet::PingResp);
+            }
             Packet::Disconnect(d) => {
                 if let Some(Property::SessionExpiryInterval(secs)) =
                     d.properties.get(PropertyId::SessionExpiryInterval)
@@ -1183,7 +1248,9 @@ impl<R: RandomSource> Registry<R> {
         let from = s.client_id.to_string();
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(conn, version, &Packet::PubAck(Ack::new(p.packet_id))),
+            QoS::AtLeastOnce => {
+                self.send(conn, version, &Packet::PubAck(Ack::new(p.packet_id)));
+            }
             QoS::ExactlyOnce => {
                 if s.inbound_contains(p.packet_id) {
                     if !p.dup {
@@ -1237,6 +1304,9 @@ impl<R: RandomSource> Registry<R> {
                 Ok(())
             }
             Some(Acked::Done) => {
+                if let Some(r) = s.rare_mut() {
+                    r.acked = r.acked.wrapping_add(1);
+                }
                 self.pump(now, key);
                 if let Some(s) = self.sessions.get_mut(key) {
                     s.trim();
@@ -1258,19 +1328,21 @@ impl<R: RandomSource> Registry<R> {
             let Some(item) = s.rare_mut().and_then(|r| r.queue.pop(now)) else {
                 return;
             };
-            self.send_message(now, key, item);
+            // A message too large for the client is dropped here as it
+            // would have been when routed.
+            let _ = self.send_message(now, key, item);
         }
     }
 
     /// Sends one message to a connected session (QoS 1 and 2 with a new
     /// packet identifier, filed in flight), unless the client's maximum
     /// packet size is too small for it (dropped).
-    fn send_message(&mut self, now: Instant, key: u32, item: Queued) {
+    fn send_message(&mut self, now: Instant, key: u32, item: Queued) -> Delivered {
         let Some(s) = self.sessions.get_mut(key) else {
-            return;
+            return Delivered::NoSession;
         };
         let Some(c) = s.conn.and_then(|slot| self.conns.get(slot)) else {
-            return;
+            return Delivered::Dropped(Dropped::Offline);
         };
         let conn = c.id;
         let stage = match item.delivery.qos {
@@ -1287,7 +1359,9 @@ impl<R: RandomSource> Registry<R> {
                     None => Some(last.checked_add(1).unwrap_or(1)),
                 };
                 let Some(id) = id else {
-                    return;
+                    // All 65,535 identifiers in flight: the window is
+                    // far smaller, so this does not happen.
+                    return Delivered::Dropped(Dropped::QueueFull);
                 };
                 s.last_id = id;
                 id
@@ -1300,7 +1374,7 @@ impl<R: RandomSource> Registry<R> {
         };
         // Too big for the client (MQTT-3.1.2-25): dropped.
         let Some(bytes) = s.encode_publish(&item, id, false, now, alias) else {
-            return;
+            return Delivered::Dropped(Dropped::TooLarge);
         };
         if let (Some(Alias::Set(a)), Some(c)) = (alias, self.conns.by_key_mut(&conn)) {
             let rare = c.rare();
@@ -1311,13 +1385,31 @@ impl<R: RandomSource> Registry<R> {
             s.rare().inflight.insert(id, item, stage);
         }
         self.transmits.push_back((conn, bytes));
+        Delivered::Sent
     }
 
-    /// Queues `packet` for `conn`.
-    fn send(&mut self, conn: ConnId, version: Version, packet: &Packet) {
-        if let Ok(bytes) = packet.to_bytes(version) {
-            self.transmits.push_back((conn, bytes));
+    /// Queues `packet` for `conn`, unless it is larger than the 5.0
+    /// client's Maximum Packet Size (MQTT-3.1.2-24: then it is not sent at
+    /// all); whether it was queued.
+    fn send(&mut self, conn: ConnId, version: Version, packet: &Packet) -> bool {
+        let Ok(bytes) = packet.to_bytes(version) else {
+            return false;
+        };
+        if version == Version::V5 && !self.fits(conn, bytes.len()) {
+            return false;
         }
+        self.transmits.push_back((conn, bytes));
+        true
+    }
+
+    /// Whether a packet of `len` bytes is within the Maximum Packet Size
+    /// the client of `conn` announced (5.0), if it is connected.
+    fn fits(&self, conn: ConnId, len: usize) -> bool {
+        let max = match self.conns.by_key(&conn).map(|c| c.phase) {
+            Some(Phase::Connected(key)) => self.sessions.get(key).and_then(|s| s.max_packet),
+            _ => None,
+        };
+        max.is_none_or(|max| u32::try_from(len).is_ok_and(|n| n <= max.get()))
     }
 
     /// A fault in what the client sent: before the CONNECT is accepted a

@@ -121,6 +121,9 @@ pub(super) struct Rare {
     pub(super) will_due: Option<(Tick, Message)>,
     pub(super) inflight: Inflight,
     pub(super) queue: Queue,
+    /// Acknowledgements completed while it held something (the client's
+    /// progress, for [`Backlog::acked`](super::Backlog)).
+    pub(super) acked: u64,
 }
 
 impl Rare {

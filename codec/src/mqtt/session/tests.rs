@@ -881,7 +881,7 @@ fn mqtt_3_1_2_25_message_over_the_client_maximum_packet_size_is_dropped() {
 }
 
 #[test]
-fn section_8_quota_exceeded_0x97_closes_message_queue_limit_reached() {
+fn a_full_queue_drops_the_new_message_and_keeps_what_it_holds() {
     let mut h = Harness::new(MqttConfig {
         max_queued_messages: 2,
         ..MqttConfig::default()
@@ -892,15 +892,86 @@ fn section_8_quota_exceeded_0x97_closes_message_queue_limit_reached() {
         .unwrap()
         .build();
     h.connect(1, c);
-    for _ in 0..4 {
+    let mut outcomes = Vec::new();
+    for n in 0..4u8 {
+        let message = Message {
+            topic: Str::from_static("t"),
+            payload: Bytes::copy_from_slice(&[b'0' + n]),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::new(),
+            expires_at: None,
+        };
+        let options = Delivery {
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+        };
+        outcomes.push(h.registry.deliver(h.now, "r", &message, options));
+    }
+    h.drain();
+    // One in flight, two queued, the fourth dropped: no close, no loss of
+    // what was taken.
+    assert_eq!(
+        outcomes,
+        [
+            Delivered::Sent,
+            Delivered::Queued,
+            Delivered::Queued,
+            Delivered::Dropped(Dropped::QueueFull)
+        ]
+    );
+    let backlog = h.registry.backlog("r").unwrap();
+    assert_eq!(
+        (backlog.queued, backlog.in_flight, backlog.acked),
+        (2, 1, 0)
+    );
+    assert!(h.closes().is_empty());
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let sent = h.sent_to(1);
+        let Some(Packet::Publish(p)) = sent.first() else {
+            panic!("{sent:?}")
+        };
+        got.push(p.payload().to_vec());
+        let id = p.packet_id;
+        h.send(1, Version::V5, Packet::PubAck(Ack::new(id)));
+    }
+    assert_eq!(got, [b"0".to_vec(), b"1".to_vec(), b"2".to_vec()]);
+    assert_eq!(h.registry.backlog("r").map(|b| b.queued), Some(0));
+}
+
+#[test]
+fn a_slow_reader_closed_0x97_keeps_its_queue_for_the_next_connection() {
+    let mut h = Harness::new(MqttConfig::default());
+    let mut c = connect(Version::V5, "r");
+    c.clean_start = false;
+    c.properties = Properties::builder()
+        .push(Property::ReceiveMaximum(1))
+        .unwrap()
+        .push(Property::SessionExpiryInterval(60))
+        .unwrap()
+        .build();
+    h.connect(1, c.clone());
+    for _ in 0..3 {
         deliver(&mut h, "r", QoS::AtLeastOnce, b"m");
     }
-    let sent = h.sent_to(1);
-    assert!(matches!(&sent[..], [Packet::Publish(_), Packet::Disconnect(d)] if d.code == 0x97));
+    h.sent_to(1);
+    h.registry.outbound_full(h.now, ConnId(1));
+    h.drain();
     assert_eq!(
         h.closes()[0].1.reason,
         CloseReason::MessageQueueLimitReached
     );
+    // The one in flight comes again with DUP, then the two queued.
+    let ack = h.connect(2, c);
+    assert_eq!(connack_code(&ack), (true, 0));
+    let sent = h.sent_to(2);
+    assert!(
+        matches!(&sent[..], [Packet::Publish(p)] if p.dup),
+        "{sent:?}"
+    );
+    assert_eq!(h.registry.backlog("r").map(|b| b.queued), Some(2));
 }
 
 #[test]
@@ -1552,4 +1623,114 @@ fn server_topic_aliases_bounded_by_the_server_cap_and_topic_bytes() {
     // The long topic passes the 4 KiB the aliases keep; the server's cap
     // (1) holds below the client's (100).
     assert_eq!(aliases, [None, Some(1), None, Some(1)]);
+}
+
+/// A 5.0 CONNECT for `client_id` announcing a Maximum Packet Size of `max`.
+fn connect_with_max_packet(client_id: &'static str, max: u32) -> Connect {
+    let mut c = connect(Version::V5, client_id);
+    c.properties = Properties::builder()
+        .push(Property::MaximumPacketSize(max))
+        .unwrap()
+        .build();
+    c
+}
+
+#[test]
+fn mqtt_3_1_2_6_a_clean_session_ends_with_its_connection_even_on_takeover() {
+    for version in [Version::V311, Version::V5] {
+        let mut h = Harness::new(MqttConfig::default());
+        // Clean session 1 (5.0: clean start, expiry 0).
+        h.connect(1, connect(version, "x"));
+        h.events();
+        // The same id takes the connection over asking to resume.
+        let mut resume = connect(version, "x");
+        resume.clean_start = false;
+        let ack = h.connect(2, resume);
+        // MQTT-3.2.2-3: no session was there to resume.
+        assert_eq!(connack_code(&ack), (false, 0), "{version:?}");
+        let ev = h.events();
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::SessionEnded { client_id } if client_id == "x")),
+            "the old session ends, so the broker drops its subscriptions: {ev:?}"
+        );
+        assert!(matches!(
+            ev.last(),
+            Some(Event::Connected {
+                session_present: false,
+                ..
+            })
+        ));
+    }
+}
+
+#[test]
+fn mqtt_3_2_2_3_a_persistent_session_taken_over_is_resumed() {
+    let mut h = Harness::new(MqttConfig::default());
+    let mut c = connect(Version::V311, "p");
+    c.clean_start = false;
+    h.connect(1, c.clone());
+    let ack = h.connect(2, c);
+    assert_eq!(connack_code(&ack), (true, 0));
+}
+
+#[test]
+fn mqtt_3_1_2_24_connack_over_the_client_maximum_is_not_sent() {
+    both_ways(|h| {
+        // Even a CONNACK without properties (5 bytes) is too large for 2:
+        // the connection closes without a packet.
+        h.open(1);
+        h.send(
+            1,
+            Version::V5,
+            Packet::Connect(connect_with_max_packet("a", 2)),
+        );
+        assert_eq!(h.sent_to(1), []);
+        let closes = h.closes();
+        assert_eq!(closes.len(), 1);
+        assert_eq!(closes[0].1.code, Some(0x95));
+        assert!(!h
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Connected { .. })));
+    });
+}
+
+#[test]
+fn mqtt_3_1_2_24_connack_drops_its_properties_to_fit() {
+    let mut h = Harness::new(MqttConfig::default());
+    // Our CONNACK carries properties (receive maximum, maximum packet
+    // size, topic alias maximum): 5 bytes is room for none of them.
+    let ack = h.connect(1, connect_with_max_packet("a", 5));
+    match ack {
+        Packet::ConnAck(c) => {
+            assert_eq!((c.session_present, c.code), (false, 0));
+            assert!(c.properties.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    // With room enough, they stay.
+    let ack = h.connect(2, connect_with_max_packet("b", 1000));
+    assert!(matches!(ack, Packet::ConnAck(c) if !c.properties.is_empty()));
+}
+
+#[test]
+fn mqtt_3_1_2_24_takeover_sends_nothing_to_a_client_too_small_for_any_packet() {
+    // A 5.0 client whose maximum is below every packet we send (2 bytes:
+    // a CONNACK is at least 5, the takeover DISCONNECT 3) is closed
+    // without a packet; taking its client id over sends it nothing.
+    let mut h = Harness::new(MqttConfig::default());
+    h.open(1);
+    h.send(
+        1,
+        Version::V5,
+        Packet::Connect(connect_with_max_packet("a", 2)),
+    );
+    let ack = h.connect(2, connect(Version::V5, "a"));
+    assert_eq!(connack_code(&ack), (false, 0));
+    assert_eq!(h.sent_to(1), []);
+    // One with room for the 3-byte DISCONNECT gets it.
+    h.connect(3, connect_with_max_packet("b", 5));
+    h.connect(4, connect(Version::V5, "b"));
+    assert!(matches!(&h.sent_to(3)[..], [Packet::Disconnect(d)] if d.code == 0x8E));
 }
