@@ -45,9 +45,17 @@ pub struct MqttConfig {
     /// The highest QoS clients may publish with; announced to 5.0 clients
     /// when below 2.
     pub maximum_qos: QoS,
-    /// The most offline sessions kept; past it the session offline the
-    /// longest is ended.
+    /// The most offline sessions kept; past it a session is ended: the one
+    /// offline the longest among those holding no message, else the one
+    /// offline the longest.
     pub max_sessions: usize,
+    /// The server-wide budget, in bytes, over the message data every
+    /// session holds (queued and in flight, one count for a message shared
+    /// by many sessions) and what the server charges to
+    /// [`Registry::budget`](super::Registry::budget) (a broker's retained
+    /// messages). Once spent, PUBLISHes are refused (5.0: 0x97) and
+    /// deliveries dropped until some is given back.
+    pub max_held_bytes: usize,
 }
 
 impl Default for MqttConfig {
@@ -65,6 +73,7 @@ impl Default for MqttConfig {
             connect_timeout: Duration::from_secs(10),
             maximum_qos: QoS::ExactlyOnce,
             max_sessions: 10_000,
+            max_held_bytes: 256 * 1024 * 1024,
         }
     }
 }

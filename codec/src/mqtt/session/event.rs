@@ -80,6 +80,10 @@ pub enum Dropped {
     Expired,
     /// Over the client's maximum packet size (MQTT-3.1.2-25).
     TooLarge,
+    /// The server-wide budget
+    /// ([`MqttConfig::max_held_bytes`](super::MqttConfig::max_held_bytes))
+    /// is spent.
+    Budget,
 }
 
 /// How far behind a session is: what it holds for its client and whether

@@ -156,6 +156,8 @@ pub fn mqtt_session(data: &[u8], origin: Instant) -> Option<(CloseReason, usize)
         connect_timeout: Duration::from_millis(1000 + u64::from(setup.connect_timeout_ms)),
         maximum_qos: QoS::ExactlyOnce,
         max_sessions,
+        // Small, so that a spent budget is reached.
+        max_held_bytes: 4096,
     };
     let packets = packets();
     let mut r = Registry::new(config, SeededRandom::new(11));

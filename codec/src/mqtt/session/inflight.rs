@@ -163,14 +163,18 @@ mod tests {
 
     fn item() -> Queued {
         Queued {
-            message: std::sync::Arc::new(Message {
-                topic: Str::from_static("t"),
-                payload: Bytes::from_static(b"x"),
-                qos: QoS::ExactlyOnce,
-                retain: false,
-                properties: Properties::new(),
-                expires_at: None,
-            }),
+            _charge: None,
+            message: std::sync::Arc::new(super::super::queue::Shared::new(
+                Message {
+                    topic: Str::from_static("t"),
+                    payload: Bytes::from_static(b"x"),
+                    qos: QoS::ExactlyOnce,
+                    retain: false,
+                    properties: Properties::new(),
+                    expires_at: None,
+                },
+                None,
+            )),
             delivery: Delivery {
                 qos: QoS::ExactlyOnce,
                 retain: false,

@@ -6,7 +6,9 @@
 //! write, what to act on, what to close and when to wake it next. It reads
 //! no clock and touches no socket.
 //!
-//! - [`Registry::open`], [`handle_bytes`](Registry::handle_bytes),
+//! - [`Registry::open`], [`handle_bytes`](Registry::handle_bytes) (or
+//!   [`handle_bytes_with`](Registry::handle_bytes_with) and a
+//!   [`PublishGate`]),
 //!   [`connection_lost`](Registry::connection_lost): the transport;
 //! - [`Event::Connect`] hands out an [`Incoming`] the server checks (user
 //!   name, password) and gives back to [`accept`](Registry::accept) or
@@ -120,8 +122,10 @@
 //!   session cancels it (MQTT-3.1.3-9).
 //! - A 3.1.1 session without clean session lives `max_session_expiry`
 //!   seconds offline; a 5.0 session its expiry interval, capped by the same
-//!   setting (the CONNACK says so when capped). When more than
-//!   `max_sessions` are offline, the one offline longest ends.
+//!   setting (the CONNACK says so when capped), or by the server's cap for
+//!   that client ([`Incoming::limit_session_expiry`]). When more than
+//!   `max_sessions` are offline, the one offline longest among those
+//!   holding no message ends, else the one offline longest.
 //! - Offline, QoS 0 messages are dropped and QoS 1 and 2 are queued. A
 //!   full queue drops the new message, connected or not, and keeps what it
 //!   holds; [`Registry::deliver`] says so ([`Delivered::Dropped`]), and
@@ -134,6 +138,15 @@
 //!   5.0 expiry 0) is not resumed by a CONNECT taking its client id over,
 //!   even without clean session: it ends, and the CONNACK says no session
 //!   was present (MQTT-3.1.2-6, MQTT-3.2.2-3).
+//! - One server-wide [`Budget`] ([`MqttConfig::max_held_bytes`]) bounds the
+//!   message data all sessions hold together, each message counted once
+//!   however many sessions hold it, plus what the server charges to it (a
+//!   broker's retained messages). While it is spent a PUBLISH is refused
+//!   before it is acknowledged: 5.0 gets PUBACK or PUBREC 0x97, a 3.1.1
+//!   client is closed without an acknowledgement (it keeps the message),
+//!   QoS 0 is dropped; and deliveries are dropped
+//!   ([`Dropped::Budget`]). The server's [`PublishGate`] may refuse a
+//!   PUBLISH the same way (a retained message its store cannot keep).
 //! - Nothing sent exceeds a 5.0 client's Maximum Packet Size
 //!   (MQTT-3.1.2-24): a CONNACK drops its properties to fit, a PUBLISH
 //!   that does not fit is dropped for that client, any other packet is not
@@ -164,6 +177,7 @@
 //!   buffer); when a client reads too slowly the server calls
 //!   [`Registry::outbound_full`], which closes it as a full queue does.
 
+mod budget;
 mod clock;
 mod config;
 mod event;
@@ -175,12 +189,13 @@ mod registry;
 mod state;
 mod table;
 
+pub use budget::{Budget, Charge};
 pub use config::MqttConfig;
 pub use event::{
     AnswerError, Backlog, Close, ConnId, Delivered, Delivery, Dropped, Event, Incoming, Message,
     Refuse, ServerClose, SessionInfo, SubscriptionRequest,
 };
-pub use registry::Registry;
+pub use registry::{AdmitAll, PublishGate, Registry};
 
 #[cfg(test)]
 mod tests;

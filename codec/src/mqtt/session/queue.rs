@@ -5,18 +5,85 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::budget::Charge;
 use super::event::{Delivery, Message};
 
-/// One message waiting (or in flight). The message is shared by every
-/// session it was routed to: one copy of its topic and payload however
-/// many queues hold it.
-#[derive(Clone, Debug)]
+/// A message as the sessions hold it: one copy of its topic and payload
+/// shared by every queue and flight it sits in, charged once to the
+/// server-wide budget and given back when the last holder lets go.
+#[derive(Debug)]
+pub(super) struct Shared {
+    message: Message,
+    _charge: Option<Charge>,
+}
+
+impl Shared {
+    /// `message` (already a copy of its own), holding `charge`.
+    pub(super) fn new(message: Message, charge: Option<Charge>) -> Shared {
+        Shared {
+            message,
+            _charge: charge,
+        }
+    }
+
+    /// What a copy of `message` costs, as allocated: the shared value,
+    /// its reference counts, topic, payload and properties, and the
+    /// allocator's header of each of the four allocations.
+    pub(super) fn cost(message: &Message) -> usize {
+        std::mem::size_of::<Shared>()
+            .saturating_add(16 + 4 * ALLOCATION_HEADER)
+            .saturating_add(message.topic.len())
+            .saturating_add(message.payload.len())
+            .saturating_add(message.properties.as_bytes().len())
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Message;
+    fn deref(&self) -> &Message {
+        &self.message
+    }
+}
+
+/// What an allocator keeps beside each allocation, roughly.
+const ALLOCATION_HEADER: usize = 16;
+
+/// One message waiting (or in flight) for one session, holding its own
+/// charge (the entry; the message's is [`Shared`]'s).
+#[derive(Debug)]
 pub(super) struct Queued {
-    pub(super) message: Arc<Message>,
+    pub(super) message: Arc<Shared>,
     pub(super) delivery: Delivery,
+    /// Held for its entry's cost; given back when the entry goes.
+    pub(super) _charge: Option<Charge>,
+}
+
+impl Clone for Queued {
+    /// A passing copy (a resend being written): not charged.
+    fn clone(&self) -> Queued {
+        Queued {
+            message: Arc::clone(&self.message),
+            delivery: self.delivery.clone(),
+            _charge: None,
+        }
+    }
 }
 
 impl Queued {
+    /// What an entry delivered as `delivery` costs: the entry (in a queue
+    /// or an in-flight map, with their own room around it) and its
+    /// subscription identifiers.
+    pub(super) fn cost(delivery: &Delivery) -> usize {
+        std::mem::size_of::<Queued>()
+            .saturating_mul(2)
+            .saturating_add(delivery.subscription_ids.capacity().saturating_mul(4))
+            .saturating_add(if delivery.subscription_ids.capacity() > 0 {
+                ALLOCATION_HEADER
+            } else {
+                0
+            })
+    }
+
     /// What it counts against the byte bound: topic, payload, properties.
     fn size(&self) -> usize {
         self.message
@@ -91,14 +158,18 @@ mod tests {
 
     fn item(payload: &'static [u8], expires_at: Option<Instant>) -> Queued {
         Queued {
-            message: Arc::new(Message {
-                topic: Str::from_static("t"),
-                payload: Bytes::from_static(payload),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: Properties::new(),
-                expires_at,
-            }),
+            _charge: None,
+            message: Arc::new(Shared::new(
+                Message {
+                    topic: Str::from_static("t"),
+                    payload: Bytes::from_static(payload),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    properties: Properties::new(),
+                    expires_at,
+                },
+                None,
+            )),
             delivery: Delivery {
                 qos: QoS::AtLeastOnce,
                 retain: false,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::budget::Budget;
 use super::clock::{Clock, Tick};
 use super::config::MqttConfig;
 use super::event::{
@@ -17,7 +18,7 @@ use super::event::{
     Refuse, ServerClose, SessionInfo, SubscriptionRequest,
 };
 use super::inflight::{Acked, Resend, Stage};
-use super::queue::Queued;
+use super::queue::{Queued, Shared};
 use super::state::{message_of, min_qos, Alias, PendingWill, Session};
 use super::table::{Keyed, Table};
 use crate::mqtt::subscribe::{SUBACK_V5, UNSUBACK_V5};
@@ -205,6 +206,10 @@ pub struct Registry<R: RandomSource> {
     sessions: Table<Session>,
     /// Offline sessions, offline the longest first.
     offline: BTreeSet<(Tick, u32)>,
+    /// Those of them that held no message (queued or in flight) when they
+    /// went offline and have been given none since: the first to end at
+    /// the offline-session cap.
+    offline_idle: BTreeSet<(Tick, u32)>,
     /// At most one entry per connection and per session (see
     /// [`refile_conn`](Self::refile_conn)).
     timers: BinaryHeap<Reverse<(Tick, Timer)>>,
@@ -214,7 +219,11 @@ pub struct Registry<R: RandomSource> {
     connected: usize,
     /// The shared copy of the message delivered last (see
     /// [`deliver`](Self::deliver)).
-    last_shared: Option<Arc<Message>>,
+    last_shared: Option<Arc<Shared>>,
+    /// The server-wide budget over held message data.
+    budget: Budget,
+    /// PUBLISHes refused (budget or gate) so far.
+    refused_publishes: u64,
 }
 
 impl<R: RandomSource> std::fmt::Debug for Registry<R> {
@@ -230,22 +239,74 @@ impl<R: RandomSource> std::fmt::Debug for Registry<R> {
 /// The prefix of a client identifier the server assigns.
 const ASSIGNED_PREFIX: &str = "auto-";
 
+/// 5.0 reason code 0x97, quota exceeded.
+const QUOTA_EXCEEDED: u8 = 0x97;
+
+/// The refusals a 5.0 PUBACK or PUBREC can carry.
+const PUBACK_REFUSALS: [u8; 6] = [0x80, 0x83, 0x87, 0x90, 0x97, 0x99];
+
+/// The server's say on each PUBLISH, asked before the registry
+/// acknowledges it (given to [`Registry::handle_bytes_with`] and
+/// [`Registry::accept_with`]). A broker stores a retained message here, so
+/// that a store that cannot take it refuses it rather than acknowledging a
+/// message it does not keep.
+///
+/// A refusal is a 5.0 reason code (0x80, 0x83, 0x87, 0x90, 0x97, 0x99;
+/// any other is sent as 0x80): a 5.0 client gets it in its PUBACK or
+/// PUBREC; a 3.1.1 client, whose acknowledgements carry no code, is closed
+/// without one for QoS 1 and 2, so that it keeps the message; QoS 0 is
+/// dropped. A refused message is not routed.
+///
+/// ```
+/// use std::time::Instant;
+/// use sessionwire::mqtt::session::{Message, PublishGate};
+///
+/// /// Refuses retained messages on `sys/`.
+/// struct NoRetainedSys;
+/// impl PublishGate for NoRetainedSys {
+///     fn admit(&mut self, _now: Instant, _from: &str, m: &Message) -> Result<(), u8> {
+///         if m.retain && m.topic.as_str().starts_with("sys/") {
+///             return Err(0x87); // not authorized
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait PublishGate {
+    /// Whether the PUBLISH of `message` from `from` is taken: `Ok`, or the
+    /// reason code it is refused with.
+    fn admit(&mut self, now: Instant, from: &str, message: &Message) -> Result<(), u8>;
+}
+
+/// The gate that takes every PUBLISH.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AdmitAll;
+
+impl PublishGate for AdmitAll {
+    fn admit(&mut self, _now: Instant, _from: &str, _message: &Message) -> Result<(), u8> {
+        Ok(())
+    }
+}
+
 impl<R: RandomSource> Registry<R> {
     /// An empty registry; `random` mints the client identifiers it assigns.
     pub fn new(config: MqttConfig, random: R) -> Self {
         Registry {
+            budget: Budget::new(config.max_held_bytes),
             config,
             random,
             clock: Clock::default(),
             conns: Table::new(),
             sessions: Table::new(),
             offline: BTreeSet::new(),
+            offline_idle: BTreeSet::new(),
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             closes: VecDeque::new(),
             connected: 0,
             last_shared: None,
+            refused_publishes: 0,
         }
     }
 
@@ -275,9 +336,23 @@ impl<R: RandomSource> Registry<R> {
     }
 
     /// Bytes the client sent on `conn` (any chunking). Unknown or closed
-    /// connections are ignored.
+    /// connections are ignored. Every PUBLISH is admitted unless the
+    /// server-wide budget is spent; [`handle_bytes_with`](Self::handle_bytes_with)
+    /// lets the server refuse one.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
-        self.consume(now, conn, bytes);
+        self.handle_bytes_with(now, conn, bytes, &mut AdmitAll);
+    }
+
+    /// [`handle_bytes`](Self::handle_bytes), with `gate` asked about each
+    /// PUBLISH before it is acknowledged (see [`PublishGate`]).
+    pub fn handle_bytes_with(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        bytes: &[u8],
+        gate: &mut dyn PublishGate,
+    ) {
+        self.consume(now, conn, bytes, gate);
         self.refile_conn(conn);
     }
 
@@ -299,7 +374,13 @@ impl<R: RandomSource> Registry<R> {
     }
 
     /// Decodes `input` packet by packet and acts on each.
-    fn consume(&mut self, now: Instant, conn: ConnId, mut input: &[u8]) {
+    fn consume(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        mut input: &[u8],
+        gate: &mut dyn PublishGate,
+    ) {
         while !input.is_empty() {
             let Some(c) = self.conns.by_key_mut(&conn) else {
                 return;
@@ -316,7 +397,7 @@ impl<R: RandomSource> Registry<R> {
                     if let Phase::Connected(_) = c.phase {
                         c.since = self.clock.tick(now);
                     }
-                    if let Err(v) = self.on_packet(now, conn, packet, at) {
+                    if let Err(v) = self.on_packet(now, conn, packet, at, gate) {
                         self.fault(now, conn, v);
                         return;
                     }
@@ -349,6 +430,12 @@ impl<R: RandomSource> Registry<R> {
     /// CONNECT is refused busy instead. A stale `Incoming` (its connection
     /// closed meanwhile) is ignored.
     pub fn accept(&mut self, now: Instant, incoming: Incoming) {
+        self.accept_with(now, incoming, &mut AdmitAll);
+    }
+
+    /// [`accept`](Self::accept), with `gate` asked about the PUBLISHes that
+    /// came behind the CONNECT (see [`PublishGate`]).
+    pub fn accept_with(&mut self, now: Instant, incoming: Incoming, gate: &mut dyn PublishGate) {
         let Incoming {
             conn,
             connect,
@@ -457,6 +544,8 @@ impl<R: RandomSource> Registry<R> {
             s.expiry_was_zero = requested == 0;
             if let Some(since) = s.offline_since.take() {
                 self.offline.remove(&(since, key));
+                self.offline_idle.remove(&(since, key));
+                self.offline_idle.remove(&(since, key));
             }
             if will.is_some() || s.rare_ref().is_some() {
                 let rare = s.rare();
@@ -577,7 +666,7 @@ impl<R: RandomSource> Registry<R> {
             })
             .unwrap_or_default();
         if !pending.is_empty() {
-            self.consume(now, conn, &pending);
+            self.consume(now, conn, &pending, gate);
             self.refile_conn(conn);
         }
     }
@@ -629,13 +718,24 @@ impl<R: RandomSource> Registry<R> {
             self.config.max_queued_messages,
             self.config.max_queued_bytes,
         );
-        let shared = self.shared(message);
+        let Some(shared) = self.shared(message) else {
+            return Delivered::Dropped(Dropped::Budget);
+        };
+        let charge = match options.qos {
+            // Sent at once or not at all: nothing is held.
+            QoS::AtMostOnce => None,
+            _ => match self.budget.try_charge(Queued::cost(&options)) {
+                Some(c) => Some(c),
+                None => return Delivered::Dropped(Dropped::Budget),
+            },
+        };
         let Some(s) = self.sessions.get_mut(key) else {
             return Delivered::NoSession;
         };
         let item = Queued {
             message: shared,
             delivery: options,
+            _charge: charge,
         };
         if item.delivery.qos == QoS::AtMostOnce {
             if s.conn.is_none() {
@@ -651,25 +751,46 @@ impl<R: RandomSource> Registry<R> {
             s.trim();
             return Delivered::Dropped(Dropped::QueueFull);
         }
+        if let Some(since) = s.offline_since {
+            self.offline_idle.remove(&(since, key));
+        }
         self.pump(now, key);
         Delivered::Queued
     }
 
     /// The one shared copy of `message`: the last one made if it holds the
     /// same message (every delivery of one routing in a row), else a new
-    /// copy of its topic and payload.
-    fn shared(&mut self, message: &Message) -> Arc<Message> {
+    /// copy of its topic and payload, charged to the budget; `None` when
+    /// the budget cannot take it.
+    fn shared(&mut self, message: &Message) -> Option<Arc<Shared>> {
         if let Some(last) = &self.last_shared {
-            if **last == *message {
-                return Arc::clone(last);
+            if ***last == *message {
+                return Some(Arc::clone(last));
             }
         }
+        // The last copy is let go first: it may be all that holds the
+        // budget.
+        self.last_shared = None;
+        let charge = self.budget.try_charge(Shared::cost(message))?;
         let mut kept = message.clone();
         kept.topic = Str::try_from(message.topic.as_str()).unwrap_or_default();
         kept.payload = Bytes::copy_from_slice(&message.payload);
-        let kept = Arc::new(kept);
+        let kept = Arc::new(Shared::new(kept, Some(charge)));
         self.last_shared = Some(Arc::clone(&kept));
-        kept
+        Some(kept)
+    }
+
+    /// The server-wide budget over held message data
+    /// ([`MqttConfig::max_held_bytes`]): the server charges what it holds
+    /// beside the sessions (a broker's retained messages) to the same one.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// PUBLISHes refused so far, by the budget or the server's
+    /// [`PublishGate`].
+    pub fn refused_publishes(&self) -> u64 {
+        self.refused_publishes
     }
 
     /// How far behind the session of `client_id` is; `None` when there is
@@ -892,6 +1013,7 @@ impl<R: RandomSource> Registry<R> {
         };
         if let Some(since) = s.offline_since.take() {
             self.offline.remove(&(since, key));
+            self.offline_idle.remove(&(since, key));
         }
         if let Some((_, message)) = s.rare_mut().and_then(|r| r.will_due.take()) {
             self.events.push_back(Event::Will {
@@ -911,6 +1033,7 @@ impl<R: RandomSource> Registry<R> {
         conn: ConnId,
         packet: Packet,
         at: usize,
+        gate: &mut dyn PublishGate,
     ) -> Result<(), Violation> {
         let fault = |f: MqttFault| Violation::new(ViolationKind::Mqtt(f), at);
         let Some(c) = self.conns.by_key_mut(&conn) else {
@@ -955,7 +1078,7 @@ impl<R: RandomSource> Registry<R> {
         };
         let version = c.version.unwrap_or(Version::V311);
         match packet {
-            Packet::Publish(p) => self.on_publish(now, conn, key, version, p, at)?,
+            Packet::Publish(p) => self.on_publish(now, conn, key, p, at, gate)?,
             Packet::PubAck(a) => self.on_ack(now, conn, key, PacketType::PubAck, a, at)?,
             Packet::PubRec(a) => self.on_ack(now, conn, key, PacketType::PubRec, a, at)?,
             Packet::PubComp(a) => self.on_ack(now, conn, key, PacketType::PubComp, a, at)?,
@@ -1207,9 +1330,9 @@ impl<R: RandomSource> Registry<R> {
         now: Instant,
         conn: ConnId,
         key: u32,
-        version: Version,
         p: Publish,
         at: usize,
+        gate: &mut dyn PublishGate,
     ) -> Result<(), Violation> {
         let fault = |f: MqttFault| Violation::new(ViolationKind::Mqtt(f), at);
         if p.qos > self.config.maximum_qos {
@@ -1219,6 +1342,7 @@ impl<R: RandomSource> Registry<R> {
         let Some(c) = self.conns.by_key_mut(&conn) else {
             return Ok(());
         };
+        let version = c.version.unwrap_or(Version::V311);
         let alias = match p.properties.get(PropertyId::TopicAlias) {
             Some(Property::TopicAlias(a)) if version == Version::V5 => Some(a),
             _ => None,
@@ -1245,6 +1369,57 @@ impl<R: RandomSource> Registry<R> {
         let Some(s) = self.sessions.get_mut(key) else {
             return Ok(());
         };
+        if p.qos == QoS::ExactlyOnce {
+            if s.inbound_contains(p.packet_id) {
+                if !p.dup {
+                    return Err(fault(MqttFault::PacketIdInUse(p.packet_id)));
+                }
+                // A resend: acknowledged again, not delivered again.
+                self.send(conn, version, &Packet::PubRec(Ack::new(p.packet_id)));
+                return Ok(());
+            }
+            let inbound = s.rare_ref().map_or(0, |r| r.inflight.inbound_len());
+            if inbound >= usize::from(self.config.receive_maximum.max(1)) {
+                return Err(fault(MqttFault::ReceiveMaximumExceeded));
+            }
+        }
+        let message = message_of(&p, topic, now);
+        // Admission, before anything is acknowledged: the server-wide
+        // budget, then the server's gate.
+        let admitted = if self.budget.is_spent() {
+            Err(QUOTA_EXCEEDED)
+        } else {
+            gate.admit(now, &s.client_id, &message).map_err(|code| {
+                if PUBACK_REFUSALS.contains(&code) {
+                    code
+                } else {
+                    0x80
+                }
+            })
+        };
+        if let Err(code) = admitted {
+            self.refused_publishes = self.refused_publishes.wrapping_add(1);
+            match (p.qos, version) {
+                // Nothing to answer: the message is not taken.
+                (QoS::AtMostOnce, _) => {}
+                (QoS::AtLeastOnce, Version::V5) => {
+                    let mut ack = Ack::new(p.packet_id);
+                    ack.code = code;
+                    self.send(conn, version, &Packet::PubAck(ack));
+                }
+                (QoS::ExactlyOnce, Version::V5) => {
+                    // A PUBREC of 0x80 or above ends the exchange.
+                    let mut ack = Ack::new(p.packet_id);
+                    ack.code = code;
+                    self.send(conn, version, &Packet::PubRec(ack));
+                }
+                // 3.1.1 cannot refuse a message: it is closed without an
+                // acknowledgement, so that the client keeps the message
+                // and sends it again on its next connection.
+                _ => self.server_close_conn(now, conn, code, SessionFate::Keep),
+            }
+            return Ok(());
+        }
         let from = s.client_id.to_string();
         match p.qos {
             QoS::AtMostOnce => {}
@@ -1252,23 +1427,10 @@ impl<R: RandomSource> Registry<R> {
                 self.send(conn, version, &Packet::PubAck(Ack::new(p.packet_id)));
             }
             QoS::ExactlyOnce => {
-                if s.inbound_contains(p.packet_id) {
-                    if !p.dup {
-                        return Err(fault(MqttFault::PacketIdInUse(p.packet_id)));
-                    }
-                    // A resend: acknowledged again, not delivered again.
-                    self.send(conn, version, &Packet::PubRec(Ack::new(p.packet_id)));
-                    return Ok(());
-                }
-                let inbound = s.rare_ref().map_or(0, |r| r.inflight.inbound_len());
-                if inbound >= usize::from(self.config.receive_maximum.max(1)) {
-                    return Err(fault(MqttFault::ReceiveMaximumExceeded));
-                }
                 s.rare().inflight.inbound_insert(p.packet_id);
                 self.send(conn, version, &Packet::PubRec(Ack::new(p.packet_id)));
             }
         }
-        let message = message_of(&p, topic, now);
         self.events.push_back(Event::Publish { from, message });
         Ok(())
     }
@@ -1591,10 +1753,20 @@ impl<R: RandomSource> Registry<R> {
             _ => {
                 s.offline_since = Some(tick);
                 self.offline.insert((tick, key));
+                if s.rare_ref()
+                    .is_none_or(|r| r.queue.is_empty() && r.inflight.is_empty())
+                {
+                    self.offline_idle.insert((tick, key));
+                }
                 self.refile_session(key);
-                // The offline-session cap: the one offline the longest goes.
+                // The offline-session cap: the one offline the longest
+                // among those holding nothing goes, so that throwaway
+                // sessions cannot push out one holding acknowledged
+                // messages; only when every one holds some does the
+                // oldest of all go.
                 while self.offline.len() > cap {
-                    match self.offline.first().copied() {
+                    let pick = self.offline_idle.first().or(self.offline.first());
+                    match pick.copied() {
                         Some((_, oldest)) => self.end_session(now, oldest),
                         None => break,
                     }

@@ -1734,3 +1734,216 @@ fn mqtt_3_1_2_24_takeover_sends_nothing_to_a_client_too_small_for_any_packet() {
     h.connect(4, connect(Version::V5, "b"));
     assert!(matches!(&h.sent_to(3)[..], [Packet::Disconnect(d)] if d.code == 0x8E));
 }
+
+/// A persistent 3.1.1 session for `id` on `conn`, then offline.
+fn offline_session(h: &mut Harness, conn: u64, id: &'static str) {
+    let mut c = connect(Version::V311, id);
+    c.clean_start = false;
+    h.connect(conn, c);
+    h.registry.connection_lost(h.now, ConnId(conn));
+    h.drain();
+    h.advance(1);
+}
+
+#[test]
+fn offline_cap_ends_a_session_holding_nothing_before_one_holding_messages() {
+    let mut h = Harness::new(MqttConfig {
+        max_sessions: 2,
+        ..MqttConfig::default()
+    });
+    // "real" went offline first and holds acknowledged messages.
+    offline_session(&mut h, 1, "real");
+    deliver(&mut h, "real", QoS::AtLeastOnce, b"kept");
+    // Throwaway sessions come after it, more than the cap.
+    for (conn, id) in [(2, "t1"), (3, "t2"), (4, "t3")] {
+        offline_session(&mut h, conn, id);
+    }
+    let mut left: Vec<String> = h.registry.sessions().map(|s| s.client_id).collect();
+    left.sort();
+    assert_eq!(left, ["real", "t3"]);
+    assert_eq!(h.registry.backlog("real").map(|b| b.queued), Some(1));
+    // t3 now holds a message: a new session holding nothing is the one
+    // that goes.
+    deliver(&mut h, "t3", QoS::AtLeastOnce, b"x");
+    offline_session(&mut h, 5, "t4");
+    let mut left: Vec<String> = h.registry.sessions().map(|s| s.client_id).collect();
+    left.sort();
+    assert_eq!(left, ["real", "t3"], "t4 held nothing: it went first");
+    // One going offline with a message in flight holds something too:
+    // when all do, the one offline the longest goes.
+    let mut c = connect(Version::V311, "t5");
+    c.clean_start = false;
+    h.connect(6, c);
+    deliver(&mut h, "t5", QoS::AtLeastOnce, b"in flight");
+    h.registry.connection_lost(h.now, ConnId(6));
+    h.drain();
+    let mut left: Vec<String> = h.registry.sessions().map(|s| s.client_id).collect();
+    left.sort();
+    assert_eq!(left, ["t3", "t5"]);
+}
+
+#[test]
+fn mqtt_3_3_4_publish_refused_by_the_gate_is_answered_0x97_in_5_0_and_not_routed() {
+    struct RefuseRetained;
+    impl PublishGate for RefuseRetained {
+        fn admit(&mut self, _: Instant, _: &str, m: &Message) -> Result<(), u8> {
+            if m.retain {
+                Err(0x97)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let mut h = Harness::new(MqttConfig::default());
+    h.connect(1, connect(Version::V5, "p"));
+    h.events();
+    for (retain, id) in [(true, 1), (false, 2)] {
+        let mut p = publish("r/1", b"x", QoS::AtLeastOnce, id);
+        p.retain = retain;
+        let bytes = Packet::Publish(p).to_bytes(Version::V5).unwrap();
+        h.registry
+            .handle_bytes_with(h.now, ConnId(1), &bytes, &mut RefuseRetained);
+        h.drain();
+    }
+    let sent = h.sent_to(1);
+    let codes: Vec<(u16, u8)> = sent
+        .iter()
+        .map(|p| match p {
+            Packet::PubAck(a) => (a.packet_id, a.code),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(codes, [(1, 0x97), (2, 0x00)]);
+    let routed: Vec<bool> = h
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Publish { message, .. } => Some(message.retain),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(routed, [false]);
+    assert_eq!(h.registry.refused_publishes(), 1);
+}
+
+#[test]
+fn a_spent_budget_refuses_publishes_5_0_0x97_and_closes_3_1_1_without_ack() {
+    let mut h = Harness::new(MqttConfig {
+        max_held_bytes: 1000,
+        ..MqttConfig::default()
+    });
+    let hog = h.registry.budget().try_charge(1000).unwrap();
+    h.connect(1, connect(Version::V5, "five"));
+    h.connect(2, connect(Version::V311, "three"));
+    h.events();
+    h.send(
+        1,
+        Version::V5,
+        Packet::Publish(publish("t", b"x", QoS::AtLeastOnce, 9)),
+    );
+    h.send(
+        1,
+        Version::V5,
+        Packet::Publish(publish("t", b"x", QoS::ExactlyOnce, 10)),
+    );
+    assert!(matches!(
+        &h.sent_to(1)[..],
+        [Packet::PubAck(a), Packet::PubRec(r)] if a.code == 0x97 && r.code == 0x97
+    ));
+    h.send(
+        2,
+        Version::V311,
+        Packet::Publish(publish("t", b"x", QoS::AtLeastOnce, 9)),
+    );
+    // No PUBACK: the 3.1.1 client keeps the message for its next
+    // connection.
+    assert_eq!(h.sent_to(2), []);
+    let closes = h.closes();
+    assert_eq!(closes.len(), 1);
+    assert_eq!((closes[0].0, closes[0].1.code), (ConnId(2), Some(0x97)));
+    assert!(!h
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Publish { .. })));
+    // Given back, the next one is taken.
+    drop(hog);
+    h.send(
+        1,
+        Version::V5,
+        Packet::Publish(publish("t", b"x", QoS::AtLeastOnce, 11)),
+    );
+    assert!(matches!(&h.sent_to(1)[..], [Packet::PubAck(a)] if a.code == 0));
+}
+
+#[test]
+fn one_copy_of_a_message_is_charged_however_many_sessions_hold_it() {
+    let mut h = Harness::new(MqttConfig::default());
+    for (conn, id) in [(1, "a"), (2, "b"), (3, "c")] {
+        offline_session(&mut h, conn, id);
+    }
+    let message = Message {
+        topic: Str::from_static("t"),
+        payload: Bytes::from(vec![7u8; 10_000]),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties::new(),
+        expires_at: None,
+    };
+    let options = Delivery {
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_ids: Vec::new(),
+    };
+    for id in ["a", "b", "c"] {
+        let got = h.registry.deliver(h.now, id, &message, options.clone());
+        assert_eq!(got, Delivered::Queued);
+    }
+    let used = h.registry.budget().used();
+    // One payload's worth, not three.
+    assert!((10_000..20_000).contains(&used), "{used}");
+    // An offline session ending gives its entries back; the copy stays
+    // while others hold it.
+    h.registry.close(h.now, "a", ServerClose::Controller);
+    h.registry.close(h.now, "b", ServerClose::Controller);
+    assert!(h.registry.budget().used() >= 10_000);
+    h.registry.close(h.now, "c", ServerClose::Controller);
+    // The last routed message is kept for the next delivery of the same:
+    // a different one lets it go.
+    let other = Message {
+        payload: Bytes::from_static(b"y"),
+        ..message
+    };
+    offline_session(&mut h, 4, "d");
+    h.registry.deliver(h.now, "d", &other, options);
+    assert!(h.registry.budget().used() < 10_000);
+}
+
+#[test]
+fn limit_session_expiry_caps_one_clients_session_and_tells_a_5_0_client() {
+    let mut h = Harness::new(MqttConfig::default());
+    h.open(1);
+    let mut c = connect(Version::V5, "anon");
+    c.clean_start = false;
+    c.properties = Properties::builder()
+        .push(Property::SessionExpiryInterval(86_400))
+        .unwrap()
+        .build();
+    let bytes = Packet::Connect(c).to_bytes(Version::V5).unwrap();
+    h.registry.handle_bytes(h.now, ConnId(1), &bytes);
+    let mut incoming = match h.registry.poll_event() {
+        Some(Event::Connect(i)) => i,
+        other => panic!("{other:?}"),
+    };
+    incoming.limit_session_expiry(300);
+    h.versions.insert(ConnId(1), Version::V5);
+    h.registry.accept(h.now, incoming);
+    h.drain();
+    let sent = h.sent_to(1);
+    let Some(Packet::ConnAck(ack)) = sent.first() else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(
+        ack.properties.get(PropertyId::SessionExpiryInterval),
+        Some(Property::SessionExpiryInterval(300))
+    );
+}
