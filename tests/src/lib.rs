@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 pub mod attack;
 pub mod mqtt;
 pub mod server;
+pub mod wire;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

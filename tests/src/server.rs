@@ -48,6 +48,31 @@ impl Server {
     /// server's directory first (a users file, say) and returns more
     /// arguments.
     pub fn start_with(args: &[&str], prepare: impl FnOnce(&Path) -> Vec<String>) -> Server {
+        Self::start_inner(args, prepare, false)
+    }
+
+    /// Like [`start_with`](Self::start_with), the server's standard error
+    /// written to a file in its directory instead of the test's (read it
+    /// with [`stderr_text`](Self::stderr_text)).
+    pub fn start_with_stderr_file(
+        args: &[&str],
+        prepare: impl FnOnce(&Path) -> Vec<String>,
+    ) -> Server {
+        Self::start_inner(args, prepare, true)
+    }
+
+    /// What the server wrote to its standard error so far, when started
+    /// with [`start_with_stderr_file`](Self::start_with_stderr_file).
+    pub fn stderr_text(&self) -> String {
+        let bytes = std::fs::read(self.dir.path().join("stderr.log")).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn start_inner(
+        args: &[&str],
+        prepare: impl FnOnce(&Path) -> Vec<String>,
+        stderr_file: bool,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let token = "e2e-control-token-0123456789abcdef";
         std::fs::write(dir.path().join("control-token"), format!("{token}\n"))
@@ -67,7 +92,14 @@ impl Server {
             .args(&more)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(if stderr_file {
+                Stdio::from(
+                    std::fs::File::create(dir.path().join("stderr.log"))
+                        .expect("creating the server's stderr file"),
+                )
+            } else {
+                Stdio::inherit()
+            });
         if !args.contains(&"--mqtt-listen") && !more.iter().any(|a| a == "--mqtt-listen") {
             cmd.arg("--mqtt-listen").arg("127.0.0.1:0");
         }
