@@ -140,9 +140,19 @@ pub struct MqttArgs {
           value_parser = clap::value_parser!(u8).range(0..=2))]
     pub mqtt_maximum_qos: u8,
     /// The most sessions kept for offline clients; past it the one offline
-    /// the longest is ended.
+    /// the longest among those holding no message is ended (else the one
+    /// offline the longest).
     #[arg(long, value_name = "N", default_value_t = MqttConfig::default().max_sessions)]
     pub mqtt_max_sessions: usize,
+    /// Bytes of message data the broker holds over all clients: queued and
+    /// in-flight messages (one count for a message many sessions hold) and
+    /// retained messages. Once spent, PUBLISHes are refused (5.0: 0x97;
+    /// 3.1.1: closed unacknowledged) and deliveries dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = MqttConfig::default().max_held_bytes,
+          value_parser = clap::builder::TypedValueParser::map(
+              clap::value_parser!(u64).range(1..),
+              |n| usize::try_from(n).unwrap_or(usize::MAX)))]
+    pub mqtt_max_held_bytes: usize,
     /// How long a connection may take to send its whole CONNECT, in ms.
     #[arg(long, value_name = "MS", default_value_t = default_connect_timeout_ms(),
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -167,6 +177,7 @@ impl MqttArgs {
             max_session_expiry: self.mqtt_max_session_expiry,
             maximum_qos: QoS::from_u8(self.mqtt_maximum_qos).unwrap_or(QoS::ExactlyOnce),
             max_sessions: self.mqtt_max_sessions,
+            max_held_bytes: self.mqtt_max_held_bytes,
             connect_timeout: Duration::from_millis(self.mqtt_connect_timeout),
             ..MqttConfig::default()
         }
