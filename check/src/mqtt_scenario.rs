@@ -18,8 +18,9 @@
 //! | `open N` | connection N opens |
 //! | `recv N HEX` | connection N sends these bytes (hex digits, spaces allowed) |
 //! | `lost N` | connection N drops (socket closed) |
+//! | `outbound-full N` | the client on connection N stopped reading: the server's write buffer for it passed its bound (`Registry::outbound_full`) |
 //! | `advance MS` | `MS` milliseconds pass; timers fire at their deadlines, in order |
-//! | `deliver CLIENTID QOS TOPIC PAYLOAD` | the broker routes a message (payload as text, `-`: empty) to that client |
+//! | `deliver CLIENTID QOS TOPIC PAYLOAD` | the broker routes a message (payload as text, `-`: empty) to that client; one its full queue cannot take is dropped, the queue kept |
 //! | `controller-close CLIENTID` | the control API closes the client |
 //! | `shutdown` | the server shuts down: every connected client is closed |
 //! | `expect N HEX` | the next transmit on connection N not yet expected is exactly these bytes |
@@ -209,6 +210,12 @@ impl Runner {
                 exactly(1)?;
                 let c = conn(0)?;
                 self.registry().connection_lost(now, c);
+                Ok(())
+            }
+            "outbound-full" => {
+                exactly(1)?;
+                let c = conn(0)?;
+                self.registry().outbound_full(now, c);
                 Ok(())
             }
             "advance" => {
