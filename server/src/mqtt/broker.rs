@@ -720,7 +720,11 @@ const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
 /// a malformed `$share/` is Topic Filter invalid (0x8F).
 fn refusal(e: SubscribeError) -> u8 {
     match e {
-        SubscribeError::ClientFull | SubscribeError::TreeFull | SubscribeError::TooDeep => 0x97,
+        SubscribeError::ClientFull
+        | SubscribeError::TreeFull
+        | SubscribeError::SourceFull
+        | SubscribeError::UserFull
+        | SubscribeError::TooDeep => 0x97,
         SubscribeError::BadShare => 0x8F,
     }
 }
