@@ -12,7 +12,7 @@ use sessionwire::mqtt::session::MqttConfig;
 use sessionwire::mqtt::QoS;
 use sessionwire::session::SessionConfig;
 use sessionwire::Limits;
-use sessionwire_server::{parse_origin, HeaderValue, Server, ServerConfig};
+use sessionwire_server::{parse_origin, HeaderValue, MqttQuotas, Server, ServerConfig};
 
 /// Arguments of `sessionwire serve`.
 #[derive(Debug, Args)]
@@ -157,6 +157,34 @@ pub struct MqttArgs {
     #[arg(long, value_name = "MS", default_value_t = default_connect_timeout_ms(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub mqtt_connect_timeout: u64,
+    /// Subscriptions the server holds over all clients; past it (or past
+    /// the tree's 256 MiB) SUBSCRIBE is refused (0x97, 3.1.1: 0x80).
+    #[arg(long, value_name = "N", default_value_t = MqttQuotas::default().max_subscriptions)]
+    pub mqtt_max_subscriptions: usize,
+    /// Subscriptions the clients of one source address (IPv6: one /64) may
+    /// hold together, and the same part of the tree's bytes [default: a
+    /// quarter of --mqtt-max-subscriptions; 0: no share].
+    #[arg(long, value_name = "N")]
+    pub mqtt_max_subscriptions_per_source: Option<usize>,
+    /// Subscriptions the clients of one user name may hold together, and
+    /// the same part of the tree's bytes [default: a quarter of
+    /// --mqtt-max-subscriptions; 0: no share].
+    #[arg(long, value_name = "N")]
+    pub mqtt_max_subscriptions_per_user: Option<usize>,
+    /// Persistent sessions one source address may hold; past it, its own
+    /// oldest offline session ends [default: a quarter of
+    /// --mqtt-max-sessions; 0: no share].
+    #[arg(long, value_name = "N")]
+    pub mqtt_max_sessions_per_source: Option<usize>,
+    /// MQTT-over-TCP connections one source address may have open once half
+    /// of the connection places (--max-clients and 256) are taken [default:
+    /// a quarter of the places; 0: no share].
+    #[arg(long, value_name = "N")]
+    pub mqtt_max_connections_per_source: Option<usize>,
+    /// Without --users (every client anonymous): the most seconds a session
+    /// outlives its connection, below --mqtt-max-session-expiry.
+    #[arg(long, value_name = "SECS", default_value_t = MqttQuotas::default().anonymous_session_expiry)]
+    pub mqtt_anonymous_session_expiry: u32,
 }
 
 /// The session layer's connect timeout, in ms (the option's default).
@@ -180,6 +208,18 @@ impl MqttArgs {
             max_held_bytes: self.mqtt_max_held_bytes,
             connect_timeout: Duration::from_millis(self.mqtt_connect_timeout),
             ..MqttConfig::default()
+        }
+    }
+
+    /// The broker's quotas per principal.
+    fn quotas(&self) -> MqttQuotas {
+        MqttQuotas {
+            max_subscriptions: self.mqtt_max_subscriptions,
+            max_subscriptions_per_source: self.mqtt_max_subscriptions_per_source,
+            max_subscriptions_per_user: self.mqtt_max_subscriptions_per_user,
+            max_sessions_per_source: self.mqtt_max_sessions_per_source,
+            max_connections_per_source: self.mqtt_max_connections_per_source,
+            anonymous_session_expiry: self.mqtt_anonymous_session_expiry,
         }
     }
 }
@@ -224,6 +264,7 @@ impl ServeArgs {
             allow_origins: self.allow_origins.clone(),
             mqtt_listen: self.mqtt_listen.0,
             mqtt: self.mqtt.config(),
+            mqtt_quotas: self.mqtt.quotas(),
             limits: self.limits()?,
             session: self.session_config(),
         })
@@ -433,6 +474,39 @@ mod tests {
                 max_sessions: 7,
                 connect_timeout: Duration::from_millis(2500),
                 ..MqttConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn mqtt_quotas_default_to_a_quarter_and_reach_the_config() {
+        assert_eq!(
+            serve_args(&[]).config().unwrap().mqtt_quotas,
+            MqttQuotas::default()
+        );
+        let set = serve_args(&[
+            "--mqtt-max-subscriptions",
+            "5000",
+            "--mqtt-max-subscriptions-per-source",
+            "0",
+            "--mqtt-max-subscriptions-per-user",
+            "100",
+            "--mqtt-max-sessions-per-source",
+            "7",
+            "--mqtt-max-connections-per-source",
+            "20000",
+            "--mqtt-anonymous-session-expiry",
+            "86400",
+        ]);
+        assert_eq!(
+            set.config().unwrap().mqtt_quotas,
+            MqttQuotas {
+                max_subscriptions: 5000,
+                max_subscriptions_per_source: Some(0),
+                max_subscriptions_per_user: Some(100),
+                max_sessions_per_source: Some(7),
+                max_connections_per_source: Some(20000),
+                anonymous_session_expiry: 86400,
             }
         );
     }

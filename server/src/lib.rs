@@ -75,6 +75,7 @@ use self::control::ControlToken;
 use self::events::EventLog;
 use self::hub::Hub;
 use self::mqtt::channel::{LoopCommand, LoopSender};
+use self::mqtt::tree::TreeLimits;
 use self::passwords::PasswordChecks;
 use self::slots::{Pending, SOURCE_PENDING};
 use self::users::Users;
@@ -130,6 +131,89 @@ pub struct ServerConfig {
     /// Its `limits`, `max_queued_messages` and `max_queued_bytes` are not
     /// read: [`limits`](Self::limits) gives them, for both protocols.
     pub mqtt: MqttConfig,
+    /// The MQTT broker's quotas per principal (source address, user name)
+    /// beside its global bounds.
+    pub mqtt_quotas: MqttQuotas,
+}
+
+/// The MQTT broker's quotas: what one source address (IPv6: one /64) or
+/// one user name may hold of what the server holds for everyone, so that
+/// one actor exhausts only its own share. `None`: the default share, a
+/// quarter; `Some(0)`: no share (the global bound alone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MqttQuotas {
+    /// Subscriptions over all clients (`--mqtt-max-subscriptions`).
+    pub max_subscriptions: usize,
+    /// Subscriptions the clients of one source address may hold, and the
+    /// same part of the tree's bytes.
+    pub max_subscriptions_per_source: Option<usize>,
+    /// Subscriptions the clients of one user name may hold, and the same
+    /// part of the tree's bytes.
+    pub max_subscriptions_per_user: Option<usize>,
+    /// Persistent sessions one source address may hold (default: a quarter
+    /// of `mqtt.max_sessions`); past it, its own oldest offline session
+    /// ends.
+    pub max_sessions_per_source: Option<usize>,
+    /// MQTT-over-TCP connections one source address may have open once
+    /// half of the connection places are taken (default: a quarter of the
+    /// places).
+    pub max_connections_per_source: Option<usize>,
+    /// Without a users file (every client anonymous): the most seconds a
+    /// session outlives its connection.
+    pub anonymous_session_expiry: u32,
+}
+
+impl Default for MqttQuotas {
+    /// A million subscriptions; a quarter of each bound per principal;
+    /// anonymous sessions kept 300 s.
+    fn default() -> MqttQuotas {
+        MqttQuotas {
+            max_subscriptions: TreeLimits::default().max_subscriptions,
+            max_subscriptions_per_source: None,
+            max_subscriptions_per_user: None,
+            max_sessions_per_source: None,
+            max_connections_per_source: None,
+            anonymous_session_expiry: mqtt::broker::DEFAULT_ANONYMOUS_SESSION_EXPIRY,
+        }
+    }
+}
+
+/// A quarter of `total` when `share` is `None`.
+fn share_of(share: Option<usize>, total: usize) -> usize {
+    share.unwrap_or(total / mqtt::tree::DEFAULT_SHARE)
+}
+
+impl MqttQuotas {
+    /// The subscription tree's bounds.
+    fn tree(&self) -> TreeLimits {
+        let total = self.max_subscriptions;
+        TreeLimits {
+            max_subscriptions: total,
+            ..TreeLimits::default()
+        }
+        .with_shares(
+            share_of(self.max_subscriptions_per_source, total),
+            share_of(self.max_subscriptions_per_user, total),
+        )
+    }
+
+    /// The broker's quotas, for a registry of `max_sessions`.
+    fn broker(&self, max_sessions: usize) -> mqtt::broker::Quotas {
+        mqtt::broker::Quotas {
+            sessions_per_source: share_of(self.max_sessions_per_source, max_sessions),
+            anonymous_session_expiry: Some(self.anonymous_session_expiry),
+        }
+    }
+
+    /// Open connections per source address once crowded, of `places`
+    /// (no share: as many as there are).
+    fn connections(&self, places: usize) -> u32 {
+        let n = match share_of(self.max_connections_per_source, places) {
+            0 => places,
+            n => n,
+        };
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
 }
 
 /// An allowed origin: a serialized origin, compared byte for byte with the
@@ -166,6 +250,7 @@ impl Default for ServerConfig {
             allow_origins: Vec::new(),
             mqtt_listen: None,
             mqtt: MqttConfig::default(),
+            mqtt_quotas: MqttQuotas::default(),
             limits: Limits::default(),
             session: SessionConfig {
                 ping_period: Some(Duration::from_secs(30)),
@@ -357,7 +442,14 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         listener: mqtt.map(|(l, _)| l),
         limits: limits.clone(),
         slots: Arc::clone(&mqtt_slots),
-        pending: Pending::new(SOURCE_PENDING, mqtt_slots, mqtt_places),
+        pending: Pending::new(SOURCE_PENDING, Arc::clone(&mqtt_slots), mqtt_places),
+        open: Pending::new(
+            args.mqtt_quotas.connections(mqtt_places),
+            mqtt_slots,
+            mqtt_places,
+        ),
+        tree: args.mqtt_quotas.tree(),
+        quotas: args.mqtt_quotas.broker(args.mqtt.max_sessions),
         log: events.share().map_err(|e| format!("--events: {e}"))?,
         clients: Arc::clone(&clients),
         next_conn: Arc::clone(&next_conn),

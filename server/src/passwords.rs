@@ -21,11 +21,25 @@
 //!   bad), and a client stops retrying at once on either code. At most
 //!   [`MAX_SOURCES`] addresses are tracked; when that many are active, new
 //!   ones are refused as busy.
+//! - **Fairness** (issue 18: a flood of wrong passwords from 100-300
+//!   addresses let the right one in 0 of 39 times): a check from an address
+//!   with a wrong password in its window is *suspect*. Suspect checks take
+//!   at most [`SUSPECT_QUEUE`] of the [`QUEUE`] waiting places, and a
+//!   worker takes a clean check before any suspect one, so a right password
+//!   from an address with no recent failure waits behind no flood, however
+//!   many addresses the flood comes from.
+//! - **Per user name**: wrong passwords are counted per user name too;
+//!   suspect checks of one user name are at most [`USER_SUSPECT_IN_FLIGHT`]
+//!   at once, and none once it has [`USER_FAILURES`] wrong ones in its
+//!   window (refused as busy), so a guessing campaign spread over many
+//!   addresses gets one try per address and window at an account. A check
+//!   from a clean address is never held back by others' guesses at the
+//!   same name. At most [`MAX_SOURCES`] user names are tracked; past that,
+//!   suspect checks of untracked names are refused as busy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use argon2::Block;
@@ -46,8 +60,16 @@ pub const SOURCE_IN_FLIGHT: u32 = 1;
 pub const SOURCE_FAILURES: u32 = 10;
 /// The window [`SOURCE_FAILURES`] counts in.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Source addresses tracked at once.
+/// Source addresses (and user names) tracked at once.
 pub const MAX_SOURCES: usize = 4096;
+/// Waiting places suspect checks may take: the rest of the [`QUEUE`] is
+/// kept for checks from addresses with no recent failure.
+pub const SUSPECT_QUEUE: usize = QUEUE / 2;
+/// Wrong passwords for one user name, within [`FAILURE_WINDOW`], past which
+/// its checks from suspect addresses are refused.
+pub const USER_FAILURES: u32 = SOURCE_FAILURES;
+/// Suspect checks of one user name waiting or running at once.
+pub const USER_SUSPECT_IN_FLIGHT: u32 = 2;
 
 /// How long a queued check may take beyond its wait (a check at the default
 /// parameters takes tens of ms; this only bounds a stuck worker).
@@ -81,29 +103,74 @@ struct Source {
     window_start: Instant,
 }
 
+/// The checks waiting for a worker, in two lanes.
+#[derive(Default)]
+struct Lanes {
+    /// From addresses with no recent failure, for user names not under
+    /// attack: taken first.
+    clean: VecDeque<Job>,
+    /// The rest: at most [`SUSPECT_QUEUE`].
+    suspect: VecDeque<Job>,
+    /// The pool is dropped: workers stop.
+    closed: bool,
+}
+
+impl Lanes {
+    /// The next check for a worker: a clean one first.
+    fn next(&mut self) -> Option<Job> {
+        self.clean.pop_front().or_else(|| self.suspect.pop_front())
+    }
+}
+
+/// The queue the workers take checks from.
+#[derive(Default)]
+struct Queue {
+    lanes: Mutex<Lanes>,
+    ready: Condvar,
+}
+
 /// The password checking pool and the per-source limits.
 pub struct PasswordChecks {
-    jobs: SyncSender<Job>,
-    sources: Mutex<HashMap<IpAddr, Source>>,
+    queue: Arc<Queue>,
+    sources: Mutex<Tracked>,
+}
+
+/// What is known of the sources and user names that tried lately.
+#[derive(Default)]
+struct Tracked {
+    sources: HashMap<IpAddr, Source>,
+    users: HashMap<String, Source>,
+}
+
+impl Drop for PasswordChecks {
+    fn drop(&mut self) {
+        let mut lanes = self
+            .queue
+            .lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        lanes.closed = true;
+        drop(lanes);
+        self.queue.ready.notify_all();
+    }
 }
 
 impl PasswordChecks {
     /// Starts [`WORKERS`] threads checking against `users`, each with its own
     /// buffer of [`Users::max_blocks`] blocks.
     pub fn start(users: Arc<Users>) -> std::io::Result<PasswordChecks> {
-        let (jobs, rx) = sync_channel::<Job>(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(Queue::default());
         let blocks = users.max_blocks();
         for i in 0..WORKERS {
             let users = Arc::clone(&users);
-            let rx = Arc::clone(&rx);
+            let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("password-check-{i}"))
-                .spawn(move || work(&users, &rx, blocks))?;
+                .spawn(move || work(&users, &queue, blocks))?;
         }
         Ok(PasswordChecks {
-            jobs,
-            sources: Mutex::new(HashMap::new()),
+            queue,
+            sources: Mutex::new(Tracked::default()),
         })
     }
 
@@ -112,12 +179,14 @@ impl PasswordChecks {
     pub async fn check(&self, peer: IpAddr, principal: String, password: Vec<u8>) -> Verdict {
         let source = source_key(peer);
         let now = Instant::now();
-        if !self.admit(source, now) {
+        let Some(suspect) = self.admit_as(source, &principal, now) else {
             return Verdict::Busy;
-        }
+        };
         let mut place = InFlight {
             checks: self,
             source,
+            user: principal.clone(),
+            suspect,
             verdict: Verdict::Busy,
         };
         let (reply, answer) = oneshot::channel();
@@ -128,57 +197,129 @@ impl PasswordChecks {
             deadline,
             reply,
         };
-        place.verdict = match self.jobs.try_send(job) {
-            Ok(()) => {
-                match tokio::time::timeout_at((deadline + CHECK_GRACE).into(), answer).await {
-                    Ok(Ok(v)) => v,
-                    _ => Verdict::Busy,
-                }
+        place.verdict = if self.enqueue(job, suspect) {
+            match tokio::time::timeout_at((deadline + CHECK_GRACE).into(), answer).await {
+                Ok(Ok(v)) => v,
+                _ => Verdict::Busy,
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Verdict::Busy,
+        } else {
+            Verdict::Busy
         };
         place.verdict
     }
 
-    /// Takes an in-flight place for `source`, unless it is over a limit.
-    fn admit(&self, source: IpAddr, now: Instant) -> bool {
-        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
-        if !sources.contains_key(&source) && sources.len() >= MAX_SOURCES {
-            sources.retain(|_, s| s.in_flight > 0 || now < s.window_start + FAILURE_WINDOW);
-            if sources.len() >= MAX_SOURCES {
-                return false;
-            }
-        }
-        let s = sources.entry(source).or_insert(Source {
-            in_flight: 0,
-            failures: 0,
-            window_start: now,
-        });
-        if now >= s.window_start + FAILURE_WINDOW {
-            s.failures = 0;
-            s.window_start = now;
-        }
-        if s.failures >= SOURCE_FAILURES || s.in_flight >= SOURCE_IN_FLIGHT {
+    /// Puts a check in its lane; false when the queue (or, for a suspect
+    /// one, its part of it) is full.
+    fn enqueue(&self, job: Job, suspect: bool) -> bool {
+        let mut lanes = self
+            .queue
+            .lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let waiting = lanes.clean.len().saturating_add(lanes.suspect.len());
+        if lanes.closed || waiting >= QUEUE || (suspect && lanes.suspect.len() >= SUSPECT_QUEUE) {
             return false;
         }
-        s.in_flight += 1;
+        if suspect {
+            lanes.suspect.push_back(job);
+        } else {
+            lanes.clean.push_back(job);
+        }
+        drop(lanes);
+        self.queue.ready.notify_one();
         true
     }
 
-    /// Gives back `source`'s in-flight place and counts a wrong password.
-    fn settle(&self, source: IpAddr, verdict: Verdict, now: Instant) {
-        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Takes an in-flight place for `source`, unless it is over a limit.
+    #[cfg(test)]
+    fn admit(&self, source: IpAddr, now: Instant) -> bool {
+        self.admit_as(source, "", now).is_some()
+    }
+
+    /// Takes an in-flight place for `source` (and, if the check is
+    /// suspect, one of `user`'s), unless one is over a limit: whether the
+    /// check is suspect, or `None`.
+    fn admit_as(&self, source: IpAddr, user: &str, now: Instant) -> Option<bool> {
+        let mut tracked = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let Tracked { sources, users } = &mut *tracked;
+        let s = track(sources, source, now)?;
+        if s.failures >= SOURCE_FAILURES || s.in_flight >= SOURCE_IN_FLIGHT {
+            return None;
+        }
+        let suspect = s.failures > 0;
+        if suspect {
+            // A suspect check holds a place of its user name's.
+            let u = track(users, user.to_owned(), now)?;
+            if u.failures >= USER_FAILURES || u.in_flight >= USER_SUSPECT_IN_FLIGHT {
+                return None;
+            }
+            u.in_flight += 1;
+        }
+        if let Some(s) = sources.get_mut(&source) {
+            s.in_flight += 1;
+        }
+        Some(suspect)
+    }
+
+    /// Gives back the in-flight places of a check and counts a wrong
+    /// password against its address and its user name.
+    fn settle(&self, source: IpAddr, user: &str, suspect: bool, verdict: Verdict, now: Instant) {
+        let mut tracked = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let Tracked { sources, users } = &mut *tracked;
+        let failed = verdict == Verdict::Refused;
         if let Some(s) = sources.get_mut(&source) {
             s.in_flight = s.in_flight.saturating_sub(1);
-            if verdict == Verdict::Refused {
-                if now >= s.window_start + FAILURE_WINDOW {
-                    s.failures = 0;
-                    s.window_start = now;
-                }
-                s.failures = s.failures.saturating_add(1);
+            if failed {
+                s.fail(now);
+            }
+        }
+        if suspect {
+            if let Some(u) = users.get_mut(user) {
+                u.in_flight = u.in_flight.saturating_sub(1);
+            }
+        }
+        if failed {
+            if let Some(u) = track(users, user.to_owned(), now) {
+                u.fail(now);
             }
         }
     }
+}
+
+impl Source {
+    /// Counts a wrong password in the current window.
+    fn fail(&mut self, now: Instant) {
+        if now >= self.window_start + FAILURE_WINDOW {
+            self.failures = 0;
+            self.window_start = now;
+        }
+        self.failures = self.failures.saturating_add(1);
+    }
+}
+
+/// The entry of `key` in `map`, its window renewed if it ended; `None`
+/// when [`MAX_SOURCES`] entries are active and `key` is not one.
+fn track<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Source>,
+    key: K,
+    now: Instant,
+) -> Option<&mut Source> {
+    if !map.contains_key(&key) && map.len() >= MAX_SOURCES {
+        map.retain(|_, s| s.in_flight > 0 || now < s.window_start + FAILURE_WINDOW);
+        if map.len() >= MAX_SOURCES {
+            return None;
+        }
+    }
+    let s = map.entry(key).or_insert(Source {
+        in_flight: 0,
+        failures: 0,
+        window_start: now,
+    });
+    if now >= s.window_start + FAILURE_WINDOW {
+        s.failures = 0;
+        s.window_start = now;
+    }
+    Some(s)
 }
 
 /// An address's place in flight; given back (and a wrong password counted)
@@ -186,13 +327,20 @@ impl PasswordChecks {
 struct InFlight<'a> {
     checks: &'a PasswordChecks,
     source: IpAddr,
+    user: String,
+    suspect: bool,
     verdict: Verdict,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.checks
-            .settle(self.source, self.verdict, Instant::now());
+        self.checks.settle(
+            self.source,
+            &self.user,
+            self.suspect,
+            self.verdict,
+            Instant::now(),
+        );
     }
 }
 
@@ -211,14 +359,22 @@ pub fn source_key(peer: IpAddr) -> IpAddr {
 
 /// A worker: takes checks until the pool is dropped. Its buffer is
 /// allocated once, here.
-fn work(users: &Users, jobs: &Mutex<Receiver<Job>>, blocks: usize) {
+fn work(users: &Users, queue: &Queue, blocks: usize) {
     let mut memory = vec![Block::default(); blocks];
     loop {
         let job = {
-            let rx = jobs.lock().unwrap_or_else(PoisonError::into_inner);
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
+            let mut lanes = queue.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                if lanes.closed {
+                    return;
+                }
+                if let Some(job) = lanes.next() {
+                    break job;
+                }
+                lanes = queue
+                    .ready
+                    .wait(lanes)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
         };
         if job.reply.is_closed() {
@@ -351,7 +507,96 @@ mod tests {
             assert!(checks.admit(peer, now));
         }
         assert!(!checks.admit(peer, now));
-        checks.settle(peer, Verdict::Accepted, now);
+        checks.settle(peer, "", false, Verdict::Accepted, now);
         assert!(checks.admit(peer, now));
+    }
+
+    /// A pool with no worker: checks wait in their lanes.
+    fn idle() -> PasswordChecks {
+        PasswordChecks {
+            queue: Arc::new(Queue::default()),
+            sources: Mutex::new(Tracked::default()),
+        }
+    }
+
+    /// A check for `user` from `peer`, admitted and queued if it may be:
+    /// whether it was, and the way its verdict would come back.
+    fn queue_one(
+        checks: &PasswordChecks,
+        peer: IpAddr,
+        user: &str,
+        now: Instant,
+    ) -> Option<oneshot::Receiver<Verdict>> {
+        let suspect = checks.admit_as(peer, user, now)?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            principal: user.to_owned(),
+            password: Vec::new(),
+            deadline: now + QUEUE_WAIT,
+            reply,
+        };
+        checks.enqueue(job, suspect).then_some(answer)
+    }
+
+    /// An address with one wrong password in its window.
+    fn fail_once(checks: &PasswordChecks, peer: IpAddr, user: &str, now: Instant) {
+        assert_eq!(checks.admit_as(peer, user, now), Some(false));
+        checks.settle(peer, user, false, Verdict::Refused, now);
+    }
+
+    #[test]
+    fn password_flood_from_300_addresses_leaves_a_clean_address_its_places() {
+        let checks = idle();
+        let now = Instant::now();
+        let flood: Vec<IpAddr> = (0..300u16)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8)))
+            .collect();
+        for (i, &peer) in flood.iter().enumerate() {
+            fail_once(&checks, peer, &format!("u{i}"), now);
+        }
+        // Every flooding address tries again at once: the suspect lane
+        // takes its share of the waiting places and no more.
+        let queued: Vec<_> = flood
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &peer)| queue_one(&checks, peer, &format!("u{i}"), now))
+            .collect();
+        assert_eq!(queued.len(), SUSPECT_QUEUE);
+        // A right password from a clean address is queued, and taken first.
+        let clean = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(checks.admit_as(clean, "alice", now), Some(false));
+        checks.settle(clean, "alice", false, Verdict::Accepted, now);
+        let _answer = queue_one(&checks, clean, "alice", now).expect("a clean place");
+        let mut lanes = checks.queue.lanes.lock().unwrap();
+        assert_eq!(lanes.next().map(|j| j.principal), Some("alice".to_owned()));
+        assert!(lanes.next().is_some_and(|j| j.principal.starts_with('u')));
+    }
+
+    #[test]
+    fn password_guesses_at_one_user_are_charged_to_the_user_name() {
+        let checks = idle();
+        let now = Instant::now();
+        let peer = |i: u8| IpAddr::V4(Ipv4Addr::new(10, 2, 0, i));
+        // Suspect addresses guessing alice's password: a few at once.
+        for i in 0..8 {
+            fail_once(&checks, peer(i), "bob", now);
+        }
+        let at_once = (0..8)
+            .filter(|&i| checks.admit_as(peer(i), "alice", now).is_some())
+            .count();
+        assert_eq!(at_once, USER_SUSPECT_IN_FLIGHT as usize);
+        for i in 0..8 {
+            checks.settle(peer(i), "alice", true, Verdict::Refused, now);
+        }
+        // Past USER_FAILURES wrong ones, none from a suspect address...
+        for i in 8..8 + USER_FAILURES as u8 {
+            checks.settle(peer(i), "alice", false, Verdict::Refused, now);
+        }
+        assert_eq!(checks.admit_as(peer(100), "bob", now), Some(false));
+        fail_once(&checks, peer(101), "carol", now);
+        assert_eq!(checks.admit_as(peer(101), "alice", now), None);
+        // ...while a clean address still has its check made.
+        let clean = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(checks.admit_as(clean, "alice", now), Some(false));
     }
 }

@@ -158,6 +158,32 @@ mod tests {
     }
 
     #[test]
+    fn quota_idle_sockets_from_one_address_leave_places_for_others() {
+        // The MQTT accept holds a place in an `open` table for each
+        // connection's whole life: an address opening idle sockets takes
+        // half of the places at most (the rest are refused once crowded),
+        // and a client from another address still connects.
+        let total = 16;
+        let places = Arc::new(Semaphore::new(total));
+        let open = Pending::new(4, Arc::clone(&places), total);
+        let attacker = IpAddr::V4(Ipv4Addr::new(127, 1, 0, 1));
+        let mut held = Vec::new();
+        for _ in 0..total {
+            let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+                break;
+            };
+            match open.take(attacker) {
+                Some(slot) => held.push((place, slot)),
+                None => break,
+            }
+        }
+        assert_eq!(held.len(), total / 2, "stopped at half of the places");
+        let user = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        assert!(open.take(user).is_some(), "another address connects");
+        assert_eq!(places.available_permits(), total / 2);
+    }
+
+    #[test]
     fn pending_slots_are_capped_per_source_and_given_back() {
         let places = Arc::new(Semaphore::new(0));
         let pending = Pending::new(2, places, 2);

@@ -15,7 +15,18 @@
 //! gets the retained messages its filter matches as its retain handling says
 //! (MQTT-3.3.1-9 to 11), with the retain flag set (MQTT-3.3.1-8);
 //! [`Event::SessionEnded`] drops the client's subscriptions.
+//!
+//! Quotas per principal (issue 18): the broker remembers each session's
+//! source address and user name (client id to [`Owner`], set when it
+//! connects, dropped when it ends, at most one per session the registry
+//! may hold), so that its subscriptions are charged to them in the tree;
+//! a source address holding more than [`Quotas::sessions_per_source`]
+//! persistent sessions loses its own oldest offline one, not someone
+//! else's; without a users file every client is anonymous and its session
+//! outlives its connection by at most
+//! [`Quotas::anonymous_session_expiry`].
 
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,17 +37,17 @@ use sessionwire::mqtt::session::{
     ConnId, Delivery, Event, Incoming, Message, MqttConfig, Refuse, Registry, ServerClose,
     SubscriptionRequest,
 };
-use sessionwire::mqtt::{QoS, Version};
+use sessionwire::mqtt::{Property, PropertyId, QoS, Version};
 use sessionwire::CloseReason;
 
 use super::channel::{conn_bytes, ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
 use super::conns::ConnTable;
 use super::retained::{sends_retained, Retained, RetainedLimits};
 use super::tcp::{Sent, TcpConn};
-use super::tree::{charge, SubscribeError, Subscription, Tree, TreeLimits};
+use super::tree::{charge, Principal, SubscribeError, Subscription, Tree, TreeLimits};
 use crate::channel::{Clients, OsRandom};
 use crate::events::{EventLog, Record};
-use crate::passwords::{PasswordChecks, Verdict};
+use crate::passwords::{source_key, PasswordChecks, Verdict};
 
 /// The version's name in the event log and the control API.
 pub fn version_name(v: Version) -> &'static str {
@@ -74,6 +85,46 @@ struct Conn {
     version: Option<Version>,
     /// The user name of its CONNECT, for the log.
     user: Option<Box<str>>,
+    /// Its CONNECT asked for a session that outlives the connection.
+    persistent: bool,
+}
+
+/// The broker's quotas per principal beside the tree's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quotas {
+    /// Persistent sessions one source address (IPv6: one /64) may hold;
+    /// past it, the address's oldest offline session ends. 0: no share.
+    pub sessions_per_source: usize,
+    /// Without a users file, the most seconds an (anonymous) client's
+    /// session outlives its connection; `None`: the registry's
+    /// `max_session_expiry` alone.
+    pub anonymous_session_expiry: Option<u32>,
+}
+
+impl Default for Quotas {
+    /// A quarter of the registry's default session count per address;
+    /// anonymous sessions kept 5 minutes.
+    fn default() -> Quotas {
+        Quotas {
+            sessions_per_source: MqttConfig::default().max_sessions / 4,
+            anonymous_session_expiry: Some(DEFAULT_ANONYMOUS_SESSION_EXPIRY),
+        }
+    }
+}
+
+/// How long an anonymous client's session may outlive its connection by
+/// default, in seconds: long enough to ride out a reconnect, too short
+/// for a throwaway client to leave a session behind for a day.
+pub const DEFAULT_ANONYMOUS_SESSION_EXPIRY: u32 = 300;
+
+/// Who a session is charged to.
+#[derive(Debug)]
+struct Owner {
+    /// Its source address, as the quotas count it ([`source_key`]).
+    source: IpAddr,
+    user: Option<Box<str>>,
+    /// Listed in [`Broker::persistent`] under its source.
+    persistent: bool,
 }
 
 impl Conn {
@@ -145,11 +196,24 @@ pub struct Broker {
     /// anyone connects.
     passwords: Option<(Arc<PasswordChecks>, tokio::runtime::Handle, WeakLoopSender)>,
     stopping: bool,
+    quotas: Quotas,
+    /// Each session's principal, by client id; at most [`max_owners`]
+    /// (every session the registry may hold, and every connection).
+    ///
+    /// [`max_owners`]: Self::max_owners
+    owners: HashMap<String, Owner>,
+    max_owners: usize,
+    /// The persistent sessions of each source address, by when they last
+    /// connected, oldest first.
+    persistent: HashMap<IpAddr, VecDeque<String>>,
 }
 
 impl Broker {
     /// A broker with no client.
     pub fn new(config: MqttConfig, tree: TreeLimits, retained: RetainedLimits) -> Broker {
+        let max_owners = config
+            .max_sessions
+            .saturating_add(config.limits.max_clients());
         Broker {
             maximum_qos: config.maximum_qos,
             max_clients: config.limits.max_clients(),
@@ -165,7 +229,16 @@ impl Broker {
             io: None,
             passwords: None,
             stopping: false,
+            quotas: Quotas::default(),
+            owners: HashMap::new(),
+            max_owners,
+            persistent: HashMap::new(),
         }
+    }
+
+    /// Applies these quotas per principal.
+    pub fn with_quotas(&mut self, quotas: Quotas) {
+        self.quotas = quotas;
     }
 
     /// Checks CONNECT user names and passwords with `checks` on `runtime`;
@@ -219,6 +292,7 @@ impl Broker {
             peer,
             version: None,
             user: None,
+            persistent: false,
         };
         match self.conns.insert(id, c) {
             Ok(_) => {
@@ -537,6 +611,12 @@ impl Broker {
                 });
                 tracing::debug!(client_id, session_present, "MQTT client connected");
                 c.version = Some(version);
+                let owner = Owner {
+                    source: source_key(c.peer),
+                    user: c.user.clone(),
+                    persistent: c.persistent,
+                };
+                self.own(now, client_id, owner);
             }
             Event::Publish { from, message } | Event::Will { from, message } => {
                 self.route(now, &from, &message);
@@ -581,6 +661,66 @@ impl Broker {
             }
             Event::SessionEnded { client_id } => {
                 self.tree.remove_client(&client_id);
+                self.disown(&client_id);
+            }
+        }
+    }
+
+    /// Files the principal of a client that connected; a persistent
+    /// session is listed under its address, whose oldest offline session
+    /// ends if the address now holds more than its share.
+    fn own(&mut self, now: Instant, client_id: String, owner: Owner) {
+        self.disown(&client_id);
+        if self.owners.len() >= self.max_owners {
+            // Not reached while the registry keeps its own bounds: the
+            // session is charged to its client id alone.
+            tracing::warn!(client_id, "MQTT session principals full: not charged");
+            return;
+        }
+        let (source, persistent) = (owner.source, owner.persistent);
+        self.owners.insert(client_id.clone(), owner);
+        if !persistent {
+            return;
+        }
+        let listed = self.persistent.entry(source).or_default();
+        listed.push_back(client_id);
+        let share = self.quotas.sessions_per_source;
+        if share == 0 || listed.len() <= share {
+            return;
+        }
+        // The oldest session of this address that has no connection.
+        let registry = &self.registry;
+        let oldest = listed.iter().position(|id| !registry.is_connected(id));
+        let Some(id) = oldest.and_then(|at| listed.remove(at)) else {
+            return;
+        };
+        if let Some(o) = self.owners.get_mut(&id) {
+            o.persistent = false;
+        }
+        tracing::info!(
+            client_id = id,
+            %source,
+            share,
+            "MQTT source address over its share of persistent sessions: its oldest offline session ended"
+        );
+        self.registry.close(now, &id, ServerClose::Controller);
+    }
+
+    /// Forgets a session's principal (its session ended, or it connects
+    /// again).
+    fn disown(&mut self, client_id: &str) {
+        let Some(owner) = self.owners.remove(client_id) else {
+            return;
+        };
+        if !owner.persistent {
+            return;
+        }
+        if let Some(listed) = self.persistent.get_mut(&owner.source) {
+            if let Some(at) = listed.iter().position(|id| id == client_id) {
+                listed.remove(at);
+            }
+            if listed.is_empty() {
+                self.persistent.remove(&owner.source);
             }
         }
     }
@@ -593,9 +733,18 @@ impl Broker {
             .connect()
             .user_name()
             .map(|u| u.as_str().to_owned());
+        let connect = incoming.connect();
+        let persistent = match connect.version {
+            Version::V311 => !connect.clean_start,
+            Version::V5 => connect
+                .properties
+                .get(PropertyId::SessionExpiryInterval)
+                .is_some_and(|p| !matches!(p, Property::SessionExpiryInterval(0))),
+        };
         let peer = match self.conns.get_mut(conn) {
             Some(c) => {
                 c.user = user.as_deref().map(Box::from);
+                c.persistent = persistent;
                 c.peer
             }
             None => return self.registry.refuse(now, incoming, Refuse::Busy),
@@ -610,6 +759,11 @@ impl Broker {
             return self.registry.refuse(now, incoming, Refuse::Busy);
         }
         let Some((checks, runtime, back)) = &self.passwords else {
+            // No users file: anonymous, and kept offline only so long.
+            let mut incoming = incoming;
+            if let Some(secs) = self.quotas.anonymous_session_expiry {
+                incoming.limit_session_expiry(secs);
+            }
             return self.registry.accept(now, incoming);
         };
         let Some(user) = user else {
@@ -676,7 +830,17 @@ impl Broker {
             retain_as_published: options.retain_as_published,
             id: request.id,
         };
-        let existed = match self.tree.subscribe(client_id, &request.filter, sub) {
+        let principal = self
+            .owners
+            .get(client_id)
+            .map_or_else(Principal::default, |o| Principal {
+                source: Some(o.source),
+                user: o.user.as_deref(),
+            });
+        let existed = match self
+            .tree
+            .subscribe_as(client_id, principal, &request.filter, sub)
+        {
             Ok(existed) => existed,
             Err(e) => {
                 tracing::debug!(client_id, filter = request.filter, error = ?e, "subscription refused");
@@ -720,7 +884,11 @@ const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
 /// a malformed `$share/` is Topic Filter invalid (0x8F).
 fn refusal(e: SubscribeError) -> u8 {
     match e {
-        SubscribeError::ClientFull | SubscribeError::TreeFull | SubscribeError::TooDeep => 0x97,
+        SubscribeError::ClientFull
+        | SubscribeError::TreeFull
+        | SubscribeError::SourceFull
+        | SubscribeError::UserFull
+        | SubscribeError::TooDeep => 0x97,
         SubscribeError::BadShare => 0x8F,
     }
 }
@@ -852,6 +1020,95 @@ mod tests {
         }
         // Closed as a full queue, then told to close.
         assert!(matches!(rx.try_next(), Some(MqttOut::Close)));
+    }
+
+    /// A 3.1.1 CONNECT of client `id` without clean session.
+    fn persistent_connect(id: u8) -> Bytes {
+        let mut c = CONNECT.to_vec();
+        c[9] = 0x00;
+        *c.last_mut().unwrap() = id;
+        Bytes::from(c)
+    }
+
+    /// A WebSocket connection numbered `conn` from `peer` opens.
+    fn open_from(broker: &mut Broker, events: &mut EventLog, conn: u64, peer: [u8; 4]) -> ConnIn {
+        let (out, rx) = ConnOut::pair(8, 1 << 20);
+        let peer = IpAddr::from(peer);
+        handle(broker, events, MqttCommand::Open { conn, peer, out });
+        rx
+    }
+
+    fn ids(broker: &Broker) -> Vec<String> {
+        broker.list().into_iter().map(|s| s.client_id).collect()
+    }
+
+    #[tokio::test]
+    async fn quota_sessions_per_source_an_address_loses_its_own_oldest_offline_session() {
+        // Throwaway persistent sessions from one address used to push out
+        // the oldest offline session of anyone (issue 18: 10,200 of them
+        // evicted a real session holding 10 acknowledged messages).
+        let (mut broker, mut events) = broker();
+        broker.with_quotas(Quotas {
+            sessions_per_source: 2,
+            ..Quotas::default()
+        });
+        // A real client elsewhere, offline, first of all.
+        let _real = open_from(&mut broker, &mut events, 1, [10, 0, 0, 1]);
+        bytes_to(&mut broker, &mut events, 1, persistent_connect(b'r'));
+        bytes_to(
+            &mut broker,
+            &mut events,
+            1,
+            Bytes::from_static(&[0xe0, 0x00]),
+        );
+        // The attacker's address: three sessions, the first two offline.
+        for (conn, id) in [(2, b'a'), (3, b'b'), (4, b'c')] {
+            let _rx = open_from(&mut broker, &mut events, conn, [10, 0, 0, 2]);
+            bytes_to(&mut broker, &mut events, conn, persistent_connect(id));
+            if id != b'c' {
+                bytes_to(
+                    &mut broker,
+                    &mut events,
+                    conn,
+                    Bytes::from_static(&[0xe0, 0x00]),
+                );
+            }
+        }
+        assert_eq!(ids(&broker), ["b", "c", "r"], "the address's oldest went");
+        // Its connected sessions are not ended for it: "b" connects again,
+        // then "d" comes while both "b" and "c" are connected.
+        let _b = open_from(&mut broker, &mut events, 5, [10, 0, 0, 2]);
+        bytes_to(&mut broker, &mut events, 5, persistent_connect(b'b'));
+        let _d = open_from(&mut broker, &mut events, 6, [10, 0, 0, 2]);
+        bytes_to(&mut broker, &mut events, 6, persistent_connect(b'd'));
+        assert_eq!(ids(&broker), ["b", "c", "d", "r"]);
+        // Sessions that end are forgotten: the table holds what is left.
+        assert!(broker.close(Instant::now(), "d"));
+        broker.drive(Instant::now(), &mut events);
+        assert_eq!(broker.owners.len(), 3);
+        assert_eq!(broker.persistent[&IpAddr::from([10, 0, 0, 2])].len(), 2);
+    }
+
+    #[tokio::test]
+    async fn quota_anonymous_session_expiry_is_capped_and_announced() {
+        let (mut broker, mut events) = broker();
+        let rx = open(&mut broker, &mut events, 8);
+        // 5.0, no clean start, session expiry 3,600 s, client "c".
+        let connect: &'static [u8] = &[
+            0x10, 0x13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x00, 0x00, 0x3c, 0x05, 0x11,
+            0x00, 0x00, 0x0e, 0x10, 0x00, 0x01, b'c',
+        ];
+        bytes(&mut broker, &mut events, connect);
+        let connack = match rx.try_next() {
+            Some(MqttOut::Write(batch)) => batch.concat(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(connack[3], 0x00, "accepted: {connack:02x?}");
+        // Session Expiry Interval 300 in its properties.
+        let told = connack
+            .windows(5)
+            .any(|w| w == [0x11, 0x00, 0x00, 0x01, 0x2c]);
+        assert!(told, "{connack:02x?}");
     }
 
     #[tokio::test]

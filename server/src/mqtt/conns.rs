@@ -16,6 +16,8 @@
 //! freed slot is given to the next connection; the room is not given back
 //! while the broker runs, as the registry's is not.
 
+use std::mem::size_of;
+
 use hashbrown::HashTable;
 use sessionwire::mqtt::session::ConnId;
 use slab::Slab;
@@ -113,6 +115,29 @@ impl<T: Keyed> SlotTable<T> {
     /// Entries held.
     pub(super) fn len(&self) -> usize {
         self.slab.len()
+    }
+
+    /// The heap the table holds: its slots and its index (as
+    /// [`block`](super::tree::block) counts a `malloc`).
+    pub(super) fn heap(&self) -> usize {
+        let slots = super::tree::block(self.slab.capacity().saturating_mul(size_of::<T>()));
+        slots.saturating_add(super::tree::block(self.index.allocation_size()))
+    }
+
+    /// What one more entry could add to [`heap`](Self::heap): the slots
+    /// [`make_room`] adds to a full slab, and the index's doubling.
+    pub(super) fn growth(&self) -> usize {
+        let mut grows = 0;
+        if self.slab.len() == self.slab.capacity() {
+            let more = (self.slab.len() / 8).max(GROW_MIN);
+            grows = more.saturating_mul(size_of::<T>()).saturating_add(16);
+        }
+        if self.index.len() == self.index.capacity() {
+            let now = super::tree::block(self.index.allocation_size());
+            let grown = self.index.capacity().saturating_mul(2).max(3);
+            grows = grows.saturating_add(super::tree::table_heap::<u32>(grown).saturating_sub(now));
+        }
+        grows
     }
 
     /// Every entry with its slot, in slot order.

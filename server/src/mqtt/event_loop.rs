@@ -17,7 +17,10 @@
 //!
 //! Accepting is bounded as before: the slot limit (`--max-clients` and some
 //! slack) and, once half of the slots are taken, [`SOURCE_PENDING`]
-//! connections per address not answered yet; the registry's CONNECT
+//! connections per address not answered yet, and
+//! [`Setup::open`]'s share of the places per address (a quarter by
+//! default) for connections open at all, so that idle or stalled sockets
+//! from one address cannot take every place; the registry's CONNECT
 //! timeout ends the rest. A closing socket writes what waits (for at most
 //! [`FINAL_WRITE`]), ends its side and reads until the client ends its own
 //! (for at most [`LINGER`]), so that its last packets are not lost to a
@@ -39,14 +42,15 @@ use sessionwire::Limits;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::broker::Broker;
+use super::broker::{Broker, Quotas};
 use super::channel::{LoopCommand, LoopSender, FINAL_WRITE, LINGER};
 use super::tcp::{Sent, TcpConn};
+use super::tree::TreeLimits;
 use super::trim::Trim;
 use crate::channel::{Clients, SessionInfo};
 use crate::events::EventLog;
 use crate::passwords::PasswordChecks;
-use crate::slots::Pending;
+use crate::slots::{Pending, PendingSlot};
 
 /// The loop's own tokens; a connection's token is its number.
 const WAKER: Token = Token(usize::MAX);
@@ -86,6 +90,13 @@ pub struct Setup {
     pub slots: Arc<Semaphore>,
     /// Per-address places for connections not answered yet.
     pub pending: Arc<Pending>,
+    /// Per-address places for open connections, held from the accept to
+    /// the close (counted once half of `slots` are taken).
+    pub open: Arc<Pending>,
+    /// The subscription tree's bounds, per principal and in total.
+    pub tree: TreeLimits,
+    /// The broker's quotas per principal.
+    pub quotas: Quotas,
     /// The loop's writer to the event log.
     pub log: EventLog,
     /// The clients of both protocols.
@@ -115,9 +126,10 @@ pub fn spawn(setup: Setup) -> io::Result<LoopSender> {
             limits: limits.clone(),
             ..setup.mqtt
         },
-        Default::default(),
+        setup.tree,
         Default::default(),
     );
+    broker.with_quotas(setup.quotas);
     broker.with_io(poll.registry().try_clone()?);
     broker.with_clients(setup.clients);
     if let Some(checks) = setup.passwords {
@@ -138,6 +150,8 @@ pub fn spawn(setup: Setup) -> io::Result<LoopSender> {
         listener,
         slots: setup.slots,
         pending: setup.pending,
+        open: setup.open,
+        held: HashMap::new(),
         log: setup.log,
         next_conn: setup.next_conn,
         rx,
@@ -174,6 +188,9 @@ struct Loop {
     accept_retry: Option<Instant>,
     slots: Arc<Semaphore>,
     pending: Arc<Pending>,
+    open: Arc<Pending>,
+    /// Each open connection's place in [`open`](Self::open), by number.
+    held: HashMap<u64, PendingSlot>,
     log: EventLog,
     next_conn: Arc<AtomicU64>,
     rx: mpsc::Receiver<LoopCommand>,
@@ -324,10 +341,17 @@ impl Loop {
                 tracing::debug!(%peer, "too many MQTT connections without CONNACK from this address: dropped");
                 continue;
             };
+            // Held until the connection closes.
+            let Some(place) = self.open.take(peer.ip()) else {
+                tracing::debug!(%peer, "MQTT source address holds its share of the connection places: dropped");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
             let tcp = TcpConn::new(stream, slot, waiting);
-            if !self.broker.open_tcp(now, conn, peer.ip(), tcp) {
+            if self.broker.open_tcp(now, conn, peer.ip(), tcp) {
+                self.held.insert(conn, place);
+            } else {
                 tracing::warn!(%peer, "MQTT connection could not be registered: dropped");
             }
         }
@@ -391,6 +415,7 @@ impl Loop {
     /// A socket whose connection ended: written out and ended, or dropped
     /// at once when it was given up on.
     fn close(&mut self, now: Instant, conn: u64, tcp: TcpConn) {
+        self.held.remove(&conn);
         if tcp.gave_up() {
             return;
         }

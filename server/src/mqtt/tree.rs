@@ -22,14 +22,26 @@
 //! - subscribing again to an identical filter replaces the subscription
 //!   (MQTT-3.8.4-3).
 //!
-//! Bounds: filters per client and subscriptions in total ([`TreeLimits`]);
-//! over either, [`Tree::subscribe`] refuses and nothing changes. Filter
-//! syntax is the packet codec's business; what reaches the tree was checked.
+//! Bounds: filters per client, subscriptions and bytes in total, and a
+//! share of both per source address and per user name ([`TreeLimits`],
+//! [`Principal`]); over any of them, [`Tree::subscribe_as`] refuses and
+//! nothing changes, so that one actor exhausts its own share and not the
+//! server's. Filter syntax is the packet codec's business; what reaches the
+//! tree was checked.
+//!
+//! Memory: the tree counts the heap it holds ([`Tree::bytes`]) as it
+//! changes, table by table, in the blocks a `malloc` of the glibc kind
+//! hands out ([`block`]): each node's maps, each level's name, each list
+//! and each client. A subscription is let in only when the most it could
+//! add ([`charge`] and the growth of the one full map it would enter) fits
+//! under [`TreeLimits::max_bytes`].
 
 use std::cell::Cell;
 use std::collections::hash_map::{self, DefaultHasher, RandomState};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::mem::size_of;
+use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use compact_str::CompactString;
@@ -51,38 +63,206 @@ pub struct TreeLimits {
     /// Levels a filter may have: the trie's depth, and so the depth of
     /// every walk through it (a 65,535-byte filter could have 65,536).
     pub max_levels: usize,
-    /// Memory the subscriptions may take, as [`charge`] counts it.
+    /// Heap the tree may hold, as [`Tree::bytes`] counts it.
     pub max_bytes: usize,
+    /// Subscriptions the clients of one source address (IPv6: one /64) may
+    /// hold together.
+    pub max_subscriptions_per_source: usize,
+    /// Subscriptions the clients of one user name may hold together.
+    pub max_subscriptions_per_user: usize,
+    /// The [`charge`] of the subscriptions of one source address.
+    pub max_bytes_per_source: usize,
+    /// The [`charge`] of the subscriptions of one user name.
+    pub max_bytes_per_user: usize,
 }
 
-/// What one subscription is charged against [`TreeLimits::max_bytes`]: its
-/// filter, kept twice (the client's list and the trie's levels), and a
-/// node per level, whether or not another filter shares it.
+impl TreeLimits {
+    /// These limits with each source address and each user name allowed
+    /// `per_source` and `per_user` subscriptions, and the same part of
+    /// [`max_bytes`](Self::max_bytes) each (0: the whole).
+    pub fn with_shares(self, per_source: usize, per_user: usize) -> TreeLimits {
+        let part = |n: usize| {
+            if n == 0 || n >= self.max_subscriptions || self.max_subscriptions == 0 {
+                return (self.max_subscriptions, self.max_bytes);
+            }
+            // max_bytes * n / max_subscriptions, in u128 so it cannot
+            // overflow.
+            let bytes = (self.max_bytes as u128 * n as u128) / self.max_subscriptions as u128;
+            (n, usize::try_from(bytes).unwrap_or(usize::MAX))
+        };
+        let (max_subscriptions_per_source, max_bytes_per_source) = part(per_source);
+        let (max_subscriptions_per_user, max_bytes_per_user) = part(per_user);
+        TreeLimits {
+            max_subscriptions_per_source,
+            max_subscriptions_per_user,
+            max_bytes_per_source,
+            max_bytes_per_user,
+            ..self
+        }
+    }
+}
+
+/// Who a client's subscriptions are charged to, beside its client id: the
+/// address it connected from and its user name, when known. Each client is
+/// charged to the principal of its first subscription until it has none
+/// left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Principal<'a> {
+    /// The source address (counted per IPv4 address, per IPv6 /64).
+    pub source: Option<IpAddr>,
+    /// The user name of the client's CONNECT.
+    pub user: Option<&'a str>,
+}
+
+/// The most one subscription to `filter` adds to the tree's heap, whatever
+/// it shares with others: a new node per level (a map of four places, the
+/// level's name), the leaf's list, the filter kept in its client's list,
+/// and a share of that list's growth. [`Tree::bytes`] counts what it really
+/// adds; this is the bound checked beforehand, and what a principal's
+/// share is charged.
 pub fn charge(filter: &str) -> usize {
-    let levels = filter.split('/').count();
-    filter
-        .len()
-        .saturating_mul(2)
-        .saturating_add(levels.saturating_mul(NODE_COST))
+    let (group, path) = match split_share(filter) {
+        Ok(split) => split,
+        Err(_) => (None, filter),
+    };
+    let levels: usize = path
+        .split('/')
+        .map(|level| NEW_NODE.saturating_add(block(level.len())))
+        .fold(0, usize::saturating_add);
+    let leaf = match group {
+        None => block(4 * size_of::<Entry>()),
+        Some(g) => NEW_GROUPS
+            .saturating_add(block(g.len()))
+            .saturating_add(block(4 * size_of::<Entry>())),
+    };
+    levels
+        .saturating_add(leaf)
+        .saturating_add(compact_heap(filter.len()))
+        .saturating_add(2 * size_of::<(CompactString, usize)>())
 }
 
-/// The memory of one trie node with one entry, roughly.
-const NODE_COST: usize = 160;
+/// A new node's map of children with one entry: four places.
+const NEW_NODE: usize = 4 * size_of::<(Box<str>, Node)>() + 4 + GROUP_WIDTH;
+
+/// A node's new map of groups with one entry: four places.
+const NEW_GROUPS: usize = 4 * size_of::<(Box<str>, Group)>() + 4 + GROUP_WIDTH;
+
+/// The control bytes a hash table adds after its places (SSE2 groups).
+const GROUP_WIDTH: usize = 16;
+
+/// The heap a `malloc` of the glibc kind takes for `size` bytes: the size
+/// with an 8-byte header, rounded up to 16, at least 32; nothing for 0.
+pub fn block(size: usize) -> usize {
+    if size == 0 {
+        return 0;
+    }
+    (size.saturating_add(8 + 15) & !15).max(32)
+}
+
+/// The heap of a `CompactString` of `len` bytes: none up to 24, at least
+/// 32 bytes beyond.
+fn compact_heap(len: usize) -> usize {
+    if len <= 24 {
+        0
+    } else {
+        block(len.max(32))
+    }
+}
+
+/// The heap of a hash table of `T`s that has room for `capacity`.
+pub(super) fn table_heap<T>(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    // hashbrown: up to 7 entries in capacity + 1 places, then 7/8 of them.
+    let places = if capacity < 8 {
+        capacity + 1
+    } else {
+        (capacity / 7).saturating_mul(8)
+    };
+    let data = places.saturating_mul(size_of::<T>()).saturating_add(15) & !15;
+    block(data.saturating_add(places).saturating_add(GROUP_WIDTH))
+}
+
+/// The heap of a map of the tree's.
+fn map_heap<K: Eq + std::hash::Hash, V>(map: &Map<K, V>) -> usize {
+    block(map.allocation_size())
+}
+
+/// What a full map would add by growing to twice its places.
+fn map_growth<K: Eq + std::hash::Hash, V>(map: &Map<K, V>) -> usize {
+    if map.len() < map.capacity() {
+        return 0;
+    }
+    // Past the tombstones: the places it has now, twice.
+    let grown = if map.capacity() == 0 {
+        3
+    } else {
+        map.capacity().max(map.len()).saturating_mul(2).max(7)
+    };
+    table_heap::<(K, V)>(grown).saturating_sub(map_heap(map))
+}
+
+/// The heap of a list of `T`s with room for `capacity`.
+fn vec_heap<T>(capacity: usize) -> usize {
+    block(capacity.saturating_mul(size_of::<T>()))
+}
+
+/// The heap a node holds itself (its children's names are counted with
+/// the children).
+fn node_heap(node: &Node) -> usize {
+    map_heap(&node.children)
+        .saturating_add(map_heap(&node.groups))
+        .saturating_add(vec_heap::<Entry>(node.subscribers.capacity()))
+}
+
+/// The part of the subscriptions (and of their bytes) one source address
+/// or one user name may hold by default: a quarter. Filling the tree takes
+/// at least four addresses and four users, and one address (a NAT, a
+/// gateway) still holds 250 times what one client may.
+pub const DEFAULT_SHARE: usize = 4;
 
 /// Levels a filter or a retained topic may have by default.
 pub const DEFAULT_MAX_LEVELS: usize = 128;
 
 impl Default for TreeLimits {
     /// 1,000 filters per client, a million subscriptions,
-    /// [`DEFAULT_MAX_LEVELS`] levels, 256 MiB.
+    /// [`DEFAULT_MAX_LEVELS`] levels, 256 MiB; a quarter of the
+    /// subscriptions and of the bytes per source address and per user name
+    /// ([`DEFAULT_SHARE`]).
     fn default() -> TreeLimits {
+        let max_subscriptions = 1_000_000;
         TreeLimits {
             max_filters_per_client: 1_000,
-            max_subscriptions: 1_000_000,
+            max_subscriptions,
             max_levels: DEFAULT_MAX_LEVELS,
             max_bytes: 256 * 1024 * 1024,
+            max_subscriptions_per_source: 0,
+            max_subscriptions_per_user: 0,
+            max_bytes_per_source: 0,
+            max_bytes_per_user: 0,
         }
+        .with_shares(
+            max_subscriptions / DEFAULT_SHARE,
+            max_subscriptions / DEFAULT_SHARE,
+        )
     }
+}
+
+/// What one source address or one user name holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Usage {
+    subscriptions: usize,
+    /// The [`charge`] of those subscriptions.
+    bytes: usize,
+}
+
+/// The principal a client's subscriptions are charged to, kept with the
+/// client (boxed: most of a client's 64 bytes are its id and filters).
+#[derive(Debug)]
+struct Owner {
+    source: Option<IpAddr>,
+    user: Option<CompactString>,
 }
 
 /// One subscription's options as the tree keeps them.
@@ -158,6 +338,14 @@ pub enum SubscribeError {
     /// The tree holds [`TreeLimits::max_subscriptions`] already, or the
     /// subscription would take it past [`TreeLimits::max_bytes`].
     TreeFull,
+    /// The clients of the source address hold
+    /// [`TreeLimits::max_subscriptions_per_source`] or
+    /// [`TreeLimits::max_bytes_per_source`] already.
+    SourceFull,
+    /// The clients of the user name hold
+    /// [`TreeLimits::max_subscriptions_per_user`] or
+    /// [`TreeLimits::max_bytes_per_user`] already.
+    UserFull,
     /// `$share/` without a group name or a filter after it.
     BadShare,
     /// The filter has more than [`TreeLimits::max_levels`] levels.
@@ -197,7 +385,11 @@ impl BuildHasher for SharedKey {
 }
 
 /// A map of the tree's, hashed with the [`SharedKey`].
-type Map<K, V> = HashMap<K, V, SharedKey>;
+///
+/// hashbrown's rather than std's (the same table) for its
+/// `allocation_size`: a table's places, counted from its capacity, are
+/// missed once removals leave tombstones.
+type Map<K, V> = hashbrown::HashMap<K, V, SharedKey>;
 
 /// One client's filters, as subscribed, each with where its subscription
 /// sits: for an ordinary filter, its index in the node's
@@ -228,6 +420,8 @@ type Entry = (Slot, Stored);
 struct Client {
     id: CompactString,
     filters: Filters,
+    /// Who its subscriptions are charged to, beside itself.
+    owner: Option<Box<Owner>>,
 }
 
 impl Keyed for Client {
@@ -295,8 +489,13 @@ pub struct Tree {
     /// Each client's filters, as subscribed (shared ones with their prefix).
     clients: Clients,
     total: usize,
-    /// The [`charge`] of every subscription held.
+    /// The heap held, counted as it changes (see the
+    /// [module documentation](self)).
     bytes: usize,
+    /// What each source address holds (only those holding something).
+    sources: Map<IpAddr, Usage>,
+    /// What each user name holds (only those holding something).
+    users: Map<CompactString, Usage>,
     limits: TreeLimits,
 }
 
@@ -317,6 +516,176 @@ impl Tree {
     /// Whether the tree holds no subscription.
     pub fn is_empty(&self) -> bool {
         self.total == 0
+    }
+
+    /// The heap the tree holds, as it counts it: within a few percent of
+    /// what it allocated (`server/tests/tree_alloc.rs` measures it).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The heap of the tables beside the trie: the clients' slots and the
+    /// principals' counts.
+    fn side_heap(&self) -> usize {
+        self.clients
+            .heap()
+            .saturating_add(map_heap(&self.sources))
+            .saturating_add(map_heap(&self.users))
+    }
+
+    /// The heap of the nodes on `path` that exist, with their names, and
+    /// of the group `group` at its end if it exists.
+    fn path_heap(&self, group: Option<&str>, path: &str) -> usize {
+        let mut node = &self.root;
+        let mut sum = node_heap(node);
+        for level in path.split('/') {
+            match node.children.get(level) {
+                Some(child) => {
+                    node = child;
+                    sum = sum
+                        .saturating_add(block(level.len()))
+                        .saturating_add(node_heap(child));
+                }
+                None => return sum,
+            }
+        }
+        if let Some(g) = group.and_then(|g| node.groups.get_key_value(g)) {
+            sum = sum
+                .saturating_add(block(g.0.len()))
+                .saturating_add(vec_heap::<Entry>(g.1.members.capacity()));
+        }
+        sum
+    }
+
+    /// The most subscribing to `filter` can add beyond its [`charge`]: the
+    /// growth of the one existing map a new level enters, and of the
+    /// client table.
+    fn growth(&self, group: Option<&str>, path: &str) -> usize {
+        let mut node = &self.root;
+        let mut grows = 0;
+        for level in path.split('/') {
+            match node.children.get(level) {
+                Some(child) => node = child,
+                None => {
+                    grows = map_growth(&node.children);
+                    break;
+                }
+            }
+        }
+        if grows == 0 {
+            if let Some(g) = group {
+                if !node.groups.contains_key(g) {
+                    grows = map_growth(&node.groups);
+                }
+            }
+        }
+        grows
+            .saturating_add(self.clients.growth())
+            .saturating_add(map_growth(&self.sources))
+            .saturating_add(map_growth(&self.users))
+    }
+
+    /// The heap of one client of its own: its id and its filters beyond
+    /// what its slot holds (the filters themselves are counted as they
+    /// come and go).
+    fn client_heap(client: &Client) -> usize {
+        let filters = if client.filters.spilled() {
+            vec_heap::<(CompactString, usize)>(client.filters.capacity())
+        } else {
+            0
+        };
+        let owner = client.owner.as_ref().map_or(0, |o| {
+            block(size_of::<Owner>())
+                .saturating_add(compact_heap(o.user.as_ref().map_or(0, |u| u.len())))
+        });
+        compact_heap(client.id.len())
+            .saturating_add(filters)
+            .saturating_add(owner)
+    }
+
+    /// The heap of the client in slot `at`, if any.
+    fn slot_heap(&self, at: Option<Slot>) -> usize {
+        at.and_then(|at| self.clients.get(at))
+            .map_or(0, Tree::client_heap)
+    }
+
+    /// Adds `after - before` to the count.
+    fn account(&mut self, before: usize, after: usize) {
+        self.bytes = self.bytes.saturating_add(after).saturating_sub(before);
+    }
+
+    /// Charges (`add`) or frees one subscription to `filter` against the
+    /// owner's source address and user name.
+    fn charge_owner(&mut self, owner: Option<&Owner>, filter: &str, add: bool) {
+        let Some(owner) = owner else { return };
+        let cost = charge(filter);
+        let apply = |u: &mut Usage| {
+            if add {
+                u.subscriptions = u.subscriptions.saturating_add(1);
+                u.bytes = u.bytes.saturating_add(cost);
+            } else {
+                u.subscriptions = u.subscriptions.saturating_sub(1);
+                u.bytes = u.bytes.saturating_sub(cost);
+            }
+            u.subscriptions == 0
+        };
+        if let Some(source) = owner.source {
+            let key = crate::passwords::source_key(source);
+            if apply(self.sources.entry(key).or_default()) {
+                self.sources.remove(&key);
+            }
+        }
+        if let Some(user) = &owner.user {
+            let gone = match self.users.get_mut(user.as_str()) {
+                Some(u) => apply(u),
+                None => {
+                    let mut u = Usage::default();
+                    apply(&mut u);
+                    self.users.insert(user.clone(), u);
+                    false
+                }
+            };
+            if gone {
+                self.users.remove(user.as_str());
+            }
+        }
+    }
+
+    /// Whether the owner's source address and user name have room for one
+    /// more subscription to `filter`.
+    fn owner_room(
+        &self,
+        source: Option<IpAddr>,
+        user: Option<&str>,
+        filter: &str,
+    ) -> Result<(), SubscribeError> {
+        let cost = charge(filter);
+        let full = |u: Option<&Usage>, subs: usize, bytes: usize| {
+            u.is_some_and(|u| u.subscriptions >= subs || u.bytes.saturating_add(cost) > bytes)
+        };
+        let limits = &self.limits;
+        if let Some(source) = source {
+            let u = self.sources.get(&crate::passwords::source_key(source));
+            if full(
+                u,
+                limits.max_subscriptions_per_source,
+                limits.max_bytes_per_source,
+            ) || cost > limits.max_bytes_per_source
+            {
+                return Err(SubscribeError::SourceFull);
+            }
+        }
+        if let Some(user) = user {
+            if full(
+                self.users.get(user),
+                limits.max_subscriptions_per_user,
+                limits.max_bytes_per_user,
+            ) || cost > limits.max_bytes_per_user
+            {
+                return Err(SubscribeError::UserFull);
+            }
+        }
+        Ok(())
     }
 
     /// The client's subscriptions, by filter as subscribed, in no
@@ -354,11 +723,24 @@ impl Tree {
     }
 
     /// Stores (or replaces, MQTT-3.8.4-3) the client's subscription to
-    /// `filter`; `Ok(true)` when it replaced one (retain handling 1 needs
-    /// to know).
+    /// `filter`, charged to no principal but the client; `Ok(true)` when it
+    /// replaced one (retain handling 1 needs to know).
     pub fn subscribe(
         &mut self,
         client_id: &str,
+        filter: &str,
+        sub: Subscription,
+    ) -> Result<bool, SubscribeError> {
+        self.subscribe_as(client_id, Principal::default(), filter, sub)
+    }
+
+    /// [`subscribe`](Self::subscribe), charged to `principal` as well when
+    /// the client has no subscription yet (or to the principal it was
+    /// first charged to).
+    pub fn subscribe_as(
+        &mut self,
+        client_id: &str,
+        principal: Principal<'_>,
         filter: &str,
         sub: Subscription,
     ) -> Result<bool, SubscribeError> {
@@ -379,24 +761,48 @@ impl Tree {
             if count >= self.limits.max_filters_per_client {
                 return Err(SubscribeError::ClientFull);
             }
-            let bytes = self.bytes.checked_add(charge(filter));
+            let most = charge(filter).saturating_add(self.growth(group, path));
+            let bytes = self.bytes.checked_add(most);
             if self.total >= self.limits.max_subscriptions
                 || bytes.is_none_or(|b| b > self.limits.max_bytes)
             {
                 return Err(SubscribeError::TreeFull);
             }
+            // The principal it is charged to: the one it was first
+            // charged to, if it holds subscriptions already.
+            let owner = client
+                .and_then(|at| self.clients.get(at))
+                .and_then(|c| c.owner.as_deref());
+            let (source, user) = match (client, owner) {
+                (Some(_), Some(o)) => (o.source, o.user.as_deref()),
+                (Some(_), None) => (None, None),
+                (None, _) => (principal.source, principal.user),
+            };
+            self.owner_room(source, user, filter)?;
         }
+        let before = self
+            .path_heap(group, path)
+            .saturating_add(self.side_heap())
+            .saturating_add(self.slot_heap(client));
         let client = match client {
             Some(at) => at,
             // `Err` once the slot numbers are all taken (more than
             // `u32::MAX` clients, far past any `max_subscriptions`).
-            None => self
-                .clients
-                .insert(Client {
-                    id: CompactString::new(client_id),
-                    filters: Filters::new(),
-                })
-                .map_err(|_| SubscribeError::TreeFull)?,
+            None => {
+                let owner = (principal.source.is_some() || principal.user.is_some()).then(|| {
+                    Box::new(Owner {
+                        source: principal.source,
+                        user: principal.user.map(CompactString::new),
+                    })
+                });
+                self.clients
+                    .insert(Client {
+                        id: CompactString::new(client_id),
+                        filters: Filters::new(),
+                        owner,
+                    })
+                    .map_err(|_| SubscribeError::TreeFull)?
+            }
         };
         let sub = Stored::from(sub);
         let mut node = &mut self.root;
@@ -427,12 +833,23 @@ impl Tree {
             }
         }
         if !existed {
+            let mut owner = None;
             if let Some(c) = self.clients.get_mut(client) {
                 c.filters.push((CompactString::new(filter), at));
+                owner = c.owner.take();
             }
             self.total += 1;
-            self.bytes += charge(filter);
+            self.charge_owner(owner.as_deref(), filter, true);
+            if let Some(c) = self.clients.get_mut(client) {
+                c.owner = owner;
+            }
+            self.bytes = self.bytes.saturating_add(compact_heap(filter.len()));
         }
+        let after = self
+            .path_heap(group, path)
+            .saturating_add(self.side_heap())
+            .saturating_add(self.slot_heap(Some(client)));
+        self.account(before, after);
         Ok(existed)
     }
 
@@ -448,15 +865,35 @@ impl Tree {
         let Some(i) = filters.iter().position(|(k, _)| k == filter) else {
             return false;
         };
+        let before = self
+            .side_heap()
+            .saturating_add(self.slot_heap(Some(client)));
+        let Some(c) = self.clients.get_mut(client) else {
+            return false;
+        };
+        let filters = &mut c.filters;
         let (_, at) = filters.swap_remove(i);
-        if filters.is_empty() {
-            self.clients.remove(client);
-        } else if filters.len().saturating_mul(4) < filters.capacity() {
-            // A client that had many and now has few gives the room back.
-            filters.shrink_to_fit();
-        }
+        let owner = if filters.is_empty() {
+            self.clients.remove(client).and_then(|c| c.owner)
+        } else {
+            if filters.len().saturating_mul(4) < filters.capacity() {
+                // A client that had many and now has few gives the room back.
+                filters.shrink_to_fit();
+            }
+            c.owner.take()
+        };
         self.total -= 1;
-        self.bytes -= charge(filter);
+        self.charge_owner(owner.as_deref(), filter, false);
+        let kept = self.clients.get_mut(client);
+        match kept {
+            Some(c) => c.owner = owner,
+            None => drop(owner),
+        }
+        let after = self
+            .side_heap()
+            .saturating_add(self.slot_heap(self.clients.get(client).map(|_| client)));
+        self.account(before, after);
+        self.bytes = self.bytes.saturating_sub(compact_heap(filter.len()));
         self.take_off(client, filter, at);
         true
     }
@@ -468,10 +905,13 @@ impl Tree {
         let Ok((group, path)) = split_share(filter) else {
             return;
         };
+        let before = self.path_heap(group, path);
         let levels: Vec<&str> = path.split('/').collect();
         let mut moved = None;
         let place = Place { client, group, at };
         remove(&mut self.root, &levels, &place, &mut moved);
+        let after = self.path_heap(group, path);
+        self.account(before, after);
         // The moved entry is another client's subscription to this same
         // (ordinary) filter.
         if let Some(other) = moved {
@@ -493,13 +933,20 @@ impl Tree {
         };
         // Its slot is given again only after this call: the entries taken
         // off below are still its own.
-        let Some(Client { filters, .. }) = self.clients.remove(client) else {
+        let before = self
+            .side_heap()
+            .saturating_add(self.slot_heap(Some(client)));
+        let Some(Client { filters, owner, .. }) = self.clients.remove(client) else {
             return 0;
         };
         for (filter, at) in &filters {
-            self.bytes -= charge(filter);
+            self.charge_owner(owner.as_deref(), filter, false);
+            self.bytes = self.bytes.saturating_sub(compact_heap(filter.len()));
             self.take_off(client, filter, *at);
         }
+        drop(owner);
+        let after = self.side_heap();
+        self.account(before, after);
         self.total -= filters.len();
         filters.len()
     }
@@ -611,7 +1058,8 @@ fn remove(node: &mut Node, levels: &[&str], place: &Place<'_>, moved: &mut Optio
                 }
             }
             Some(g) => {
-                if let hash_map::Entry::Occupied(mut e) = node.groups.entry(Box::from(g)) {
+                if let hashbrown::hash_map::Entry::Occupied(mut e) = node.groups.entry(Box::from(g))
+                {
                     let members = &mut e.get_mut().members;
                     members.retain(|(c, _)| *c != client);
                     if members.is_empty() {
@@ -1032,22 +1480,180 @@ mod tests {
         );
         assert_eq!(tree.len(), 3);
         assert_eq!(clients(&mut tree, "3"), Vec::<String>::new());
-        // And in memory: room for two of these, then none until one goes.
-        let long = "x".repeat(1000);
-        let mut tree = Tree::new(TreeLimits {
-            max_bytes: 2 * charge(&long),
-            ..TreeLimits::default()
-        });
-        tree.subscribe("a", &long, sub(QoS::AtMostOnce)).unwrap();
-        tree.subscribe("b", &long, sub(QoS::AtMostOnce)).unwrap();
+        // And in memory: clients come until the next could pass the
+        // bound, which the heap never does; one going makes room again.
+        let long = "x/".repeat(60) + "x";
+        let max = 64 * 1024;
+        let mut tree = Tree::new(
+            TreeLimits {
+                max_bytes: max,
+                ..TreeLimits::default()
+            }
+            .with_shares(0, 0),
+        );
+        let mut taken = 0;
+        while tree
+            .subscribe(
+                &format!("c{taken}"),
+                &format!("{taken}/{long}"),
+                sub(QoS::AtMostOnce),
+            )
+            .is_ok()
+        {
+            taken += 1;
+            assert!(tree.bytes() <= max, "{} past {max}", tree.bytes());
+        }
+        assert!(taken >= 1, "one fits");
         assert_eq!(
-            tree.subscribe("c", &long, sub(QoS::AtMostOnce)),
+            tree.subscribe("late", &format!("late/{long}"), sub(QoS::AtMostOnce)),
             Err(SubscribeError::TreeFull)
         );
-        assert!(tree.unsubscribe("a", &long));
-        tree.subscribe("c", &long, sub(QoS::AtMostOnce)).unwrap();
-        assert_eq!(tree.remove_client("b") + tree.remove_client("c"), 2);
-        assert_eq!(tree.bytes, 0);
+        assert!(tree.unsubscribe("c0", &format!("0/{long}")));
+        tree.subscribe("late", &format!("late/{long}"), sub(QoS::AtMostOnce))
+            .unwrap();
+        assert!(tree.bytes() <= max);
+        assert_eq!(tree.bytes, recount(&tree));
+    }
+
+    /// The tree's heap counted afresh, node by node.
+    fn recount(tree: &Tree) -> usize {
+        fn under(node: &Node) -> usize {
+            let groups: usize = node
+                .groups
+                .iter()
+                .map(|(g, group)| block(g.len()) + vec_heap::<Entry>(group.members.capacity()))
+                .sum();
+            let children: usize = node
+                .children
+                .iter()
+                .map(|(level, child)| block(level.len()) + under(child))
+                .sum();
+            node_heap(node) + groups + children
+        }
+        let clients: usize = tree
+            .clients
+            .iter()
+            .map(|(_, c)| {
+                let filters: usize = c.filters.iter().map(|(f, _)| compact_heap(f.len())).sum();
+                Tree::client_heap(c) + filters
+            })
+            .sum();
+        under(&tree.root) + tree.side_heap() + clients
+    }
+
+    #[test]
+    fn quota_per_source_address_refuses_one_address_and_serves_another() {
+        // The attack of issue 18: many sessions from one address, each
+        // with many filters, fill the server-wide charge; now they fill
+        // their address's share, and another address is still served.
+        let limits = TreeLimits {
+            max_subscriptions: 100,
+            ..TreeLimits::default()
+        }
+        .with_shares(25, 0);
+        let mut tree = Tree::new(limits);
+        let attacker = Principal {
+            source: Some(IpAddr::from([127, 1, 0, 1])),
+            user: None,
+        };
+        let mut refused = None;
+        for i in 0..100 {
+            let client = format!("a{}", i / 10);
+            match tree.subscribe_as(&client, attacker, &format!("t/{i}"), sub(QoS::AtMostOnce)) {
+                Ok(_) => {}
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        assert_eq!(refused, Some((25, SubscribeError::SourceFull)));
+        // The same /64 or the same IPv4 address, whatever the client id.
+        let again = tree.subscribe_as("fresh", attacker, "t/x", sub(QoS::AtMostOnce));
+        assert_eq!(again, Err(SubscribeError::SourceFull));
+        let other = Principal {
+            source: Some(IpAddr::from([127, 1, 0, 2])),
+            user: None,
+        };
+        tree.subscribe_as("b", other, "t/x", sub(QoS::AtMostOnce))
+            .unwrap();
+        // Its sessions ending give the share back.
+        assert_eq!(tree.remove_client("a0"), 10);
+        tree.subscribe_as("fresh", attacker, "t/x", sub(QoS::AtMostOnce))
+            .unwrap();
+        assert_eq!(tree.bytes, recount(&tree));
+    }
+
+    #[test]
+    fn quota_per_user_name_holds_across_addresses() {
+        let limits = TreeLimits {
+            max_subscriptions: 100,
+            ..TreeLimits::default()
+        }
+        .with_shares(0, 10);
+        let mut tree = Tree::new(limits);
+        for i in 0..10u8 {
+            let p = Principal {
+                source: Some(IpAddr::from([10, 0, 0, i])),
+                user: Some("mallory"),
+            };
+            tree.subscribe_as(&format!("m{i}"), p, "t", sub(QoS::AtMostOnce))
+                .unwrap();
+        }
+        let p = Principal {
+            source: Some(IpAddr::from([10, 0, 1, 0])),
+            user: Some("mallory"),
+        };
+        assert_eq!(
+            tree.subscribe_as("m10", p, "t", sub(QoS::AtMostOnce)),
+            Err(SubscribeError::UserFull)
+        );
+        let alice = Principal {
+            user: Some("alice"),
+            ..p
+        };
+        tree.subscribe_as("al", alice, "t", sub(QoS::AtMostOnce))
+            .unwrap();
+        // A client keeps the principal it was first charged to.
+        assert_eq!(
+            tree.subscribe_as("m0", alice, "u", sub(QoS::AtMostOnce)),
+            Err(SubscribeError::UserFull)
+        );
+        assert!(tree.unsubscribe("m0", "t"));
+        tree.subscribe_as("m10", p, "t", sub(QoS::AtMostOnce))
+            .unwrap();
+    }
+
+    #[test]
+    fn quota_per_source_counts_bytes_too() {
+        // Deep filters exhaust an address's share of the bytes before its
+        // share of the count.
+        let deep = "l/".repeat(100) + "l";
+        let limits = TreeLimits {
+            max_subscriptions: 1_000,
+            max_bytes: 100 * charge(&deep),
+            ..TreeLimits::default()
+        }
+        .with_shares(250, 0);
+        assert_eq!(limits.max_bytes_per_source, 25 * charge(&deep));
+        let mut tree = Tree::new(limits);
+        let p = Principal {
+            source: Some(IpAddr::from([127, 0, 0, 9])),
+            user: None,
+        };
+        let mut n = 0;
+        while tree
+            .subscribe_as(
+                &format!("c{n}"),
+                p,
+                &format!("{n}/{deep}"),
+                sub(QoS::AtMostOnce),
+            )
+            .is_ok()
+        {
+            n += 1;
+        }
+        assert!((20..=25).contains(&n), "{n}");
     }
 
     #[test]
@@ -1071,7 +1677,8 @@ mod tests {
     fn a_subscription_is_kept_whole_in_eight_bytes() {
         assert_eq!(std::mem::size_of::<Stored>(), 8);
         assert_eq!(std::mem::size_of::<Entry>(), 12);
-        assert_eq!(std::mem::size_of::<Client>(), 64);
+        // Its id, its filters and the box of its principal.
+        assert_eq!(std::mem::size_of::<Client>(), 72);
         assert_eq!(std::mem::size_of::<(CompactString, usize)>(), 32);
         assert_eq!(std::mem::size_of::<Filters>(), 40);
         for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
@@ -1213,6 +1820,7 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(tree.len(), model.len());
+                prop_assert_eq!(tree.bytes, recount(&tree));
                 let check = check_clients(&tree);
                 prop_assert!(check.is_ok(), "after {:?}: {:?}", s, check);
                 // The clients in slots are the model's clients.
@@ -1260,7 +1868,7 @@ mod tests {
                 tree.remove_client(&format!("c{c}"));
             }
             prop_assert!(tree.root.is_empty());
-            prop_assert_eq!(tree.bytes, 0);
+            prop_assert_eq!(tree.bytes, recount(&tree));
         }
 
         #[test]
