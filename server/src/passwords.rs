@@ -36,6 +36,13 @@
 //!   from a clean address is never held back by others' guesses at the
 //!   same name. At most [`MAX_SOURCES`] user names are tracked; past that,
 //!   suspect checks of untracked names are refused as busy.
+//! - **Known addresses**: an address that gave a right password within
+//!   [`TRUST_WINDOW`] (and no wrong one in its failure window) is
+//!   *trusted*: its checks go first and have [`TRUSTED_QUEUE`] waiting
+//!   places of their own beyond [`QUEUE`], so that a flood from addresses
+//!   never seen before (each of whose first try is clean) cannot keep out
+//!   a user who logged in lately. At most [`MAX_TRUSTED`] addresses are
+//!   remembered, the oldest forgotten first.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -70,6 +77,24 @@ pub const SUSPECT_QUEUE: usize = QUEUE / 2;
 pub const USER_FAILURES: u32 = SOURCE_FAILURES;
 /// Suspect checks of one user name waiting or running at once.
 pub const USER_SUSPECT_IN_FLIGHT: u32 = 2;
+/// How long an address stays trusted after a right password.
+pub const TRUST_WINDOW: Duration = Duration::from_secs(3600);
+/// Waiting places of trusted addresses' checks, beyond [`QUEUE`].
+pub const TRUSTED_QUEUE: usize = 4;
+/// Trusted addresses remembered at once.
+pub const MAX_TRUSTED: usize = 1024;
+
+/// Which lane a check waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// From an address trusted after a right password: first, with places
+    /// of its own.
+    Trusted,
+    /// From an address with no recent failure.
+    Clean,
+    /// From an address with a recent failure.
+    Suspect,
+}
 
 /// How long a queued check may take beyond its wait (a check at the default
 /// parameters takes tens of ms; this only bounds a stuck worker).
@@ -103,9 +128,12 @@ struct Source {
     window_start: Instant,
 }
 
-/// The checks waiting for a worker, in two lanes.
+/// The checks waiting for a worker, in three lanes.
 #[derive(Default)]
 struct Lanes {
+    /// From trusted addresses: taken before any other, at most
+    /// [`TRUSTED_QUEUE`].
+    trusted: VecDeque<Job>,
     /// From addresses with no recent failure, for user names not under
     /// attack: taken first.
     clean: VecDeque<Job>,
@@ -116,9 +144,12 @@ struct Lanes {
 }
 
 impl Lanes {
-    /// The next check for a worker: a clean one first.
+    /// The next check for a worker: a trusted one first, then a clean one.
     fn next(&mut self) -> Option<Job> {
-        self.clean.pop_front().or_else(|| self.suspect.pop_front())
+        self.trusted
+            .pop_front()
+            .or_else(|| self.clean.pop_front())
+            .or_else(|| self.suspect.pop_front())
     }
 }
 
@@ -140,6 +171,9 @@ pub struct PasswordChecks {
 struct Tracked {
     sources: HashMap<IpAddr, Source>,
     users: HashMap<String, Source>,
+    /// Addresses that gave a right password, and until when they are
+    /// trusted.
+    trusted: HashMap<IpAddr, Instant>,
 }
 
 impl Drop for PasswordChecks {
@@ -179,9 +213,10 @@ impl PasswordChecks {
     pub async fn check(&self, peer: IpAddr, principal: String, password: Vec<u8>) -> Verdict {
         let source = source_key(peer);
         let now = Instant::now();
-        let Some(suspect) = self.admit_as(source, &principal, now) else {
+        let Some(lane) = self.admit_as(source, &principal, now) else {
             return Verdict::Busy;
         };
+        let suspect = lane == Lane::Suspect;
         let mut place = InFlight {
             checks: self,
             source,
@@ -197,7 +232,7 @@ impl PasswordChecks {
             deadline,
             reply,
         };
-        place.verdict = if self.enqueue(job, suspect) {
+        place.verdict = if self.enqueue(job, lane) {
             match tokio::time::timeout_at((deadline + CHECK_GRACE).into(), answer).await {
                 Ok(Ok(v)) => v,
                 _ => Verdict::Busy,
@@ -208,22 +243,28 @@ impl PasswordChecks {
         place.verdict
     }
 
-    /// Puts a check in its lane; false when the queue (or, for a suspect
-    /// one, its part of it) is full.
-    fn enqueue(&self, job: Job, suspect: bool) -> bool {
+    /// Puts a check in its lane; false when its places are full: the
+    /// trusted lane's own, or the queue's (for a suspect one, its part of
+    /// it).
+    fn enqueue(&self, job: Job, lane: Lane) -> bool {
         let mut lanes = self
             .queue
             .lanes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let waiting = lanes.clean.len().saturating_add(lanes.suspect.len());
-        if lanes.closed || waiting >= QUEUE || (suspect && lanes.suspect.len() >= SUSPECT_QUEUE) {
+        let full = match lane {
+            Lane::Trusted => lanes.trusted.len() >= TRUSTED_QUEUE,
+            Lane::Clean => waiting >= QUEUE,
+            Lane::Suspect => waiting >= QUEUE || lanes.suspect.len() >= SUSPECT_QUEUE,
+        };
+        if lanes.closed || full {
             return false;
         }
-        if suspect {
-            lanes.suspect.push_back(job);
-        } else {
-            lanes.clean.push_back(job);
+        match lane {
+            Lane::Trusted => lanes.trusted.push_back(job),
+            Lane::Clean => lanes.clean.push_back(job),
+            Lane::Suspect => lanes.suspect.push_back(job),
         }
         drop(lanes);
         self.queue.ready.notify_one();
@@ -237,11 +278,15 @@ impl PasswordChecks {
     }
 
     /// Takes an in-flight place for `source` (and, if the check is
-    /// suspect, one of `user`'s), unless one is over a limit: whether the
-    /// check is suspect, or `None`.
-    fn admit_as(&self, source: IpAddr, user: &str, now: Instant) -> Option<bool> {
+    /// suspect, one of `user`'s), unless one is over a limit: the lane the
+    /// check waits in, or `None`.
+    fn admit_as(&self, source: IpAddr, user: &str, now: Instant) -> Option<Lane> {
         let mut tracked = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
-        let Tracked { sources, users } = &mut *tracked;
+        let Tracked {
+            sources,
+            users,
+            trusted,
+        } = &mut *tracked;
         let s = track(sources, source, now)?;
         if s.failures >= SOURCE_FAILURES || s.in_flight >= SOURCE_IN_FLIGHT {
             return None;
@@ -258,14 +303,28 @@ impl PasswordChecks {
         if let Some(s) = sources.get_mut(&source) {
             s.in_flight += 1;
         }
-        Some(suspect)
+        let lane = if suspect {
+            Lane::Suspect
+        } else if trusted.get(&source).is_some_and(|&until| now < until) {
+            Lane::Trusted
+        } else {
+            Lane::Clean
+        };
+        Some(lane)
     }
 
     /// Gives back the in-flight places of a check and counts a wrong
     /// password against its address and its user name.
     fn settle(&self, source: IpAddr, user: &str, suspect: bool, verdict: Verdict, now: Instant) {
         let mut tracked = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
-        let Tracked { sources, users } = &mut *tracked;
+        let Tracked {
+            sources,
+            users,
+            trusted,
+        } = &mut *tracked;
+        if verdict == Verdict::Accepted {
+            trust(trusted, source, now);
+        }
         let failed = verdict == Verdict::Refused;
         if let Some(s) = sources.get_mut(&source) {
             s.in_flight = s.in_flight.saturating_sub(1);
@@ -295,6 +354,20 @@ impl Source {
         }
         self.failures = self.failures.saturating_add(1);
     }
+}
+
+/// Trusts `source` for [`TRUST_WINDOW`] from `now`; at [`MAX_TRUSTED`]
+/// addresses the expired ones go, then the one trusted the longest ago.
+fn trust(trusted: &mut HashMap<IpAddr, Instant>, source: IpAddr, now: Instant) {
+    if !trusted.contains_key(&source) && trusted.len() >= MAX_TRUSTED {
+        trusted.retain(|_, until| now < *until);
+        if trusted.len() >= MAX_TRUSTED {
+            if let Some(oldest) = trusted.iter().min_by_key(|(_, u)| **u).map(|(a, _)| *a) {
+                trusted.remove(&oldest);
+            }
+        }
+    }
+    trusted.insert(source, now + TRUST_WINDOW);
 }
 
 /// The entry of `key` in `map`, its window renewed if it ended; `None`
@@ -527,7 +600,7 @@ mod tests {
         user: &str,
         now: Instant,
     ) -> Option<oneshot::Receiver<Verdict>> {
-        let suspect = checks.admit_as(peer, user, now)?;
+        let lane = checks.admit_as(peer, user, now)?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             principal: user.to_owned(),
@@ -535,12 +608,12 @@ mod tests {
             deadline: now + QUEUE_WAIT,
             reply,
         };
-        checks.enqueue(job, suspect).then_some(answer)
+        checks.enqueue(job, lane).then_some(answer)
     }
 
     /// An address with one wrong password in its window.
     fn fail_once(checks: &PasswordChecks, peer: IpAddr, user: &str, now: Instant) {
-        assert_eq!(checks.admit_as(peer, user, now), Some(false));
+        assert_eq!(checks.admit_as(peer, user, now), Some(Lane::Clean));
         checks.settle(peer, user, false, Verdict::Refused, now);
     }
 
@@ -564,7 +637,7 @@ mod tests {
         assert_eq!(queued.len(), SUSPECT_QUEUE);
         // A right password from a clean address is queued, and taken first.
         let clean = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
-        assert_eq!(checks.admit_as(clean, "alice", now), Some(false));
+        assert_eq!(checks.admit_as(clean, "alice", now), Some(Lane::Clean));
         checks.settle(clean, "alice", false, Verdict::Accepted, now);
         let _answer = queue_one(&checks, clean, "alice", now).expect("a clean place");
         let mut lanes = checks.queue.lanes.lock().unwrap();
@@ -592,11 +665,61 @@ mod tests {
         for i in 8..8 + USER_FAILURES as u8 {
             checks.settle(peer(i), "alice", false, Verdict::Refused, now);
         }
-        assert_eq!(checks.admit_as(peer(100), "bob", now), Some(false));
+        assert_eq!(checks.admit_as(peer(100), "bob", now), Some(Lane::Clean));
         fail_once(&checks, peer(101), "carol", now);
         assert_eq!(checks.admit_as(peer(101), "alice", now), None);
         // ...while a clean address still has its check made.
         let clean = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
-        assert_eq!(checks.admit_as(clean, "alice", now), Some(false));
+        assert_eq!(checks.admit_as(clean, "alice", now), Some(Lane::Clean));
+    }
+
+    #[test]
+    fn password_flood_of_new_addresses_leaves_a_trusted_address_its_places() {
+        let checks = idle();
+        let now = Instant::now();
+        // 127.0.0.1 gave the right password lately.
+        let known = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(checks.admit_as(known, "alice", now), Some(Lane::Clean));
+        checks.settle(known, "alice", false, Verdict::Accepted, now);
+        // Addresses never seen before: each first try is clean, and they
+        // fill every waiting place.
+        let flood: Vec<_> = (0..100u8)
+            .filter_map(|i| {
+                let peer = IpAddr::V4(Ipv4Addr::new(10, 3, 0, i));
+                queue_one(&checks, peer, "alice", now)
+            })
+            .collect();
+        assert_eq!(flood.len(), QUEUE);
+        // The known address still gets a place, and goes first.
+        assert_eq!(checks.admit_as(known, "alice", now), Some(Lane::Trusted));
+        checks.settle(known, "alice", false, Verdict::Busy, now);
+        let _answer = queue_one(&checks, known, "alice", now).expect("a trusted place");
+        // Its places are bounded too.
+        let mut lanes = checks.queue.lanes.lock().unwrap();
+        assert_eq!(lanes.trusted.len(), 1);
+        assert!(lanes.next().is_some_and(|j| j.deadline == now + QUEUE_WAIT));
+        assert!(lanes.trusted.is_empty());
+        drop(lanes);
+        // A wrong password from it makes it suspect, not trusted.
+        checks.settle(known, "alice", false, Verdict::Refused, now);
+        assert_eq!(checks.admit_as(known, "alice", now), Some(Lane::Suspect));
+    }
+
+    #[test]
+    fn trusted_addresses_are_bounded_and_expire() {
+        let mut trusted = HashMap::new();
+        let now = Instant::now();
+        for i in 0..MAX_TRUSTED + 10 {
+            let peer = IpAddr::V6(Ipv6Addr::from(u128::try_from(i).unwrap()));
+            trust(&mut trusted, peer, now + Duration::from_millis(i as u64));
+        }
+        assert_eq!(trusted.len(), MAX_TRUSTED);
+        // The first ten, trusted the longest ago, were forgotten.
+        assert!(!trusted.contains_key(&IpAddr::V6(Ipv6Addr::from(0u128))));
+        let checks = idle();
+        let peer = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        checks.settle(peer, "alice", false, Verdict::Accepted, now);
+        let later = now + TRUST_WINDOW + Duration::from_secs(1);
+        assert_eq!(checks.admit_as(peer, "alice", later), Some(Lane::Clean));
     }
 }
