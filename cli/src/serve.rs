@@ -12,6 +12,7 @@ use sessionwire::mqtt::session::MqttConfig;
 use sessionwire::mqtt::QoS;
 use sessionwire::session::SessionConfig;
 use sessionwire::Limits;
+use sessionwire_server::mqtt::retained::RetainedLimits;
 use sessionwire_server::{parse_origin, HeaderValue, MqttQuotas, Server, ServerConfig};
 
 /// Arguments of `sessionwire serve`.
@@ -185,6 +186,15 @@ pub struct MqttArgs {
     /// outlives its connection, below --mqtt-max-session-expiry.
     #[arg(long, value_name = "SECS", default_value_t = MqttQuotas::default().anonymous_session_expiry)]
     pub mqtt_anonymous_session_expiry: u32,
+    /// The most retained messages the broker keeps (one per topic); a new
+    /// topic past it is refused.
+    #[arg(long, value_name = "N", default_value_t = RetainedLimits::default().max_messages)]
+    pub mqtt_retained_messages: usize,
+    /// The most bytes retained messages may take: their topics and payloads
+    /// and the store's own structure, as allocated; a message past it is
+    /// refused.
+    #[arg(long, value_name = "BYTES", default_value_t = RetainedLimits::default().max_bytes)]
+    pub mqtt_retained_bytes: usize,
 }
 
 /// The session layer's connect timeout, in ms (the option's default).
@@ -220,6 +230,15 @@ impl MqttArgs {
             max_sessions_per_source: self.mqtt_max_sessions_per_source,
             max_connections_per_source: self.mqtt_max_connections_per_source,
             anonymous_session_expiry: self.mqtt_anonymous_session_expiry,
+        }
+    }
+
+    /// The broker's bounds on retained messages.
+    fn retained(&self) -> RetainedLimits {
+        RetainedLimits {
+            max_messages: self.mqtt_retained_messages,
+            max_bytes: self.mqtt_retained_bytes,
+            ..RetainedLimits::default()
         }
     }
 }
@@ -265,6 +284,7 @@ impl ServeArgs {
             mqtt_listen: self.mqtt_listen.0,
             mqtt: self.mqtt.config(),
             mqtt_quotas: self.mqtt.quotas(),
+            mqtt_retained: self.mqtt.retained(),
             limits: self.limits()?,
             session: self.session_config(),
         })
@@ -430,6 +450,33 @@ mod tests {
         let port0 = serve_args(&["--mqtt-listen", "127.0.0.2:0"]);
         assert_eq!(port0.mqtt_listen.0.unwrap().to_string(), "127.0.0.2:0");
         assert!(parse_mqtt_listen("nowhere").is_err());
+    }
+
+    #[test]
+    fn mqtt_retained_bounds_default_to_the_stores_and_reach_the_config() {
+        let defaults = serve_args(&[]).config().unwrap().mqtt_retained;
+        assert_eq!(defaults, RetainedLimits::default());
+        assert_eq!(
+            (defaults.max_messages, defaults.max_bytes),
+            (10_000, 64 << 20)
+        );
+        let set = serve_args(&[
+            "--mqtt-retained-messages",
+            "3",
+            "--mqtt-retained-bytes",
+            "4096",
+        ])
+        .config()
+        .unwrap()
+        .mqtt_retained;
+        assert_eq!(
+            set,
+            RetainedLimits {
+                max_messages: 3,
+                max_bytes: 4096,
+                ..RetainedLimits::default()
+            }
+        );
     }
 
     #[test]

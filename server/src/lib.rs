@@ -75,6 +75,7 @@ use self::control::ControlToken;
 use self::events::EventLog;
 use self::hub::Hub;
 use self::mqtt::channel::{LoopCommand, LoopSender};
+use self::mqtt::retained::RetainedLimits;
 use self::mqtt::tree::TreeLimits;
 use self::passwords::PasswordChecks;
 use self::slots::{Pending, SOURCE_PENDING};
@@ -134,6 +135,9 @@ pub struct ServerConfig {
     /// The MQTT broker's quotas per principal (source address, user name)
     /// beside its global bounds.
     pub mqtt_quotas: MqttQuotas,
+    /// The MQTT broker's bounds on retained messages (messages held, their
+    /// bytes as the store counts them, levels per topic).
+    pub mqtt_retained: RetainedLimits,
 }
 
 /// The MQTT broker's quotas: what one source address (IPv6: one /64) or
@@ -251,6 +255,7 @@ impl Default for ServerConfig {
             mqtt_listen: None,
             mqtt: MqttConfig::default(),
             mqtt_quotas: MqttQuotas::default(),
+            mqtt_retained: RetainedLimits::default(),
             limits: Limits::default(),
             session: SessionConfig {
                 ping_period: Some(Duration::from_secs(30)),
@@ -455,6 +460,7 @@ async fn start(args: &ServerConfig) -> Result<Server, String> {
         next_conn: Arc::clone(&next_conn),
         passwords: passwords.clone(),
         mqtt: args.mqtt.clone(),
+        retained: args.mqtt_retained,
     })
     .map_err(|e| format!("cannot start the MQTT event loop: {e}"))?;
     let shared = Arc::new(Shared {

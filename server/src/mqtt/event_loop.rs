@@ -44,6 +44,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::broker::{Broker, Quotas};
 use super::channel::{LoopCommand, LoopSender, FINAL_WRITE, LINGER};
+use super::retained::RetainedLimits;
 use super::tcp::{Sent, TcpConn};
 use super::tree::TreeLimits;
 use super::trim::Trim;
@@ -108,6 +109,8 @@ pub struct Setup {
     /// The session layer's settings; its limits and queue bounds are
     /// replaced by `limits`'.
     pub mqtt: MqttConfig,
+    /// The bounds on retained messages.
+    pub retained: RetainedLimits,
 }
 
 /// Starts the loop on its own thread; the way into it.
@@ -127,7 +130,7 @@ pub fn spawn(setup: Setup) -> io::Result<LoopSender> {
             ..setup.mqtt
         },
         setup.tree,
-        Default::default(),
+        setup.retained,
     );
     broker.with_quotas(setup.quotas);
     broker.with_io(poll.registry().try_clone()?);
