@@ -34,17 +34,18 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sessionwire::mqtt::session::{
-    ConnId, Delivery, Event, Incoming, Message, MqttConfig, Refuse, Registry, ServerClose,
-    SubscriptionRequest,
+    Charge, ConnId, Delivery, Event, Incoming, Message, MqttConfig, PublishGate, Refuse, Registry,
+    ServerClose, SubscriptionRequest,
 };
 use sessionwire::mqtt::{Property, PropertyId, QoS, Version};
 use sessionwire::CloseReason;
 
 use super::channel::{conn_bytes, ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
 use super::conns::ConnTable;
-use super::retained::{sends_retained, Retained, RetainedLimits};
+use super::ratelog::RateLog;
+use super::retained::{heap_cost, sends_retained, Retained, RetainedLimits};
 use super::tcp::{Sent, TcpConn};
-use super::tree::{charge, Principal, SubscribeError, Subscription, Tree, TreeLimits};
+use super::tree::{Principal, SubscribeError, Subscription, Tree, TreeLimits};
 use crate::channel::{Clients, OsRandom};
 use crate::events::{EventLog, Record};
 use crate::passwords::{source_key, PasswordChecks, Verdict};
@@ -171,6 +172,11 @@ pub struct Broker {
     registry: Registry<OsRandom>,
     tree: Tree,
     retained: Retained<Message>,
+    /// What the retained store holds, charged to the registry's
+    /// server-wide budget (resized to the store's bytes after each change).
+    retained_charge: Charge,
+    /// Refused retained messages, logged one line in a while.
+    retained_refused: RateLog,
     /// Unboxed, in a slab that grows by an eighth at a time.
     conns: ConnTable<Conn>,
     /// Bytes drained from the registry and not yet written, in order for
@@ -214,13 +220,21 @@ impl Broker {
         let max_owners = config
             .max_sessions
             .saturating_add(config.limits.max_clients());
+        let (maximum_qos, max_clients, conn_bytes) = (
+            config.maximum_qos,
+            config.limits.max_clients(),
+            conn_bytes(&config.limits),
+        );
+        let registry = Registry::new(config, OsRandom);
         Broker {
-            maximum_qos: config.maximum_qos,
-            max_clients: config.limits.max_clients(),
-            conn_bytes: conn_bytes(&config.limits),
-            registry: Registry::new(config, OsRandom),
+            maximum_qos,
+            max_clients,
+            conn_bytes,
+            retained_charge: registry.budget().empty_charge(),
+            registry,
             tree: Tree::new(tree),
             retained: Retained::new(retained),
+            retained_refused: RateLog::new(REFUSAL_LOG_INTERVAL),
             conns: ConnTable::default(),
             outbox: Vec::new(),
             batch: Vec::new(),
@@ -316,7 +330,9 @@ impl Broker {
         match t.read(buf) {
             Ok(0) => self.lost(now, id),
             Ok(n) => {
-                self.registry.handle_bytes(now, id, &buf[..n]);
+                let mut gate = self.gate();
+                gate.registry
+                    .handle_bytes_with(now, id, &buf[..n], &mut gate.retain);
                 return n == buf.len();
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -377,13 +393,33 @@ impl Broker {
 
     /// When the registry next needs [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.registry.poll_timeout()
+        match (self.registry.poll_timeout(), self.retained.next_expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs the registry's timers (keep alive, CONNECT timeout, will delay,
     /// session expiry); [`drive`](Self::drive) carries out what they did.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.registry.handle_timeout(now);
+        if self.retained.next_expiry().is_some_and(|t| t <= now) {
+            self.retained.purge(now);
+            self.retained_charge.resize(self.retained.bytes());
+        }
+    }
+
+    /// The registry with the gate its PUBLISHes pass: retained messages
+    /// are stored there, before the registry acknowledges them.
+    fn gate(&mut self) -> Gated<'_> {
+        Gated {
+            registry: &mut self.registry,
+            retain: RetainGate {
+                retained: &mut self.retained,
+                charge: &mut self.retained_charge,
+                refused: &mut self.retained_refused,
+            },
+        }
     }
 
     /// Handles what a WebSocket connection said; [`drive`](Self::drive)
@@ -398,7 +434,9 @@ impl Broker {
             MqttCommand::Bytes { conn, data } => {
                 let id = ConnId(conn);
                 if self.conns.contains(id) {
-                    self.registry.handle_bytes(now, id, &data);
+                    let mut gate = self.gate();
+                    gate.registry
+                        .handle_bytes_with(now, id, &data, &mut gate.retain);
                 }
             }
             MqttCommand::Lost { conn } => self.lost(now, ConnId(conn)),
@@ -409,7 +447,10 @@ impl Broker {
     pub fn checked(&mut self, now: Instant, incoming: Incoming, verdict: Verdict) {
         match verdict {
             _ if self.stopping => self.registry.refuse(now, incoming, Refuse::Busy),
-            Verdict::Accepted => self.registry.accept(now, incoming),
+            Verdict::Accepted => {
+                let mut gate = self.gate();
+                gate.registry.accept_with(now, incoming, &mut gate.retain);
+            }
             Verdict::Refused => self.registry.refuse(now, incoming, Refuse::BadCredentials),
             Verdict::Busy => self.registry.refuse(now, incoming, Refuse::Busy),
         }
@@ -618,9 +659,8 @@ impl Broker {
                 };
                 self.own(now, client_id, owner);
             }
-            Event::Publish { from, message } | Event::Will { from, message } => {
-                self.route(now, &from, &message);
-            }
+            Event::Publish { from, message } => self.route(now, &from, &message, false),
+            Event::Will { from, message } => self.route(now, &from, &message, true),
             Event::Subscribe {
                 client_id,
                 packet_id,
@@ -764,7 +804,8 @@ impl Broker {
             if let Some(secs) = self.quotas.anonymous_session_expiry {
                 incoming.limit_session_expiry(secs);
             }
-            return self.registry.accept(now, incoming);
+            let mut gate = self.gate();
+            return gate.registry.accept_with(now, incoming, &mut gate.retain);
         };
         let Some(user) = user else {
             return self.registry.refuse(now, incoming, Refuse::BadCredentials);
@@ -783,22 +824,14 @@ impl Broker {
         });
     }
 
-    /// Stores or deletes a retained message, then hands the message to
-    /// every matching subscription.
-    fn route(&mut self, now: Instant, from: &str, message: &Message) {
-        if message.retain {
-            let topic = message.topic.as_str();
-            let stored = if message.payload.is_empty() {
-                self.retained.set(now, topic, None, 0, None)
-            } else {
-                // The topic's levels are trie nodes: charged as a filter is.
-                let size = charge(topic).saturating_add(message.payload.len());
-                self.retained
-                    .set(now, topic, Some(message.clone()), size, message.expires_at)
-            };
-            if let Err(e) = stored {
-                tracing::warn!(topic, error = ?e, "retained message not kept: store full");
-            }
+    /// Hands a message to every matching subscription; a retained will is
+    /// stored (or deleted) first (`will`: a PUBLISH's was, at its
+    /// admission, by [`RetainGate`]).
+    fn route(&mut self, now: Instant, from: &str, message: &Message, will: bool) {
+        if will && message.retain {
+            let mut gate = self.gate();
+            // Nobody to refuse it to: not kept, and said once in a while.
+            let _ = gate.retain.admit(now, from, message);
         }
         // A shared subscription's turn prefers members with a connection.
         let registry = &self.registry;
@@ -872,6 +905,86 @@ impl Broker {
             };
             self.registry.deliver(now, client_id, &message, delivery);
         }
+    }
+}
+
+/// How often a refused retained message is logged at most.
+const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a new retained message may add to the store's structure per
+/// topic level, at most (a node, its name, its place in its parent):
+/// reserved from the budget before the store says what it really took.
+const RETAINED_LEVEL_RESERVE: usize = 256;
+
+/// The registry and the gate its PUBLISHes pass, borrowed together from
+/// the broker.
+struct Gated<'a> {
+    registry: &'a mut Registry<OsRandom>,
+    retain: RetainGate<'a>,
+}
+
+/// The broker's [`PublishGate`]: a retained PUBLISH is stored (or its
+/// topic's message deleted) before the registry acknowledges it, and one
+/// the store or the server-wide budget cannot take is refused 0x97 (5.0;
+/// a 3.1.1 client is closed unacknowledged) rather than acknowledged and
+/// dropped.
+struct RetainGate<'a> {
+    retained: &'a mut Retained<Message>,
+    charge: &'a mut Charge,
+    refused: &'a mut RateLog,
+}
+
+impl PublishGate for RetainGate<'_> {
+    fn admit(&mut self, now: Instant, from: &str, message: &Message) -> Result<(), u8> {
+        if !message.retain {
+            return Ok(());
+        }
+        let topic = message.topic.as_str();
+        let stored = if message.payload.is_empty() {
+            self.retained.set(now, topic, None, 0, None).map_err(Some)
+        } else {
+            // A copy of its own: a view would keep the publisher's whole
+            // receive buffer alive.
+            let mut kept = message.clone();
+            kept.topic = sessionwire::mqtt::Str::try_from(topic).unwrap_or_default();
+            kept.payload = Bytes::copy_from_slice(&message.payload);
+            let size = heap_cost(kept.topic.len())
+                .saturating_add(heap_cost(kept.payload.len()))
+                .saturating_add(heap_cost(kept.properties.as_bytes().len()));
+            let levels = topic.split('/').count();
+            let reserve = size.saturating_add(levels.saturating_mul(RETAINED_LEVEL_RESERVE));
+            if self
+                .charge
+                .try_resize(self.charge.bytes().saturating_add(reserve))
+            {
+                let expires_at = kept.expires_at;
+                self.retained
+                    .set(now, topic, Some(kept), size, expires_at)
+                    .map_err(Some)
+            } else {
+                Err(None)
+            }
+        };
+        // What the store holds now, whatever the reserve was.
+        self.charge.resize(self.retained.bytes());
+        let Err(why) = stored else {
+            return Ok(());
+        };
+        if let Some(not_logged) = self.refused.allow(now) {
+            let why = why.map_or("the server's message budget is spent".to_owned(), |e| {
+                format!("{e:?}")
+            });
+            let levels = topic.split('/').count();
+            tracing::warn!(
+                from,
+                levels,
+                topic_bytes = topic.len(),
+                why,
+                not_logged,
+                "retained message refused (0x97)"
+            );
+        }
+        Err(0x97)
     }
 }
 

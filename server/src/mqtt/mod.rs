@@ -14,7 +14,8 @@
 //! - `channel`: what the loop and the rest of the server say to each
 //!   other, and a WebSocket connection's bounded outbox;
 //! - [`tree`]: the subscription index, a trie of topic levels;
-//! - [`retained`]: retained messages by topic, found by filter.
+//! - [`retained`]: retained messages by topic, found by filter;
+//! - `ratelog`: log lines an attacker can cause, one per interval.
 //!
 //! The tree and the retained store are public so that benchmarks (and
 //! other brokers) can use them; the rest is the server's own.
@@ -24,6 +25,7 @@ pub(crate) mod channel;
 pub(crate) mod conn;
 mod conns;
 pub(crate) mod event_loop;
+mod ratelog;
 pub mod retained;
 mod tcp;
 pub mod tree;

@@ -84,10 +84,61 @@ impl Budget {
     }
 }
 
+impl Budget {
+    /// A charge of nothing, to grow later with [`Charge::try_resize`] (one
+    /// charge for a whole store whose size moves).
+    pub fn empty_charge(&self) -> Charge {
+        Charge {
+            inner: Arc::clone(&self.inner),
+            bytes: 0,
+        }
+    }
+}
+
 impl Charge {
     /// Bytes it holds.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Makes it hold `bytes`: less always succeeds; more only if the
+    /// difference fits under the bound. Whether it holds `bytes` now.
+    pub fn try_resize(&mut self, bytes: usize) -> bool {
+        if bytes <= self.bytes {
+            self.inner
+                .used
+                .fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+            self.bytes = bytes;
+            return true;
+        }
+        let more = bytes - self.bytes;
+        let limit = self.inner.limit;
+        let grown = self
+            .inner
+            .used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(more).filter(|&n| n <= limit)
+            });
+        if grown.is_ok() {
+            self.bytes = bytes;
+        }
+        grown.is_ok()
+    }
+
+    /// Makes it hold `bytes` whatever the bound (to count what is already
+    /// allocated; the budget may then be over its bound until some is
+    /// given back).
+    pub fn resize(&mut self, bytes: usize) {
+        if bytes <= self.bytes {
+            self.inner
+                .used
+                .fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+        } else {
+            self.inner
+                .used
+                .fetch_add(bytes - self.bytes, Ordering::Relaxed);
+        }
+        self.bytes = bytes;
     }
 }
 
@@ -115,6 +166,21 @@ mod tests {
         let d = clone.try_charge(4).unwrap();
         assert_eq!((b.used(), d.bytes()), (10, 4));
         drop((c, d));
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn a_store_charge_grows_within_the_bound_and_shrinks_freely() {
+        let b = Budget::new(10);
+        let mut store = b.empty_charge();
+        assert!(store.try_resize(8));
+        assert!(!store.try_resize(11));
+        assert_eq!((store.bytes(), b.used()), (8, 8));
+        assert!(store.try_resize(3));
+        assert_eq!(b.used(), 3);
+        store.resize(12);
+        assert!(b.is_spent());
+        drop(store);
         assert_eq!(b.used(), 0);
     }
 }
