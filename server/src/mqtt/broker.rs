@@ -16,6 +16,8 @@
 //! (MQTT-3.3.1-9 to 11), with the retain flag set (MQTT-3.3.1-8);
 //! [`Event::SessionEnded`] drops the client's subscriptions.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,16 +25,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sessionwire::mqtt::session::{
-    ConnId, Delivery, Event, Incoming, Message, MqttConfig, Refuse, Registry, ServerClose,
-    SubscriptionRequest,
+    ConnId, Delivered, Delivery, Dropped, Event, Incoming, Message, MqttConfig, Refuse, Registry,
+    ServerClose, SubscriptionRequest,
 };
 use sessionwire::mqtt::{QoS, Version};
 use sessionwire::CloseReason;
 
 use super::channel::{conn_bytes, ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
 use super::conns::ConnTable;
+use super::flow::{Fill, Flow, Loss, LOW_WATER};
 use super::retained::{sends_retained, Retained, RetainedLimits};
-use super::tcp::{Sent, TcpConn};
+use super::tcp::{Sent, TcpConn, SHED_BYTES, WRITE_STALL};
 use super::tree::{charge, SubscribeError, Subscription, Tree, TreeLimits};
 use crate::channel::{Clients, OsRandom};
 use crate::events::{EventLog, Record};
@@ -115,6 +118,28 @@ fn trim<T>(list: &mut Vec<T>, used: usize) {
     }
 }
 
+/// Retained messages waiting for their turn to go to the client that
+/// subscribed (see [`Broker::pace_retained`]).
+#[derive(Debug)]
+struct RetainedDue {
+    /// The connection that subscribed: if the client's connection changes,
+    /// the rest is not sent.
+    conn: ConnId,
+    /// The messages (sharing the store's topic, payload and properties)
+    /// and how each goes, in the order the store gave them.
+    queue: VecDeque<(Message, Delivery)>,
+}
+
+/// Retained messages handed to the registry per client and loop pass at
+/// most, when its queue has room.
+const RETAINED_PER_PASS: usize = 64;
+
+/// Retained messages waiting for their turn over every client; those of a
+/// SUBSCRIBE past it go to the registry at once (its queue takes what it
+/// can and drops the rest, counted). About 150 bytes each (the payloads
+/// are the store's).
+const RETAINED_DUE_TOTAL: usize = 256 * 1024;
+
 /// The broker. See the [module documentation](self).
 pub struct Broker {
     registry: Registry<OsRandom>,
@@ -145,11 +170,25 @@ pub struct Broker {
     /// anyone connects.
     passwords: Option<(Arc<PasswordChecks>, tokio::runtime::Handle, WeakLoopSender)>,
     stopping: bool,
+    /// Paused publishers, the subscribers holding them, and the count of
+    /// messages lost.
+    flow: Flow,
+    /// Retained messages still to send after a SUBSCRIBE, by client id.
+    retained_due: HashMap<String, RetainedDue>,
+    /// Their number over every client.
+    retained_due_total: usize,
+    /// The most a client may have waiting (the store's bound in messages).
+    retained_due_max: usize,
+    /// When sockets with bytes waiting are next looked at for a stall.
+    stalls: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// The connections in `stalls`.
+    watched: HashSet<ConnId>,
 }
 
 impl Broker {
     /// A broker with no client.
     pub fn new(config: MqttConfig, tree: TreeLimits, retained: RetainedLimits) -> Broker {
+        let retained_due_max = retained.max_messages;
         Broker {
             maximum_qos: config.maximum_qos,
             max_clients: config.limits.max_clients(),
@@ -165,6 +204,12 @@ impl Broker {
             io: None,
             passwords: None,
             stopping: false,
+            flow: Flow::default(),
+            retained_due: HashMap::new(),
+            retained_due_total: 0,
+            retained_due_max,
+            stalls: BinaryHeap::new(),
+            watched: HashSet::new(),
         }
     }
 
@@ -234,8 +279,13 @@ impl Broker {
 
     /// The socket of `conn` is readable: one read into `buf`, handed to
     /// the registry; true when the read filled `buf` (there may be more).
+    /// A paused publisher is not read: [`take_resumed`](Self::take_resumed)
+    /// names it once it may be read again.
     pub fn readable(&mut self, now: Instant, conn: u64, buf: &mut [u8]) -> bool {
         let id = ConnId(conn);
+        if self.flow.is_paused(id) {
+            return false;
+        }
         let Some(Link::Tcp(t)) = self.conns.get_mut(id).map(|c| &mut c.link) else {
             return false;
         };
@@ -257,7 +307,7 @@ impl Broker {
         let Some(Link::Tcp(t)) = self.conns.get_mut(id).map(|c| &mut c.link) else {
             return;
         };
-        if t.has_unsent() && t.write_unsent() == Sent::Failed {
+        if t.has_unsent() && t.write_unsent(now) == Sent::Failed {
             self.lost(now, id);
         }
     }
@@ -275,6 +325,21 @@ impl Broker {
     /// The sockets whose connection ended since the last call.
     pub fn take_closing(&mut self) -> Vec<(u64, TcpConn)> {
         std::mem::take(&mut self.closing)
+    }
+
+    /// Adds to `into` the publishers no longer paused since the last call:
+    /// the loop reads them again (their readiness was taken while they
+    /// were paused, and edge-triggered readiness does not come twice).
+    pub fn take_resumed(&mut self, into: &mut Vec<u64>) {
+        self.flow.take_resumed(into);
+    }
+
+    /// When flow control next needs a [`drive`](Self::drive) with nothing
+    /// else happening: a pause's bound, a stalled socket's, a loss count
+    /// to log.
+    pub fn flow_deadline(&self) -> Option<Instant> {
+        let stall = self.stalls.peek().map(|Reverse((t, _))| *t);
+        self.flow.deadline().into_iter().chain(stall).min()
     }
 
     /// The connection is gone: nothing more can be written to it.
@@ -384,6 +449,16 @@ impl Broker {
             self.registry.close(now, &client_id, ServerClose::Shutdown);
         }
         self.drive(now, events);
+        let [queue_full, qos0_shed, retained_not_sent] = self.flow.total_lost();
+        let (pauses, spent) = self.flow.pauses();
+        tracing::info!(
+            queue_full,
+            qos0_shed,
+            retained_not_sent,
+            pauses,
+            pauses_cut_short = spent,
+            "MQTT flow control since the start: messages dropped, publishers paused"
+        );
         // Connections that never sent a CONNECT just go.
         for (id, c) in self.conns.drain() {
             c.finish(id, &mut self.closing);
@@ -394,6 +469,7 @@ impl Broker {
     /// events (which may deliver, and so transmit), transmits (each
     /// connection's written as one batch), closes.
     pub fn drive(&mut self, now: Instant, events: &mut EventLog) {
+        self.pace(now);
         loop {
             let mut busy = false;
             while let Some(event) = self.registry.poll_event() {
@@ -407,6 +483,7 @@ impl Broker {
             self.flush(now);
             while let Some((id, close)) = self.registry.poll_close() {
                 busy = true;
+                self.flow.forget(id);
                 let conn = self.conns.remove(id);
                 let version = conn.as_ref().and_then(|c| c.version);
                 let client_id = close.client_id.as_deref();
@@ -494,8 +571,14 @@ impl Broker {
                         slow.push(id);
                     }
                 }
-                Link::Tcp(t) => match t.write(batch, self.conn_bytes) {
-                    Sent::Ok => {}
+                Link::Tcp(t) => match t.write(batch, self.conn_bytes, now) {
+                    Sent::Ok => {
+                        // Bytes left waiting: looked at again once the
+                        // socket has had WRITE_STALL to take some.
+                        if t.has_unsent() && self.watched.insert(id) {
+                            self.stalls.push(Reverse((now + WRITE_STALL, id)));
+                        }
+                    }
                     Sent::Full => slow.push(id),
                     Sent::Failed => lost.push(id),
                 },
@@ -538,9 +621,8 @@ impl Broker {
                 tracing::debug!(client_id, session_present, "MQTT client connected");
                 c.version = Some(version);
             }
-            Event::Publish { from, message } | Event::Will { from, message } => {
-                self.route(now, &from, &message);
-            }
+            Event::Publish { from, message } => self.route(now, &from, &message, true),
+            Event::Will { from, message } => self.route(now, &from, &message, false),
             Event::Subscribe {
                 client_id,
                 packet_id,
@@ -630,8 +712,12 @@ impl Broker {
     }
 
     /// Stores or deletes a retained message, then hands the message to
-    /// every matching subscription.
-    fn route(&mut self, now: Instant, from: &str, message: &Message) {
+    /// every matching subscription. A `live` message comes from the
+    /// connection of `from` (a will does not): that publisher is paused
+    /// when a connected subscriber's queue passes its high-water mark
+    /// (see `flow.rs`). QoS 0 for a connection with [`SHED_BYTES`] not yet
+    /// written is dropped, counted.
+    fn route(&mut self, now: Instant, from: &str, message: &Message, live: bool) {
         if message.retain {
             let topic = message.topic.as_str();
             let stored = if message.payload.is_empty() {
@@ -651,13 +737,131 @@ impl Broker {
         let matches = self
             .tree
             .matches_preferring(message.topic.as_str(), from, |c| registry.is_connected(c));
+        // The publisher's connection, looked up once it is needed.
+        let mut publisher: Option<Option<ConnId>> = None;
         for m in matches {
             let delivery = Delivery {
                 qos: m.qos.min(message.qos),
                 retain: message.retain && m.retain_as_published,
                 subscription_ids: m.subscription_ids,
             };
-            self.registry.deliver(now, m.client_id, message, delivery);
+            if delivery.qos == QoS::AtMostOnce
+                && shedding(&self.registry, &mut self.conns, m.client_id)
+            {
+                self.flow.lost(now, m.client_id, Loss::Shed);
+                continue;
+            }
+            match self.registry.deliver(now, m.client_id, message, delivery) {
+                Delivered::Queued if live => {
+                    let Some(fill) = self.registry.backlog(m.client_id).map(Fill::from) else {
+                        continue;
+                    };
+                    if !(fill.connected && fill.high) {
+                        continue;
+                    }
+                    let registry = &self.registry;
+                    let conns = &mut self.conns;
+                    let Some(p) = *publisher.get_or_insert_with(|| pausable(registry, conns, from))
+                    else {
+                        continue;
+                    };
+                    // A client feeding itself is not paused for itself.
+                    if self.registry.connection(m.client_id) != Some(p) {
+                        self.flow.delivered(now, m.client_id, fill, p);
+                    }
+                }
+                Delivered::Dropped(Dropped::QueueFull) => {
+                    self.flow.lost(now, m.client_id, Loss::QueueFull);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// What flow control does once per loop pass: ends the pauses whose
+    /// subscriber caught up, left, stalled or held them long enough; hands
+    /// out the retained messages waiting for room; closes the connections
+    /// whose socket took nothing for [`WRITE_STALL`].
+    fn pace(&mut self, now: Instant) {
+        let registry = &self.registry;
+        self.flow
+            .check(now, |c| registry.backlog(c).map(Fill::from));
+        if !self.retained_due.is_empty() {
+            let clients: Vec<String> = self.retained_due.keys().cloned().collect();
+            for client_id in clients {
+                self.pace_retained(now, &client_id);
+            }
+        }
+        while let Some(&Reverse((at, id))) = self.stalls.peek() {
+            if at > now {
+                break;
+            }
+            self.stalls.pop();
+            let progress = match self.conns.get_mut(id).map(|c| &c.link) {
+                Some(Link::Tcp(t)) => t.progress(),
+                _ => None,
+            };
+            match progress {
+                Some(p) if now.saturating_duration_since(p) < WRITE_STALL => {
+                    self.stalls.push(Reverse((p + WRITE_STALL, id)));
+                }
+                Some(_) => {
+                    self.watched.remove(&id);
+                    tracing::info!(
+                        conn = id.0,
+                        "MQTT client took nothing of what waits for it: closed (0x97), its session kept"
+                    );
+                    self.registry.outbound_full(now, id);
+                }
+                None => {
+                    self.watched.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Hands `client_id` the retained messages waiting for it while its
+    /// queue has room: at most [`RETAINED_PER_PASS`], none once a window's
+    /// worth waits in its queue or the queue is at its low-water mark, and
+    /// no QoS 0 one while its connection has [`SHED_BYTES`] unwritten. The
+    /// rest is dropped (counted) if the client's connection changed.
+    fn pace_retained(&mut self, now: Instant, client_id: &str) {
+        let Some(due) = self.retained_due.get_mut(client_id) else {
+            return;
+        };
+        if self.registry.connection(client_id) != Some(due.conn) {
+            let left = due.queue.len();
+            self.retained_due_total = self.retained_due_total.saturating_sub(left);
+            self.retained_due.remove(client_id);
+            for _ in 0..left {
+                self.flow.lost(now, client_id, Loss::RetainedLeft);
+            }
+            return;
+        }
+        for _ in 0..RETAINED_PER_PASS {
+            let Some(b) = self.registry.backlog(client_id) else {
+                break;
+            };
+            if b.queued >= b.window.max(1) || b.fill_at_least(LOW_WATER) {
+                break;
+            }
+            let Some((_, delivery)) = due.queue.front() else {
+                break;
+            };
+            if delivery.qos == QoS::AtMostOnce && over_shed(&mut self.conns, due.conn) {
+                break;
+            }
+            let Some((message, delivery)) = due.queue.pop_front() else {
+                break;
+            };
+            self.retained_due_total = self.retained_due_total.saturating_sub(1);
+            let answer = self.registry.deliver(now, client_id, &message, delivery);
+            if answer == Delivered::Dropped(Dropped::QueueFull) {
+                self.flow.lost(now, client_id, Loss::QueueFull);
+            }
+        }
+        if due.queue.is_empty() {
+            self.retained_due.remove(client_id);
         }
     }
 
@@ -692,22 +896,84 @@ impl Broker {
     }
 
     /// Sends the retained messages matching `filter` to a new subscription
-    /// (after its SUBACK).
+    /// (after its SUBACK), paced through its queue: they wait here, in the
+    /// order the store gives them, and go to the registry as its queue has
+    /// room ([`pace_retained`](Self::pace_retained), now and on the loop's
+    /// passes). What waits is bounded per client by the store's bound in
+    /// messages and over all clients by [`RETAINED_DUE_TOTAL`]; past those
+    /// bounds, messages go to the registry at once (its queue takes what it
+    /// can, the rest is dropped and counted).
     fn send_retained(&mut self, now: Instant, client_id: &str, filter: &str, sub: Subscription) {
-        let retained: Vec<Message> = self
-            .retained
-            .matching(filter, now)
-            .into_iter()
-            .map(|(_, m)| m.clone())
-            .collect();
-        for message in retained {
+        let Some(conn) = self.registry.connection(client_id) else {
+            return;
+        };
+        let matching = self.retained.matching(filter, now);
+        let due = self
+            .retained_due
+            .entry(client_id.to_owned())
+            .or_insert_with(|| RetainedDue {
+                conn,
+                queue: VecDeque::new(),
+            });
+        let mut at_once = Vec::new();
+        for (_, message) in matching {
             let delivery = Delivery {
                 qos: sub.qos.min(message.qos),
                 retain: true,
                 subscription_ids: sub.id.into_iter().collect(),
             };
-            self.registry.deliver(now, client_id, &message, delivery);
+            if due.queue.len() < self.retained_due_max
+                && self.retained_due_total < RETAINED_DUE_TOTAL
+            {
+                due.queue.push_back((message.clone(), delivery));
+                self.retained_due_total = self.retained_due_total.saturating_add(1);
+            } else {
+                at_once.push((message.clone(), delivery));
+            }
         }
+        if due.queue.is_empty() {
+            self.retained_due.remove(client_id);
+        }
+        self.pace_retained(now, client_id);
+        for (message, delivery) in at_once {
+            let answer = self.registry.deliver(now, client_id, &message, delivery);
+            if answer == Delivered::Dropped(Dropped::QueueFull) {
+                self.flow.lost(now, client_id, Loss::QueueFull);
+            }
+        }
+    }
+}
+
+/// The connection of `client_id`, if it is over TCP with more than
+/// [`SHED_BYTES`] waiting to be written (or over WebSocket with as many
+/// waiting for its task): QoS 0 for it is dropped.
+fn shedding(registry: &Registry<OsRandom>, conns: &mut ConnTable<Conn>, client_id: &str) -> bool {
+    registry
+        .connection(client_id)
+        .is_some_and(|id| over_shed(conns, id))
+}
+
+/// Whether `id` has more than [`SHED_BYTES`] waiting to be written.
+fn over_shed(conns: &mut ConnTable<Conn>, id: ConnId) -> bool {
+    match conns.get_mut(id).map(|c| &c.link) {
+        Some(Link::Tcp(t)) => t.unsent_len() > SHED_BYTES,
+        Some(Link::Ws(out)) => out.waiting_bytes() > SHED_BYTES,
+        None => false,
+    }
+}
+
+/// The connection of `from` if it can be paused: a TCP socket (a
+/// WebSocket connection's bytes come through the loop's channel, and its
+/// task is not paused).
+fn pausable(
+    registry: &Registry<OsRandom>,
+    conns: &mut ConnTable<Conn>,
+    from: &str,
+) -> Option<ConnId> {
+    let id = registry.connection(from)?;
+    match conns.get_mut(id).map(|c| &c.link) {
+        Some(Link::Tcp(_)) => Some(id),
+        _ => None,
     }
 }
 
