@@ -1155,4 +1155,337 @@ mod tests {
         assert!(matches!(rx.try_next(), Some(MqttOut::Close)));
         assert_eq!(broker.connected(), 0);
     }
+
+    /// A broker whose sessions keep 2 messages in flight and queue 20.
+    fn small_queue() -> (Broker, EventLog) {
+        let config = MqttConfig {
+            max_inflight: 2,
+            max_queued_messages: 20,
+            ..MqttConfig::default()
+        };
+        let b = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
+        (b, EventLog::open(None).unwrap())
+    }
+
+    /// A 3.1.1 CONNECT of `client` (keep alive 60 s), persistent unless
+    /// `clean`.
+    fn connect_packet(client: &str, clean: bool) -> Bytes {
+        let mut p = vec![
+            0x10,
+            (12 + client.len()) as u8,
+            0,
+            4,
+            b'M',
+            b'Q',
+            b'T',
+            b'T',
+            4,
+        ];
+        p.push(if clean { 0x02 } else { 0x00 });
+        p.extend_from_slice(&[0, 60, 0, client.len() as u8]);
+        p.extend_from_slice(client.as_bytes());
+        Bytes::from(p)
+    }
+
+    /// PUBLISH to `topic` with packet id `id` (QoS 1, or QoS 0 when `id`
+    /// is 0), retained or not.
+    fn publish_packet(topic: &str, id: u16, payload: &[u8], retain: bool) -> Vec<u8> {
+        let qos0 = id == 0;
+        let mut body = vec![0, topic.len() as u8];
+        body.extend_from_slice(topic.as_bytes());
+        if !qos0 {
+            body.extend_from_slice(&id.to_be_bytes());
+        }
+        body.extend_from_slice(payload);
+        let mut p = vec![if qos0 { 0x30 } else { 0x32 } | u8::from(retain)];
+        let mut n = body.len();
+        loop {
+            let b = (n % 128) as u8;
+            n /= 128;
+            p.push(if n > 0 { b | 0x80 } else { b });
+            if n == 0 {
+                break;
+            }
+        }
+        p.extend_from_slice(&body);
+        p
+    }
+
+    /// SUBSCRIBE (packet id 1) to `filter` at QoS 1.
+    fn subscribe_packet(filter: &str) -> Bytes {
+        let mut p = vec![0x82, (5 + filter.len()) as u8, 0, 1, 0, filter.len() as u8];
+        p.extend_from_slice(filter.as_bytes());
+        p.push(1);
+        Bytes::from(p)
+    }
+
+    /// Every packet written to `rx` so far, whole.
+    fn packets(rx: &ConnIn) -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        while let Some(out) = rx.try_next() {
+            if let MqttOut::Write(batch) = out {
+                all.extend(batch.concat());
+            }
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < all.len() {
+            let (mut n, mut shift, mut i) = (0usize, 0, at + 1);
+            loop {
+                let b = all[i];
+                n |= usize::from(b & 0x7f) << shift;
+                shift += 7;
+                i += 1;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            out.push(all[at..i + n].to_vec());
+            at = i + n;
+        }
+        out
+    }
+
+    /// PUBACKs for the QoS 1 PUBLISHes among `packets`; how many PUBLISHes.
+    fn acks_for(packets: &[Vec<u8>]) -> (Vec<u8>, usize) {
+        let mut acks = Vec::new();
+        let mut n = 0;
+        for p in packets.iter().filter(|p| p[0] >> 4 == 3) {
+            n += 1;
+            if p[0] & 0x06 != 0 {
+                let topic = usize::from(u16::from_be_bytes([p[2], p[3]]));
+                acks.extend_from_slice(&[0x40, 0x02, p[4 + topic], p[5 + topic]]);
+            }
+        }
+        (acks, n)
+    }
+
+    /// A WebSocket client `client` (persistent) on connection `conn`,
+    /// subscribed to `filter` at QoS 1, and the packets it was sent after
+    /// its SUBACK.
+    fn ws_subscriber(
+        broker: &mut Broker,
+        events: &mut EventLog,
+        conn: u64,
+        filter: &str,
+    ) -> (ConnIn, Vec<Vec<u8>>) {
+        let rx = open_as(broker, events, conn, 100_000);
+        bytes_to(broker, events, conn, connect_packet("s", false));
+        bytes_to(broker, events, conn, subscribe_packet(filter));
+        let mut p = packets(&rx);
+        assert_eq!((p[0][0], p[1][0]), (0x20, 0x90));
+        (rx, p.split_off(2))
+    }
+
+    /// A TCP client on connection `conn`, connected as `client`: the
+    /// client's end of its socket, and the poll the broker registered it
+    /// with.
+    fn tcp_client(
+        broker: &mut Broker,
+        events: &mut EventLog,
+        conn: u64,
+    ) -> (std::net::TcpStream, mio::Poll) {
+        use crate::slots::Pending;
+        use tokio::sync::Semaphore;
+        let poll = mio::Poll::new().unwrap();
+        broker.with_io(poll.registry().try_clone().unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let places = Arc::new(Semaphore::new(4));
+        let pending = Pending::new(4, Arc::clone(&places), 4);
+        let tcp = TcpConn::new(
+            mio::net::TcpStream::from_std(server),
+            places.try_acquire_owned().unwrap(),
+            pending.take(peer.ip()).unwrap(),
+        );
+        assert!(broker.open_tcp(Instant::now(), conn, peer.ip(), tcp));
+        send_tcp(
+            broker,
+            events,
+            &mut client,
+            conn,
+            &connect_packet("p", true),
+        );
+        (client, poll)
+    }
+
+    /// The TCP client writes `data`; the broker reads (as the loop would,
+    /// until a read does not fill its buffer) and drives; whether it read
+    /// anything.
+    fn send_tcp(
+        broker: &mut Broker,
+        events: &mut EventLog,
+        client: &mut std::net::TcpStream,
+        conn: u64,
+        data: &[u8],
+    ) {
+        use std::io::Write as _;
+        client.write_all(data).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        read_tcp(broker, events, conn);
+    }
+
+    /// The loop's reads of connection `conn` (at most 100 a call) and a
+    /// drive.
+    fn read_tcp(broker: &mut Broker, events: &mut EventLog, conn: u64) {
+        let mut buf = vec![0; 512];
+        for _ in 0..100 {
+            if !broker.readable(Instant::now(), conn, &mut buf) {
+                break;
+            }
+        }
+        broker.drive(Instant::now(), events);
+    }
+
+    fn qos1_burst(from: u16, n: u16) -> Vec<u8> {
+        (from..from + n)
+            .flat_map(|i| publish_packet("t", i, b"x", false))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_publisher_pauses_while_its_subscriber_catches_up_and_is_read_again_after() {
+        let (mut broker, mut events) = small_queue();
+        let (sub, _) = ws_subscriber(&mut broker, &mut events, 1, "t");
+        let (mut publisher, _poll) = tcp_client(&mut broker, &mut events, 2);
+        send_tcp(
+            &mut broker,
+            &mut events,
+            &mut publisher,
+            2,
+            &qos1_burst(1, 10),
+        );
+        // Two in flight, eight queued: past a quarter of 20, paused.
+        assert!(broker.flow.is_paused(ConnId(2)));
+        let b = broker.registry.backlog("s").unwrap();
+        assert_eq!((b.in_flight, b.queued), (2, 8));
+        // A paused socket is not read: what it sends waits in the kernel.
+        send_tcp(
+            &mut broker,
+            &mut events,
+            &mut publisher,
+            2,
+            &qos1_burst(11, 5),
+        );
+        assert_eq!(broker.registry.backlog("s").unwrap().queued, 8);
+        // The subscriber acknowledges: once its queue is under a tenth,
+        // the publisher is named to be read again.
+        let mut received = 0;
+        let mut resumed = Vec::new();
+        for _ in 0..50 {
+            let (acks, n) = acks_for(&packets(&sub));
+            received += n;
+            if acks.is_empty() {
+                break;
+            }
+            bytes_to(&mut broker, &mut events, 1, Bytes::from(acks));
+            broker.take_resumed(&mut resumed);
+            if !resumed.is_empty() {
+                read_tcp(&mut broker, &mut events, 2);
+            }
+        }
+        // Read again (and, with five more queued, perhaps paused again).
+        assert!(!resumed.is_empty() && resumed.iter().all(|&c| c == 2));
+        assert!(!broker.flow.is_paused(ConnId(2)));
+        assert_eq!(received, 15, "every message, none lost");
+        assert_eq!(broker.flow.total_lost(), [0, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_acknowledging_holds_its_publisher_no_longer_and_alone_loses_new_messages(
+    ) {
+        let (mut broker, mut events) = small_queue();
+        let (sub, _) = ws_subscriber(&mut broker, &mut events, 1, "t");
+        let (mut publisher, _poll) = tcp_client(&mut broker, &mut events, 2);
+        send_tcp(
+            &mut broker,
+            &mut events,
+            &mut publisher,
+            2,
+            &qos1_burst(1, 10),
+        );
+        assert!(broker.flow.is_paused(ConnId(2)));
+        // No acknowledgement for NO_PROGRESS: the pause ends.
+        let later = Instant::now() + super::super::flow::NO_PROGRESS;
+        assert!(broker.flow_deadline().is_some_and(|d| d <= later));
+        broker.drive(later, &mut events);
+        let mut resumed = Vec::new();
+        broker.take_resumed(&mut resumed);
+        assert_eq!(resumed, [2]);
+        // What the full queue cannot take is dropped, counted; the
+        // publisher is not paused again for it, and nobody is closed.
+        send_tcp(
+            &mut broker,
+            &mut events,
+            &mut publisher,
+            2,
+            &qos1_burst(11, 30),
+        );
+        assert!(!broker.flow.is_paused(ConnId(2)));
+        assert_eq!(broker.flow.total_lost(), [40 - 2 - 20, 0, 0]);
+        assert_eq!(broker.connected(), 2);
+        let (_, n) = acks_for(&packets(&sub));
+        assert_eq!(n, 2);
+    }
+
+    #[tokio::test]
+    async fn qos0_is_shed_for_a_connection_with_too_much_unwritten() {
+        let config = MqttConfig {
+            limits: sessionwire::Limits::builder()
+                .max_message_size(64 * 1024)
+                .build()
+                .unwrap(),
+            ..MqttConfig::default()
+        };
+        let mut broker = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
+        let mut events = EventLog::open(None).unwrap();
+        // The subscriber's task takes nothing: its outbox grows.
+        let (sub, _) = ws_subscriber(&mut broker, &mut events, 1, "t");
+        let _publisher = open_as(&mut broker, &mut events, 2, 100);
+        bytes_to(&mut broker, &mut events, 2, connect_packet("p", true));
+        let payload = vec![b'x'; 60 * 1024];
+        let over = SHED_BYTES / payload.len() + 1;
+        for _ in 0..over + 3 {
+            let p = publish_packet("t", 0, &payload, false);
+            bytes_to(&mut broker, &mut events, 2, Bytes::from(p));
+        }
+        assert_eq!(broker.flow.total_lost(), [0, 3, 0]);
+        let (_, n) = acks_for(&packets(&sub));
+        assert_eq!(n, over);
+    }
+
+    #[tokio::test]
+    async fn retained_messages_after_a_subscribe_go_through_the_window_not_at_once() {
+        let (mut broker, mut events) = small_queue();
+        let _publisher = open_as(&mut broker, &mut events, 2, 100);
+        bytes_to(&mut broker, &mut events, 2, connect_packet("p", true));
+        for i in 0..50u16 {
+            let p = publish_packet(&format!("r/{i}"), i + 1, b"x", true);
+            bytes_to(&mut broker, &mut events, 2, Bytes::from(p));
+        }
+        // 50 matching retained messages, a queue of 20: a window in
+        // flight and one queued, the rest waiting its turn; none is lost.
+        let (sub, first) = ws_subscriber(&mut broker, &mut events, 1, "r/#");
+        let b = broker.registry.backlog("s").unwrap();
+        assert_eq!((b.in_flight, b.queued), (2, 2));
+        assert_eq!(broker.retained_due["s"].queue.len(), 46);
+        let mut received = 0;
+        let mut sent = first;
+        for _ in 0..100 {
+            let (acks, n) = acks_for(&sent);
+            received += n;
+            let b = broker.registry.backlog("s").unwrap();
+            assert!(b.queued <= b.window, "paced: {b:?}");
+            if acks.is_empty() {
+                break;
+            }
+            bytes_to(&mut broker, &mut events, 1, Bytes::from(acks));
+            sent = packets(&sub);
+        }
+        assert_eq!(received, 50);
+        assert!(broker.retained_due.is_empty());
+        assert_eq!(broker.flow.total_lost(), [0, 0, 0]);
+    }
 }
