@@ -26,7 +26,8 @@
 //! outlives its connection by at most
 //! [`Quotas::anonymous_session_expiry`].
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,17 +35,18 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sessionwire::mqtt::session::{
-    Charge, ConnId, Delivery, Event, Incoming, Message, MqttConfig, PublishGate, Refuse, Registry,
-    ServerClose, SubscriptionRequest,
+    Charge, ConnId, Delivered, Delivery, Dropped, Event, Incoming, Message, MqttConfig,
+    PublishGate, Refuse, Registry, ServerClose, SubscriptionRequest,
 };
 use sessionwire::mqtt::{Property, PropertyId, QoS, Version};
 use sessionwire::CloseReason;
 
 use super::channel::{conn_bytes, ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
 use super::conns::ConnTable;
+use super::flow::{Fill, Flow, Loss, LOW_WATER};
 use super::ratelog::RateLog;
 use super::retained::{heap_cost, sends_retained, Retained, RetainedLimits};
-use super::tcp::{Sent, TcpConn};
+use super::tcp::{Sent, TcpConn, SHED_BYTES, WRITE_STALL};
 use super::tree::{Principal, SubscribeError, Subscription, Tree, TreeLimits};
 use crate::channel::{Clients, OsRandom};
 use crate::events::{EventLog, Record};
@@ -167,6 +169,28 @@ fn trim<T>(list: &mut Vec<T>, used: usize) {
     }
 }
 
+/// Retained messages waiting for their turn to go to the client that
+/// subscribed (see [`Broker::pace_retained`]).
+#[derive(Debug)]
+struct RetainedDue {
+    /// The connection that subscribed: if the client's connection changes,
+    /// the rest is not sent.
+    conn: ConnId,
+    /// The messages (sharing the store's topic, payload and properties)
+    /// and how each goes, in the order the store gave them.
+    queue: VecDeque<(Message, Delivery)>,
+}
+
+/// Retained messages handed to the registry per client and loop pass at
+/// most, when its queue has room.
+const RETAINED_PER_PASS: usize = 64;
+
+/// Retained messages waiting for their turn over every client; those of a
+/// SUBSCRIBE past it go to the registry at once (its queue takes what it
+/// can and drops the rest, counted). About 150 bytes each (the payloads
+/// are the store's).
+const RETAINED_DUE_TOTAL: usize = 256 * 1024;
+
 /// The broker. See the [module documentation](self).
 pub struct Broker {
     registry: Registry<OsRandom>,
@@ -212,6 +236,19 @@ pub struct Broker {
     /// The persistent sessions of each source address, by when they last
     /// connected, oldest first.
     persistent: HashMap<IpAddr, VecDeque<String>>,
+    /// Paused publishers, the subscribers holding them, and the count of
+    /// messages lost.
+    flow: Flow,
+    /// Retained messages still to send after a SUBSCRIBE, by client id.
+    retained_due: HashMap<String, RetainedDue>,
+    /// Their number over every client.
+    retained_due_total: usize,
+    /// The most a client may have waiting (the store's bound in messages).
+    retained_due_max: usize,
+    /// When sockets with bytes waiting are next looked at for a stall.
+    stalls: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// The connections in `stalls`.
+    watched: HashSet<ConnId>,
 }
 
 impl Broker {
@@ -226,6 +263,7 @@ impl Broker {
             conn_bytes(&config.limits),
         );
         let registry = Registry::new(config, OsRandom);
+        let retained_due_max = retained.max_messages;
         Broker {
             maximum_qos,
             max_clients,
@@ -247,6 +285,12 @@ impl Broker {
             owners: HashMap::new(),
             max_owners,
             persistent: HashMap::new(),
+            flow: Flow::default(),
+            retained_due: HashMap::new(),
+            retained_due_total: 0,
+            retained_due_max,
+            stalls: BinaryHeap::new(),
+            watched: HashSet::new(),
         }
     }
 
@@ -322,8 +366,13 @@ impl Broker {
 
     /// The socket of `conn` is readable: one read into `buf`, handed to
     /// the registry; true when the read filled `buf` (there may be more).
+    /// A paused publisher is not read: [`take_resumed`](Self::take_resumed)
+    /// names it once it may be read again.
     pub fn readable(&mut self, now: Instant, conn: u64, buf: &mut [u8]) -> bool {
         let id = ConnId(conn);
+        if self.flow.is_paused(id) {
+            return false;
+        }
         let Some(Link::Tcp(t)) = self.conns.get_mut(id).map(|c| &mut c.link) else {
             return false;
         };
@@ -347,7 +396,7 @@ impl Broker {
         let Some(Link::Tcp(t)) = self.conns.get_mut(id).map(|c| &mut c.link) else {
             return;
         };
-        if t.has_unsent() && t.write_unsent() == Sent::Failed {
+        if t.has_unsent() && t.write_unsent(now) == Sent::Failed {
             self.lost(now, id);
         }
     }
@@ -365,6 +414,21 @@ impl Broker {
     /// The sockets whose connection ended since the last call.
     pub fn take_closing(&mut self) -> Vec<(u64, TcpConn)> {
         std::mem::take(&mut self.closing)
+    }
+
+    /// Adds to `into` the publishers no longer paused since the last call:
+    /// the loop reads them again (their readiness was taken while they
+    /// were paused, and edge-triggered readiness does not come twice).
+    pub fn take_resumed(&mut self, into: &mut Vec<u64>) {
+        self.flow.take_resumed(into);
+    }
+
+    /// When flow control next needs a [`drive`](Self::drive) with nothing
+    /// else happening: a pause's bound, a stalled socket's, a loss count
+    /// to log.
+    pub fn flow_deadline(&self) -> Option<Instant> {
+        let stall = self.stalls.peek().map(|Reverse((t, _))| *t);
+        self.flow.deadline().into_iter().chain(stall).min()
     }
 
     /// The connection is gone: nothing more can be written to it.
@@ -499,6 +563,16 @@ impl Broker {
             self.registry.close(now, &client_id, ServerClose::Shutdown);
         }
         self.drive(now, events);
+        let [queue_full, qos0_shed, retained_not_sent] = self.flow.total_lost();
+        let (pauses, spent) = self.flow.pauses();
+        tracing::info!(
+            queue_full,
+            qos0_shed,
+            retained_not_sent,
+            pauses,
+            pauses_cut_short = spent,
+            "MQTT flow control since the start: messages dropped, publishers paused"
+        );
         // Connections that never sent a CONNECT just go.
         for (id, c) in self.conns.drain() {
             c.finish(id, &mut self.closing);
@@ -509,6 +583,7 @@ impl Broker {
     /// events (which may deliver, and so transmit), transmits (each
     /// connection's written as one batch), closes.
     pub fn drive(&mut self, now: Instant, events: &mut EventLog) {
+        self.pace(now);
         loop {
             let mut busy = false;
             while let Some(event) = self.registry.poll_event() {
@@ -522,6 +597,7 @@ impl Broker {
             self.flush(now);
             while let Some((id, close)) = self.registry.poll_close() {
                 busy = true;
+                self.flow.forget(id);
                 let conn = self.conns.remove(id);
                 let version = conn.as_ref().and_then(|c| c.version);
                 let client_id = close.client_id.as_deref();
@@ -609,8 +685,14 @@ impl Broker {
                         slow.push(id);
                     }
                 }
-                Link::Tcp(t) => match t.write(batch, self.conn_bytes) {
-                    Sent::Ok => {}
+                Link::Tcp(t) => match t.write(batch, self.conn_bytes, now) {
+                    Sent::Ok => {
+                        // Bytes left waiting: looked at again once the
+                        // socket has had WRITE_STALL to take some.
+                        if t.has_unsent() && self.watched.insert(id) {
+                            self.stalls.push(Reverse((now + WRITE_STALL, id)));
+                        }
+                    }
                     Sent::Full => slow.push(id),
                     Sent::Failed => lost.push(id),
                 },
@@ -659,8 +741,8 @@ impl Broker {
                 };
                 self.own(now, client_id, owner);
             }
-            Event::Publish { from, message } => self.route(now, &from, &message, false),
-            Event::Will { from, message } => self.route(now, &from, &message, true),
+            Event::Publish { from, message } => self.route(now, &from, &message, true),
+            Event::Will { from, message } => self.route(now, &from, &message, false),
             Event::Subscribe {
                 client_id,
                 packet_id,
@@ -702,6 +784,11 @@ impl Broker {
             Event::SessionEnded { client_id } => {
                 self.tree.remove_client(&client_id);
                 self.disown(&client_id);
+                // Retained messages still to send to it go with it.
+                if let Some(due) = self.retained_due.remove(&client_id) {
+                    self.retained_due_total =
+                        self.retained_due_total.saturating_sub(due.queue.len());
+                }
             }
         }
     }
@@ -824,11 +911,15 @@ impl Broker {
         });
     }
 
-    /// Hands a message to every matching subscription; a retained will is
-    /// stored (or deleted) first (`will`: a PUBLISH's was, at its
-    /// admission, by [`RetainGate`]).
-    fn route(&mut self, now: Instant, from: &str, message: &Message, will: bool) {
-        if will && message.retain {
+    /// Hands a message to every matching subscription. A `live` message
+    /// comes from the connection of `from`: its retained message was
+    /// stored (or deleted) at its admission, by [`RetainGate`], and that
+    /// publisher is paused when a connected subscriber's queue passes its
+    /// high-water mark (see `flow.rs`). A will is not live: a retained one
+    /// is stored here. QoS 0 for a connection with [`SHED_BYTES`] not yet
+    /// written is dropped, counted.
+    fn route(&mut self, now: Instant, from: &str, message: &Message, live: bool) {
+        if !live && message.retain {
             let mut gate = self.gate();
             // Nobody to refuse it to: not kept, and said once in a while.
             let _ = gate.retain.admit(now, from, message);
@@ -838,13 +929,131 @@ impl Broker {
         let matches = self
             .tree
             .matches_preferring(message.topic.as_str(), from, |c| registry.is_connected(c));
+        // The publisher's connection, looked up once it is needed.
+        let mut publisher: Option<Option<ConnId>> = None;
         for m in matches {
             let delivery = Delivery {
                 qos: m.qos.min(message.qos),
                 retain: message.retain && m.retain_as_published,
                 subscription_ids: m.subscription_ids,
             };
-            self.registry.deliver(now, m.client_id, message, delivery);
+            if delivery.qos == QoS::AtMostOnce
+                && shedding(&self.registry, &mut self.conns, m.client_id)
+            {
+                self.flow.lost(now, m.client_id, Loss::Shed);
+                continue;
+            }
+            match self.registry.deliver(now, m.client_id, message, delivery) {
+                Delivered::Queued if live => {
+                    let Some(fill) = self.registry.backlog(m.client_id).map(Fill::from) else {
+                        continue;
+                    };
+                    if !(fill.connected && fill.high) {
+                        continue;
+                    }
+                    let registry = &self.registry;
+                    let conns = &mut self.conns;
+                    let Some(p) = *publisher.get_or_insert_with(|| pausable(registry, conns, from))
+                    else {
+                        continue;
+                    };
+                    // A client feeding itself is not paused for itself.
+                    if self.registry.connection(m.client_id) != Some(p) {
+                        self.flow.delivered(now, m.client_id, fill, p);
+                    }
+                }
+                Delivered::Dropped(Dropped::QueueFull) => {
+                    self.flow.lost(now, m.client_id, Loss::QueueFull);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// What flow control does once per loop pass: ends the pauses whose
+    /// subscriber caught up, left, stalled or held them long enough; hands
+    /// out the retained messages waiting for room; closes the connections
+    /// whose socket took nothing for [`WRITE_STALL`].
+    fn pace(&mut self, now: Instant) {
+        let registry = &self.registry;
+        self.flow
+            .check(now, |c| registry.backlog(c).map(Fill::from));
+        if !self.retained_due.is_empty() {
+            let clients: Vec<String> = self.retained_due.keys().cloned().collect();
+            for client_id in clients {
+                self.pace_retained(now, &client_id);
+            }
+        }
+        while let Some(&Reverse((at, id))) = self.stalls.peek() {
+            if at > now {
+                break;
+            }
+            self.stalls.pop();
+            let progress = match self.conns.get_mut(id).map(|c| &c.link) {
+                Some(Link::Tcp(t)) => t.progress(),
+                _ => None,
+            };
+            match progress {
+                Some(p) if now.saturating_duration_since(p) < WRITE_STALL => {
+                    self.stalls.push(Reverse((p + WRITE_STALL, id)));
+                }
+                Some(_) => {
+                    self.watched.remove(&id);
+                    tracing::info!(
+                        conn = id.0,
+                        "MQTT client took nothing of what waits for it: closed (0x97), its session kept"
+                    );
+                    self.registry.outbound_full(now, id);
+                }
+                None => {
+                    self.watched.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Hands `client_id` the retained messages waiting for it while its
+    /// queue has room: at most [`RETAINED_PER_PASS`], none once a window's
+    /// worth waits in its queue or the queue is at its low-water mark, and
+    /// no QoS 0 one while its connection has [`SHED_BYTES`] unwritten. The
+    /// rest is dropped (counted) if the client's connection changed.
+    fn pace_retained(&mut self, now: Instant, client_id: &str) {
+        let Some(due) = self.retained_due.get_mut(client_id) else {
+            return;
+        };
+        if self.registry.connection(client_id) != Some(due.conn) {
+            let left = due.queue.len();
+            self.retained_due_total = self.retained_due_total.saturating_sub(left);
+            self.retained_due.remove(client_id);
+            for _ in 0..left {
+                self.flow.lost(now, client_id, Loss::RetainedLeft);
+            }
+            return;
+        }
+        for _ in 0..RETAINED_PER_PASS {
+            let Some(b) = self.registry.backlog(client_id) else {
+                break;
+            };
+            if b.queued >= b.window.max(1) || b.fill_at_least(LOW_WATER) {
+                break;
+            }
+            let Some((_, delivery)) = due.queue.front() else {
+                break;
+            };
+            if delivery.qos == QoS::AtMostOnce && over_shed(&mut self.conns, due.conn) {
+                break;
+            }
+            let Some((message, delivery)) = due.queue.pop_front() else {
+                break;
+            };
+            self.retained_due_total = self.retained_due_total.saturating_sub(1);
+            let answer = self.registry.deliver(now, client_id, &message, delivery);
+            if answer == Delivered::Dropped(Dropped::QueueFull) {
+                self.flow.lost(now, client_id, Loss::QueueFull);
+            }
+        }
+        if due.queue.is_empty() {
+            self.retained_due.remove(client_id);
         }
     }
 
@@ -889,22 +1098,84 @@ impl Broker {
     }
 
     /// Sends the retained messages matching `filter` to a new subscription
-    /// (after its SUBACK).
+    /// (after its SUBACK), paced through its queue: they wait here, in the
+    /// order the store gives them, and go to the registry as its queue has
+    /// room ([`pace_retained`](Self::pace_retained), now and on the loop's
+    /// passes). What waits is bounded per client by the store's bound in
+    /// messages and over all clients by [`RETAINED_DUE_TOTAL`]; past those
+    /// bounds, messages go to the registry at once (its queue takes what it
+    /// can, the rest is dropped and counted).
     fn send_retained(&mut self, now: Instant, client_id: &str, filter: &str, sub: Subscription) {
-        let retained: Vec<Message> = self
-            .retained
-            .matching(filter, now)
-            .into_iter()
-            .map(|(_, m)| m.clone())
-            .collect();
-        for message in retained {
+        let Some(conn) = self.registry.connection(client_id) else {
+            return;
+        };
+        let matching = self.retained.matching(filter, now);
+        let due = self
+            .retained_due
+            .entry(client_id.to_owned())
+            .or_insert_with(|| RetainedDue {
+                conn,
+                queue: VecDeque::new(),
+            });
+        let mut at_once = Vec::new();
+        for (_, message) in matching {
             let delivery = Delivery {
                 qos: sub.qos.min(message.qos),
                 retain: true,
                 subscription_ids: sub.id.into_iter().collect(),
             };
-            self.registry.deliver(now, client_id, &message, delivery);
+            if due.queue.len() < self.retained_due_max
+                && self.retained_due_total < RETAINED_DUE_TOTAL
+            {
+                due.queue.push_back((message.clone(), delivery));
+                self.retained_due_total = self.retained_due_total.saturating_add(1);
+            } else {
+                at_once.push((message.clone(), delivery));
+            }
         }
+        if due.queue.is_empty() {
+            self.retained_due.remove(client_id);
+        }
+        self.pace_retained(now, client_id);
+        for (message, delivery) in at_once {
+            let answer = self.registry.deliver(now, client_id, &message, delivery);
+            if answer == Delivered::Dropped(Dropped::QueueFull) {
+                self.flow.lost(now, client_id, Loss::QueueFull);
+            }
+        }
+    }
+}
+
+/// The connection of `client_id`, if it is over TCP with more than
+/// [`SHED_BYTES`] waiting to be written (or over WebSocket with as many
+/// waiting for its task): QoS 0 for it is dropped.
+fn shedding(registry: &Registry<OsRandom>, conns: &mut ConnTable<Conn>, client_id: &str) -> bool {
+    registry
+        .connection(client_id)
+        .is_some_and(|id| over_shed(conns, id))
+}
+
+/// Whether `id` has more than [`SHED_BYTES`] waiting to be written.
+fn over_shed(conns: &mut ConnTable<Conn>, id: ConnId) -> bool {
+    match conns.get_mut(id).map(|c| &c.link) {
+        Some(Link::Tcp(t)) => t.unsent_len() > SHED_BYTES,
+        Some(Link::Ws(out)) => out.waiting_bytes() > SHED_BYTES,
+        None => false,
+    }
+}
+
+/// The connection of `from` if it can be paused: a TCP socket (a
+/// WebSocket connection's bytes come through the loop's channel, and its
+/// task is not paused).
+fn pausable(
+    registry: &Registry<OsRandom>,
+    conns: &mut ConnTable<Conn>,
+    from: &str,
+) -> Option<ConnId> {
+    let id = registry.connection(from)?;
+    match conns.get_mut(id).map(|c| &c.link) {
+        Some(Link::Tcp(_)) => Some(id),
+        _ => None,
     }
 }
 
@@ -1258,5 +1529,338 @@ mod tests {
         }
         assert!(matches!(rx.try_next(), Some(MqttOut::Close)));
         assert_eq!(broker.connected(), 0);
+    }
+
+    /// A broker whose sessions keep 2 messages in flight and queue 20.
+    fn small_queue() -> (Broker, EventLog) {
+        let config = MqttConfig {
+            max_inflight: 2,
+            max_queued_messages: 20,
+            ..MqttConfig::default()
+        };
+        let b = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
+        (b, EventLog::open(None).unwrap())
+    }
+
+    /// A 3.1.1 CONNECT of `client` (keep alive 60 s), persistent unless
+    /// `clean`.
+    fn connect_packet(client: &str, clean: bool) -> Bytes {
+        let mut p = vec![
+            0x10,
+            (12 + client.len()) as u8,
+            0,
+            4,
+            b'M',
+            b'Q',
+            b'T',
+            b'T',
+            4,
+        ];
+        p.push(if clean { 0x02 } else { 0x00 });
+        p.extend_from_slice(&[0, 60, 0, client.len() as u8]);
+        p.extend_from_slice(client.as_bytes());
+        Bytes::from(p)
+    }
+
+    /// PUBLISH to `topic` with packet id `id` (QoS 1, or QoS 0 when `id`
+    /// is 0), retained or not.
+    fn publish_packet(topic: &str, id: u16, payload: &[u8], retain: bool) -> Vec<u8> {
+        let qos0 = id == 0;
+        let mut body = vec![0, topic.len() as u8];
+        body.extend_from_slice(topic.as_bytes());
+        if !qos0 {
+            body.extend_from_slice(&id.to_be_bytes());
+        }
+        body.extend_from_slice(payload);
+        let mut p = vec![if qos0 { 0x30 } else { 0x32 } | u8::from(retain)];
+        let mut n = body.len();
+        loop {
+            let b = (n % 128) as u8;
+            n /= 128;
+            p.push(if n > 0 { b | 0x80 } else { b });
+            if n == 0 {
+                break;
+            }
+        }
+        p.extend_from_slice(&body);
+        p
+    }
+
+    /// SUBSCRIBE (packet id 1) to `filter` at QoS 1.
+    fn subscribe_packet(filter: &str) -> Bytes {
+        let mut p = vec![0x82, (5 + filter.len()) as u8, 0, 1, 0, filter.len() as u8];
+        p.extend_from_slice(filter.as_bytes());
+        p.push(1);
+        Bytes::from(p)
+    }
+
+    /// Every packet written to `rx` so far, whole.
+    fn packets(rx: &ConnIn) -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        while let Some(out) = rx.try_next() {
+            if let MqttOut::Write(batch) = out {
+                all.extend(batch.concat());
+            }
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < all.len() {
+            let (mut n, mut shift, mut i) = (0usize, 0, at + 1);
+            loop {
+                let b = all[i];
+                n |= usize::from(b & 0x7f) << shift;
+                shift += 7;
+                i += 1;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            out.push(all[at..i + n].to_vec());
+            at = i + n;
+        }
+        out
+    }
+
+    /// PUBACKs for the QoS 1 PUBLISHes among `packets`; how many PUBLISHes.
+    fn acks_for(packets: &[Vec<u8>]) -> (Vec<u8>, usize) {
+        let mut acks = Vec::new();
+        let mut n = 0;
+        for p in packets.iter().filter(|p| p[0] >> 4 == 3) {
+            n += 1;
+            if p[0] & 0x06 != 0 {
+                let topic = usize::from(u16::from_be_bytes([p[2], p[3]]));
+                acks.extend_from_slice(&[0x40, 0x02, p[4 + topic], p[5 + topic]]);
+            }
+        }
+        (acks, n)
+    }
+
+    /// A WebSocket client `client` (persistent) on connection `conn`,
+    /// subscribed to `filter` at QoS 1, and the packets it was sent after
+    /// its SUBACK.
+    fn ws_subscriber(
+        broker: &mut Broker,
+        events: &mut EventLog,
+        conn: u64,
+        filter: &str,
+    ) -> (ConnIn, Vec<Vec<u8>>) {
+        let rx = open_as(broker, events, conn, 100_000);
+        bytes_to(broker, events, conn, connect_packet("s", false));
+        bytes_to(broker, events, conn, subscribe_packet(filter));
+        let mut p = packets(&rx);
+        assert_eq!((p[0][0], p[1][0]), (0x20, 0x90));
+        (rx, p.split_off(2))
+    }
+
+    /// A TCP client on connection `conn`, connected as `client`: the
+    /// client's end of its socket, and the poll the broker registered it
+    /// with.
+    fn tcp_client(
+        broker: &mut Broker,
+        events: &mut EventLog,
+        conn: u64,
+    ) -> (std::net::TcpStream, mio::Poll) {
+        use crate::slots::Pending;
+        use tokio::sync::Semaphore;
+        let poll = mio::Poll::new().unwrap();
+        broker.with_io(poll.registry().try_clone().unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let places = Arc::new(Semaphore::new(4));
+        let pending = Pending::new(4, Arc::clone(&places), 4);
+        let tcp = TcpConn::new(
+            mio::net::TcpStream::from_std(server),
+            places.try_acquire_owned().unwrap(),
+            pending.take(peer.ip()).unwrap(),
+        );
+        assert!(broker.open_tcp(Instant::now(), conn, peer.ip(), tcp));
+        send_tcp(
+            broker,
+            events,
+            &mut client,
+            conn,
+            &connect_packet("p", true),
+        );
+        (client, poll)
+    }
+
+    /// The TCP client writes `data`; the broker reads (as the loop would,
+    /// until a read does not fill its buffer) and drives; whether it read
+    /// anything.
+    fn send_tcp(
+        broker: &mut Broker,
+        events: &mut EventLog,
+        client: &mut std::net::TcpStream,
+        conn: u64,
+        data: &[u8],
+    ) {
+        use std::io::Write as _;
+        client.write_all(data).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        read_tcp(broker, events, conn);
+    }
+
+    /// The loop's reads of connection `conn` (at most 100 a call) and a
+    /// drive.
+    fn read_tcp(broker: &mut Broker, events: &mut EventLog, conn: u64) {
+        let mut buf = vec![0; 512];
+        for _ in 0..100 {
+            if !broker.readable(Instant::now(), conn, &mut buf) {
+                break;
+            }
+        }
+        broker.drive(Instant::now(), events);
+    }
+
+    fn qos1_burst(from: u16, n: u16) -> Vec<u8> {
+        (from..from + n)
+            .flat_map(|i| publish_packet("t", i, b"x", false))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_publisher_pauses_while_its_subscriber_catches_up_and_is_read_again_after() {
+        let (mut broker, mut events) = small_queue();
+        let (sub, _) = ws_subscriber(&mut broker, &mut events, 1, "t");
+        let (mut publisher, _poll) = tcp_client(&mut broker, &mut events, 2);
+        send_tcp(
+            &mut broker,
+            &mut events,
+            &mut publisher,
+            2,
+            &qos1_burst(1, 10),
+        );
+        // Two in flight, eight queued: past a quarter of 20, paused.
+        assert!(broker.flow.is_paused(ConnId(2)));
+        let b = broker.registry.backlog("s").unwrap();
+        assert_eq!((b.in_flight, b.queued), (2, 8));
+        // A paused socket is not read: what it sends waits in the kernel.
+        send_tcp(
+            &mut broker,
+            &mut events,
+            &mut publisher,
+            2,
+            &qos1_burst(11, 5),
+        );
+        assert_eq!(broker.registry.backlog("s").unwrap().queued, 8);
+        // The subscriber acknowledges: once its queue is under a tenth,
+        // the publisher is named to be read again.
+        let mut received = 0;
+        let mut resumed = Vec::new();
+        for _ in 0..50 {
+            let (acks, n) = acks_for(&packets(&sub));
+            received += n;
+            if acks.is_empty() {
+                break;
+            }
+            bytes_to(&mut broker, &mut events, 1, Bytes::from(acks));
+            broker.take_resumed(&mut resumed);
+            if !resumed.is_empty() {
+                read_tcp(&mut broker, &mut events, 2);
+            }
+        }
+        // Read again (and, with five more queued, perhaps paused again).
+        assert!(!resumed.is_empty() && resumed.iter().all(|&c| c == 2));
+        assert!(!broker.flow.is_paused(ConnId(2)));
+        assert_eq!(received, 15, "every message, none lost");
+        assert_eq!(broker.flow.total_lost(), [0, 0, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_stops_acknowledging_holds_its_publisher_no_longer_and_alone_loses_new_messages(
+    ) {
+        let (mut broker, mut events) = small_queue();
+        let (sub, _) = ws_subscriber(&mut broker, &mut events, 1, "t");
+        let (mut publisher, _poll) = tcp_client(&mut broker, &mut events, 2);
+        send_tcp(
+            &mut broker,
+            &mut events,
+            &mut publisher,
+            2,
+            &qos1_burst(1, 10),
+        );
+        assert!(broker.flow.is_paused(ConnId(2)));
+        // No acknowledgement for NO_PROGRESS: the pause ends.
+        let later = Instant::now() + super::super::flow::NO_PROGRESS;
+        assert!(broker.flow_deadline().is_some_and(|d| d <= later));
+        broker.drive(later, &mut events);
+        let mut resumed = Vec::new();
+        broker.take_resumed(&mut resumed);
+        assert_eq!(resumed, [2]);
+        // What the full queue cannot take is dropped, counted; the
+        // publisher is not paused again for it, and nobody is closed.
+        send_tcp(
+            &mut broker,
+            &mut events,
+            &mut publisher,
+            2,
+            &qos1_burst(11, 30),
+        );
+        assert!(!broker.flow.is_paused(ConnId(2)));
+        assert_eq!(broker.flow.total_lost(), [40 - 2 - 20, 0, 0]);
+        assert_eq!(broker.connected(), 2);
+        let (_, n) = acks_for(&packets(&sub));
+        assert_eq!(n, 2);
+    }
+
+    #[tokio::test]
+    async fn qos0_is_shed_for_a_connection_with_too_much_unwritten() {
+        let config = MqttConfig {
+            limits: sessionwire::Limits::builder()
+                .max_message_size(64 * 1024)
+                .build()
+                .unwrap(),
+            ..MqttConfig::default()
+        };
+        let mut broker = Broker::new(config, TreeLimits::default(), RetainedLimits::default());
+        let mut events = EventLog::open(None).unwrap();
+        // The subscriber's task takes nothing: its outbox grows.
+        let (sub, _) = ws_subscriber(&mut broker, &mut events, 1, "t");
+        let _publisher = open_as(&mut broker, &mut events, 2, 100);
+        bytes_to(&mut broker, &mut events, 2, connect_packet("p", true));
+        let payload = vec![b'x'; 60 * 1024];
+        let over = SHED_BYTES / payload.len() + 1;
+        for _ in 0..over + 3 {
+            let p = publish_packet("t", 0, &payload, false);
+            bytes_to(&mut broker, &mut events, 2, Bytes::from(p));
+        }
+        assert_eq!(broker.flow.total_lost(), [0, 3, 0]);
+        let (_, n) = acks_for(&packets(&sub));
+        assert_eq!(n, over);
+    }
+
+    #[tokio::test]
+    async fn retained_messages_after_a_subscribe_go_through_the_window_not_at_once() {
+        let (mut broker, mut events) = small_queue();
+        let _publisher = open_as(&mut broker, &mut events, 2, 100);
+        bytes_to(&mut broker, &mut events, 2, connect_packet("p", true));
+        for i in 0..50u16 {
+            let p = publish_packet(&format!("r/{i}"), i + 1, b"x", true);
+            bytes_to(&mut broker, &mut events, 2, Bytes::from(p));
+        }
+        // 50 matching retained messages, a queue of 20: a window in
+        // flight and one queued, the rest waiting its turn; none is lost.
+        let (sub, first) = ws_subscriber(&mut broker, &mut events, 1, "r/#");
+        let b = broker.registry.backlog("s").unwrap();
+        assert_eq!((b.in_flight, b.queued), (2, 2));
+        assert_eq!(broker.retained_due["s"].queue.len(), 46);
+        let mut received = 0;
+        let mut sent = first;
+        for _ in 0..100 {
+            let (acks, n) = acks_for(&sent);
+            received += n;
+            let b = broker.registry.backlog("s").unwrap();
+            assert!(b.queued <= b.window, "paced: {b:?}");
+            if acks.is_empty() {
+                break;
+            }
+            bytes_to(&mut broker, &mut events, 1, Bytes::from(acks));
+            sent = packets(&sub);
+        }
+        assert_eq!(received, 50);
+        assert!(broker.retained_due.is_empty());
+        assert_eq!(broker.flow.total_lost(), [0, 0, 0]);
     }
 }

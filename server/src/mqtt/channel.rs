@@ -268,6 +268,11 @@ impl ConnOut {
         })
     }
 
+    /// Bytes queued for the task and not taken yet.
+    pub fn waiting_bytes(&self) -> usize {
+        self.0.state().bytes
+    }
+
     /// Tells the task to stop writing and end.
     pub fn give_up(&self) {
         self.0.change(|state| {

@@ -6,9 +6,13 @@
 //! Each turn of the loop:
 //! 1. waits for readiness, a command or the next deadline (the registry's
 //!    timers, a closing socket's end);
-//! 2. reads every readable socket once into the loop's one buffer, straight
-//!    into the registry (a socket whose read filled the buffer is read again
-//!    next turn, so that one client cannot hold the loop); accepts new
+//! 2. reads every readable socket once into the loop's one buffer of
+//!    [`READ_BUFFER`] bytes, straight into the registry (a socket whose read
+//!    filled the buffer is read again next turn, so that one client cannot
+//!    hold the loop, and a subscriber's acknowledgements are taken between
+//!    a publisher's few kilobytes of PUBLISHes); a publisher paused by flow
+//!    control (`flow.rs`) is not read, and is read again the turn it
+//!    resumes; accepts new
 //!    connections, at most [`ACCEPTS`] a turn; takes the commands waiting
 //!    (WebSocket connections, password verdicts, the control API,
 //!    shutdown), at most [`COMMANDS`] a turn;
@@ -58,8 +62,11 @@ const WAKER: Token = Token(usize::MAX);
 const LISTENER: Token = Token(usize::MAX - 1);
 
 /// The one read buffer: the most bytes one socket hands the registry in
-/// one turn.
-pub const READ_BUFFER: usize = 64 * 1024;
+/// one turn. Small, so that reads are fair: a publisher's burst is taken a
+/// few dozen PUBLISHes a turn, and what waits in its socket pushes back on
+/// it through TCP, while the acknowledgements of the subscribers it feeds
+/// are read in between.
+pub const READ_BUFFER: usize = 4 * 1024;
 
 /// Readiness events taken per turn.
 const EVENTS: usize = 1024;
@@ -236,7 +243,12 @@ impl Loop {
             } else {
                 trim.worked();
             }
-            for conn in std::mem::take(&mut self.again) {
+            // Each socket is read at most once a turn: one already read
+            // from `again` and readable again waits for the next turn.
+            let mut read = std::mem::take(&mut self.again);
+            read.sort_unstable();
+            read.dedup();
+            for &conn in &read {
                 self.socket(now, conn, true, false);
             }
             for event in events.iter() {
@@ -244,9 +256,14 @@ impl Loop {
                     WAKER => {}
                     LISTENER => self.accepting = true,
                     Token(t) => {
-                        let readable =
+                        let conn = t as u64;
+                        let mut readable =
                             event.is_readable() || event.is_read_closed() || event.is_error();
-                        self.socket(now, t as u64, readable, event.is_writable());
+                        if readable && read.binary_search(&conn).is_ok() {
+                            readable = false;
+                            self.again.push(conn);
+                        }
+                        self.socket(now, conn, readable, event.is_writable());
                     }
                 }
             }
@@ -286,11 +303,13 @@ impl Loop {
         for (conn, tcp) in self.broker.take_closing() {
             self.close(now, conn, tcp);
         }
+        self.broker.take_resumed(&mut self.again);
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         [
             self.broker.poll_timeout(),
+            self.broker.flow_deadline(),
             self.deadlines.peek().map(|Reverse((t, _))| *t),
             self.accept_retry,
             self.stop.as_ref().map(|(t, _)| *t),
@@ -441,7 +460,7 @@ impl Loop {
         let Some(c) = self.closing.get_mut(&conn) else {
             return;
         };
-        if c.tcp.has_unsent() && c.tcp.write_unsent() == Sent::Failed {
+        if c.tcp.has_unsent() && c.tcp.write_unsent(now) == Sent::Failed {
             self.closing.remove(&conn);
             return;
         }

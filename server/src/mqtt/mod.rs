@@ -11,6 +11,8 @@
 //! - `broker`: the codec's registry with the tree, the retained messages
 //!   and the connections, driven by the loop;
 //! - `conns`: the broker's connections by number, in a slab;
+//! - `flow`: publishers paused for the subscribers they feed, and the
+//!   count of messages lost;
 //! - `channel`: what the loop and the rest of the server say to each
 //!   other, and a WebSocket connection's bounded outbox;
 //! - [`tree`]: the subscription index, a trie of topic levels;
@@ -25,6 +27,7 @@ pub(crate) mod channel;
 pub(crate) mod conn;
 mod conns;
 pub(crate) mod event_loop;
+mod flow;
 mod ratelog;
 pub mod retained;
 mod tcp;

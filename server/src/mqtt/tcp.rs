@@ -6,9 +6,12 @@
 //! socket would not take stays, in a buffer bounded by
 //! [`conn_bytes`](super::channel::conn_bytes), and past that bound the
 //! connection does not keep up and is closed (the registry's
-//! `outbound_full`, 0x97).
+//! `outbound_full`, 0x97). The broker also closes a connection whose
+//! socket takes nothing of what waits for [`WRITE_STALL`], and stops
+//! sending QoS 0 to one with more than [`SHED_BYTES`] waiting.
 
 use std::io::{self, IoSlice, Read as _, Write as _};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use mio::net::TcpStream;
@@ -19,6 +22,24 @@ use crate::slots::PendingSlot;
 /// Most buffers gathered into one `writev`.
 const GATHER: usize = 64;
 
+/// How long bytes may wait for a socket that takes none of them before
+/// its client is taken to have stopped reading (closed 0x97, its session
+/// kept).
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// Bytes waiting for a connection past which QoS 0 messages for it are
+/// dropped (counted) rather than added: QoS 1 and 2 are bounded by the
+/// in-flight window, QoS 0 by nothing else.
+pub const SHED_BYTES: usize = 256 * 1024;
+
+/// Bytes a socket would not take yet.
+#[derive(Debug)]
+struct Unsent {
+    bytes: BytesMut,
+    /// When the socket last took some (or the bytes began to wait).
+    progress: Instant,
+}
+
 /// An MQTT client's TCP socket.
 #[derive(Debug)]
 pub struct TcpConn {
@@ -26,7 +47,7 @@ pub struct TcpConn {
     /// Bytes the socket would not take yet; `None` while the client keeps
     /// up (boxed, as is `waiting`: a pointer in every idle connection
     /// rather than the whole buffer or slot).
-    unsent: Option<Box<BytesMut>>,
+    unsent: Option<Box<Unsent>>,
     /// Its address's place among connections not answered yet, given back
     /// at the first write (the CONNACK, or the end of a connection whose
     /// CONNECT never came).
@@ -78,18 +99,23 @@ impl TcpConn {
     /// Writes `batch` after what still waits: with one system call when
     /// nothing waits and the socket takes it all; what it does not take
     /// waits, up to `bound` bytes.
-    pub fn write(&mut self, batch: &[Bytes], bound: usize) -> Sent {
+    pub fn write(&mut self, batch: &[Bytes], bound: usize, now: Instant) -> Sent {
         self.waiting = None;
         let Some(total) = batch.iter().try_fold(0usize, |n, b| n.checked_add(b.len())) else {
             return self.give_up();
         };
         if let Some(unsent) = self.unsent.as_mut() {
             // The socket is full: the writable event writes the rest.
-            if unsent.len().checked_add(total).is_none_or(|n| n > bound) {
+            if unsent
+                .bytes
+                .len()
+                .checked_add(total)
+                .is_none_or(|n| n > bound)
+            {
                 return self.give_up();
             }
             for b in batch {
-                unsent.extend_from_slice(b);
+                unsent.bytes.extend_from_slice(b);
             }
             return Sent::Ok;
         }
@@ -118,15 +144,19 @@ impl TcpConn {
             skip -= from;
             unsent.extend_from_slice(&b[from..]);
         }
-        self.unsent = Some(Box::new(unsent));
+        self.unsent = Some(Box::new(Unsent {
+            bytes: unsent,
+            progress: now,
+        }));
         Sent::Ok
     }
 
     /// The socket can take more: writes what waits.
-    pub fn write_unsent(&mut self) -> Sent {
-        let Some(unsent) = self.unsent.as_mut() else {
+    pub fn write_unsent(&mut self, now: Instant) -> Sent {
+        let Some(waiting) = self.unsent.as_mut() else {
             return Sent::Ok;
         };
+        let unsent = &mut waiting.bytes;
         let mut written = 0;
         while written < unsent.len() {
             match self.stream.write(&unsent[written..]) {
@@ -140,8 +170,9 @@ impl TcpConn {
         if written == unsent.len() {
             // Nothing stays allocated for a connection that keeps up.
             self.unsent = None;
-        } else {
+        } else if written > 0 {
             unsent.advance(written);
+            waiting.progress = now;
         }
         Sent::Ok
     }
@@ -149,6 +180,17 @@ impl TcpConn {
     /// Whether bytes wait for the socket.
     pub fn has_unsent(&self) -> bool {
         self.unsent.is_some()
+    }
+
+    /// How many bytes wait for the socket.
+    pub fn unsent_len(&self) -> usize {
+        self.unsent.as_ref().map_or(0, |u| u.bytes.len())
+    }
+
+    /// While bytes wait: when the socket last took some of them (or they
+    /// began to wait).
+    pub fn progress(&self) -> Option<Instant> {
+        self.unsent.as_ref().map(|u| u.progress)
     }
 
     /// Whether it was given up on (its writes passed the bound).
