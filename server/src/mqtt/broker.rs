@@ -239,6 +239,9 @@ pub struct Broker {
     /// Paused publishers, the subscribers holding them, and the count of
     /// messages lost.
     flow: Flow,
+    /// Wills due, routed in order while [`WILLS`] is not paused (at most
+    /// one per session the registry holds).
+    wills_due: VecDeque<(String, Message)>,
     /// Retained messages still to send after a SUBSCRIBE, by client id.
     retained_due: HashMap<String, RetainedDue>,
     /// Their number over every client.
@@ -286,6 +289,7 @@ impl Broker {
             max_owners,
             persistent: HashMap::new(),
             flow: Flow::default(),
+            wills_due: VecDeque::new(),
             retained_due: HashMap::new(),
             retained_due_total: 0,
             retained_due_max,
@@ -590,6 +594,13 @@ impl Broker {
                 busy = true;
                 self.event(now, event, events);
             }
+            while !self.flow.is_paused(WILLS) {
+                let Some((from, message)) = self.wills_due.pop_front() else {
+                    break;
+                };
+                busy = true;
+                self.route(now, &from, &message, false);
+            }
             while let Some(transmit) = self.registry.poll_transmit() {
                 busy = true;
                 self.outbox.push(transmit);
@@ -742,7 +753,8 @@ impl Broker {
                 self.own(now, client_id, owner);
             }
             Event::Publish { from, message } => self.route(now, &from, &message, true),
-            Event::Will { from, message } => self.route(now, &from, &message, false),
+            // Routed in turn, as subscribers' queues have room.
+            Event::Will { from, message } => self.wills_due.push_back((from, message)),
             Event::Subscribe {
                 client_id,
                 packet_id,
@@ -916,8 +928,9 @@ impl Broker {
     /// stored (or deleted) at its admission, by [`RetainGate`], and that
     /// publisher is paused when a connected subscriber's queue passes its
     /// high-water mark (see `flow.rs`). A will is not live: a retained one
-    /// is stored here. QoS 0 for a connection with [`SHED_BYTES`] not yet
-    /// written is dropped, counted.
+    /// is stored here, and the queue of wills due ([`WILLS`]) is what is
+    /// paused. QoS 0 for a connection with [`SHED_BYTES`] not yet written
+    /// is dropped, counted.
     fn route(&mut self, now: Instant, from: &str, message: &Message, live: bool) {
         if !live && message.retain {
             let mut gate = self.gate();
@@ -944,7 +957,7 @@ impl Broker {
                 continue;
             }
             match self.registry.deliver(now, m.client_id, message, delivery) {
-                Delivered::Queued if live => {
+                Delivered::Queued => {
                     let Some(fill) = self.registry.backlog(m.client_id).map(Fill::from) else {
                         continue;
                     };
@@ -953,8 +966,13 @@ impl Broker {
                     }
                     let registry = &self.registry;
                     let conns = &mut self.conns;
-                    let Some(p) = *publisher.get_or_insert_with(|| pausable(registry, conns, from))
-                    else {
+                    let Some(p) = *publisher.get_or_insert_with(|| {
+                        if live {
+                            pausable(registry, conns, from)
+                        } else {
+                            Some(WILLS)
+                        }
+                    }) else {
                         continue;
                     };
                     // A client feeding itself is not paused for itself.
@@ -1178,6 +1196,12 @@ fn pausable(
         _ => None,
     }
 }
+
+/// The publisher a will is routed for, in [`Flow`]: the broker's queue of
+/// wills due, paused as a socket is while a subscriber's queue fills (a
+/// burst of connections lost at once must not overflow a `will/#`
+/// watcher's queue). No connection has this number.
+const WILLS: ConnId = ConnId(u64::MAX);
 
 /// How often a refused retained message is logged at most.
 const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
