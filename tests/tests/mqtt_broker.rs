@@ -988,8 +988,11 @@ async fn mqtt_3_3_1_9_to_13_retain_handling_and_retain_as_published() {
 }
 
 #[tokio::test]
-async fn mqtt_queue_limit_closes_a_subscriber_that_falls_behind_with_0x97() {
-    // --queue-limit bounds MQTT sessions' queues too.
+async fn mqtt_queue_limit_drops_new_messages_for_a_subscriber_that_stops_acknowledging() {
+    // --queue-limit bounds MQTT sessions' queues too. A subscriber that
+    // stops acknowledging holds its publisher for at most 1 s (flow
+    // control); then new messages its full queue cannot take are dropped,
+    // and what it holds stays: nobody is closed.
     let server = Server::start(&["--ping-period", "0", "--queue-limit", "4"]);
     let mut slow = Client::tcp(&server, Version::V5).await;
     let mut connect = Connect::new(Version::V5, s("slow"), None, None, None).unwrap();
@@ -1003,18 +1006,23 @@ async fn mqtt_queue_limit_closes_a_subscriber_that_falls_behind_with_0x97() {
     let mut publisher = Client::tcp(&server, Version::V5).await;
     publisher.connect("flooder").await;
     for i in 1..=8u16 {
+        let payload = [b'0' + i as u8];
         publisher
-            .publish("flood", b"m", QoS::AtLeastOnce, false, i)
+            .publish("flood", &payload, QoS::AtLeastOnce, false, i)
             .await;
     }
-    // The first message, never acknowledged, then the close.
-    assert!(matches!(slow.recv().await, Some(Packet::Publish(_))));
-    match slow.recv().await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.code, 0x97),
-        other => panic!("expected DISCONNECT 0x97, got {other:?}"),
+    // One in flight and four queued; the last three were dropped.
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(slow.received().await.payload().to_vec());
     }
-    let closed = event_of(&server, "closed", "slow").await;
-    assert_eq!(closed["reason"], "MESSAGE_QUEUE_LIMIT_REACHED");
+    assert_eq!(got, [b"1", b"2", b"3", b"4", b"5"].map(|p| p.to_vec()));
+    slow.quiet().await;
+    // Still connected: it is served again.
+    publisher
+        .publish("flood", b"again", QoS::AtLeastOnce, false, 9)
+        .await;
+    assert_eq!(slow.received().await.payload(), b"again");
 }
 
 #[tokio::test]
@@ -1064,14 +1072,28 @@ async fn mqtt_deep_filters_and_topics_are_refused_without_harm() {
         .await;
     assert_eq!(codes, [0x80]);
     c.subscribe(2, "ok", sub(QoS::AtMostOnce)).await;
-    let mut p = Client::tcp(&server, Version::V311).await;
-    p.connect("deep-pub").await;
-    // A topic of 30,000 levels, retained: neither routed nor kept.
+    // A topic of 30,000 levels, retained: neither routed nor kept, and not
+    // acknowledged as kept. 5.0: PUBACK 0x97.
     let deep = "/".repeat(30_000);
-    p.publish(&deep, b"x", QoS::AtLeastOnce, true, 1).await;
-    p.publish("ok", b"still here", QoS::AtLeastOnce, false, 2)
+    let mut p5 = Client::tcp(&server, Version::V5).await;
+    p5.connect("deep-pub-5").await;
+    let retained = Publish::new(&s(&deep), b"x")
+        .with_qos(QoS::AtLeastOnce, 1)
+        .with_retain(true);
+    p5.send(Packet::Publish(retained.clone())).await;
+    match p5.recv().await {
+        Some(Packet::PubAck(a)) => assert_eq!((a.packet_id, a.code), (1, 0x97)),
+        other => panic!("expected PUBACK 0x97, got {other:?}"),
+    }
+    p5.publish("ok", b"still here", QoS::AtLeastOnce, false, 2)
         .await;
     assert_eq!(c.received().await.payload(), b"still here");
+    // 3.1.1 cannot say so: closed without a PUBACK (MQTT-3.3.5-2), so that
+    // the client keeps the message.
+    let mut p = Client::tcp(&server, Version::V311).await;
+    p.connect("deep-pub").await;
+    p.send(Packet::Publish(retained)).await;
+    assert!(p.recv().await.is_none(), "closed without a PUBACK");
     c.quiet().await;
 }
 
