@@ -524,3 +524,82 @@ impl Wire {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
+
+/// A legitimate client from 127.0.0.1 checking that the broker still
+/// serves: on its own thread, a QoS 1 round trip every 100 ms (a PUBLISH to
+/// a topic it subscribes to, answered by both the PUBACK and the message)
+/// until [`Probe::stop`]. The liveness bound of issue 18: each within 1 s
+/// while an attack runs.
+pub struct Probe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Option<Duration>>>,
+}
+
+impl Probe {
+    /// The bound a round trip must keep.
+    pub const BOUND: Duration = Duration::from_secs(1);
+
+    /// Connects `client_id` (5.0, clean) to `addr`, subscribes, and starts
+    /// the round trips; at most 600 of them (a minute).
+    pub fn start(addr: SocketAddr, client_id: &str) -> Probe {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (mut w, connected) = Wire::connected(addr, &Connect::new(V5, client_id));
+        assert!(connected, "the probe connects");
+        let topic = format!("probe/{client_id}");
+        assert_eq!(w.subscribe(&topic, 1), Some(1), "the probe subscribes");
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut trips = Vec::new();
+            let mut n = 0u16;
+            while !flag.load(Ordering::Relaxed) && trips.len() < 600 {
+                n = n.wrapping_add(1).max(1);
+                let t = Instant::now();
+                if w.send(&publish(V5, &topic, b"ping", 1, n, false)).is_err() {
+                    trips.push(None);
+                    break;
+                }
+                let (mut acked, mut delivered) = (false, false);
+                let limit = Duration::from_secs(5);
+                while !(acked && delivered) && t.elapsed() < limit {
+                    match w.read(limit.saturating_sub(t.elapsed())) {
+                        Got::Frame(f) if f.kind() == 4 && f.packet_id() == Some(n) => {
+                            acked = true;
+                        }
+                        Got::Frame(f) => {
+                            if let Some(m) = parse_publish(V5, &f) {
+                                delivered = true;
+                                let _ = w.send(&puback(m.packet_id));
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                trips.push((acked && delivered).then(|| t.elapsed()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            trips
+        });
+        Probe { stop, thread }
+    }
+
+    /// Ends the round trips: each one's time (`None`: not completed within
+    /// 5 s). Panics unless there was at least one and each kept
+    /// [`Probe::BOUND`]; `what` names the attack in the message.
+    pub fn stop(self, what: &str) -> Vec<Option<Duration>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let trips = self.thread.join().expect("the probe thread");
+        let slowest = trips.iter().flatten().max().copied();
+        eprintln!(
+            "{what}: {} legitimate QoS 1 round trips, slowest {slowest:?}",
+            trips.len()
+        );
+        assert!(!trips.is_empty(), "{what}: no round trip");
+        assert!(
+            trips.iter().all(|t| t.is_some_and(|d| d < Probe::BOUND)),
+            "{what}: a round trip missed {:?}: {trips:?}",
+            Probe::BOUND
+        );
+        trips
+    }
+}

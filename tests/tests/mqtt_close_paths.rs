@@ -208,11 +208,13 @@ fn mqtt_3_3_2_9_topic_alias_above_the_maximum() {
     expect_close(&b, &mut c, Some(id), "INVALID_INBOUND_MESSAGE", 0x94, true);
 }
 
-/// A subscriber that stops reading while messages keep coming is closed
-/// MESSAGE_QUEUE_LIMIT_REACHED (5.0 DISCONNECT 0x97, found behind what it
-/// left unread): at QoS 1 once its in-flight window and its queue are full,
-/// at QoS 0 once its connection holds as much unwritten as it may (there
-/// the DISCONNECT may find no room). The publisher is still served.
+/// A subscriber that stops reading while messages keep coming. At QoS 0
+/// its connection takes nothing more, what passes 256 KiB unwritten is
+/// dropped, and once its socket has taken nothing for 10 s it is closed
+/// MESSAGE_QUEUE_LIMIT_REACHED (5.0 DISCONNECT 0x97 if there is room behind
+/// what it left unread). At QoS 1 its in-flight window bounds what waits
+/// for its socket and its full queue drops new messages: it is not closed,
+/// its session keeps what it holds. The publisher is served throughout.
 #[test]
 fn mqtt_message_queue_limit_reached() {
     let b = broker();
@@ -224,14 +226,18 @@ fn mqtt_message_queue_limit_reached() {
             let mut sleeper = connected(&b, version, &id);
             sleeper.subscribe(&filter, qos);
             let mut flood = connected(&b, version, &format!("flood-{what}"));
-            let closed = flood_until_closed(&b, &mut flood, &filter, qos, &id);
+            let limit = match qos {
+                QoS::AtMostOnce => Duration::from_secs(30),
+                _ => Duration::from_secs(3),
+            };
+            let closed = flood_until_closed(&b, &mut flood, &filter, qos, &id, limit);
             if b.kind() == BrokerKind::Sessionwire {
-                assert!(
-                    closed,
-                    "{what}: the sleeper was never closed: {:#?}",
-                    b.mqtt_events()
-                );
                 if qos == QoS::AtMostOnce {
+                    assert!(
+                        closed,
+                        "{what}: the sleeper was never closed: {:#?}",
+                        b.mqtt_events()
+                    );
                     // Its connection takes nothing more, so a DISCONNECT may
                     // not find room behind what it left unread.
                     let seen = sleeper.read_until_closed(WAIT);
@@ -243,14 +249,7 @@ fn mqtt_message_queue_limit_reached() {
                         Some(0x97),
                     );
                 } else {
-                    expect_close(
-                        &b,
-                        &mut sleeper,
-                        Some(&id),
-                        "MESSAGE_QUEUE_LIMIT_REACHED",
-                        0x97,
-                        true,
-                    );
+                    assert!(!closed, "{what}: a QoS 1 sleeper was closed");
                 }
             }
             // The publisher is still served.
@@ -264,24 +263,34 @@ fn mqtt_message_queue_limit_reached() {
 /// the queue's count is reached first; 30 KiB at QoS 0, to get past the
 /// socket buffers to the connection's bound in bytes), each round
 /// answered (its PUBACKs at QoS 1, a PINGRESP at QoS 0) as a client
-/// keeping to a window waits, until `id` is logged closed for a full queue
-/// (true) or 4,000 messages went out (false). Bounded by count and time.
-fn flood_until_closed(b: &Broker, flood: &mut RawClient, filter: &str, qos: QoS, id: &str) -> bool {
+/// keeping to a window waits, 20 rounds a second at most, until `id` is
+/// logged closed for a full queue (true) or `limit` passed (false).
+fn flood_until_closed(
+    b: &Broker,
+    flood: &mut RawClient,
+    filter: &str,
+    qos: QoS,
+    id: &str,
+    limit: Duration,
+) -> bool {
     let body = payload(if qos == QoS::AtMostOnce {
         30 * 1024
     } else {
         1024
     });
     let start = Instant::now();
-    for round in 0..80u16 {
+    let mut round = 0u16;
+    while start.elapsed() < limit {
+        let began = Instant::now();
         for k in 1..=50 {
             let p = Publish::new(&topic(filter), &body);
             let p = match qos {
                 QoS::AtMostOnce => p,
-                _ => p.with_qos(qos, round * 50 + k),
+                _ => p.with_qos(qos, (round % 1000) * 50 + k),
             };
             flood.send(&Packet::Publish(p));
         }
+        round = round.wrapping_add(1);
         if qos == QoS::AtMostOnce {
             flood.send(&Packet::PingReq);
             until_pingresp(flood);
@@ -302,7 +311,7 @@ fn flood_until_closed(b: &Broker, flood: &mut RawClient, filter: &str, qos: QoS,
         if closed {
             return true;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "flood too slow");
+        std::thread::sleep(Duration::from_millis(50).saturating_sub(began.elapsed()));
     }
     false
 }

@@ -20,7 +20,7 @@ use sessionwire_tests::attack::attacker;
 use sessionwire_tests::mqtt::{Broker, BrokerOptions};
 use sessionwire_tests::server::Server;
 use sessionwire_tests::wire::{
-    parse_publish, puback, publish, session_expiry, Connect, Got, Wire, DISCONNECT, V311, V5,
+    parse_publish, puback, publish, session_expiry, Connect, Got, Probe, Wire, DISCONNECT, V311, V5,
 };
 
 fn broker() -> Broker {
@@ -152,11 +152,13 @@ fn qos1_burst(level: u8, n: usize, limit: Duration) {
     }
     let (mut sub, _) = Wire::connected(b.addr(), &connect);
     assert_eq!(sub.subscribe("b/#", 1), Some(1), "SUBACK granting QoS 1");
+    let probe = Probe::start(b.addr(), "burst-probe");
     let started = Instant::now();
     let seen = reader(sub, n, limit);
     let acks = burst(b.addr(), "burst-pub", n, false, |_| "b/x".to_owned(), limit);
     let seen = seen.join().expect("the subscriber thread");
     let took = started.elapsed();
+    probe.stop("QoS 1 burst");
     let (received, distinct, misplaced) = check_sequence(&seen.payloads);
     eprintln!(
         "{:?} level {level} burst {n}: {acks} PUBACKs, subscriber got {received} ({distinct} distinct, \
@@ -202,6 +204,7 @@ fn will_watcher_gets_2000_wills_and_stays_connected() {
     let (mut watcher, _) =
         Wire::connected(b.addr(), &Connect::new(V311, "will-watcher").clean(false));
     assert_eq!(watcher.subscribe("will/#", 1), Some(1));
+    let probe = Probe::start(b.addr(), "will-probe");
     let started = Instant::now();
     let seen = reader(watcher, N, limit);
     let addr = b.addr();
@@ -236,6 +239,7 @@ fn will_watcher_gets_2000_wills_and_stays_connected() {
         w.drop_unclean();
     }
     let seen = seen.join().unwrap();
+    probe.stop("will burst");
     let mut got: Vec<usize> = seen
         .payloads
         .iter()
@@ -449,6 +453,7 @@ fn offline_fanout_1000_sessions_4mb_stays_under_100mb() {
         m.join().unwrap();
     }
     let before = rss_mib(b.pid());
+    let probe = Probe::start(addr, "fanout-probe");
     let (mut publisher, _) = Wire::connected(addr, &Connect::new(V311, "fanout-pub"));
     let body = vec![b'x'; 10 * 1024];
     let mut peak = before;
@@ -465,6 +470,7 @@ fn offline_fanout_1000_sessions_4mb_stays_under_100mb() {
         }
     }
     peak = peak.max(rss_mib(b.pid()));
+    probe.stop("offline fan-out");
     eprintln!(
         "{:?} offline fan-out: {SESSIONS} sessions, {sent} x 10 KB: RSS {before:.1} MB before, \
          peak {peak:.1} MB, {:.2?}",
@@ -499,6 +505,7 @@ fn stalled_readers_rss_growth_within_held_bytes_budget() {
         readers.push(w);
     }
     let before = rss_mib(server.pid());
+    let probe = Probe::start(addr, "stall-probe");
     let (publisher, _) = Wire::connected(addr, &Connect::new(V311, "stall-pub"));
     let mut out = publisher.try_clone_stream().unwrap();
     out.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
@@ -531,6 +538,7 @@ fn stalled_readers_rss_growth_within_held_bytes_budget() {
     }
     std::thread::sleep(Duration::from_millis(500));
     peak = peak.max(rss_mib(server.pid()));
+    probe.stop("stalled readers");
     let growth = peak - before;
     let bound = 1.1 * (BUDGET as f64 / (1 << 20) as f64) + 24.0;
     eprintln!(

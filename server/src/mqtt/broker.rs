@@ -35,8 +35,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use sessionwire::mqtt::session::{
-    Charge, ConnId, Delivered, Delivery, Dropped, Event, Incoming, Message, MqttConfig,
-    PublishGate, Refuse, Registry, ServerClose, SubscriptionRequest,
+    Charge, ConnId, Delivered, Delivery, Event, Incoming, Message, MqttConfig, PublishGate, Refuse,
+    Registry, ServerClose, SubscriptionRequest,
 };
 use sessionwire::mqtt::{Property, PropertyId, QoS, Version};
 use sessionwire::CloseReason;
@@ -567,12 +567,13 @@ impl Broker {
             self.registry.close(now, &client_id, ServerClose::Shutdown);
         }
         self.drive(now, events);
-        let [queue_full, qos0_shed, retained_not_sent] = self.flow.total_lost();
+        let [queue_full, qos0_shed, retained_not_sent, budget] = self.flow.total_lost();
         let (pauses, spent) = self.flow.pauses();
         tracing::info!(
             queue_full,
             qos0_shed,
             retained_not_sent,
+            budget,
             pauses,
             pauses_cut_short = spent,
             "MQTT flow control since the start: messages dropped, publishers paused"
@@ -980,8 +981,10 @@ impl Broker {
                         self.flow.delivered(now, m.client_id, fill, p);
                     }
                 }
-                Delivered::Dropped(Dropped::QueueFull) => {
-                    self.flow.lost(now, m.client_id, Loss::QueueFull);
+                answer @ Delivered::Dropped(_) => {
+                    if let Some(loss) = Loss::of(answer) {
+                        self.flow.lost(now, m.client_id, loss);
+                    }
                 }
                 _ => {}
             }
@@ -1066,8 +1069,8 @@ impl Broker {
             };
             self.retained_due_total = self.retained_due_total.saturating_sub(1);
             let answer = self.registry.deliver(now, client_id, &message, delivery);
-            if answer == Delivered::Dropped(Dropped::QueueFull) {
-                self.flow.lost(now, client_id, Loss::QueueFull);
+            if let Some(loss) = Loss::of(answer) {
+                self.flow.lost(now, client_id, loss);
             }
         }
         if due.queue.is_empty() {
@@ -1157,8 +1160,8 @@ impl Broker {
         self.pace_retained(now, client_id);
         for (message, delivery) in at_once {
             let answer = self.registry.deliver(now, client_id, &message, delivery);
-            if answer == Delivered::Dropped(Dropped::QueueFull) {
-                self.flow.lost(now, client_id, Loss::QueueFull);
+            if let Some(loss) = Loss::of(answer) {
+                self.flow.lost(now, client_id, loss);
             }
         }
     }
@@ -1789,7 +1792,7 @@ mod tests {
         assert!(!resumed.is_empty() && resumed.iter().all(|&c| c == 2));
         assert!(!broker.flow.is_paused(ConnId(2)));
         assert_eq!(received, 15, "every message, none lost");
-        assert_eq!(broker.flow.total_lost(), [0, 0, 0]);
+        assert_eq!(broker.flow.total_lost(), [0, 0, 0, 0]);
     }
 
     #[tokio::test]
@@ -1823,7 +1826,7 @@ mod tests {
             &qos1_burst(11, 30),
         );
         assert!(!broker.flow.is_paused(ConnId(2)));
-        assert_eq!(broker.flow.total_lost(), [40 - 2 - 20, 0, 0]);
+        assert_eq!(broker.flow.total_lost(), [40 - 2 - 20, 0, 0, 0]);
         assert_eq!(broker.connected(), 2);
         let (_, n) = acks_for(&packets(&sub));
         assert_eq!(n, 2);
@@ -1850,7 +1853,7 @@ mod tests {
             let p = publish_packet("t", 0, &payload, false);
             bytes_to(&mut broker, &mut events, 2, Bytes::from(p));
         }
-        assert_eq!(broker.flow.total_lost(), [0, 3, 0]);
+        assert_eq!(broker.flow.total_lost(), [0, 3, 0, 0]);
         let (_, n) = acks_for(&packets(&sub));
         assert_eq!(n, over);
     }
@@ -1885,6 +1888,6 @@ mod tests {
         }
         assert_eq!(received, 50);
         assert!(broker.retained_due.is_empty());
-        assert_eq!(broker.flow.total_lost(), [0, 0, 0]);
+        assert_eq!(broker.flow.total_lost(), [0, 0, 0, 0]);
     }
 }

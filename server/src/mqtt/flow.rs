@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sessionwire::mqtt::session::{Backlog, ConnId};
+use sessionwire::mqtt::session::{Backlog, ConnId, Delivered, Dropped};
 
 /// A delivery leaving a connected subscriber's queue at least this full
 /// (percent, of messages or bytes) pauses the publisher that sent it. Low,
@@ -63,6 +63,20 @@ pub enum Loss {
     /// A retained message not sent after a SUBSCRIBE: its client left
     /// before its turn came.
     RetainedLeft,
+    /// The server-wide budget (`--mqtt-max-held-bytes`) was three
+    /// quarters held and the message would have waited in its queue.
+    Budget,
+}
+
+impl Loss {
+    /// The loss a delivery's answer counts as, if it is one.
+    pub fn of(answer: Delivered) -> Option<Loss> {
+        match answer {
+            Delivered::Dropped(Dropped::QueueFull) => Some(Loss::QueueFull),
+            Delivered::Dropped(Dropped::Budget) => Some(Loss::Budget),
+            _ => None,
+        }
+    }
 }
 
 impl Loss {
@@ -71,12 +85,14 @@ impl Loss {
             Loss::QueueFull => 0,
             Loss::Shed => 1,
             Loss::RetainedLeft => 2,
+            Loss::Budget => 3,
         }
     }
 }
 
-/// Messages not kept, by [`Loss`]: queue full, QoS 0 shed, retained left.
-pub type LossCounts = [u64; 3];
+/// Messages not kept, by [`Loss`]: queue full, QoS 0 shed, retained left,
+/// budget.
+pub type LossCounts = [u64; 4];
 
 /// What flow control needs of a subscriber's [`Backlog`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,7 +290,7 @@ impl Flow {
             self.losses.insert(
                 subscriber.to_owned(),
                 Losses {
-                    counts: [0; 3],
+                    counts: [0; 4],
                     logged: None,
                 },
             );
@@ -287,7 +303,7 @@ impl Flow {
         counts[i] = counts[i].saturating_add(1);
         if logged.is_none_or(|t| now.saturating_duration_since(t) >= LOSS_LOG_INTERVAL) {
             log_loss(subscriber, counts);
-            *counts = [0; 3];
+            *counts = [0; 4];
             *logged = Some(now);
         }
     }
@@ -314,7 +330,7 @@ impl Flow {
             if self.other_losses.iter().any(|&c| c > 0) {
                 log_loss("(other subscribers)", &self.other_losses);
             }
-            self.other_losses = [0; 3];
+            self.other_losses = [0; 4];
             self.other_logged = None;
         }
     }
@@ -351,6 +367,7 @@ fn log_loss(subscriber: &str, counts: &LossCounts) {
         queue_full = counts[0],
         qos0_shed = counts[1],
         retained_not_sent = counts[2],
+        budget = counts[3],
         "MQTT messages dropped for a subscriber that does not keep up"
     );
 }
@@ -458,9 +475,9 @@ mod tests {
             flow.lost(t0, "s", Loss::QueueFull);
         }
         flow.lost(t0, "s", Loss::Shed);
-        assert_eq!(flow.total_lost(), [1000, 1, 0]);
+        assert_eq!(flow.total_lost(), [1000, 1, 0, 0]);
         // The first loss was logged; the rest wait for the interval.
-        assert_eq!(flow.losses["s"].counts, [999, 1, 0]);
+        assert_eq!(flow.losses["s"].counts, [999, 1, 0, 0]);
         assert_eq!(flow.deadline(), Some(t0 + LOSS_LOG_INTERVAL));
         flow.check(t0 + LOSS_LOG_INTERVAL, |_| None);
         assert!(flow.losses.is_empty());

@@ -82,7 +82,8 @@ pub enum Dropped {
     TooLarge,
     /// The server-wide budget
     /// ([`MqttConfig::max_held_bytes`](super::MqttConfig::max_held_bytes))
-    /// is spent.
+    /// is spent, or three quarters held and the message would wait in the
+    /// session's queue.
     Budget,
 }
 

@@ -145,7 +145,10 @@
 //!   before it is acknowledged: 5.0 gets PUBACK or PUBREC 0x97, a 3.1.1
 //!   client is closed without an acknowledgement (it keeps the message),
 //!   QoS 0 is dropped; and deliveries are dropped
-//!   ([`Dropped::Budget`]). The server's [`PublishGate`] may refuse a
+//!   ([`Dropped::Budget`]). Once three quarters of it are held, a message
+//!   that would wait in a queue (its session offline or behind) is
+//!   dropped for that session, so that sessions which never read cannot
+//!   spend the budget of clients that keep up. The server's [`PublishGate`] may refuse a
 //!   PUBLISH the same way (a retained message its store cannot keep).
 //! - Nothing sent exceeds a 5.0 client's Maximum Packet Size
 //!   (MQTT-3.1.2-24): a CONNACK drops its properties to fit, a PUBLISH

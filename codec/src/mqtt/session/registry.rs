@@ -239,6 +239,11 @@ impl<R: RandomSource> std::fmt::Debug for Registry<R> {
 /// The prefix of a client identifier the server assigns.
 const ASSIGNED_PREFIX: &str = "auto-";
 
+/// How full the server-wide budget may be before messages that would
+/// wait in a queue are dropped, in percent: the rest is kept for what
+/// goes out at once.
+const TIGHT_PERCENT: usize = 75;
+
 /// 5.0 reason code 0x97, quota exceeded.
 const QUOTA_EXCEEDED: u8 = 0x97;
 
@@ -718,6 +723,19 @@ impl<R: RandomSource> Registry<R> {
             self.config.max_queued_messages,
             self.config.max_queued_bytes,
         );
+        // With most of the budget held, a message that would wait (a
+        // session offline or behind) is dropped for that session alone:
+        // the rest of the budget stays for clients that keep up, so that
+        // sessions which never read cannot spend it for everyone.
+        let waits = self.sessions.get(key).is_some_and(|s| {
+            options.qos != QoS::AtMostOnce
+                && !(s.conn.is_some()
+                    && s.queue_is_empty()
+                    && s.outbound_len() < usize::from(s.window))
+        });
+        if waits && self.budget_tight() {
+            return Delivered::Dropped(Dropped::Budget);
+        }
         let Some(shared) = self.shared(message) else {
             return Delivered::Dropped(Dropped::Budget);
         };
@@ -778,6 +796,11 @@ impl<R: RandomSource> Registry<R> {
         let kept = Arc::new(Shared::new(kept, Some(charge)));
         self.last_shared = Some(Arc::clone(&kept));
         Some(kept)
+    }
+
+    /// Whether the budget is [`TIGHT_PERCENT`] used or more.
+    fn budget_tight(&self) -> bool {
+        self.budget.used().saturating_mul(100) >= self.budget.limit().saturating_mul(TIGHT_PERCENT)
     }
 
     /// The server-wide budget over held message data

@@ -1947,3 +1947,43 @@ fn limit_session_expiry_caps_one_clients_session_and_tells_a_5_0_client() {
         Some(Property::SessionExpiryInterval(300))
     );
 }
+
+#[test]
+fn with_the_budget_three_quarters_held_only_messages_that_would_wait_are_dropped() {
+    let mut h = Harness::new(MqttConfig {
+        max_held_bytes: 100_000,
+        ..MqttConfig::default()
+    });
+    offline_session(&mut h, 1, "away");
+    h.connect(2, connect(Version::V5, "here"));
+    h.events();
+    let _hog = h.registry.budget().try_charge(76_000).unwrap();
+    let message = Message {
+        topic: Str::from_static("t"),
+        payload: Bytes::from_static(b"m"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Properties::new(),
+        expires_at: None,
+    };
+    let options = Delivery {
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_ids: Vec::new(),
+    };
+    // Offline: it would wait in the queue.
+    let away = h.registry.deliver(h.now, "away", &message, options.clone());
+    assert_eq!(away, Delivered::Dropped(Dropped::Budget));
+    // Connected and keeping up: it goes out at once.
+    let here = h.registry.deliver(h.now, "here", &message, options);
+    assert_eq!(here, Delivered::Sent);
+    // And a PUBLISH is still taken: the budget is not spent.
+    h.drain();
+    h.sent_to(2);
+    h.send(
+        2,
+        Version::V5,
+        Packet::Publish(publish("t", b"x", QoS::AtLeastOnce, 3)),
+    );
+    assert!(matches!(&h.sent_to(2)[..], [Packet::PubAck(a)] if a.code == 0));
+}
