@@ -122,6 +122,17 @@ fn burst(
     acks
 }
 
+/// The distinct numbers the payloads carry, sorted.
+fn distinct_numbers(payloads: &[Vec<u8>]) -> Vec<usize> {
+    let mut got: Vec<usize> = payloads
+        .iter()
+        .filter_map(|p| std::str::from_utf8(p).ok()?.parse().ok())
+        .collect();
+    got.sort_unstable();
+    got.dedup();
+    got
+}
+
 /// The sequence numbers in `payloads` must be 0..n, each once, in order;
 /// returns (received, distinct, first out of place).
 fn check_sequence(payloads: &[Vec<u8>]) -> (usize, usize, Option<usize>) {
@@ -240,13 +251,7 @@ fn will_watcher_gets_2000_wills_and_stays_connected() {
     }
     let seen = seen.join().unwrap();
     probe.stop("will burst");
-    let mut got: Vec<usize> = seen
-        .payloads
-        .iter()
-        .filter_map(|p| std::str::from_utf8(p).ok()?.parse().ok())
-        .collect();
-    got.sort_unstable();
-    got.dedup();
+    let got = distinct_numbers(&seen.payloads);
     eprintln!(
         "{:?} wills: {connected} willing clients connected, watcher got {} ({} distinct), \
          disconnected after {:?}, {:.2?}",
@@ -281,13 +286,7 @@ fn retained_3000_after_subscribe_all_delivered_subscriber_kept() {
     sub.send(&sessionwire_tests::wire::subscribe(V311, 1, &[("r/#", 1)]))
         .unwrap();
     let seen = reader(sub, N, limit).join().unwrap();
-    let mut got: Vec<usize> = seen
-        .payloads
-        .iter()
-        .filter_map(|p| std::str::from_utf8(p).ok()?.parse().ok())
-        .collect();
-    got.sort_unstable();
-    got.dedup();
+    let got = distinct_numbers(&seen.payloads);
     eprintln!(
         "{:?} retained: subscriber got {} of {N} ({} distinct), disconnected after {:?}, {:.2?}",
         b.kind(),
