@@ -8,7 +8,7 @@
 //! runs, so the test harness's own allocations are never counted. Each
 //! allocation is counted twice: as requested (`Layout::size`) and as glibc's
 //! malloc really takes it (`malloc_usable_size` plus its 8-byte header),
-//! which is what the store charges (`retained::heap_cost`).
+//! which is what the store charges (`heap::block`).
 
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
@@ -17,7 +17,8 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sessionwire_server::mqtt::retained::{heap_cost, Retained, RetainedLimits};
+use sessionwire_server::mqtt::heap::block;
+use sessionwire_server::mqtt::retained::{Retained, RetainedLimits};
 
 /// The system allocator, counting the live heap of the thread that armed it.
 struct Counting;
@@ -120,7 +121,7 @@ struct Message {
 /// The size the caller charges for a message's own heap: its topic string
 /// and its payload, as the allocator rounds them.
 fn message_size(topic: &str, payload: usize) -> usize {
-    heap_cost(topic.len()) + heap_cost(payload)
+    block(topic.len()) + block(payload)
 }
 
 /// The `i`th topic of the mix: a 128-level one of short levels, a shallow

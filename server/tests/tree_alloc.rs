@@ -16,7 +16,8 @@ use std::cell::Cell;
 use std::net::IpAddr;
 
 use sessionwire::mqtt::QoS;
-use sessionwire_server::mqtt::tree::{block, Principal, Subscription, Tree, TreeLimits};
+use sessionwire_server::mqtt::heap::block;
+use sessionwire_server::mqtt::tree::{Principal, Subscription, Tree, TreeLimits};
 
 /// The system allocator, counting the net heap of the thread that armed it.
 struct Counting;

@@ -44,8 +44,9 @@ use sessionwire::CloseReason;
 use super::channel::{conn_bytes, ConnOut, LoopCommand, MqttCommand, MqttOut, WeakLoopSender};
 use super::conns::ConnTable;
 use super::flow::{Fill, Flow, Loss, LOW_WATER};
+use super::heap::block;
 use super::ratelog::RateLog;
-use super::retained::{heap_cost, sends_retained, Retained, RetainedLimits};
+use super::retained::{sends_retained, Retained, RetainedLimits};
 use super::tcp::{Sent, TcpConn, SHED_BYTES, WRITE_STALL};
 use super::tree::{Principal, SubscribeError, Subscription, Tree, TreeLimits};
 use crate::channel::{Clients, OsRandom};
@@ -1246,9 +1247,9 @@ impl PublishGate for RetainGate<'_> {
             let mut kept = message.clone();
             kept.topic = sessionwire::mqtt::Str::try_from(topic).unwrap_or_default();
             kept.payload = Bytes::copy_from_slice(&message.payload);
-            let size = heap_cost(kept.topic.len())
-                .saturating_add(heap_cost(kept.payload.len()))
-                .saturating_add(heap_cost(kept.properties.as_bytes().len()));
+            let size = block(kept.topic.len())
+                .saturating_add(block(kept.payload.len()))
+                .saturating_add(block(kept.properties.as_bytes().len()));
             let levels = topic.split('/').count();
             let reserve = size.saturating_add(levels.saturating_mul(RETAINED_LEVEL_RESERVE));
             if self

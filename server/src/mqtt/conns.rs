@@ -22,6 +22,8 @@ use hashbrown::HashTable;
 use sessionwire::mqtt::session::ConnId;
 use slab::Slab;
 
+use super::heap::{block, table_heap};
+
 /// Slots added at least when the slab is full.
 const GROW_MIN: usize = 64;
 
@@ -118,10 +120,10 @@ impl<T: Keyed> SlotTable<T> {
     }
 
     /// The heap the table holds: its slots and its index (as
-    /// [`block`](super::tree::block) counts a `malloc`).
+    /// [`block`](super::heap::block) counts a `malloc`).
     pub(super) fn heap(&self) -> usize {
-        let slots = super::tree::block(self.slab.capacity().saturating_mul(size_of::<T>()));
-        slots.saturating_add(super::tree::block(self.index.allocation_size()))
+        let slots = block(self.slab.capacity().saturating_mul(size_of::<T>()));
+        slots.saturating_add(block(self.index.allocation_size()))
     }
 
     /// What one more entry could add to [`heap`](Self::heap): the slots
@@ -133,9 +135,9 @@ impl<T: Keyed> SlotTable<T> {
             grows = more.saturating_mul(size_of::<T>()).saturating_add(16);
         }
         if self.index.len() == self.index.capacity() {
-            let now = super::tree::block(self.index.allocation_size());
+            let now = block(self.index.allocation_size());
             let grown = self.index.capacity().saturating_mul(2).max(3);
-            grows = grows.saturating_add(super::tree::table_heap::<u32>(grown).saturating_sub(now));
+            grows = grows.saturating_add(table_heap::<u32>(grown).saturating_sub(now));
         }
         grows
     }

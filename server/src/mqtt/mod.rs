@@ -17,7 +17,9 @@
 //!   other, and a WebSocket connection's bounded outbox;
 //! - [`tree`]: the subscription index, a trie of topic levels;
 //! - [`retained`]: retained messages by topic, found by filter;
-//! - `ratelog`: log lines an attacker can cause, one per interval.
+//! - `ratelog`: log lines an attacker can cause, one per interval;
+//! - [`heap`]: what the tree, the retained store and the slot tables take
+//!   from the allocator, for their byte bounds.
 //!
 //! The tree and the retained store are public so that benchmarks (and
 //! other brokers) can use them; the rest is the server's own.
@@ -28,6 +30,7 @@ pub(crate) mod conn;
 mod conns;
 pub(crate) mod event_loop;
 mod flow;
+pub mod heap;
 mod ratelog;
 pub mod retained;
 mod tcp;

@@ -30,7 +30,7 @@
 //! message itself, and the store's structure (each level's node in its
 //! parent's children, level names longer than a [`CompactString`] keeps
 //! inline, the expiry index and its copy of the topic), each allocation
-//! counted as the allocator rounds it ([`heap_cost`]).
+//! counted as the allocator rounds it ([`block`]).
 //! `server/tests/retained_alloc.rs` checks the figure against a counting
 //! allocator.
 
@@ -39,6 +39,8 @@ use std::mem::size_of;
 use std::time::Instant;
 
 use compact_str::CompactString;
+
+use super::heap::{block, compact_heap};
 
 /// Bounds on the retained messages held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,25 +90,11 @@ pub fn sends_retained(retain_handling: u8, existed: bool, shared: bool) -> bool 
         }
 }
 
-/// The heap a request of `n` bytes really takes: glibc's malloc (the
-/// server's allocator on Linux) adds an 8-byte header, rounds up to 16
-/// bytes and takes at least 32; nothing for `n` = 0 (no allocation).
-pub fn heap_cost(n: usize) -> usize {
-    if n == 0 {
-        0
-    } else {
-        (n.saturating_add(8 + 15) & !15).max(32)
-    }
-}
-
 /// What one entry of the expiry index costs: a B-tree leaf of 11 entries
 /// (24-byte key, 16-byte value: 464 bytes with its header) holds 6 to 11,
 /// and about 7 when entries arrive in expiry order, as they mostly do;
 /// inner nodes add a little. Checked by `server/tests/retained_alloc.rs`.
 const INDEX_ENTRY_COST: usize = 72;
-
-/// Names up to this length live inside their [`CompactString`].
-const INLINE_NAME: usize = 24;
 
 /// A message's place in the expiry index: when, and a number telling two
 /// messages of one instant apart.
@@ -138,11 +126,11 @@ impl<M> Held<M> {
 
 fn held_cost<M>(size: usize, expires: bool, topic_len: usize) -> usize {
     let index = if expires {
-        INDEX_ENTRY_COST.saturating_add(heap_cost(topic_len))
+        INDEX_ENTRY_COST.saturating_add(block(topic_len))
     } else {
         0
     };
-    heap_cost(size_of::<Held<M>>())
+    block(size_of::<Held<M>>())
         .saturating_add(size)
         .saturating_add(index)
 }
@@ -180,26 +168,21 @@ struct Child<M> {
 
 /// The heap of a children vector of `capacity`.
 fn children_cost<M>(capacity: usize) -> usize {
-    heap_cost(capacity.saturating_mul(size_of::<Child<M>>()))
+    block(capacity.saturating_mul(size_of::<Child<M>>()))
 }
 
 /// The heap of a level name as it is stored.
 fn name_cost(name: &CompactString) -> usize {
     if name.is_heap_allocated() {
-        heap_cost(name.capacity())
+        block(name.capacity())
     } else {
         0
     }
 }
 
-/// The heap a level name will take, before it is stored (a
-/// [`CompactString`] allocates at least 32 bytes).
+/// The heap a level name will take, before it is stored.
 fn new_name_cost(name: &str) -> usize {
-    if name.len() <= INLINE_NAME {
-        0
-    } else {
-        heap_cost(name.len().max(32))
-    }
+    compact_heap(name.len())
 }
 
 /// The capacity a children vector grows to when full: doubled (one to

@@ -49,6 +49,7 @@ use sessionwire::mqtt::QoS;
 use smallvec::SmallVec;
 
 use super::conns::{Keyed, SlotTable};
+use super::heap::{block, compact_heap, table_heap, GROUP_WIDTH};
 
 /// The prefix of a shared subscription's filter.
 const SHARE_PREFIX: &str = "$share/";
@@ -146,43 +147,6 @@ const NEW_NODE: usize = 4 * size_of::<(Box<str>, Node)>() + 4 + GROUP_WIDTH;
 
 /// A node's new map of groups with one entry: four places.
 const NEW_GROUPS: usize = 4 * size_of::<(Box<str>, Group)>() + 4 + GROUP_WIDTH;
-
-/// The control bytes a hash table adds after its places (SSE2 groups).
-const GROUP_WIDTH: usize = 16;
-
-/// The heap a `malloc` of the glibc kind takes for `size` bytes: the size
-/// with an 8-byte header, rounded up to 16, at least 32; nothing for 0.
-pub fn block(size: usize) -> usize {
-    if size == 0 {
-        return 0;
-    }
-    (size.saturating_add(8 + 15) & !15).max(32)
-}
-
-/// The heap of a `CompactString` of `len` bytes: none up to 24, at least
-/// 32 bytes beyond.
-fn compact_heap(len: usize) -> usize {
-    if len <= 24 {
-        0
-    } else {
-        block(len.max(32))
-    }
-}
-
-/// The heap of a hash table of `T`s that has room for `capacity`.
-pub(super) fn table_heap<T>(capacity: usize) -> usize {
-    if capacity == 0 {
-        return 0;
-    }
-    // hashbrown: up to 7 entries in capacity + 1 places, then 7/8 of them.
-    let places = if capacity < 8 {
-        capacity + 1
-    } else {
-        (capacity / 7).saturating_mul(8)
-    };
-    let data = places.saturating_mul(size_of::<T>()).saturating_add(15) & !15;
-    block(data.saturating_add(places).saturating_add(GROUP_WIDTH))
-}
 
 /// The heap of a map of the tree's.
 fn map_heap<K: Eq + std::hash::Hash, V>(map: &Map<K, V>) -> usize {
