@@ -1702,6 +1702,7 @@ mod tests {
             mio::net::TcpStream::from_std(server),
             places.try_acquire_owned().unwrap(),
             pending.take(peer.ip()).unwrap(),
+            pending.take(peer.ip()).unwrap(),
         );
         assert!(broker.open_tcp(Instant::now(), conn, peer.ip(), tcp));
         send_tcp(

@@ -55,7 +55,7 @@ use super::trim::Trim;
 use crate::channel::{Clients, SessionInfo};
 use crate::events::EventLog;
 use crate::passwords::PasswordChecks;
-use crate::slots::{Pending, PendingSlot};
+use crate::slots::Pending;
 
 /// The loop's own tokens; a connection's token is its number.
 const WAKER: Token = Token(usize::MAX);
@@ -98,8 +98,9 @@ pub struct Setup {
     pub slots: Arc<Semaphore>,
     /// Per-address places for connections not answered yet.
     pub pending: Arc<Pending>,
-    /// Per-address places for open connections, held from the accept to
-    /// the close (counted once half of `slots` are taken).
+    /// Per-address places for open connections, held by each socket from
+    /// the accept until it is dropped, as its place in `slots` is (counted
+    /// once half of `slots` are taken).
     pub open: Arc<Pending>,
     /// The subscription tree's bounds, per principal and in total.
     pub tree: TreeLimits,
@@ -161,7 +162,6 @@ pub fn spawn(setup: Setup) -> io::Result<LoopSender> {
         slots: setup.slots,
         pending: setup.pending,
         open: setup.open,
-        held: HashMap::new(),
         log: setup.log,
         next_conn: setup.next_conn,
         rx,
@@ -198,9 +198,9 @@ struct Loop {
     accept_retry: Option<Instant>,
     slots: Arc<Semaphore>,
     pending: Arc<Pending>,
+    /// Per-address places for open connections, each held by its
+    /// [`TcpConn`] until the socket is dropped.
     open: Arc<Pending>,
-    /// Each open connection's place in [`open`](Self::open), by number.
-    held: HashMap<u64, PendingSlot>,
     log: EventLog,
     next_conn: Arc<AtomicU64>,
     rx: mpsc::Receiver<LoopCommand>,
@@ -363,17 +363,15 @@ impl Loop {
                 tracing::debug!(%peer, "too many MQTT connections without CONNACK from this address: dropped");
                 continue;
             };
-            // Held until the connection closes.
-            let Some(place) = self.open.take(peer.ip()) else {
+            // Held by the socket until it is dropped.
+            let Some(open) = self.open.take(peer.ip()) else {
                 tracing::debug!(%peer, "MQTT source address holds its share of the connection places: dropped");
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-            let tcp = TcpConn::new(stream, slot, waiting);
-            if self.broker.open_tcp(now, conn, peer.ip(), tcp) {
-                self.held.insert(conn, place);
-            } else {
+            let tcp = TcpConn::new(stream, slot, waiting, open);
+            if !self.broker.open_tcp(now, conn, peer.ip(), tcp) {
                 tracing::warn!(%peer, "MQTT connection could not be registered: dropped");
             }
         }
@@ -437,7 +435,6 @@ impl Loop {
     /// A socket whose connection ended: written out and ended, or dropped
     /// at once when it was given up on.
     fn close(&mut self, now: Instant, conn: u64, tcp: TcpConn) {
-        self.held.remove(&conn);
         if tcp.gave_up() {
             return;
         }

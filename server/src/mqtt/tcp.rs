@@ -54,6 +54,9 @@ pub struct TcpConn {
     waiting: Option<Box<PendingSlot>>,
     /// Its place among the MQTT-over-TCP connections.
     _slot: OwnedSemaphorePermit,
+    /// Its address's share of the open connections, held until the socket
+    /// is dropped.
+    _open: PendingSlot,
     /// Its writes passed the bound: closed without a last write.
     gave_up: bool,
 }
@@ -70,13 +73,20 @@ pub enum Sent {
 }
 
 impl TcpConn {
-    /// A connection holding its places.
-    pub fn new(stream: TcpStream, slot: OwnedSemaphorePermit, waiting: PendingSlot) -> TcpConn {
+    /// A connection holding its places: among all connections, among its
+    /// address's not answered yet, and among its address's open ones.
+    pub fn new(
+        stream: TcpStream,
+        slot: OwnedSemaphorePermit,
+        waiting: PendingSlot,
+        open: PendingSlot,
+    ) -> TcpConn {
         TcpConn {
             stream,
             unsent: None,
             waiting: Some(Box::new(waiting)),
             _slot: slot,
+            _open: open,
             gave_up: false,
         }
     }
