@@ -70,17 +70,8 @@ impl Budget {
 
     /// Takes `bytes` if they fit under the bound.
     pub fn try_charge(&self, bytes: usize) -> Option<Charge> {
-        let limit = self.inner.limit;
-        self.inner
-            .used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                used.checked_add(bytes).filter(|&n| n <= limit)
-            })
-            .ok()?;
-        Some(Charge {
-            inner: Arc::clone(&self.inner),
-            bytes,
-        })
+        let mut charge = self.empty_charge();
+        charge.try_resize(bytes).then_some(charge)
     }
 }
 

@@ -727,12 +727,8 @@ impl<R: RandomSource> Registry<R> {
         // session offline or behind) is dropped for that session alone:
         // the rest of the budget stays for clients that keep up, so that
         // sessions which never read cannot spend it for everyone.
-        let waits = self.sessions.get(key).is_some_and(|s| {
-            options.qos != QoS::AtMostOnce
-                && !(s.conn.is_some()
-                    && s.queue_is_empty()
-                    && s.outbound_len() < usize::from(s.window))
-        });
+        let waits = options.qos != QoS::AtMostOnce
+            && self.sessions.get(key).is_some_and(|s| !s.sends_at_once());
         if waits && self.budget_tight() {
             return Delivered::Dropped(Dropped::Budget);
         }
@@ -761,8 +757,7 @@ impl<R: RandomSource> Registry<R> {
             }
             return self.send_message(now, key, item);
         }
-        if s.conn.is_some() && s.queue_is_empty() && s.outbound_len() < usize::from(s.window) {
-            // Room in flight: sent at once.
+        if s.sends_at_once() {
             return self.send_message(now, key, item);
         }
         if s.rare().queue.push(item, max_q, max_b).is_err() {
@@ -868,16 +863,13 @@ impl<R: RandomSource> Registry<R> {
     /// out by [`poll_transmit`](Self::poll_transmit) are the server's to
     /// bound; this keeps the close decision here.
     pub fn outbound_full(&mut self, now: Instant, conn: ConnId) {
-        let key = match self.conns.by_key(&conn).map(|c| c.phase) {
-            Some(Phase::Connected(key)) => key,
-            Some(_) => {
-                self.end_conn_for(now, conn, 0x97, WillFate::Discard, SessionFate::Keep);
-                return;
+        match self.conns.by_key(&conn).map(|c| c.phase) {
+            Some(Phase::Connected(_)) => {
+                self.server_close_conn(now, conn, 0x97, SessionFate::Keep);
             }
-            None => return,
-        };
-        let _ = key;
-        self.server_close_conn(now, conn, 0x97, SessionFate::Keep);
+            Some(_) => self.end_conn_for(now, conn, 0x97, WillFate::Discard, SessionFate::Keep),
+            None => {}
+        }
     }
 
     /// The next bytes to write, in order for each connection. Drain them
@@ -957,10 +949,7 @@ impl<R: RandomSource> Registry<R> {
     /// offline session, or none, has not): a CONNECT with this id would
     /// take that connection over rather than add a client.
     pub fn is_connected(&self, client_id: &str) -> bool {
-        self.sessions
-            .find(client_id)
-            .and_then(|key| self.conn_of(key))
-            .is_some()
+        self.connection(client_id).is_some()
     }
 
     /// Connected clients (for the client limit).

@@ -199,6 +199,14 @@ impl Session {
         self.rare_ref().is_none_or(|r| r.queue.is_empty())
     }
 
+    /// Whether a QoS 1 or 2 message for it goes out at once: connected,
+    /// nothing queued before it, room in flight.
+    pub(super) fn sends_at_once(&self) -> bool {
+        self.conn.is_some()
+            && self.queue_is_empty()
+            && self.outbound_len() < usize::from(self.window)
+    }
+
     /// When it ends, while offline.
     pub(super) fn ends_at(&self) -> Option<Tick> {
         self.offline_since
